@@ -1,0 +1,187 @@
+//! Domain values other than ids: time stamps, message kinds, presence statuses and bounded
+//! texts. Each is checked when built, so the session never holds an unchecked string.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+
+/// A point in time, in whole milliseconds since the Unix epoch, UTC.
+///
+/// On the wire it is RFC 3339 in UTC (`2025-01-01T12:00:00Z`, or `...:00.250Z` when the
+/// milliseconds are not zero). The codec never reads a clock: the caller passes time in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Timestamp(i64);
+
+/// The earliest and latest instants accepted (years 1970 to 9999), so formatting never fails.
+const MAX_MILLIS: i64 = 253_402_300_799_999;
+
+impl Timestamp {
+    pub const EPOCH: Timestamp = Timestamp(0);
+
+    /// From milliseconds since the epoch, clamped to years 1970..=9999.
+    pub const fn from_millis(ms: i64) -> Self {
+        Self(if ms < 0 {
+            0
+        } else if ms > MAX_MILLIS {
+            MAX_MILLIS
+        } else {
+            ms
+        })
+    }
+
+    pub const fn as_millis(self) -> i64 {
+        self.0
+    }
+
+    /// Parses RFC 3339 (any offset; converted to UTC, sub-millisecond digits dropped).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let t = OffsetDateTime::parse(s, &Rfc3339).map_err(|e| format!("not an RFC 3339 time ({e})"))?;
+        let ms = t.unix_timestamp_nanos() / 1_000_000;
+        if !(0..=i128::from(MAX_MILLIS)).contains(&ms) {
+            return Err("must be between 1970 and 9999".into());
+        }
+        Ok(Self(ms as i64))
+    }
+
+    /// Adds whole milliseconds, saturating at the ends of the range.
+    pub fn plus_millis(self, ms: i64) -> Self {
+        Self::from_millis(self.0.saturating_add(ms))
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.0.div_euclid(1000);
+        let millis = self.0.rem_euclid(1000);
+        let t = OffsetDateTime::from_unix_timestamp(secs).map_err(|_| fmt::Error)?;
+        let (y, mo, d) = (t.year(), u8::from(t.month()), t.day());
+        let (h, mi, s) = (t.hour(), t.minute(), t.second());
+        write!(f, "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}")?;
+        if millis != 0 {
+            write!(f, ".{millis:03}")?;
+        }
+        f.write_str("Z")
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Self::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// What a message carries (SPEC §4 "Message types and limits").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageKind {
+    /// Plain text, 1 to 2000 characters.
+    Text,
+    /// An `http(s)` URL of a photo (up to 10 MB).
+    Photo,
+    /// An `http(s)` URL of a photo meant to be seen once.
+    PhotoEphemeral,
+    /// A place; `metadata` holds `lat` and `lng`.
+    Location,
+    /// A virtual gift; `content` names it.
+    Gift,
+    /// Written by the server (or the app backend through the server API), never by a client.
+    System,
+}
+
+impl MessageKind {
+    pub const ALL: [MessageKind; 6] =
+        [Self::Text, Self::Photo, Self::PhotoEphemeral, Self::Location, Self::Gift, Self::System];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Photo => "photo",
+            Self::PhotoEphemeral => "photo_ephemeral",
+            Self::Location => "location",
+            Self::Gift => "gift",
+            Self::System => "system",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// A user's presence status (SPEC §4 `status:update`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceStatus {
+    Online,
+    Away,
+    Busy,
+    Offline,
+}
+
+impl PresenceStatus {
+    pub const ALL: [PresenceStatus; 4] = [Self::Online, Self::Away, Self::Busy, Self::Offline];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Online => "online",
+            Self::Away => "away",
+            Self::Busy => "busy",
+            Self::Offline => "offline",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// Counts characters as the contract does: Unicode scalar values, like a JavaScript client's
+/// `[...s].length` (not UTF-16 units, not bytes).
+pub fn char_len(s: &str) -> usize {
+    s.chars().count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_print_like_the_seeds() {
+        let t = Timestamp::parse("2025-01-01T12:00:00Z").unwrap();
+        assert_eq!(t.to_string(), "2025-01-01T12:00:00Z");
+        let t = Timestamp::parse("2025-01-01T12:00:00.250Z").unwrap();
+        assert_eq!(t.to_string(), "2025-01-01T12:00:00.250Z");
+    }
+
+    #[test]
+    fn offsets_are_converted_to_utc() {
+        let t = Timestamp::parse("2025-01-01T14:00:00+02:00").unwrap();
+        assert_eq!(t.to_string(), "2025-01-01T12:00:00Z");
+    }
+
+    #[test]
+    fn out_of_range_times_are_refused_or_clamped() {
+        assert!(Timestamp::parse("1969-12-31T23:59:59Z").is_err());
+        assert!(Timestamp::parse("yesterday").is_err());
+        assert_eq!(Timestamp::from_millis(i64::MAX).to_string(), "9999-12-31T23:59:59.999Z");
+        assert_eq!(Timestamp::from_millis(-5), Timestamp::EPOCH);
+    }
+
+    #[test]
+    fn kinds_and_statuses_round_trip_by_name() {
+        for k in MessageKind::ALL {
+            assert_eq!(MessageKind::from_name(k.as_str()), Some(k));
+        }
+        for s in PresenceStatus::ALL {
+            assert_eq!(PresenceStatus::from_name(s.as_str()), Some(s));
+        }
+        assert_eq!(MessageKind::from_name("video"), None);
+    }
+}
