@@ -3,9 +3,7 @@
 //! understands. Each dialect's wire types call these; none of them knows a dialect.
 
 use crate::error::CodecError;
-use crate::event::client::{
-    MAX_GIFT_CHARS, MAX_PHOTO_BYTES, MAX_TEXT_CHARS, MAX_URL_CHARS, Metadata, SendMessage,
-};
+use crate::event::client::{MAX_GIFT_CHARS, MAX_PHOTO_BYTES, MAX_TEXT_CHARS, MAX_URL_CHARS, Metadata, SendMessage};
 use crate::ids::{ConversationId, LocalId, MessageId};
 use crate::values::{MessageKind, char_len};
 use serde_json::Value;
@@ -70,12 +68,19 @@ fn body(kind: MessageKind, content: &str, metadata: &Metadata) -> Result<(), Cod
             coordinate(metadata, "lat", 90.0)?;
             coordinate(metadata, "lng", 180.0)?;
             if char_len(content) > MAX_TEXT_CHARS {
-                return Err(CodecError::TooLong { field: "content", min: 0, max: MAX_TEXT_CHARS, got: char_len(content) });
+                return Err(CodecError::TooLong {
+                    field: "content",
+                    min: 0,
+                    max: MAX_TEXT_CHARS,
+                    got: char_len(content),
+                });
             }
             Ok(())
         }
         MessageKind::Gift => content_text("content", content, MAX_GIFT_CHARS),
-        MessageKind::System => Err(CodecError::InvalidMessageType("system messages are sent by the server only".into())),
+        MessageKind::System => {
+            Err(CodecError::InvalidMessageType("system messages are sent by the server only".into()))
+        }
     }
 }
 

@@ -9,8 +9,8 @@
 
 use crate::error::{CodecError, DecodeError};
 use crate::format::{Format, FormatError};
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::Value;
 use std::{fmt, marker::PhantomData};
 

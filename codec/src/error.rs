@@ -110,10 +110,9 @@ impl CodecError {
                 ErrorCode::MessageTooLarge
             }
             Self::InvalidMessageType(_) => ErrorCode::InvalidMessageType,
-            Self::Malformed { .. }
-            | Self::MissingType
-            | Self::UnknownType(_)
-            | Self::InvalidField { .. } => ErrorCode::ValidationError,
+            Self::Malformed { .. } | Self::MissingType | Self::UnknownType(_) | Self::InvalidField { .. } => {
+                ErrorCode::ValidationError
+            }
         }
     }
 

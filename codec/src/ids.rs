@@ -25,7 +25,11 @@ pub fn check_id(s: &str) -> Result<(), String> {
         return Err(format!("must be at most {MAX_ID_LEN} characters, got {}", s.chars().count()));
     }
     if let Some(bad) = s.bytes().find(|&c| !id_char(c)) {
-        let shown = if bad.is_ascii_graphic() || bad == b' ' { format!("{:?}", bad as char) } else { format!("byte 0x{bad:02x}") };
+        let shown = if bad.is_ascii_graphic() || bad == b' ' {
+            format!("{:?}", bad as char)
+        } else {
+            format!("byte 0x{bad:02x}")
+        };
         return Err(format!("contains {shown}; ids use A-Z a-z 0-9 and - _ . : @ + = ~"));
     }
     Ok(())
@@ -75,8 +79,7 @@ macro_rules! id_type {
 
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-                Self::parse(&s).map_err(serde::de::Error::custom)
+                d.deserialize_str(crate::values::ParseStr(Self::parse, "an id"))
             }
         }
     };

@@ -35,6 +35,9 @@ impl Timestamp {
 
     /// Parses RFC 3339 (any offset; converted to UTC, sub-millisecond digits dropped).
     pub fn parse(s: &str) -> Result<Self, String> {
+        if let Some(t) = parse_utc_fast(s.as_bytes()) {
+            return Ok(t);
+        }
         let t = OffsetDateTime::parse(s, &Rfc3339).map_err(|e| format!("not an RFC 3339 time ({e})"))?;
         let ms = t.unix_timestamp_nanos() / 1_000_000;
         if !(0..=i128::from(MAX_MILLIS)).contains(&ms) {
@@ -47,6 +50,50 @@ impl Timestamp {
     pub fn plus_millis(self, ms: i64) -> Self {
         Self::from_millis(self.0.saturating_add(ms))
     }
+}
+
+/// The form every server and browser writes (`YYYY-MM-DDTHH:MM:SS[.fff]Z`), parsed without the
+/// general RFC 3339 machinery because every envelope and message carries one. Anything else
+/// (offsets, odd digits, out-of-range fields) returns `None` and takes the general path.
+fn parse_utc_fast(b: &[u8]) -> Option<Timestamp> {
+    fn num(b: &[u8]) -> Option<i64> {
+        b.iter().try_fold(0i64, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0')))
+    }
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    if *b.last()? != b'Z' {
+        return None;
+    }
+    let (y, mo, d) = (num(&b[0..4])?, num(&b[5..7])?, num(&b[8..10])?);
+    let (h, mi, s) = (num(&b[11..13])?, num(&b[14..16])?, num(&b[17..19])?);
+    let frac = &b[19..b.len() - 1];
+    let millis = match frac {
+        [] => 0,
+        [b'.', digits @ ..] if !digits.is_empty() && digits.len() <= 9 => {
+            let mut ms = 0;
+            for i in 0..3 {
+                ms = ms * 10 + digits.get(i).map_or(Some(0), |c| num(std::slice::from_ref(c)))?;
+            }
+            num(digits)?; // every digit must be a digit, even those dropped
+            ms
+        }
+        _ => return None,
+    };
+    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    if y < 1970 || !(1..=12).contains(&mo) || d < 1 || d > month_days[(mo - 1) as usize] || h > 23 || mi > 59 || s > 59
+    {
+        return None;
+    }
+    // Days from 1970-01-01 to the civil date (H. Hinnant's algorithm).
+    let (yy, mm) = if mo <= 2 { (y - 1, mo + 9) } else { (y, mo - 3) };
+    let era = yy / 400;
+    let yoe = yy - era * 400;
+    let doy = (153 * mm + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(Timestamp::from_millis(((days * 24 + h) * 60 + mi) * 60_000 + s * 1000 + millis))
 }
 
 impl fmt::Display for Timestamp {
@@ -72,8 +119,25 @@ impl Serialize for Timestamp {
 
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        Self::parse(&s).map_err(serde::de::Error::custom)
+        d.deserialize_str(ParseStr(Self::parse, "an RFC 3339 time"))
+    }
+}
+
+/// Deserializes a value from a string by a parse function, without first copying the string
+/// into a `String` (ids and times are in every message; the copy showed up in profiles).
+pub(crate) struct ParseStr<T>(pub(crate) fn(&str) -> Result<T, String>, pub(crate) &'static str);
+
+impl<T> serde::de::Visitor<'_> for ParseStr<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.1)
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<T, E> {
+        (self.0)(v).map_err(E::custom)
+    }
+    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<T, E> {
+        let s = std::str::from_utf8(v).map_err(|_| E::invalid_value(serde::de::Unexpected::Bytes(v), &self))?;
+        self.visit_str(s)
     }
 }
 
@@ -158,6 +222,26 @@ mod tests {
         assert_eq!(t.to_string(), "2025-01-01T12:00:00Z");
         let t = Timestamp::parse("2025-01-01T12:00:00.250Z").unwrap();
         assert_eq!(t.to_string(), "2025-01-01T12:00:00.250Z");
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_the_general_parser() {
+        for s in [
+            "1970-01-01T00:00:00Z",
+            "2000-02-29T23:59:59.999Z",
+            "2024-12-31T10:30:00.1Z",
+            "2025-03-01T00:00:00.123456789Z",
+            "2100-02-28T12:00:00Z",
+            "9999-12-31T23:59:59.999Z",
+        ] {
+            let general = OffsetDateTime::parse(s, &Rfc3339).unwrap();
+            let ms = (general.unix_timestamp_nanos() / 1_000_000) as i64;
+            assert_eq!(parse_utc_fast(s.as_bytes()), Some(Timestamp(ms)), "{s}");
+        }
+        for s in ["2025-02-29T00:00:00Z", "2025-01-01T24:00:00Z", "2025-01-01T00:00:00.Z", "2025-01-01T00:00:00.1x3Z"] {
+            assert_eq!(parse_utc_fast(s.as_bytes()), None, "{s}");
+            assert!(Timestamp::parse(s).is_err(), "{s}");
+        }
     }
 
     #[test]

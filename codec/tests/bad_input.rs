@@ -1,6 +1,8 @@
 //! Every way a client frame can be wrong gets the documented code, names the field, and keeps
 //! the request's type and id when they can be read.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
 use confab_codec::{Codec, CodecError, DecodeError, Dialect, ErrorCode, Format, MAX_FRAME_BYTES};
 use serde_json::json;
 
@@ -111,7 +113,9 @@ fn range_checks_on_numbers_and_enums() {
     assert_eq!(e.error.field(), Some("limit"));
     let e = decode(json!({"type": "history:get", "data": {"conversation_id": "c", "before_seq": -1}}));
     assert_eq!(e.error.field(), Some("before_seq"));
-    let e = decode(json!({"type": "ephemeral_photo:send", "data": {"conversation_id": "c", "photo_url": "https://x/p", "expires_in": 0}}));
+    let e = decode(
+        json!({"type": "ephemeral_photo:send", "data": {"conversation_id": "c", "photo_url": "https://x/p", "expires_in": 0}}),
+    );
     assert_eq!(e.error.field(), Some("expires_in"));
     let e = decode(json!({"type": "status:update", "data": {"status": "sleeping"}}));
     assert_eq!(e.error.field(), Some("status"));
@@ -135,7 +139,9 @@ fn deep_nesting_is_refused_without_exhausting_the_stack() {
 fn aliases_and_unknown_fields_are_accepted() {
     let ok = JSON
         .decode_client(
-            json!({"event": "user:status", "payload": {"status": "away", "mood": "x"}, "extra": 1}).to_string().as_bytes(),
+            json!({"event": "user:status", "payload": {"status": "away", "mood": "x"}, "extra": 1})
+                .to_string()
+                .as_bytes(),
         )
         .unwrap();
     assert_eq!(ok.event.name(), "status:update");

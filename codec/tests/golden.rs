@@ -3,6 +3,8 @@
 //! every field of the original with the same value, so a client written against the seed reads
 //! what it expects. See `tests/vectors/README.md` for what "the same" allows.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
 use confab_codec::event::*;
 use confab_codec::{Codec, Dialect, Format, MessageKind, PresenceStatus, Timestamp};
 use serde_json::Value;
@@ -175,7 +177,9 @@ fn check_server(name: &str, ev: &ServerEvent) {
         ("seed001/connection_established", ServerEvent::Established(e)) => {
             assert_eq!((e.user_id.as_str(), e.connection_id.as_str()), ("user-uuid-1", "conn-uuid-1"));
         }
-        ("seed001/connection_closed", ServerEvent::Closed(c)) => assert_eq!((c.reason.as_str(), c.code), ("normal_closure", 1000)),
+        ("seed001/connection_closed", ServerEvent::Closed(c)) => {
+            assert_eq!((c.reason.as_str(), c.code), ("normal_closure", 1000))
+        }
         ("seed001/conversation_joined", ServerEvent::Joined(j)) => assert_eq!(j.joined_at, t("2025-01-01T12:00:00Z")),
         ("seed001/conversation_left", ServerEvent::Left(l)) => assert_eq!(l.conversation_id.as_str(), "conv-uuid-1"),
         ("seed001/conversation_unread", ServerEvent::Unread(u)) => {
@@ -187,7 +191,9 @@ fn check_server(name: &str, ev: &ServerEvent) {
             assert_eq!(e.request_event.as_deref(), Some("message:send"));
         }
         ("seed001/message_deleted", ServerEvent::Deleted(d)) => assert_eq!(d.deleted_by.as_str(), "user-uuid-1"),
-        ("seed001/message_delivered", ServerEvent::Delivered(d)) => assert_eq!(d.delivered_at, t("2025-01-01T12:00:05Z")),
+        ("seed001/message_delivered", ServerEvent::Delivered(d)) => {
+            assert_eq!(d.delivered_at, t("2025-01-01T12:00:05Z"))
+        }
         ("seed001/message_viewed", ServerEvent::Viewed(v)) => assert_eq!(v.viewed_at, t("2025-01-01T12:00:10Z")),
         ("seed001/user_online", ServerEvent::UserOnline(u)) => assert_eq!(u.username.as_deref(), Some("jane_doe")),
         ("seed001/user_offline", ServerEvent::UserOffline(u)) => assert_eq!(u.offline_at, t("2025-01-01T12:30:00Z")),

@@ -4,6 +4,8 @@
 //! `PROPTEST_CASES=200000 cargo test --release -p confab-codec --test properties` is the long
 //! run (the stand-in for a fuzzer on this stable toolchain); see `docs/protocol.md`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
 use confab_codec::event::*;
 use confab_codec::frame::{FrameDecoder, encode_frame};
 use confab_codec::*;
@@ -47,7 +49,8 @@ fn metadata() -> impl Strategy<Value = Map<String, Value>> {
     let value = leaf.prop_recursive(3, 16, 4, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            prop::collection::btree_map("[a-z_]{1,8}", inner, 0..4).prop_map(|m| Value::Object(m.into_iter().collect())),
+            prop::collection::btree_map("[a-z_]{1,8}", inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     });
     prop::collection::btree_map("[a-z_]{1,8}", value, 0..4).prop_map(|m| m.into_iter().collect())
@@ -88,7 +91,8 @@ fn send() -> impl Strategy<Value = SendMessage> {
 
 fn client_event() -> impl Strategy<Value = ClientEvent> {
     let conv_ref = || conv().prop_map(|conversation_id| ConversationRef { conversation_id });
-    let msg_ref = || (conv(), msg_id()).prop_map(|(conversation_id, message_id)| MessageRef { conversation_id, message_id });
+    let msg_ref =
+        || (conv(), msg_id()).prop_map(|(conversation_id, message_id)| MessageRef { conversation_id, message_id });
     prop_oneof![
         (proptest::option::of("[a-z0-9.]{1,20}"), proptest::option::of("[a-z]{1,10}"))
             .prop_map(|(client_version, platform)| ClientEvent::Hello(Hello { client_version, platform })),
@@ -141,18 +145,24 @@ fn server_event() -> impl Strategy<Value = ServerEvent> {
             ServerEvent::MessageNew(MessageNew { message: m, sender })
         }),
         message().prop_map(ServerEvent::MessageSent),
-        (conv(), prop::collection::vec(message(), 0..4), any::<bool>()).prop_map(|(conversation_id, messages, has_more)| {
-            ServerEvent::History(History { conversation_id, messages, has_more })
-        }),
-        (conv(), user(), any::<bool>(), proptest::option::of(time())).prop_map(|(conversation_id, user_id, is_typing, timestamp)| {
-            ServerEvent::Typing(Typing { conversation_id, user_id, username: None, is_typing, timestamp })
-        }),
+        (conv(), prop::collection::vec(message(), 0..4), any::<bool>()).prop_map(
+            |(conversation_id, messages, has_more)| {
+                ServerEvent::History(History { conversation_id, messages, has_more })
+            }
+        ),
+        (conv(), user(), any::<bool>(), proptest::option::of(time())).prop_map(
+            |(conversation_id, user_id, is_typing, timestamp)| {
+                ServerEvent::Typing(Typing { conversation_id, user_id, username: None, is_typing, timestamp })
+            }
+        ),
         (conv(), any::<u64>(), proptest::option::of(message())).prop_map(|(conversation_id, unread_count, m)| {
             ServerEvent::Unread(Unread { conversation_id, unread_count, last_message: m.map(|m| m.preview()) })
         }),
-        (msg_id(), conv(), time(), proptest::option::of(user())).prop_map(|(message_id, conversation_id, delivered_at, user_id)| {
-            ServerEvent::Delivered(Delivered { message_id, conversation_id, delivered_at, user_id })
-        }),
+        (msg_id(), conv(), time(), proptest::option::of(user())).prop_map(
+            |(message_id, conversation_id, delivered_at, user_id)| {
+                ServerEvent::Delivered(Delivered { message_id, conversation_id, delivered_at, user_id })
+            }
+        ),
         ("\\PC{0,40}", proptest::option::of("[a-z_]{1,10}")).prop_map(|(message, field)| {
             ServerEvent::Error(ErrorData {
                 code: ErrorCode::RateLimited,

@@ -7,6 +7,7 @@
 use crate::check::{self, SendParts};
 use crate::envelope::{self, EventSet, RawEnvelope};
 use crate::error::{CodecError, DecodeError};
+use crate::event::WithFlatFields;
 use crate::event::client::*;
 use crate::event::server::{ServerEnvelope, ServerEvent};
 use crate::format::{EncodeError, Format};
@@ -83,15 +84,19 @@ pub(crate) fn encode_server(format: Format, env: &ServerEnvelope, out: &mut Vec<
         #[serde(skip_serializing_if = "Option::is_none")]
         request_id: Option<&'a RequestId>,
     }
-    struct ServerData<'a>(&'a ServerEvent);
+    struct ServerData<'a>(&'a ServerEvent, Format);
     impl Serialize for ServerData<'_> {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            self.0.serialize_data(s)
+            match (self.0, self.1) {
+                // Seed 000's clients read message:new's fields flat; they speak JSON.
+                (ServerEvent::MessageNew(m), Format::Json) => WithFlatFields(m).serialize(s),
+                (event, _) => event.serialize_data(s),
+            }
         }
     }
     let out_env = Out {
         kind: env.event.name(),
-        data: ServerData(&env.event),
+        data: ServerData(&env.event, format),
         timestamp: env.timestamp,
         message_id: env.message_id.as_deref(),
         request_id: env.request_id.as_ref(),
@@ -288,13 +293,10 @@ impl EphemeralSendW {
         let conversation_id = check::id("conversation_id", &self.conversation_id, ConversationId::parse)?;
         check::url("photo_url", &self.photo_url)?;
         let expires_in = self.expires_in.unwrap_or(10);
-        let expires_in = u32::try_from(expires_in)
-            .ok()
-            .filter(|s| EPHEMERAL_SECONDS.contains(s))
-            .ok_or_else(|| {
-                let (lo, hi) = (EPHEMERAL_SECONDS.start(), EPHEMERAL_SECONDS.end());
-                CodecError::invalid("expires_in", format!("must be {lo} to {hi} seconds, got {expires_in}"))
-            })?;
+        let expires_in = u32::try_from(expires_in).ok().filter(|s| EPHEMERAL_SECONDS.contains(s)).ok_or_else(|| {
+            let (lo, hi) = (EPHEMERAL_SECONDS.start(), EPHEMERAL_SECONDS.end());
+            CodecError::invalid("expires_in", format!("must be {lo} to {hi} seconds, got {expires_in}"))
+        })?;
         Ok(ClientEvent::EphemeralSend(EphemeralSend { conversation_id, photo_url: self.photo_url, expires_in }))
     }
 }
@@ -306,7 +308,9 @@ struct EphemeralViewW {
 
 impl EphemeralViewW {
     fn check(self) -> Result<ClientEvent, CodecError> {
-        Ok(ClientEvent::EphemeralView(EphemeralView { photo_id: check::id("photo_id", &self.photo_id, PhotoId::parse)? }))
+        Ok(ClientEvent::EphemeralView(EphemeralView {
+            photo_id: check::id("photo_id", &self.photo_id, PhotoId::parse)?,
+        }))
     }
 }
 

@@ -92,9 +92,11 @@ impl ClientEvent {
             Self::Read(m) | Self::Delete(m) => Some(&m.conversation_id),
             Self::EphemeralSend(e) => Some(&e.conversation_id),
             Self::History(h) => Some(&h.conversation_id),
-            Self::Hello(_) | Self::SetStatus(_) | Self::EphemeralView(_) | Self::AuthRefresh(_) | Self::Heartbeat(_) => {
-                None
-            }
+            Self::Hello(_)
+            | Self::SetStatus(_)
+            | Self::EphemeralView(_)
+            | Self::AuthRefresh(_)
+            | Self::Heartbeat(_) => None,
         }
     }
 }

@@ -1,9 +1,10 @@
 //! The wire layout of a stored message and of `message:new`, written by hand because they are
 //! the hottest values on the wire: every fan-out encodes one, every client decodes one.
 //!
-//! `message:new` carries the message twice (SPEC §4 / seed 001's nested `{message, sender}`,
-//! and seed 000's flat fields beside it) so that clients written against either seed work
-//! unchanged. The decoder reads the nested copy and skips the flat one without allocating.
+//! In JSON, `message:new` carries the message twice (SPEC §4 / seed 001's nested
+//! `{message, sender}`, and seed 000's flat fields beside it) so that clients written against
+//! either seed work unchanged; MessagePack carries the nested form only. The decoder reads the
+//! nested copy and skips the flat one without allocating, and reads a flat-only one too.
 
 use super::server::{Message, MessageNew, Sender};
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
@@ -57,10 +58,26 @@ impl Serialize for Message {
 
 impl Serialize for MessageNew {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(2 + self.message.field_count()))?;
+        let mut map = s.serialize_map(Some(2))?;
         map.serialize_entry("message", &self.message)?;
         map.serialize_entry("sender", &self.sender)?;
-        self.message.serialize_fields(&mut map)?;
+        map.end()
+    }
+}
+
+/// `message:new` with seed 000's flat copy of the message fields beside the nested one.
+/// Written for JSON connections only: seed 000's clients speak JSON, and MessagePack clients
+/// (ours) read the nested form, so they do not pay for the copy.
+#[derive(Debug)]
+pub(crate) struct WithFlatFields<'a>(pub(crate) &'a MessageNew);
+
+impl Serialize for WithFlatFields<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let m = &self.0.message;
+        let mut map = s.serialize_map(Some(2 + m.field_count()))?;
+        map.serialize_entry("message", m)?;
+        map.serialize_entry("sender", &self.0.sender)?;
+        m.serialize_fields(&mut map)?;
         map.end()
     }
 }

@@ -5,6 +5,8 @@
 
 pub mod client;
 mod message;
+
+pub(crate) use message::WithFlatFields;
 pub mod server;
 
 pub use client::*;
