@@ -12,8 +12,20 @@ use std::{fmt, sync::Arc};
 /// Longest id accepted, in bytes (all allowed characters are ASCII).
 pub const MAX_ID_LEN: usize = 128;
 
+/// Which bytes an id may hold, as a table: ids are checked in every decoded message.
+const ID_CHARS: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'@' | b'+' | b'=' | b'~');
+        c += 1;
+    }
+    t
+};
+
 fn id_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':' | b'@' | b'+' | b'=' | b'~')
+    ID_CHARS[usize::from(c)]
 }
 
 /// Checks the id rule; the error is the reason, without the field name.
@@ -50,6 +62,12 @@ macro_rules! id_type {
 
             pub fn as_str(&self) -> &str {
                 &self.0
+            }
+
+            /// A server-made id: `prefix` (id characters only) and `value` in hex.
+            pub fn generate(prefix: &'static str, value: u128) -> Self {
+                debug_assert!(check_id(prefix).is_ok());
+                Self(Arc::from(format!("{prefix}{value:x}")))
             }
         }
 
