@@ -1,0 +1,70 @@
+//! Client REST (SPEC §5), authenticated with the user's JWT (`Authorization: Bearer`).
+
+use super::{ApiError, App};
+use crate::auth::Identity;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, header};
+use confab_codec::event::MAX_HISTORY_LIMIT;
+use confab_codec::{ConversationId, ErrorCode, Seq};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+fn identity(app: &App, headers: &HeaderMap) -> Result<Identity, ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .ok_or_else(|| ApiError(ErrorCode::Unauthorized, "Authorization: Bearer <token> required".into()))?;
+    app.ctx.auth.verify(token.trim()).map_err(|e| ApiError(e.code(), e.to_string()))
+}
+
+/// `GET /v1/chat/conversations`: the user's conversations with unread counts and last message.
+pub(super) async fn conversations(State(app): State<App>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    let me = identity(&app, &headers)?;
+    let list = app.ctx.store.conversations_of(&me.user_id).await?;
+    let rows: Vec<Value> = list
+        .into_iter()
+        .map(|c| {
+            let others: Vec<_> = c.members.iter().filter(|m| **m != me.user_id).collect();
+            json!({
+                "id": c.id,
+                "members": c.members,
+                "other_user_ids": others,
+                "last_seq": c.last_seq,
+                "read_seq": c.read_seq,
+                "unread_count": c.unread_count,
+                "last_message": c.last_message,
+                "updated_at": c.last_message.as_ref().map(|m| m.created_at),
+            })
+        })
+        .collect();
+    Ok(Json(json!({"conversations": rows})))
+}
+
+#[derive(Deserialize)]
+pub(super) struct Page {
+    before_seq: Option<u64>,
+    limit: Option<u32>,
+}
+
+/// `GET /v1/chat/conversations/{id}/messages?before_seq=&limit=`: a page of history, oldest first.
+pub(super) async fn messages(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(page): Query<Page>,
+) -> Result<Json<Value>, ApiError> {
+    let me = identity(&app, &headers)?;
+    let c = ConversationId::parse(&id).map_err(|r| ApiError(ErrorCode::ValidationError, format!("id: {r}")))?;
+    let info = app.ctx.store.conversation(&c).await?.ok_or_else(|| ApiError(ErrorCode::ConversationNotFound, format!("conversation {c} not found")))?;
+    if !info.members.iter().any(|(u, _)| *u == me.user_id) {
+        return Err(ApiError(ErrorCode::Forbidden, format!("not a member of conversation {c}")));
+    }
+    let limit = page.limit.unwrap_or(50);
+    if !(1..=MAX_HISTORY_LIMIT).contains(&limit) {
+        return Err(ApiError(ErrorCode::ValidationError, format!("limit: must be 1 to {MAX_HISTORY_LIMIT}, got {limit}")));
+    }
+    let (messages, has_more) = app.ctx.store.history(&c, page.before_seq.map(Seq), limit).await?;
+    Ok(Json(json!({"conversation_id": c, "messages": messages, "has_more": has_more})))
+}

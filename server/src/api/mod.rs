@@ -1,0 +1,108 @@
+//! The HTTP side, on the same listener as the WebSocket endpoints (SPEC §5):
+//!
+//! - `client`: REST for clients, with their JWT (`/v1/chat/...`);
+//! - `server`: the API for the app backend, with the API key (`/api/v1/...`);
+//! - `ops`: `/healthz`, `/metrics`, and `/dev/token` in dev mode.
+//!
+//! Errors are JSON `{"error": {"code", "message"}}` with the protocol's codes and a matching
+//! HTTP status (`ApiError`).
+
+mod client;
+mod ops;
+mod server;
+
+use crate::session::Ctx;
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use confab_codec::ErrorCode;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Settings the HTTP and transport handlers need.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub dev: bool,
+    pub api_key: String,
+    pub max_frame_bytes: usize,
+    pub ping_interval: Duration,
+    pub pong_timeout: Duration,
+}
+
+/// What every handler gets.
+#[derive(Debug, Clone)]
+pub struct App {
+    pub ctx: Ctx,
+    pub settings: Arc<Settings>,
+}
+
+pub fn router(app: App) -> axum::Router {
+    let mut r = axum::Router::new()
+        .route("/ws", get(crate::transport::ws::upgrade))
+        .route("/v1/ws", get(crate::transport::ws::upgrade))
+        .route("/healthz", get(ops::healthz))
+        .route("/metrics", get(ops::metrics))
+        .route("/v1/chat/conversations", get(client::conversations))
+        .route("/v1/chat/conversations/{id}/messages", get(client::messages))
+        .route("/api/v1/conversations", post(server::create_conversation))
+        .route("/api/v1/conversations/{id}", axum::routing::delete(server::delete_conversation))
+        .route("/api/v1/conversations/{id}/members", put(server::set_members))
+        .route("/api/v1/conversations/{id}/messages", post(server::post_message))
+        .route("/api/v1/publish", post(server::publish))
+        .route("/api/v1/presence/{user_id}", get(server::presence));
+    if app.settings.dev {
+        r = r.route("/dev/token", get(ops::dev_token));
+    }
+    r.with_state(app)
+}
+
+/// An HTTP API error: a protocol code and a message.
+#[derive(Debug)]
+pub struct ApiError(pub ErrorCode, pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match self.0 {
+            ErrorCode::ValidationError | ErrorCode::MessageTooLarge | ErrorCode::InvalidMessageType => {
+                StatusCode::BAD_REQUEST
+            }
+            ErrorCode::Unauthorized | ErrorCode::TokenExpired | ErrorCode::TokenInvalid => StatusCode::UNAUTHORIZED,
+            ErrorCode::Forbidden | ErrorCode::PermissionDenied => StatusCode::FORBIDDEN,
+            ErrorCode::NotFound | ErrorCode::ConversationNotFound => StatusCode::NOT_FOUND,
+            ErrorCode::ConversationFull => StatusCode::CONFLICT,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::ConnectionError | ErrorCode::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        (status, Json(json!({"error": {"code": self.0, "message": self.1}}))).into_response()
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        use crate::store::StoreError as S;
+        let code = match &e {
+            S::ConversationNotFound(_) => ErrorCode::ConversationNotFound,
+            S::NotFound(_) => ErrorCode::NotFound,
+            S::ConversationExists(_) => ErrorCode::ValidationError,
+            S::NotOwner => ErrorCode::PermissionDenied,
+            S::Database(_) | S::Closed => ErrorCode::InternalError,
+        };
+        ApiError(code, e.to_string())
+    }
+}
+
+/// Reads a JSON body, turning serde's rejection into a `VALIDATION_ERROR`.
+#[derive(Debug)]
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(e) => Err(ApiError(ErrorCode::ValidationError, e.body_text())),
+        }
+    }
+}

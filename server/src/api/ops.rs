@@ -1,0 +1,42 @@
+//! Operations endpoints: health, metrics, and the dev-mode token minting.
+
+use super::{ApiError, App};
+use axum::Json;
+use axum::extract::{Query, State};
+use confab_codec::{ErrorCode, UserId};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+pub(super) async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Prometheus text format.
+pub(super) async fn metrics(State(app): State<App>) -> String {
+    let (users, connections) = app.ctx.hub.online_count();
+    format!(
+        "# HELP confab_users_online Users with at least one connection.\n# TYPE confab_users_online gauge\nconfab_users_online {users}\n\
+         # HELP confab_connections Open client connections.\n# TYPE confab_connections gauge\nconfab_connections {connections}\n"
+    )
+}
+
+#[derive(Deserialize)]
+pub(super) struct TokenQuery {
+    user_id: String,
+    username: Option<String>,
+    /// Lifetime in seconds (default one day).
+    ttl: Option<i64>,
+}
+
+/// Dev mode only (SPEC §8): `GET /dev/token?user_id=ID&username=NAME` → `{"token"}`.
+pub(super) async fn dev_token(State(app): State<App>, Query(q): Query<TokenQuery>) -> Result<Json<Value>, ApiError> {
+    let user = UserId::parse(&q.user_id).map_err(|r| ApiError(ErrorCode::ValidationError, format!("user_id: {r}")))?;
+    let ttl = q.ttl.unwrap_or(86_400).clamp(1, 30 * 86_400);
+    let exp = crate::session::now().as_millis() / 1000 + ttl;
+    let token = app
+        .ctx
+        .auth
+        .mint(&user, q.username.as_deref(), exp)
+        .ok_or_else(|| ApiError(ErrorCode::InternalError, "this server verifies tokens with a public key and cannot mint them".into()))?;
+    Ok(Json(json!({"token": token, "expires_at": exp})))
+}

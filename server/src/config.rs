@@ -1,0 +1,162 @@
+//! Configuration from flags and `CONFAB_*` environment variables (SPEC §2, §8), checked once
+//! at start with errors that name the setting.
+
+use crate::auth::KeyConfig;
+use crate::limits::Limits;
+use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The dev-mode JWT secret. Printed at start; never use it in production.
+pub const DEV_JWT_SECRET: &str = "confab-dev-secret-not-for-production";
+/// The dev-mode server API key.
+pub const DEV_API_KEY: &str = "dev-api-key";
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "confab", version, about = "A realtime chat server: WebTransport first, WebSocket fallback.")]
+pub struct Args {
+    /// Dev mode: generated defaults and `/dev/token`. Also on when no JWT key and no API key are given.
+    #[arg(long, env = "CONFAB_DEV")]
+    pub dev: bool,
+    /// Plain HTTP + WebSocket listener (port 0 picks a free port).
+    #[arg(long, env = "CONFAB_HTTP", default_value = "127.0.0.1:8080")]
+    pub http: SocketAddr,
+    /// Where the embedded store keeps its files.
+    #[arg(long, env = "CONFAB_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// HS256 secret that verifies client JWTs.
+    #[arg(long, env = "CONFAB_JWT_SECRET")]
+    pub jwt_secret: Option<String>,
+    /// PEM public key that verifies client JWTs (with --jwt-algorithm).
+    #[arg(long, env = "CONFAB_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
+    /// RS256 or ES256, for --jwt-public-key.
+    #[arg(long, env = "CONFAB_JWT_ALGORITHM", default_value = "RS256")]
+    pub jwt_algorithm: String,
+    /// Required `aud` claim, if set.
+    #[arg(long, env = "CONFAB_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Required `iss` claim, if set.
+    #[arg(long, env = "CONFAB_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Key for the server API (`Authorization: ApiKey KEY`).
+    #[arg(long, env = "CONFAB_API_KEY")]
+    pub api_key: Option<String>,
+    /// Largest client frame, bytes (SPEC §4: 32 KiB).
+    #[arg(long, env = "CONFAB_MAX_FRAME_BYTES", default_value_t = 32 * 1024)]
+    pub max_frame_bytes: usize,
+    /// Frames per second per connection.
+    #[arg(long, env = "CONFAB_CONN_RATE", default_value_t = 10.0)]
+    pub conn_rate: f64,
+    /// Burst of frames above the per-connection rate.
+    #[arg(long, env = "CONFAB_CONN_BURST", default_value_t = 20)]
+    pub conn_burst: u32,
+    #[arg(long, env = "CONFAB_MESSAGES_PER_MINUTE", default_value_t = 30)]
+    pub messages_per_minute: u32,
+    #[arg(long, env = "CONFAB_MESSAGES_PER_HOUR", default_value_t = 500)]
+    pub messages_per_hour: u32,
+    #[arg(long, env = "CONFAB_MESSAGES_PER_DAY", default_value_t = 2000)]
+    pub messages_per_day: u32,
+    #[arg(long, env = "CONFAB_TYPING_PER_MINUTE", default_value_t = 20)]
+    pub typing_per_minute: u32,
+    #[arg(long, env = "CONFAB_CONNECTS_PER_MINUTE", default_value_t = 10)]
+    pub connects_per_minute: u32,
+    #[arg(long, env = "CONFAB_MAX_CONNECTIONS_PER_USER", default_value_t = 5)]
+    pub max_connections_per_user: usize,
+    /// Events queued for one connection before it is dropped as a slow consumer.
+    #[arg(long, env = "CONFAB_OUTBOUND_QUEUE", default_value_t = 1024)]
+    pub outbound_queue: usize,
+    /// Server ping interval, milliseconds (SPEC §3: 30 s).
+    #[arg(long, env = "CONFAB_PING_INTERVAL_MS", default_value_t = 30_000)]
+    pub ping_interval_ms: u64,
+    /// Close a connection with no pong for this long, milliseconds (SPEC §3: 60 s).
+    #[arg(long, env = "CONFAB_PONG_TIMEOUT_MS", default_value_t = 60_000)]
+    pub pong_timeout_ms: u64,
+    /// Log as JSON (the default outside dev mode).
+    #[arg(long, env = "CONFAB_LOG_JSON")]
+    pub log_json: bool,
+}
+
+/// Checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub dev: bool,
+    pub http: SocketAddr,
+    pub data_dir: PathBuf,
+    pub jwt: KeyConfig,
+    pub jwt_audience: Option<String>,
+    pub jwt_issuer: Option<String>,
+    pub api_key: String,
+    pub max_frame_bytes: usize,
+    pub limits: Limits,
+    pub ping_interval: Duration,
+    pub pong_timeout: Duration,
+    pub log_json: bool,
+}
+
+impl Config {
+    /// Checks the arguments; the error names the setting.
+    pub fn from_args(a: Args) -> Result<Self, String> {
+        let dev = a.dev || (a.jwt_secret.is_none() && a.jwt_public_key.is_none() && a.api_key.is_none());
+        let jwt = match (&a.jwt_secret, &a.jwt_public_key) {
+            (Some(_), Some(_)) => return Err("jwt-secret and jwt-public-key: give one, not both".into()),
+            (Some(s), None) if s.len() < 16 && !dev => return Err("jwt-secret: use at least 16 bytes".into()),
+            (Some(s), None) => KeyConfig::Secret(s.clone()),
+            (None, Some(path)) => {
+                let pem = std::fs::read(path).map_err(|e| format!("jwt-public-key: {}: {e}", path.display()))?;
+                let algorithm = match a.jwt_algorithm.as_str() {
+                    "RS256" => jsonwebtoken::Algorithm::RS256,
+                    "ES256" => jsonwebtoken::Algorithm::ES256,
+                    other => return Err(format!("jwt-algorithm: {other:?} is not RS256 or ES256")),
+                };
+                KeyConfig::PublicKey { algorithm, pem }
+            }
+            (None, None) if dev => KeyConfig::Secret(DEV_JWT_SECRET.into()),
+            (None, None) => return Err("jwt-secret or jwt-public-key: required outside dev mode".into()),
+        };
+        let api_key = match a.api_key {
+            Some(k) if k.is_empty() => return Err("api-key: must not be empty".into()),
+            Some(k) => k,
+            None if dev => DEV_API_KEY.into(),
+            None => return Err("api-key: required outside dev mode".into()),
+        };
+        if a.max_frame_bytes < 1024 {
+            return Err("max-frame-bytes: must be at least 1024".into());
+        }
+        if !(a.conn_rate > 0.0 && a.conn_rate.is_finite()) {
+            return Err("conn-rate: must be a positive number".into());
+        }
+        if a.outbound_queue == 0 || a.max_connections_per_user == 0 {
+            return Err("outbound-queue and max-connections-per-user: must be at least 1".into());
+        }
+        if a.ping_interval_ms == 0 || a.pong_timeout_ms < a.ping_interval_ms {
+            return Err("pong-timeout-ms: must be at least ping-interval-ms, which must be positive".into());
+        }
+        let limits = Limits {
+            conn_rate: a.conn_rate,
+            conn_burst: a.conn_burst.max(1),
+            messages_per_minute: a.messages_per_minute.max(1),
+            messages_per_hour: a.messages_per_hour.max(1),
+            messages_per_day: a.messages_per_day.max(1),
+            typing_per_minute: a.typing_per_minute.max(1),
+            connects_per_minute: a.connects_per_minute.max(1),
+            max_connections_per_user: a.max_connections_per_user,
+            outbound_queue: a.outbound_queue,
+        };
+        Ok(Self {
+            dev,
+            http: a.http,
+            data_dir: a.data_dir,
+            jwt,
+            jwt_audience: a.jwt_audience,
+            jwt_issuer: a.jwt_issuer,
+            api_key,
+            max_frame_bytes: a.max_frame_bytes,
+            limits,
+            ping_interval: Duration::from_millis(a.ping_interval_ms),
+            pong_timeout: Duration::from_millis(a.pong_timeout_ms),
+            log_json: a.log_json || !dev,
+        })
+    }
+}

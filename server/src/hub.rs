@@ -1,0 +1,410 @@
+//! The hub: who is connected (users and their devices), which connection joined which
+//! conversation, conversations' members and read watermarks, and the fan-out of events to
+//! them. It holds no rules about who may do what (the session decides) and does no I/O: it
+//! only puts events into connections' bounded queues.
+//!
+//! Messages reach the hub through [`Hub::dispatch_message`], called in commit order by the one
+//! task that reads the store's commit feed, so every connection sees a conversation's messages
+//! in seq order. A connection that joins with `since_seq` is fed its replay by its session
+//! while live messages for it are held back; [`Hub::finish_replay`] then releases those past
+//! the replay, so nothing is missed or repeated (SPEC §4 recovery). A broker for several nodes
+//! would call `dispatch_message` from its subscription instead of the local feed.
+
+use crate::error::CloseReason;
+use crate::limits::{Exceeded, Limits, UserBuckets};
+use crate::link::{Conn, Queued, SharedEvent};
+use crate::store::ConversationInfo;
+use confab_codec::event::{Delivered, Message, MessageNew, Sender, ServerEnvelope, ServerEvent, Unread};
+use confab_codec::{ConnectionId, ConversationId, PresenceStatus, RequestId, Seq, Timestamp, UserId};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+/// How a user presents in events (from their token).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Profile {
+    pub username: Option<String>,
+    pub avatar_url: Option<String>,
+}
+
+#[derive(Debug)]
+struct UserEntry {
+    conns: Vec<Conn>,
+    profile: Profile,
+    status: PresenceStatus,
+    status_message: Option<String>,
+}
+
+#[derive(Debug)]
+struct Joined {
+    conn: Conn,
+    /// Live events held back while the session replays history to this connection.
+    replay: Option<Vec<Arc<SharedEvent>>>,
+}
+
+#[derive(Debug, Default)]
+struct ConvEntry {
+    /// Members and the seq each has read up to.
+    members: HashMap<UserId, Seq>,
+    max_members: Option<u32>,
+    joined: HashMap<ConnectionId, Joined>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    users: HashMap<UserId, UserEntry>,
+    buckets: HashMap<UserId, UserBuckets>,
+    last_seen: HashMap<UserId, Timestamp>,
+    convs: HashMap<ConversationId, ConvEntry>,
+}
+
+/// What a user looks like to others right now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Presence {
+    pub online: bool,
+    pub status: PresenceStatus,
+    pub message: Option<String>,
+    pub last_seen: Option<Timestamp>,
+    pub connections: usize,
+}
+
+/// Shared by every connection; cheap to lock (no await while held).
+#[derive(Debug)]
+pub struct Hub {
+    state: Mutex<State>,
+    limits: Limits,
+    boot: u64,
+    next_id: AtomicU64,
+}
+
+impl Hub {
+    pub fn new(limits: Limits) -> Self {
+        Self { state: Mutex::default(), limits, boot: rand::random::<u32>().into(), next_id: AtomicU64::new(1) }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain maps behind, still consistent enough to
+        // serve; refusing every later request would be worse.
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A fresh connection id.
+    pub fn connection_id(&self) -> ConnectionId {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        ConnectionId::generate("conn_", (u128::from(self.boot) << 64) | u128::from(n))
+    }
+
+    /// Wraps an event in an envelope with a fresh server id.
+    pub fn envelope(&self, event: ServerEvent, now: Timestamp, request_id: Option<RequestId>) -> ServerEnvelope {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        ServerEnvelope { event, timestamp: Some(now), message_id: Some(format!("srv_{:x}{n:x}", self.boot)), request_id }
+    }
+
+    /// An envelope ready to share between connections.
+    pub fn shared(&self, event: ServerEvent, now: Timestamp, conversation: Option<ConversationId>) -> Arc<SharedEvent> {
+        SharedEvent::new(self.envelope(event, now, None), conversation)
+    }
+
+    // ---- connections and presence ----
+
+    /// Adds a connection. `Ok(true)` if it is the user's first (they just came online).
+    pub fn register(&self, conn: &Conn, profile: Profile, now: Instant) -> Result<bool, CloseReason> {
+        let mut s = self.lock();
+        let buckets = s.buckets.entry(conn.user_id.clone()).or_insert_with(|| UserBuckets::new(&self.limits, now));
+        if buckets.connects.take(now).is_err() {
+            return Err(CloseReason::TooManyConnections);
+        }
+        let entry = s.users.entry(conn.user_id.clone()).or_insert_with(|| UserEntry {
+            conns: Vec::new(),
+            profile: profile.clone(),
+            status: PresenceStatus::Online,
+            status_message: None,
+        });
+        if entry.conns.len() >= self.limits.max_connections_per_user {
+            return Err(CloseReason::TooManyConnections);
+        }
+        entry.profile = profile;
+        entry.conns.push(conn.clone());
+        Ok(entry.conns.len() == 1)
+    }
+
+    /// Removes a connection everywhere. `true` if it was the user's last (they went offline).
+    pub fn unregister(&self, conn: &Conn, now: Timestamp) -> bool {
+        let mut s = self.lock();
+        for c in s.convs.values_mut() {
+            c.joined.remove(&conn.id);
+        }
+        let last = match s.users.get_mut(&conn.user_id) {
+            Some(u) => {
+                u.conns.retain(|c| c.id != conn.id);
+                u.conns.is_empty()
+            }
+            None => false,
+        };
+        if last {
+            s.users.remove(&conn.user_id);
+            s.last_seen.insert(conn.user_id.clone(), now);
+        }
+        last
+    }
+
+    pub fn presence(&self, user: &UserId) -> Presence {
+        let s = self.lock();
+        match s.users.get(user) {
+            Some(u) => Presence {
+                online: true,
+                status: u.status,
+                message: u.status_message.clone(),
+                last_seen: None,
+                connections: u.conns.len(),
+            },
+            None => Presence {
+                online: false,
+                status: PresenceStatus::Offline,
+                message: None,
+                last_seen: s.last_seen.get(user).copied(),
+                connections: 0,
+            },
+        }
+    }
+
+    pub fn profile(&self, user: &UserId) -> Profile {
+        self.lock().users.get(user).map(|u| u.profile.clone()).unwrap_or_default()
+    }
+
+    pub fn set_status(&self, user: &UserId, status: PresenceStatus, message: Option<String>) {
+        if let Some(u) = self.lock().users.get_mut(user) {
+            u.status = status;
+            u.status_message = message;
+        }
+    }
+
+    pub fn online_count(&self) -> (usize, usize) {
+        let s = self.lock();
+        (s.users.len(), s.users.values().map(|u| u.conns.len()).sum())
+    }
+
+    // ---- limits ----
+
+    pub fn take_message(&self, user: &UserId, now: Instant) -> Result<(), Exceeded> {
+        let mut s = self.lock();
+        s.buckets.entry(user.clone()).or_insert_with(|| UserBuckets::new(&self.limits, now)).take_message(now)
+    }
+
+    pub fn take_typing(&self, user: &UserId, now: Instant) -> Result<(), Exceeded> {
+        let mut s = self.lock();
+        s.buckets.entry(user.clone()).or_insert_with(|| UserBuckets::new(&self.limits, now)).typing.take(now)
+    }
+
+    // ---- conversations ----
+
+    /// Whether `user` is a member; `None` if the conversation is not cached (ask the store).
+    pub fn is_member(&self, c: &ConversationId, user: &UserId) -> Option<bool> {
+        self.lock().convs.get(c).map(|e| e.members.contains_key(user))
+    }
+
+    /// The members, if cached.
+    pub fn members(&self, c: &ConversationId) -> Option<Vec<UserId>> {
+        self.lock().convs.get(c).map(|e| e.members.keys().cloned().collect())
+    }
+
+    /// Caches a conversation read from the store; `replace` when it comes from a change (the
+    /// server API), otherwise only if absent so a stale read never overwrites a newer change.
+    pub fn cache_conversation(&self, info: ConversationInfo, replace: bool) {
+        let mut s = self.lock();
+        let entry = s.convs.entry(info.id.clone()).or_default();
+        if !replace && !entry.members.is_empty() {
+            return;
+        }
+        entry.members = info.members.into_iter().collect();
+        entry.max_members = info.max_members;
+        // Connections of users who are no longer members stop receiving it.
+        let members = &entry.members;
+        entry.joined.retain(|_, j| members.contains_key(&j.conn.user_id));
+    }
+
+    /// Drops a deleted conversation; returns the connections that had joined it.
+    pub fn forget_conversation(&self, c: &ConversationId) -> Vec<Conn> {
+        self.lock().convs.remove(c).map(|e| e.joined.into_values().map(|j| j.conn).collect()).unwrap_or_default()
+    }
+
+    /// Joins `conn` to a (cached) conversation. Live events are held back until
+    /// [`Hub::finish_replay`]. Returns false if the conversation is not cached.
+    pub fn join(&self, c: &ConversationId, conn: &Conn) -> bool {
+        let mut s = self.lock();
+        let Some(entry) = s.convs.get_mut(c) else { return false };
+        entry.joined.insert(conn.id.clone(), Joined { conn: conn.clone(), replay: Some(Vec::new()) });
+        true
+    }
+
+    /// Ends the replay: releases held-back events, skipping messages the replay already sent.
+    pub fn finish_replay(&self, c: &ConversationId, conn: &ConnectionId, replayed_up_to: Seq) {
+        let mut s = self.lock();
+        let Some(j) = s.convs.get_mut(c).and_then(|e| e.joined.get_mut(conn)) else { return };
+        for ev in j.replay.take().unwrap_or_default() {
+            let already = match &ev.envelope.event {
+                ServerEvent::MessageNew(m) => m.message.seq.is_some_and(|s| s <= replayed_up_to),
+                _ => false,
+            };
+            if !already {
+                j.conn.send(ev);
+            }
+        }
+    }
+
+    pub fn leave(&self, c: &ConversationId, conn: &ConnectionId) -> bool {
+        self.lock().convs.get_mut(c).is_some_and(|e| e.joined.remove(conn).is_some())
+    }
+
+    pub fn has_joined(&self, c: &ConversationId, conn: &ConnectionId) -> bool {
+        self.lock().convs.get(c).is_some_and(|e| e.joined.contains_key(conn))
+    }
+
+    pub fn set_read(&self, c: &ConversationId, user: &UserId, seq: Seq) {
+        if let Some(r) = self.lock().convs.get_mut(c).and_then(|e| e.members.get_mut(user)) {
+            *r = (*r).max(seq);
+        }
+    }
+
+    // ---- delivery ----
+
+    /// Fans out a committed message: `message:new` to every connection that joined the
+    /// conversation (the sender's too: seed 001 clients take it as the confirmation),
+    /// `conversation:unread` to members online without the conversation joined, and
+    /// `message:delivered` to the sender once per recipient that has a device online.
+    pub fn dispatch_message(&self, message: Message, now: Timestamp) {
+        let c = message.conversation_id.clone();
+        let sender_id = message.sender_id.clone();
+        let mut s = self.lock();
+        let profile = s.users.get(&sender_id).map(|u| u.profile.clone()).unwrap_or_default();
+        let Some(entry) = s.convs.get_mut(&c) else { return };
+        if let Some(seq) = message.seq {
+            entry.members.entry(sender_id.clone()).and_modify(|r| *r = (*r).max(seq));
+        }
+        let sender = Sender { id: sender_id.clone(), username: profile.username, avatar_url: profile.avatar_url };
+        let new = SharedEvent::new(
+            self.envelope(ServerEvent::MessageNew(MessageNew { message: message.clone(), sender }), now, None),
+            Some(c.clone()),
+        );
+        let mut reached: HashSet<UserId> = HashSet::new();
+        let mut joined_users: HashSet<UserId> = HashSet::new();
+        for j in entry.joined.values_mut() {
+            joined_users.insert(j.conn.user_id.clone());
+            let ok = match &mut j.replay {
+                Some(held) if held.len() < self.limits.outbound_queue => {
+                    held.push(Arc::clone(&new));
+                    true
+                }
+                Some(_) => {
+                    j.conn.closer.close(CloseReason::SlowConsumer);
+                    false
+                }
+                None => j.conn.send(Arc::clone(&new)) == Queued::Yes,
+            };
+            if ok && j.conn.user_id != sender_id {
+                reached.insert(j.conn.user_id.clone());
+            }
+        }
+        let seq = message.seq.unwrap_or_default();
+        let mut unread_for: Vec<(UserId, u64)> = Vec::new();
+        for (user, read) in &entry.members {
+            if *user != sender_id && !joined_users.contains(user) {
+                unread_for.push((user.clone(), seq.0.saturating_sub(read.0)));
+            }
+        }
+        let preview = message.preview();
+        for (user, count) in unread_for {
+            let Some(u) = s.users.get(&user) else { continue };
+            let ev = self.shared(
+                ServerEvent::Unread(Unread { conversation_id: c.clone(), unread_count: count, last_message: Some(preview.clone()) }),
+                now,
+                None,
+            );
+            let mut got = false;
+            for conn in &u.conns {
+                got |= conn.send(Arc::clone(&ev)) == Queued::Yes;
+            }
+            if got {
+                reached.insert(user);
+            }
+        }
+        if let Some(sender) = s.users.get(&sender_id) {
+            for user in reached {
+                let ev = self.shared(
+                    ServerEvent::Delivered(Delivered {
+                        message_id: message.id.clone(),
+                        conversation_id: c.clone(),
+                        delivered_at: now,
+                        user_id: Some(user),
+                    }),
+                    now,
+                    Some(c.clone()),
+                );
+                for conn in &sender.conns {
+                    conn.send(Arc::clone(&ev));
+                }
+            }
+        }
+    }
+
+    /// Sends to every connection that joined `c`, except those of `except_user`; lossy for
+    /// latest-wins traffic (typing).
+    pub fn to_joined(&self, c: &ConversationId, ev: &Arc<SharedEvent>, except_user: Option<&UserId>, lossy: bool) {
+        let mut s = self.lock();
+        let Some(entry) = s.convs.get_mut(c) else { return };
+        for j in entry.joined.values_mut() {
+            if except_user == Some(&j.conn.user_id) {
+                continue;
+            }
+            match &mut j.replay {
+                Some(held) if !lossy => held.push(Arc::clone(ev)),
+                Some(_) => {}
+                None if lossy => {
+                    j.conn.send_lossy(Arc::clone(ev));
+                }
+                None => {
+                    j.conn.send(Arc::clone(ev));
+                }
+            }
+        }
+    }
+
+    /// Sends to every online connection of `users`, except the connection `except`.
+    pub fn to_users<'a>(
+        &self,
+        users: impl IntoIterator<Item = &'a UserId>,
+        ev: &Arc<SharedEvent>,
+        except: Option<&ConnectionId>,
+    ) -> usize {
+        let s = self.lock();
+        let mut n = 0;
+        for user in users {
+            for conn in s.users.get(user).map(|u| u.conns.as_slice()).unwrap_or_default() {
+                if Some(&conn.id) != except && conn.send(Arc::clone(ev)) == Queued::Yes {
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
+    /// Sends to every online connection of every member of `c`, except the connection `except`.
+    pub fn to_members(&self, c: &ConversationId, ev: &Arc<SharedEvent>, except: Option<&ConnectionId>) {
+        let members = self.members(c).unwrap_or_default();
+        self.to_users(members.iter(), ev, except);
+    }
+
+    /// Closes every connection (shutdown).
+    pub fn close_all(&self, reason: CloseReason) {
+        for u in self.lock().users.values() {
+            for c in &u.conns {
+                c.closer.close(reason);
+            }
+        }
+    }
+}

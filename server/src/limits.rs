@@ -1,0 +1,164 @@
+//! Rate limits as token buckets (SPEC §4 "Limits"): a bucket of `limit` tokens refilled at
+//! `limit / interval`, so "30 per minute" allows a burst of 30 and then one every 2 s.
+//!
+//! Pure: time is passed in. The session owns the per-connection bucket; the hub owns each
+//! user's buckets, shared by the user's devices.
+
+use std::time::{Duration, Instant};
+
+/// The configured limits (all from the command line / environment, defaults from the seeds).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Frames per second per connection, and the burst above it (seed 002: 10/s, burst 20).
+    pub conn_rate: f64,
+    pub conn_burst: u32,
+    /// Messages per user per minute, hour and day (seed 001: 30, 500, 2000).
+    pub messages_per_minute: u32,
+    pub messages_per_hour: u32,
+    pub messages_per_day: u32,
+    /// Typing events per user per minute (seed 001: 20).
+    pub typing_per_minute: u32,
+    /// New connections per user per minute, and concurrent connections per user (10, 5).
+    pub connects_per_minute: u32,
+    pub max_connections_per_user: usize,
+    /// Events queued for one connection before it counts as a slow consumer.
+    pub outbound_queue: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            conn_rate: 10.0,
+            conn_burst: 20,
+            messages_per_minute: 30,
+            messages_per_hour: 500,
+            messages_per_day: 2000,
+            typing_per_minute: 20,
+            connects_per_minute: 10,
+            max_connections_per_user: 5,
+            outbound_queue: 1024,
+        }
+    }
+}
+
+/// A limit that was hit: what it is and when to retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exceeded {
+    pub limit: u32,
+    pub interval: Duration,
+    pub retry_after: Duration,
+}
+
+/// One token bucket.
+#[derive(Debug, Clone)]
+pub struct Bucket {
+    limit: u32,
+    interval: Duration,
+    capacity: f64,
+    per_sec: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    /// `limit` per `interval`, with a burst of `capacity` (usually `limit`).
+    pub fn new(limit: u32, interval: Duration, capacity: u32, now: Instant) -> Self {
+        let per_sec = f64::from(limit) / interval.as_secs_f64().max(1e-9);
+        Self { limit, interval, capacity: f64::from(capacity), per_sec, tokens: f64::from(capacity), last: now }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + dt * self.per_sec).min(self.capacity);
+        self.last = now;
+    }
+
+    /// Whether a token is there, without taking it.
+    pub fn check(&mut self, now: Instant) -> Result<(), Exceeded> {
+        self.refill(now);
+        if self.tokens >= 1.0 {
+            return Ok(());
+        }
+        let wait = (1.0 - self.tokens) / self.per_sec;
+        Err(Exceeded { limit: self.limit, interval: self.interval, retry_after: Duration::from_secs_f64(wait) })
+    }
+
+    /// Takes a token, or says when one will be there.
+    pub fn take(&mut self, now: Instant) -> Result<(), Exceeded> {
+        self.check(now)?;
+        self.tokens -= 1.0;
+        Ok(())
+    }
+}
+
+/// Takes one token from every bucket, or from none if any is empty.
+pub fn take_all(buckets: &mut [&mut Bucket], now: Instant) -> Result<(), Exceeded> {
+    for b in buckets.iter_mut() {
+        b.check(now)?;
+    }
+    for b in buckets.iter_mut() {
+        b.tokens -= 1.0;
+    }
+    Ok(())
+}
+
+/// A user's shared buckets.
+#[derive(Debug, Clone)]
+pub struct UserBuckets {
+    pub minute: Bucket,
+    pub hour: Bucket,
+    pub day: Bucket,
+    pub typing: Bucket,
+    pub connects: Bucket,
+}
+
+impl UserBuckets {
+    pub fn new(l: &Limits, now: Instant) -> Self {
+        let m = Duration::from_secs(60);
+        Self {
+            minute: Bucket::new(l.messages_per_minute, m, l.messages_per_minute, now),
+            hour: Bucket::new(l.messages_per_hour, Duration::from_secs(3600), l.messages_per_hour, now),
+            day: Bucket::new(l.messages_per_day, Duration::from_secs(86_400), l.messages_per_day, now),
+            typing: Bucket::new(l.typing_per_minute, m, l.typing_per_minute, now),
+            connects: Bucket::new(l.connects_per_minute, m, l.connects_per_minute, now),
+        }
+    }
+
+    /// One message against the minute, hour and day limits together.
+    pub fn take_message(&mut self, now: Instant) -> Result<(), Exceeded> {
+        take_all(&mut [&mut self.minute, &mut self.hour, &mut self.day], now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_allows_its_burst_then_its_rate() {
+        let t0 = Instant::now();
+        let mut b = Bucket::new(10, Duration::from_secs(1), 20, t0);
+        for _ in 0..20 {
+            assert!(b.take(t0).is_ok());
+        }
+        let e = b.take(t0).unwrap_err();
+        assert_eq!(e.limit, 10);
+        assert!(e.retry_after <= Duration::from_millis(100));
+        assert!(b.take(t0 + Duration::from_millis(100)).is_ok());
+        assert!(b.take(t0 + Duration::from_millis(100)).is_err());
+    }
+
+    #[test]
+    fn thirty_a_minute_means_thirty_then_one_every_two_seconds() {
+        let t0 = Instant::now();
+        let mut u = UserBuckets::new(&Limits::default(), t0);
+        for _ in 0..30 {
+            assert!(u.take_message(t0).is_ok());
+        }
+        let e = u.take_message(t0).unwrap_err();
+        assert_eq!((e.limit, e.interval), (30, Duration::from_secs(60)));
+        assert!(u.take_message(t0 + Duration::from_secs(2)).is_ok());
+        // A refused message takes from no bucket.
+        assert_eq!(u.hour.tokens.round() as i64, 500 - 31);
+    }
+}

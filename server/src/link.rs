@@ -1,0 +1,194 @@
+//! The link: the boundary between transports and the session layer.
+//!
+//! A transport hands the session a stream of [`Inbound`] (decoded client events, each with the
+//! [`Route`] it came on) and a [`Conn`]: a bounded queue of [`Outgoing`] events it will write,
+//! and a [`Closer`] that ends the connection with a [`CloseReason`]. The session never sees a
+//! socket, a stream id or a byte; a transport never sees a conversation rule.
+//! Both sides import this module; neither imports the other.
+
+use crate::error::CloseReason;
+use bytes::Bytes;
+use confab_codec::event::{Closed, ServerEnvelope, ServerEvent};
+use confab_codec::{ClientEnvelope, Codec, ConnectionId, ConversationId, DecodeError, EncodeError, Format, Timestamp, UserId};
+use std::sync::{Arc, OnceLock};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Which transport a connection is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    WebSocket,
+    WebTransport,
+}
+
+impl TransportKind {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::WebSocket => "websocket",
+            Self::WebTransport => "webtransport",
+        }
+    }
+}
+
+/// Where an event travels on a multi-stream transport (SPEC §3: one conversation, one stream).
+/// A single-stream transport (WebSocket) ignores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// The control stream: connection-level events.
+    Control,
+    /// A joined conversation's own stream.
+    Conversation(ConversationId),
+}
+
+/// What a transport reads from the client.
+#[derive(Debug)]
+pub enum Inbound {
+    /// One frame, decoded (or the reason it did not decode).
+    Event(Route, Box<Result<ClientEnvelope, DecodeError>>),
+    /// The peer closed (or the connection failed).
+    Closed,
+}
+
+/// A server event, encoded at most once per format however many connections it goes to
+/// (STYLE 9: a fan-out is encoded once per format, the bytes shared).
+#[derive(Debug)]
+pub struct SharedEvent {
+    pub envelope: ServerEnvelope,
+    /// The conversation the event belongs to, for routing.
+    pub conversation: Option<ConversationId>,
+    json: OnceLock<Result<Bytes, EncodeError>>,
+    msgpack: OnceLock<Result<Bytes, EncodeError>>,
+}
+
+impl SharedEvent {
+    pub fn new(envelope: ServerEnvelope, conversation: Option<ConversationId>) -> Arc<Self> {
+        Arc::new(Self { envelope, conversation, json: OnceLock::new(), msgpack: OnceLock::new() })
+    }
+
+    /// The event's bytes in `codec`'s format, encoded on first use.
+    pub fn encoded(&self, codec: &Codec) -> Result<Bytes, EncodeError> {
+        let cell = match codec.format {
+            Format::Json => &self.json,
+            Format::MsgPack => &self.msgpack,
+        };
+        cell.get_or_init(|| codec.encode_server(&self.envelope).map(Bytes::from)).clone()
+    }
+
+    pub fn route(&self) -> Route {
+        self.conversation.clone().map_or(Route::Control, Route::Conversation)
+    }
+}
+
+/// One event queued for a connection.
+#[derive(Debug, Clone)]
+pub struct Outgoing(pub Arc<SharedEvent>);
+
+/// Ends a connection once, with a reason, from anywhere (the session, the hub when the
+/// connection is a slow consumer, shutdown). The transport's writer watches it.
+#[derive(Debug, Default)]
+pub struct Closer {
+    token: CancellationToken,
+    reason: OnceLock<CloseReason>,
+}
+
+impl Closer {
+    pub fn close(&self, reason: CloseReason) {
+        let _ = self.reason.set(reason);
+        self.token.cancel();
+    }
+
+    pub fn reason(&self) -> Option<CloseReason> {
+        self.reason.get().copied()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// Resolves once the connection is being closed. Cancel-safe.
+    pub async fn closed(&self) {
+        self.token.cancelled().await;
+    }
+}
+
+/// The `connection:closed` event that precedes the close frame.
+pub fn closing_event(reason: CloseReason, now: Timestamp) -> Arc<SharedEvent> {
+    let event = ServerEvent::Closed(Closed { reason: reason.as_str().into(), code: reason.code(), timestamp: Some(now) });
+    SharedEvent::new(ServerEnvelope { event, timestamp: Some(now), message_id: None, request_id: None }, None)
+}
+
+/// A connection as the hub and the session see it.
+#[derive(Debug, Clone)]
+pub struct Conn {
+    pub id: ConnectionId,
+    pub user_id: UserId,
+    pub transport: TransportKind,
+    pub codec: Codec,
+    queue: mpsc::Sender<Outgoing>,
+    pub closer: Arc<Closer>,
+}
+
+/// The transport's end of a [`Conn`]: what it writes, and how it learns to stop.
+#[derive(Debug)]
+pub struct ConnOutput {
+    pub queue: mpsc::Receiver<Outgoing>,
+    pub closer: Arc<Closer>,
+}
+
+/// Whether a queued event made it into the connection's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queued {
+    Yes,
+    /// The queue was full: the connection is being closed as a slow consumer.
+    SlowConsumer,
+    /// Latest-wins traffic (typing) dropped because the queue was full.
+    Dropped,
+    /// The connection is gone.
+    Gone,
+}
+
+impl Conn {
+    pub fn new(
+        id: ConnectionId,
+        user_id: UserId,
+        transport: TransportKind,
+        codec: Codec,
+        queue_len: usize,
+    ) -> (Self, ConnOutput) {
+        let (tx, rx) = mpsc::channel(queue_len.max(1));
+        let closer = Arc::new(Closer::default());
+        let conn = Self { id, user_id, transport, codec, queue: tx, closer: Arc::clone(&closer) };
+        (conn, ConnOutput { queue: rx, closer })
+    }
+
+    /// Queues an event that must not be lost: if the queue is full the reader is too slow,
+    /// and it is disconnected (STYLE 9: never a broadcast that silently skips messages).
+    pub fn send(&self, event: Arc<SharedEvent>) -> Queued {
+        match self.queue.try_send(Outgoing(event)) {
+            Ok(()) => Queued::Yes,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.closer.close(CloseReason::SlowConsumer);
+                Queued::SlowConsumer
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Queued::Gone,
+        }
+    }
+
+    /// Queues an event, waiting for room (a replay: bulk traffic the session produces itself,
+    /// paced by the reader). False if the connection is gone.
+    pub async fn send_waiting(&self, event: Arc<SharedEvent>) -> bool {
+        tokio::select! {
+            r = self.queue.send(Outgoing(event)) => r.is_ok(),
+            _ = self.closer.closed() => false,
+        }
+    }
+
+    /// Queues latest-wins traffic (typing): dropped, not fatal, when the queue is full.
+    pub fn send_lossy(&self, event: Arc<SharedEvent>) -> Queued {
+        match self.queue.try_send(Outgoing(event)) {
+            Ok(()) => Queued::Yes,
+            Err(mpsc::error::TrySendError::Full(_)) => Queued::Dropped,
+            Err(mpsc::error::TrySendError::Closed(_)) => Queued::Gone,
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! Runs a session: the only `select!` of the session layer. Inputs are the transport's
+//! [`Inbound`] stream, the session's timers, the connection's closer and server shutdown.
+
+use super::Session;
+use crate::error::CloseReason;
+use crate::link::Inbound;
+use futures_util::{Stream, StreamExt};
+use tokio_util::sync::CancellationToken;
+
+/// Drives `session` until the connection ends; then unregisters it. The transport's writer
+/// sees the closer and sends the close.
+pub async fn run(mut session: Session, mut inbound: impl Stream<Item = Inbound> + Unpin, shutdown: CancellationToken) {
+    if let Err(reason) = session.start().await {
+        session.conn.closer.close(reason);
+        return;
+    }
+    loop {
+        let deadline = tokio::time::Instant::from_std(session.next_deadline());
+        // Every branch is cancel-safe: `closed`/`cancelled` are notifications, a stream's
+        // `next` loses nothing when dropped, and `sleep_until` is re-created each turn.
+        tokio::select! {
+            biased;
+            _ = session.conn.closer.closed() => break,
+            _ = shutdown.cancelled() => {
+                session.conn.closer.close(CloseReason::ServerShutdown);
+                break;
+            }
+            _ = tokio::time::sleep_until(deadline) => session.handle_timeout(std::time::Instant::now()).await,
+            item = inbound.next() => match item {
+                Some(Inbound::Event(route, input)) => session.handle(route, *input).await,
+                Some(Inbound::Closed) | None => {
+                    session.conn.closer.close(CloseReason::Normal);
+                    break;
+                }
+            },
+        }
+    }
+    session.finish().await;
+}

@@ -1,0 +1,265 @@
+//! The session layer: one [`Session`] per connection, whatever its transport. It reads typed
+//! client events, applies the conversation rules (membership, limits, receipts, presence) and
+//! answers through the hub and the connection's queue.
+//!
+//! - `mod.rs`: the session's state, its start and end (presence, inbox), replies and timers;
+//! - `requests`: what each client event does (SPEC §4 table);
+//! - `driver`: the loop that feeds a session its inputs, its timers and shutdown;
+//! - `expiry`: ephemeral photo timers.
+//!
+//! A session never sees a socket: it gets [`Inbound`] items and writes to its [`Conn`].
+
+mod driver;
+mod expiry;
+mod requests;
+
+pub use driver::run;
+pub use expiry::rearm_all;
+
+use crate::auth::{Auth, AuthError, Identity};
+use crate::error::{CloseReason, SessionError};
+use crate::hub::{Hub, Profile};
+use crate::limits::Bucket;
+use crate::link::{Conn, Route, SharedEvent};
+use crate::store::Store;
+use confab_codec::event::{Established, Hello, ServerEnvelope, ServerEvent, Typing, UserOffline, UserOnline};
+use confab_codec::{ConversationId, RequestId, Timestamp, UserId};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Seconds between client heartbeats the server advertises (SPEC §3: pings every 30 s).
+pub const HEARTBEAT_INTERVAL_S: u32 = 30;
+/// A typing state is cleared by the server after this long without `typing:stop` (SPEC §4).
+pub const TYPING_TIMEOUT: Duration = Duration::from_secs(6);
+/// Rate-limited frames in a row after which a connection is closed (1008).
+const MAX_STRIKES: u32 = 50;
+
+/// What every session shares.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub hub: Arc<Hub>,
+    pub store: Arc<dyn Store>,
+    pub auth: Arc<Auth>,
+    /// Owns the timers sessions start (ephemeral photo expiry), so shutdown waits for them.
+    pub tasks: TaskTracker,
+    pub shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for dyn Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
+/// The wall clock, as the protocol's timestamps.
+pub fn now() -> Timestamp {
+    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    Timestamp::from_millis(i64::try_from(ms).unwrap_or(i64::MAX))
+}
+
+/// One connection's session.
+#[derive(Debug)]
+pub struct Session {
+    ctx: Ctx,
+    conn: Conn,
+    identity: Identity,
+    /// Conversations joined on this connection.
+    joined: HashSet<ConversationId>,
+    /// Conversations this user is typing in, with when the server clears it.
+    typing: HashMap<ConversationId, Instant>,
+    /// When the token runs out.
+    token_deadline: Instant,
+    rate: Bucket,
+    strikes: u32,
+    client: Hello,
+}
+
+impl Session {
+    pub fn new(ctx: Ctx, conn: Conn, identity: Identity) -> Self {
+        let now = Instant::now();
+        let limits = ctx.hub.limits();
+        let rate = Bucket::new(limits.conn_rate.round().max(1.0) as u32, Duration::from_secs(1), limits.conn_burst, now);
+        let token_deadline = deadline_for(identity.expires_at, now);
+        Self {
+            ctx,
+            conn,
+            identity,
+            joined: HashSet::new(),
+            typing: HashMap::new(),
+            token_deadline,
+            rate,
+            strikes: 0,
+            client: Hello::default(),
+        }
+    }
+
+    pub fn conn(&self) -> &Conn {
+        &self.conn
+    }
+
+    fn user(&self) -> &UserId {
+        &self.identity.user_id
+    }
+
+    /// Registers the connection, says `connection:established`, tells contacts the user came
+    /// online (first device only), and delivers what waited in the user's inbox.
+    async fn start(&mut self) -> Result<(), CloseReason> {
+        let profile = Profile { username: self.identity.username.clone(), avatar_url: self.identity.avatar_url.clone() };
+        let first = self.ctx.hub.register(&self.conn, profile, Instant::now())?;
+        let conversations = match self.ctx.store.conversations_of(self.user()).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "listing conversations at connect");
+                Vec::new()
+            }
+        };
+        let established = Established {
+            user_id: self.user().clone(),
+            connection_id: self.conn.id.clone(),
+            active_conversations: Some(conversations.iter().map(|c| c.id.clone()).collect()),
+            heartbeat_interval: Some(HEARTBEAT_INTERVAL_S),
+            transport: Some(self.conn.transport.name().into()),
+            codec: Some(self.conn.codec.format.name().into()),
+            timestamp: Some(now()),
+        };
+        self.send(ServerEvent::Established(established), None, Route::Control);
+        if first {
+            let contacts = contacts_of(&conversations, self.user());
+            let ev = ServerEvent::UserOnline(UserOnline {
+                user_id: self.user().clone(),
+                username: self.identity.username.clone(),
+                online_at: now(),
+            });
+            self.ctx.hub.to_users(contacts.iter(), &self.ctx.hub.shared(ev, now(), None), None);
+        }
+        match self.ctx.store.inbox_take(self.user()).await {
+            Ok(items) => {
+                for item in items {
+                    if let Some(ev) = ServerEvent::push(&item.kind, item.data) {
+                        self.send(ev, None, Route::Control);
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "reading the inbox"),
+        }
+        Ok(())
+    }
+
+    /// Unregisters the connection: clears its typing states, and tells contacts the user went
+    /// offline if this was their last device.
+    async fn finish(&mut self) {
+        let typing: Vec<ConversationId> = self.typing.drain().map(|(c, _)| c).collect();
+        for c in typing {
+            self.broadcast_typing(&c, false);
+        }
+        let last = self.ctx.hub.unregister(&self.conn, now());
+        if last {
+            let contacts = match self.ctx.store.conversations_of(self.user()).await {
+                Ok(c) => contacts_of(&c, self.user()),
+                Err(_) => Vec::new(),
+            };
+            let t = now();
+            let ev = ServerEvent::UserOffline(UserOffline {
+                user_id: self.user().clone(),
+                username: self.identity.username.clone(),
+                offline_at: t,
+                last_seen: Some(t),
+            });
+            self.ctx.hub.to_users(contacts.iter(), &self.ctx.hub.shared(ev, t, None), None);
+        }
+        tracing::debug!(user = %self.user(), conn = %self.conn.id, client = ?self.client, "session ended");
+    }
+
+    /// The earliest timer: token expiry or a typing state to clear.
+    fn next_deadline(&self) -> Instant {
+        self.typing.values().copied().fold(self.token_deadline, Instant::min)
+    }
+
+    async fn handle_timeout(&mut self, now_i: Instant) {
+        if now_i >= self.token_deadline {
+            let e = SessionError::Token { code: confab_codec::ErrorCode::TokenExpired, message: "token expired".into() };
+            self.send(ServerEvent::Error(e.to_error_data(None, None)), None, Route::Control);
+            self.conn.closer.close(CloseReason::TokenExpired);
+            return;
+        }
+        let due: Vec<ConversationId> = self.typing.iter().filter(|(_, d)| **d <= now_i).map(|(c, _)| c.clone()).collect();
+        for c in due {
+            self.typing.remove(&c);
+            self.broadcast_typing(&c, false);
+        }
+    }
+
+    /// Queues an answer for this connection.
+    fn send(&self, event: ServerEvent, request_id: Option<RequestId>, route: Route) {
+        let conversation = match route {
+            Route::Conversation(c) => Some(c),
+            Route::Control => None,
+        };
+        let env: ServerEnvelope = self.ctx.hub.envelope(event, now(), request_id);
+        self.conn.send(SharedEvent::new(env, conversation));
+    }
+
+    fn fail(&self, e: &SessionError, request_event: Option<&str>, request_id: Option<&RequestId>, route: Route) {
+        let data = e.to_error_data(request_event, request_id.map(RequestId::as_str));
+        self.send(ServerEvent::Error(data), None, route);
+    }
+
+    fn broadcast_typing(&self, c: &ConversationId, is_typing: bool) {
+        let t = now();
+        let ev = ServerEvent::Typing(Typing {
+            conversation_id: c.clone(),
+            user_id: self.user().clone(),
+            username: self.identity.username.clone(),
+            is_typing,
+            timestamp: Some(t),
+        });
+        let shared = self.ctx.hub.shared(ev, t, Some(c.clone()));
+        self.ctx.hub.to_joined(c, &shared, Some(self.user()), true);
+    }
+}
+
+fn deadline_for(expires_at: Timestamp, now_i: Instant) -> Instant {
+    let left = expires_at.as_millis().saturating_sub(now().as_millis()).max(0);
+    now_i + Duration::from_millis(left as u64)
+}
+
+/// Everyone the user shares a conversation with.
+fn contacts_of(conversations: &[crate::store::ConversationSummary], user: &UserId) -> Vec<UserId> {
+    let mut out: Vec<UserId> = conversations.iter().flat_map(|c| c.members.iter()).filter(|m| *m != user).cloned().collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The answer to a connection whose token was refused: an `error` event, then the close.
+pub fn refusal(hub: &Hub, e: &AuthError) -> (Arc<SharedEvent>, CloseReason) {
+    let code = e.code();
+    let err = SessionError::Token { code, message: e.to_string() };
+    let ev = hub.shared(ServerEvent::Error(err.to_error_data(None, None)), now(), None);
+    let reason = match e {
+        AuthError::Expired => CloseReason::TokenExpired,
+        AuthError::Missing | AuthError::Invalid(_) => CloseReason::Unauthorized,
+    };
+    (ev, reason)
+}
+
+/// Delivers a backend-published event: to the user's connections if online, else to the inbox.
+pub async fn publish(ctx: &Ctx, users: &[UserId], kind: &str, data: confab_codec::event::Metadata) -> Result<usize, String> {
+    let Some(event) = ServerEvent::push(kind, data.clone()) else {
+        return Err(format!("type must be one of {:?}", confab_codec::event::PUSH_EVENT_NAMES));
+    };
+    let shared = ctx.hub.shared(event, now(), None);
+    let mut online = 0;
+    for u in users {
+        if ctx.hub.to_users(std::iter::once(u), &shared, None) > 0 {
+            online += 1;
+        } else {
+            let item = crate::store::InboxItem { kind: kind.to_owned(), data: data.clone() };
+            ctx.store.inbox_push(u, item).await.map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(online)
+}

@@ -1,0 +1,328 @@
+//! What each client event does (SPEC §4, client-to-server table). Every rule of the protocol
+//! lives here: membership, limits, who hears what. Errors come back as `SessionError`s and the
+//! caller turns them into one `error` event; the connection carries on.
+
+use super::{MAX_STRIKES, Session, TYPING_TIMEOUT, now};
+use crate::error::{CloseReason, SessionError};
+use crate::limits::Exceeded;
+use crate::link::{Route, SharedEvent};
+use crate::store::{NewMessage, Photo};
+use confab_codec::event::*;
+use confab_codec::{ClientEnvelope, ConversationId, DecodeError, ErrorCode, PhotoId, RequestId, Seq};
+use std::time::Instant;
+
+/// Messages read from the store per page when replaying a join with `since_seq`.
+const REPLAY_PAGE: u32 = 500;
+
+fn limited(e: Exceeded) -> SessionError {
+    SessionError::RateLimited {
+        limit: e.limit,
+        interval_s: e.interval.as_secs().max(1),
+        retry_after_s: e.retry_after.as_secs_f64().ceil() as u64,
+    }
+}
+
+fn conv_route(c: &ConversationId) -> Route {
+    Route::Conversation(c.clone())
+}
+
+impl Session {
+    /// One input from the transport. Never fails: a refusal is an `error` event.
+    pub(super) async fn handle(&mut self, route: Route, input: Result<ClientEnvelope, DecodeError>) {
+        // SPEC §4: per connection 10 frames/s with a burst of 20, good frames or bad.
+        if let Err(e) = self.rate.take(Instant::now()) {
+            self.strikes += 1;
+            if self.strikes > MAX_STRIKES {
+                self.conn.closer.close(CloseReason::RateLimited);
+                return;
+            }
+            let (event, rid) = match &input {
+                Ok(env) => (Some(env.event.name()), env.request_id.as_ref()),
+                Err(d) => (d.request_event.as_deref(), None),
+            };
+            self.fail(&limited(e), event, rid, route);
+            return;
+        }
+        self.strikes = 0;
+        let env = match input {
+            Ok(env) => env,
+            Err(e) => {
+                self.fail(&SessionError::Decode(e), None, None, route);
+                return;
+            }
+        };
+        let name = env.event.name();
+        let rid = env.request_id;
+        if let Err(e) = self.dispatch(env.event, rid.clone()).await {
+            self.fail(&e, Some(name), rid.as_ref(), route);
+        }
+    }
+
+    async fn dispatch(&mut self, event: ClientEvent, rid: Option<RequestId>) -> Result<(), SessionError> {
+        match event {
+            ClientEvent::Hello(h) => {
+                self.client = h;
+                Ok(())
+            }
+            ClientEvent::Join(j) => self.join(j, rid).await,
+            ClientEvent::Leave(c) => self.leave(c.conversation_id, rid).await,
+            ClientEvent::Send(s) => self.send_message(s, rid).await,
+            ClientEvent::Read(m) => self.read(m).await,
+            ClientEvent::Delete(m) => self.delete(m).await,
+            ClientEvent::TypingStart(c) => self.typing(c.conversation_id, true).await,
+            ClientEvent::TypingStop(c) => self.typing(c.conversation_id, false).await,
+            ClientEvent::SetStatus(s) => self.set_status(s, rid).await,
+            ClientEvent::EphemeralSend(e) => self.ephemeral_send(e).await,
+            ClientEvent::EphemeralView(v) => self.ephemeral_view(v.photo_id, rid).await,
+            ClientEvent::History(h) => self.history(h, rid).await,
+            ClientEvent::AuthRefresh(a) => self.refresh(a, rid),
+            ClientEvent::Heartbeat(h) => {
+                let ack = HeartbeatAck { timestamp: h.timestamp, server_time: Some(now()) };
+                self.send(ServerEvent::Heartbeat(ack), rid, Route::Control);
+                Ok(())
+            }
+        }
+    }
+
+    /// SPEC §4 authorization: members only; an unknown conversation is its own error.
+    async fn member(&self, c: &ConversationId) -> Result<(), SessionError> {
+        let is_member = match self.ctx.hub.is_member(c, self.user()) {
+            Some(m) => m,
+            None => {
+                let info = self.ctx.store.conversation(c).await?;
+                let info = info.ok_or_else(|| SessionError::ConversationNotFound(c.to_string()))?;
+                let m = info.members.iter().any(|(u, _)| u == self.user());
+                self.ctx.hub.cache_conversation(info, false);
+                m
+            }
+        };
+        if is_member { Ok(()) } else { Err(SessionError::NotMember(c.to_string())) }
+    }
+
+    async fn join(&mut self, j: Join, rid: Option<RequestId>) -> Result<(), SessionError> {
+        let c = j.conversation_id;
+        self.member(&c).await?;
+        if !self.ctx.hub.join(&c, &self.conn) {
+            return Err(SessionError::ConversationNotFound(c.to_string()));
+        }
+        self.joined.insert(c.clone());
+        let last_seq = self.ctx.store.conversation(&c).await?.map(|i| i.last_seq);
+        let joined = Joined { conversation_id: c.clone(), joined_at: now(), last_seq };
+        self.send(ServerEvent::Joined(joined), rid, conv_route(&c));
+        let Some(since) = j.since_seq else {
+            // No replay asked: everything held back since the join is new to the client.
+            self.ctx.hub.finish_replay(&c, &self.conn.id, Seq::ZERO);
+            return Ok(());
+        };
+        let result = self.replay(&c, since).await;
+        let replayed_up_to = result.as_ref().copied().unwrap_or(since);
+        self.ctx.hub.finish_replay(&c, &self.conn.id, replayed_up_to);
+        result.map(|_| ())
+    }
+
+    /// Sends every message after `since`, oldest first, waiting for queue space rather than
+    /// overflowing it. Returns the last seq sent.
+    async fn replay(&self, c: &ConversationId, since: Seq) -> Result<Seq, SessionError> {
+        let mut after = since;
+        loop {
+            let page = self.ctx.store.messages_after(c, after, REPLAY_PAGE).await?;
+            let full = page.len() == REPLAY_PAGE as usize;
+            for m in page {
+                after = m.seq.unwrap_or(after);
+                let profile = self.ctx.hub.profile(&m.sender_id);
+                let sender = Sender { id: m.sender_id.clone(), username: profile.username, avatar_url: profile.avatar_url };
+                let ev = self.ctx.hub.envelope(ServerEvent::MessageNew(MessageNew { message: m, sender }), now(), None);
+                if !self.conn.send_waiting(SharedEvent::new(ev, Some(c.clone()))).await {
+                    return Ok(after);
+                }
+            }
+            if !full {
+                return Ok(after);
+            }
+        }
+    }
+
+    async fn leave(&mut self, c: ConversationId, rid: Option<RequestId>) -> Result<(), SessionError> {
+        self.member(&c).await?;
+        self.ctx.hub.leave(&c, &self.conn.id);
+        self.joined.remove(&c);
+        if self.typing.remove(&c).is_some() {
+            self.broadcast_typing(&c, false);
+        }
+        self.send(ServerEvent::Left(Left { conversation_id: c.clone(), left_at: now() }), rid, conv_route(&c));
+        Ok(())
+    }
+
+    async fn send_message(&mut self, s: SendMessage, rid: Option<RequestId>) -> Result<(), SessionError> {
+        let c = s.conversation_id;
+        self.member(&c).await?;
+        self.ctx.hub.take_message(self.user(), Instant::now()).map_err(limited)?;
+        let m = NewMessage {
+            conversation_id: c.clone(),
+            sender_id: self.user().clone(),
+            kind: s.kind,
+            content: s.content,
+            metadata: s.metadata,
+            local_id: s.local_id,
+            reply_to: s.reply_to,
+            created_at: now(),
+        };
+        // Durable before acknowledged (SPEC §6); the hub fans out from the commit feed.
+        let appended = self.ctx.store.append(m).await?;
+        if self.typing.remove(&c).is_some() {
+            self.broadcast_typing(&c, false);
+        }
+        self.send(ServerEvent::MessageSent(appended.message), rid, conv_route(&c));
+        Ok(())
+    }
+
+    async fn read(&mut self, m: MessageRef) -> Result<(), SessionError> {
+        let c = m.conversation_id;
+        self.member(&c).await?;
+        let Some(seq) = self.ctx.store.mark_read(&c, self.user(), &m.message_id).await? else {
+            return Ok(()); // already read that far: nothing moves, nobody is told
+        };
+        self.ctx.hub.set_read(&c, self.user(), seq);
+        let t = now();
+        let ev = ServerEvent::Viewed(Viewed {
+            message_id: m.message_id,
+            conversation_id: c.clone(),
+            viewed_at: t,
+            user_id: Some(self.user().clone()),
+            seq: Some(seq),
+        });
+        // The other members, and the reader's other devices.
+        self.ctx.hub.to_members(&c, &self.ctx.hub.shared(ev, t, Some(c.clone())), Some(&self.conn.id));
+        Ok(())
+    }
+
+    async fn delete(&mut self, m: MessageRef) -> Result<(), SessionError> {
+        let c = m.conversation_id;
+        self.member(&c).await?;
+        self.ctx.store.delete_message(&c, &m.message_id, self.user()).await?;
+        let t = now();
+        let ev = ServerEvent::Deleted(Deleted {
+            message_id: m.message_id,
+            conversation_id: c.clone(),
+            deleted_by: self.user().clone(),
+            deleted_at: t,
+        });
+        self.ctx.hub.to_members(&c, &self.ctx.hub.shared(ev, t, Some(c.clone())), None);
+        Ok(())
+    }
+
+    async fn typing(&mut self, c: ConversationId, is_typing: bool) -> Result<(), SessionError> {
+        self.member(&c).await?;
+        if is_typing {
+            self.ctx.hub.take_typing(self.user(), Instant::now()).map_err(limited)?;
+            self.typing.insert(c.clone(), Instant::now() + TYPING_TIMEOUT);
+        } else {
+            self.typing.remove(&c);
+        }
+        self.broadcast_typing(&c, is_typing);
+        Ok(())
+    }
+
+    async fn set_status(&mut self, s: SetStatus, rid: Option<RequestId>) -> Result<(), SessionError> {
+        self.ctx.hub.set_status(self.user(), s.status, s.message.clone());
+        let t = now();
+        let updated = StatusUpdated { status: s.status, message: s.message.clone(), updated_at: Some(t) };
+        self.send(ServerEvent::StatusUpdated(updated), rid, Route::Control);
+        let contacts = super::contacts_of(&self.ctx.store.conversations_of(self.user()).await?, self.user());
+        let ev = ServerEvent::StatusUpdate(StatusUpdate {
+            user_id: self.user().clone(),
+            status: s.status,
+            message: s.message,
+            last_seen: Some(t),
+        });
+        self.ctx.hub.to_users(contacts.iter(), &self.ctx.hub.shared(ev, t, None), None);
+        Ok(())
+    }
+
+    async fn ephemeral_send(&mut self, e: EphemeralSend) -> Result<(), SessionError> {
+        let c = e.conversation_id;
+        self.member(&c).await?;
+        self.ctx.hub.take_message(self.user(), Instant::now()).map_err(limited)?;
+        let id = PhotoId::generate("photo_", rand::random::<u128>() >> 32);
+        let t = now();
+        let photo = Photo {
+            id: id.clone(),
+            conversation_id: c.clone(),
+            sender_id: self.user().clone(),
+            url: e.photo_url.clone(),
+            expires_in: e.expires_in,
+            created_at: t,
+            first_viewed_at: None,
+        };
+        self.ctx.store.create_photo(photo).await?;
+        let ev = ServerEvent::EphemeralNew(EphemeralNew {
+            id: id.clone(),
+            photo_id: id,
+            conversation_id: c.clone(),
+            sender_id: self.user().clone(),
+            photo_url: e.photo_url,
+            expires_in: e.expires_in,
+            created_at: t,
+        });
+        self.ctx.hub.to_members(&c, &self.ctx.hub.shared(ev, t, Some(c.clone())), None);
+        Ok(())
+    }
+
+    async fn ephemeral_view(&mut self, id: PhotoId, rid: Option<RequestId>) -> Result<(), SessionError> {
+        let not_found = || SessionError::NotFound(format!("photo {id} not found"));
+        let photo = self.ctx.store.photo(&id).await?.ok_or_else(not_found)?;
+        self.member(&photo.conversation_id).await?;
+        let t = now();
+        if photo.expires_at().is_some_and(|x| x <= t) {
+            // SPEC §4: a view after expiry is an error, and the URL is never served again.
+            return Err(SessionError::NotFound(format!("photo {id} has expired")));
+        }
+        let viewed = self.ctx.store.view_photo(&id, self.user(), t).await?;
+        let Some(expires_at) = viewed.expires_at() else {
+            // The sender looking at their own photo: no clock, no notice.
+            return Ok(());
+        };
+        if photo.first_viewed_at.is_none() {
+            super::expiry::arm(&self.ctx, viewed.clone());
+        }
+        let c = viewed.conversation_id.clone();
+        let to_viewer = EphemeralViewed {
+            photo_id: id.clone(),
+            conversation_id: c.clone(),
+            viewer_id: self.user().clone(),
+            viewed_at: t,
+            expires_at,
+            photo_url: Some(viewed.url.clone()),
+        };
+        let to_sender = EphemeralViewed { photo_url: None, ..to_viewer.clone() };
+        self.send(ServerEvent::EphemeralViewed(to_viewer), rid, conv_route(&c));
+        let ev = self.ctx.hub.shared(ServerEvent::EphemeralViewed(to_sender), t, Some(c));
+        self.ctx.hub.to_users(std::iter::once(&viewed.sender_id), &ev, None);
+        Ok(())
+    }
+
+    async fn history(&mut self, h: HistoryQuery, rid: Option<RequestId>) -> Result<(), SessionError> {
+        let c = h.conversation_id;
+        self.member(&c).await?;
+        let (messages, has_more) = self.ctx.store.history(&c, h.before_seq, h.limit).await?;
+        let ev = ServerEvent::History(History { conversation_id: c.clone(), messages, has_more });
+        self.send(ev, rid, conv_route(&c));
+        Ok(())
+    }
+
+    /// SPEC §4 `auth:refresh`: a new token for the same user extends the connection.
+    fn refresh(&mut self, a: AuthRefresh, rid: Option<RequestId>) -> Result<(), SessionError> {
+        let id = self.ctx.auth.verify(&a.token).map_err(|e| SessionError::Token { code: e.code(), message: e.to_string() })?;
+        if id.user_id != self.identity.user_id {
+            return Err(SessionError::Token {
+                code: ErrorCode::TokenInvalid,
+                message: "the new token belongs to another user".into(),
+            });
+        }
+        self.token_deadline = super::deadline_for(id.expires_at, Instant::now());
+        let ev = ServerEvent::Authenticated(Authenticated { user_id: id.user_id.clone(), expires_at: id.expires_at });
+        self.identity = id;
+        self.send(ev, rid, Route::Control);
+        Ok(())
+    }
+}

@@ -1,0 +1,145 @@
+//! Durable state behind one interface: conversations and members, messages with their
+//! gap-free seqs, read watermarks, ephemeral photos, and the offline inbox.
+//!
+//! The embedded SQLite store (`sqlite`) is the default. Writes go through one writer that
+//! commits many requests per transaction (group commit): an `append` returns only once its
+//! message is durable, and committed messages are published on the commit feed, in commit
+//! order, for the hub to fan out. A networked database or a broker can take the same place.
+
+pub mod sqlite;
+
+use confab_codec::event::{Message, Metadata};
+use confab_codec::{ConversationId, LocalId, MessageId, MessageKind, PhotoId, Seq, Timestamp, UserId};
+use std::future::Future;
+use std::pin::Pin;
+
+/// What a store call returns: boxed so that `dyn Store` works.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// Why a store call failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StoreError {
+    #[error("conversation {0} not found")]
+    ConversationNotFound(String),
+    #[error("conversation {0} already exists")]
+    ConversationExists(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// Only a message's sender may delete it.
+    #[error("not the owner")]
+    NotOwner,
+    /// The database failed; the request was not applied.
+    #[error("database: {0}")]
+    Database(String),
+    /// The store is shutting down.
+    #[error("store closed")]
+    Closed,
+}
+
+/// A message to append; the store assigns `id`, `seq` and keeps `created_at`.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub conversation_id: ConversationId,
+    pub sender_id: UserId,
+    pub kind: MessageKind,
+    pub content: String,
+    pub metadata: Metadata,
+    pub local_id: Option<LocalId>,
+    pub reply_to: Option<MessageId>,
+    pub created_at: Timestamp,
+}
+
+/// The stored message, and whether it was already there (same sender and `local_id`).
+#[derive(Debug, Clone)]
+pub struct Appended {
+    pub message: Message,
+    pub duplicate: bool,
+}
+
+/// A conversation's membership and position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConversationInfo {
+    pub id: ConversationId,
+    /// Members with their read watermark (the seq they have read up to).
+    pub members: Vec<(UserId, Seq)>,
+    pub max_members: Option<u32>,
+    pub last_seq: Seq,
+}
+
+/// One row of a user's conversation list (`GET /v1/chat/conversations`).
+#[derive(Debug, Clone)]
+pub struct ConversationSummary {
+    pub id: ConversationId,
+    pub members: Vec<UserId>,
+    pub last_seq: Seq,
+    pub read_seq: Seq,
+    pub unread_count: u64,
+    pub last_message: Option<Message>,
+}
+
+/// An ephemeral photo's state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Photo {
+    pub id: PhotoId,
+    pub conversation_id: ConversationId,
+    pub sender_id: UserId,
+    pub url: String,
+    pub expires_in: u32,
+    pub created_at: Timestamp,
+    /// Set at the first view by someone other than the sender: the clock starts then.
+    pub first_viewed_at: Option<Timestamp>,
+}
+
+impl Photo {
+    pub fn expires_at(&self) -> Option<Timestamp> {
+        self.first_viewed_at.map(|t| t.plus_millis(i64::from(self.expires_in) * 1000))
+    }
+}
+
+/// An event the app backend published for a user who was offline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboxItem {
+    pub kind: String,
+    pub data: Metadata,
+}
+
+/// A message as the store publishes it after commit, in commit order.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub message: Message,
+}
+
+/// The durable store.
+pub trait Store: Send + Sync + 'static {
+    /// Appends a message durably; duplicates (same sender and `local_id`) return the original.
+    fn append(&self, m: NewMessage) -> StoreFuture<'_, Appended>;
+    /// Marks a message deleted (its sender only); returns the message.
+    fn delete_message(&self, c: &ConversationId, m: &MessageId, by: &UserId) -> StoreFuture<'_, Message>;
+    /// Moves a member's read watermark forward to the message; `None` if it was already past it.
+    fn mark_read(&self, c: &ConversationId, user: &UserId, m: &MessageId) -> StoreFuture<'_, Option<Seq>>;
+    /// Messages with seq greater than `after`, oldest first, at most `limit`.
+    fn messages_after(&self, c: &ConversationId, after: Seq, limit: u32) -> StoreFuture<'_, Vec<Message>>;
+    /// Messages with seq less than `before` (the newest if `None`), oldest first; and whether
+    /// older ones exist.
+    fn history(&self, c: &ConversationId, before: Option<Seq>, limit: u32) -> StoreFuture<'_, (Vec<Message>, bool)>;
+    fn conversation(&self, c: &ConversationId) -> StoreFuture<'_, Option<ConversationInfo>>;
+    fn conversations_of(&self, user: &UserId) -> StoreFuture<'_, Vec<ConversationSummary>>;
+    fn create_conversation(
+        &self,
+        c: ConversationId,
+        members: Vec<UserId>,
+        max_members: Option<u32>,
+    ) -> StoreFuture<'_, ConversationInfo>;
+    fn set_members(&self, c: &ConversationId, members: Vec<UserId>) -> StoreFuture<'_, ConversationInfo>;
+    fn delete_conversation(&self, c: &ConversationId) -> StoreFuture<'_, ()>;
+    fn create_photo(&self, p: Photo) -> StoreFuture<'_, ()>;
+    fn photo(&self, id: &PhotoId) -> StoreFuture<'_, Option<Photo>>;
+    /// Records a view by `viewer`; the first view by someone other than the sender starts the
+    /// clock. Returns the photo as it is after the view.
+    fn view_photo(&self, id: &PhotoId, viewer: &UserId, now: Timestamp) -> StoreFuture<'_, Photo>;
+    /// Photos viewed but not yet expired, to re-arm their timers after a restart.
+    fn ticking_photos(&self) -> StoreFuture<'_, Vec<Photo>>;
+    fn inbox_push(&self, user: &UserId, item: InboxItem) -> StoreFuture<'_, ()>;
+    /// Takes (and removes) a user's inbox, oldest first.
+    fn inbox_take(&self, user: &UserId) -> StoreFuture<'_, Vec<InboxItem>>;
+}

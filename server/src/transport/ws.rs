@@ -1,0 +1,240 @@
+//! The WebSocket transport (SPEC §3): `/ws` and `/v1/ws`, plain or TLS.
+//!
+//! The token comes from `?token=`, `Authorization: Bearer`, or a `bearer.<token>` entry of
+//! `Sec-WebSocket-Protocol` (browsers cannot set headers). JSON text frames by default;
+//! MessagePack binary frames with `?codec=msgpack` or the subprotocol `confab.msgpack`.
+//! Whatever was negotiated, a text frame is read as JSON and a binary one as MessagePack.
+//!
+//! Per connection: this task reads and decodes frames and drives the session; a writer task
+//! encodes queued events, pings every 30 s and closes the socket when the closer fires.
+
+use crate::api::App;
+use crate::error::CloseReason;
+use crate::link::{Conn, ConnOutput, Inbound, Outgoing, Route, TransportKind, closing_event};
+use crate::session::{self, Session, now};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use confab_codec::{Codec, Dialect, Format};
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt, StreamExt};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Error as WsError;
+
+/// Subprotocols the server selects (the token-carrying `bearer.*` one is never echoed).
+const PROTOCOLS: [&str; 3] = ["confab.json", "confab.msgpack", "confab.v1"];
+/// Frames larger than this end the connection (1009) before they are read; frames between
+/// the codec's limit (32 KiB) and this get a `MESSAGE_TOO_LARGE` error instead.
+const HARD_FRAME_LIMIT: usize = 1024 * 1024;
+/// Events written before a flush when the queue has many waiting.
+const WRITE_BATCH: usize = 64;
+
+/// Where the token was found: query, header, or subprotocol.
+fn find_token(query: &HashMap<String, String>, headers: &HeaderMap) -> Option<String> {
+    if let Some(t) = query.get("token").filter(|t| !t.is_empty()) {
+        return Some(t.clone());
+    }
+    if let Some(h) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        if let Some(t) = h.strip_prefix("Bearer ").map(str::trim).filter(|t| !t.is_empty()) {
+            return Some(t.to_owned());
+        }
+    }
+    offered_protocols(headers).find_map(|p| p.strip_prefix("bearer.").map(str::to_owned))
+}
+
+fn offered_protocols(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+}
+
+fn choose_format(query: &HashMap<String, String>, headers: &HeaderMap) -> Result<Format, String> {
+    if let Some(c) = query.get("codec") {
+        return Format::from_name(c).ok_or_else(|| format!("unknown codec {c:?}: use json or msgpack"));
+    }
+    Ok(if offered_protocols(headers).any(|p| p == "confab.msgpack") { Format::MsgPack } else { Format::Json })
+}
+
+/// `GET /ws`, `GET /v1/ws`.
+pub async fn upgrade(
+    State(app): State<App>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let format = match choose_format(&query, &headers) {
+        Ok(f) => f,
+        Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
+    };
+    if let Some(d) = query.get("dialect").filter(|d| Dialect::from_name(d).is_none()) {
+        return (StatusCode::BAD_REQUEST, format!("unknown dialect {d:?}")).into_response();
+    }
+    let codec = Codec::new(Dialect::Winkr, format).with_max_frame(app.settings.max_frame_bytes);
+    // Verified before the upgrade, refused after it: a browser only sees close codes.
+    let identity = match find_token(&query, &headers) {
+        Some(t) => app.ctx.auth.verify(&t),
+        None => Err(crate::auth::AuthError::Missing),
+    };
+    let guard = app.ctx.tasks.token();
+    ws.protocols(PROTOCOLS).max_message_size(HARD_FRAME_LIMIT).on_upgrade(move |socket| async move {
+        serve(socket, app, identity, codec).await;
+        drop(guard);
+    })
+}
+
+async fn serve(socket: WebSocket, app: App, identity: Result<crate::auth::Identity, crate::auth::AuthError>, codec: Codec) {
+    let (mut sink, stream) = socket.split();
+    let identity = match identity {
+        Ok(id) => id,
+        Err(e) => {
+            let (ev, reason) = session::refusal(&app.ctx.hub, &e);
+            if let Ok(bytes) = ev.encoded(&codec) {
+                let _ = sink.send(frame(&codec, bytes)).await;
+            }
+            let _ = sink.send(close_message(reason)).await;
+            return;
+        }
+    };
+    let (conn, output) = Conn::new(
+        app.ctx.hub.connection_id(),
+        identity.user_id.clone(),
+        TransportKind::WebSocket,
+        codec,
+        app.ctx.hub.limits().outbound_queue,
+    );
+    let last_pong = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let writer = app.ctx.tasks.spawn(write_loop(sink, output, codec, app.settings.ping_interval, app.settings.pong_timeout, Arc::clone(&last_pong), started));
+    let closer = Arc::clone(&conn.closer);
+    let inbound = stream
+        .filter_map(move |msg| {
+            let item = match msg {
+                Ok(Message::Text(t)) => {
+                    let json = Codec { format: Format::Json, ..codec };
+                    Some(Inbound::Event(Route::Control, Box::new(json.decode_client(t.as_bytes()))))
+                }
+                Ok(Message::Binary(b)) => {
+                    let packed = Codec { format: Format::MsgPack, ..codec };
+                    Some(Inbound::Event(Route::Control, Box::new(packed.decode_client(&b))))
+                }
+                Ok(Message::Pong(_)) => {
+                    last_pong.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+                    None
+                }
+                Ok(Message::Ping(_)) => None,
+                Ok(Message::Close(_)) => Some(Inbound::Closed),
+                Err(e) => {
+                    let inner = e.into_inner();
+                    if matches!(inner.downcast_ref::<WsError>(), Some(WsError::Capacity(_))) {
+                        closer.close(CloseReason::TooBig);
+                    }
+                    Some(Inbound::Closed)
+                }
+            };
+            std::future::ready(item)
+        })
+        .boxed();
+    let session = Session::new(app.ctx.clone(), conn, identity);
+    session::run(session, inbound, app.ctx.shutdown.clone()).await;
+    let _ = writer.await;
+}
+
+fn frame(codec: &Codec, bytes: Bytes) -> Message {
+    if codec.format.is_text() {
+        match Utf8Bytes::try_from(bytes) {
+            Ok(t) => Message::Text(t),
+            Err(_) => Message::Text(Utf8Bytes::from_static("")),
+        }
+    } else {
+        Message::Binary(bytes)
+    }
+}
+
+fn close_message(reason: CloseReason) -> Message {
+    Message::Close(Some(CloseFrame { code: reason.code(), reason: Utf8Bytes::from_static(reason.as_str()) }))
+}
+
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut out: ConnOutput,
+    codec: Codec,
+    ping_every: Duration,
+    pong_timeout: Duration,
+    last_pong: Arc<AtomicU64>,
+    started: Instant,
+) {
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+    loop {
+        // Cancel-safe: `recv` and `tick` lose nothing when another branch wins.
+        tokio::select! {
+            biased;
+            _ = out.closer.closed() => break,
+            ev = out.queue.recv() => {
+                let Some(first) = ev else { break };
+                if write_batch(&mut sink, &mut out, &codec, first).await.is_err() {
+                    out.closer.close(CloseReason::Normal);
+                    break;
+                }
+            }
+            _ = ping.tick() => {
+                let since_pong = started.elapsed().saturating_sub(Duration::from_millis(last_pong.load(Ordering::Relaxed)));
+                if since_pong > pong_timeout {
+                    out.closer.close(CloseReason::Timeout);
+                    break;
+                }
+                if sink.send(Message::Ping(Bytes::new())).await.is_err() {
+                    out.closer.close(CloseReason::Normal);
+                    break;
+                }
+            }
+        }
+    }
+    let reason = out.closer.reason().unwrap_or(CloseReason::Normal);
+    if reason == CloseReason::Normal {
+        let _ = sink.close().await;
+        return;
+    }
+    // What was queued before the close still goes out (a graceful shutdown loses nothing
+    // that was on its way), unless the queue is the problem.
+    if reason != CloseReason::SlowConsumer {
+        while let Ok(Outgoing(ev)) = out.queue.try_recv() {
+            if let Ok(bytes) = ev.encoded(&codec) {
+                if sink.feed(frame(&codec, bytes)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    if let Ok(bytes) = closing_event(reason, now()).encoded(&codec) {
+        let _ = sink.feed(frame(&codec, bytes)).await;
+    }
+    let _ = sink.send(close_message(reason)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;
+}
+
+async fn write_batch(
+    sink: &mut SplitSink<WebSocket, Message>,
+    out: &mut ConnOutput,
+    codec: &Codec,
+    first: Outgoing,
+) -> Result<(), axum::Error> {
+    let mut next = Some(first);
+    let mut n = 0;
+    while let Some(Outgoing(ev)) = next {
+        match ev.encoded(codec) {
+            Ok(bytes) => sink.feed(frame(codec, bytes)).await?,
+            Err(e) => tracing::error!(error = %e, "encoding an event"),
+        }
+        n += 1;
+        next = if n < WRITE_BATCH { out.queue.try_recv().ok() } else { None };
+    }
+    sink.flush().await
+}

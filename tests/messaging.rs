@@ -1,0 +1,250 @@
+//! Messaging over WebSocket, end to end against the real binary: SPEC §4's send, join, read,
+//! delete, typing, unread and delivery rows, each asserted on the wire with its recipients.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "support/mod.rs"]
+mod support;
+
+use serde_json::json;
+use std::time::Duration;
+use support::Server;
+
+#[tokio::test]
+async fn a_message_reaches_joined_members_once_in_order_with_its_fields() {
+    let s = Server::start(&[]);
+    s.conversation("c1", &["alice", "bob"]);
+    let mut alice = s.client("alice").await.ready().await;
+    let mut bob = s.client("bob").await.ready().await;
+    alice.join("c1").await;
+    bob.join("c1").await;
+
+    let mut sent = Vec::new();
+    for i in 1..=20 {
+        sent.push(alice.say("c1", &format!("hello {i}")).await);
+    }
+    for (i, m) in sent.iter().enumerate() {
+        assert_eq!(m["seq"], i as u64 + 1, "gap-free seqs from 1");
+        assert_eq!(m["sender_id"], "alice");
+        assert!(m["id"].as_str().unwrap().starts_with("msg_"));
+    }
+    for (i, m) in sent.iter().enumerate() {
+        let new = bob.expect("message:new").await;
+        let d = &new["data"];
+        assert_eq!(d["message"]["id"], m["id"]);
+        assert_eq!(d["message"]["content"], format!("hello {}", i + 1));
+        assert_eq!(d["message"]["seq"], i as u64 + 1);
+        assert_eq!(d["sender"]["id"], "alice");
+        assert_eq!(d["sender"]["username"], "alice_name");
+        // Seed 000's flat layout is there too, on JSON.
+        assert_eq!(d["id"], m["id"]);
+        assert_eq!(d["conversation_id"], "c1");
+        assert!(new["message_id"].as_str().unwrap().starts_with("srv_"));
+        assert!(new["timestamp"].is_string());
+    }
+    bob.expect_none("message:new", Duration::from_millis(300)).await;
+    // The sender's own joined connection also gets message:new (seed 001's confirmation).
+    for i in 1..=20 {
+        let own = alice.expect("message:new").await;
+        assert_eq!(own["data"]["message"]["seq"], i);
+    }
+}
+
+#[tokio::test]
+async fn the_sender_hears_delivered_once_per_recipient() {
+    let s = Server::start(&[]);
+    s.conversation("g", &["alice", "bob", "carol"]);
+    let mut alice = s.client("alice").await.ready().await;
+    let mut bob = s.client("bob").await.ready().await;
+    let mut bob2 = s.client("bob").await.ready().await;
+    let mut carol = s.client("carol").await.ready().await;
+    bob.join("g").await;
+    bob2.join("g").await;
+    carol.join("g").await;
+    let m = alice.say("g", "hi all").await;
+    let mut recipients = Vec::new();
+    for _ in 0..2 {
+        let d = alice.expect("message:delivered").await;
+        assert_eq!(d["data"]["message_id"], m["id"]);
+        recipients.push(d["data"]["user_id"].as_str().unwrap().to_string());
+    }
+    recipients.sort();
+    assert_eq!(recipients, ["bob", "carol"], "one receipt per recipient, not per device");
+    alice.expect_none("message:delivered", Duration::from_millis(300)).await;
+    bob2.expect("message:new").await;
+}
+
+#[tokio::test]
+async fn members_online_but_not_joined_get_unread_counts() {
+    let s = Server::start(&[]);
+    s.conversation("c1", &["alice", "bob"]);
+    let mut alice = s.client("alice").await.ready().await;
+    let mut bob = s.client("bob").await.ready().await;
+    alice.say("c1", "one").await;
+    let last = alice.say("c1", "two").await;
+    let u1 = bob.expect("conversation:unread").await;
+    let u2 = bob.expect("conversation:unread").await;
+    assert_eq!(u1["data"]["unread_count"], 1);
+    assert_eq!(u2["data"]["unread_count"], 2);
+    assert_eq!(u2["data"]["last_message"]["id"], last["id"]);
+    assert_eq!(u2["data"]["last_message"]["content"], "two");
+    bob.expect_none("message:new", Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn local_id_makes_send_idempotent() {
+    let s = Server::start(&[]);
+    s.conversation("c1", &["alice", "bob"]);
+    let mut alice = s.client("alice").await.ready().await;
+    let mut bob = s.client("bob").await.ready().await;
+    bob.join("c1").await;
+    let data = json!({"conversation_id": "c1", "content": "once", "local_id": "l-1"});
+    let r1 = alice.send("message:send", data.clone()).await;
+    let a = alice.expect("message:sent").await;
+    let r2 = alice.send("message:send", data).await;
+    let b = alice.expect("message:sent").await;
+    assert_eq!((a["request_id"].as_str(), b["request_id"].as_str()), (Some(r1.as_str()), Some(r2.as_str())));
+    assert_eq!(a["data"]["id"], b["data"]["id"]);
+    assert_eq!(a["data"]["seq"], 1);
+    assert_eq!(b["data"]["local_id"], "l-1");
+    bob.expect("message:new").await;
+    bob.expect_none("message:new", Duration::from_millis(300)).await;
+    assert_eq!(alice.say("c1", "next").await["seq"], 2, "the duplicate took no seq");
+}
+
+#[tokio::test]
+async fn read_receipts_go_to_other_members_and_the_readers_other_devices() {
+    let s = Server::start(&[]);
+    s.conversation("c1", &["alice", "bob"]);
+    let mut alice = s.client("alice").await.ready().await;
+    let mut bob = s.client("bob").await.ready().await;
+    let mut bob_phone = s.client("bob").await.ready().await;
+    let m = alice.say("c1", "read me").await;
+    bob.send("message:read", json!({"conversation_id": "c1", "message_id": m["id"]})).await;
+    for c in [&mut alice, &mut bob_phone] {
+        let v = c.expect("message:viewed").await;
+        assert_eq!(v["data"]["message_id"], m["id"]);
+        assert_eq!(v["data"]["user_id"], "bob");
+        assert_eq!(v["data"]["seq"], 1);
+    }
+    bob.expect_none("message:viewed", Duration::from_millis(200)).await;
+    // Reading the same message again moves nothing, so nobody hears about it.
+    bob.send("message:viewed", json!({"conversation_id": "c1", "message_id": m["id"]})).await;
+    alice.expect_none("message:viewed", Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn only_the_sender_deletes_and_every_member_hears_it() {
+    let s = Server::start(&[]);
+    s.conversation("c1", &["alice", "bob"]);
+    let mut alice = s.client("alice").await.ready().await;
+    let mut bob = s.client("bob").await.ready().await;
+    let m = alice.say("c1", "oops").await;
+    let rid = bob.send("message:delete", json!({"conversation_id": "c1", "message_id": m["id"]})).await;
+    assert_eq!(bob.expect_error(&rid).await["code"], "PERMISSION_DENIED");
+    alice.send("message:delete", json!({"conversation_id": "c1", "message_id": m["id"]})).await;
+    for c in [&mut alice, &mut bob] {
+        let d = c.expect("message:deleted").await;
+        assert_eq!((d["data"]["message_id"].clone(), d["data"]["deleted_by"].clone()), (m["id"].clone(), json!("alice")));
+    }
+    let rid = alice.send("message:delete", json!({"conversation_id": "c1", "message_id": m["id"]})).await;
+    assert_eq!(alice.expect_error(&rid).await["code"], "NOT_FOUND");
+    let rid = alice.send("history:get", json!({"conversation_id": "c1"})).await;
+    let h = alice.expect("history").await;
+    assert_eq!((h["request_id"].as_str(), h["data"]["messages"].as_array().map(Vec::len)), (Some(rid.as_str()), Some(0)));
+}
+
+#[tokio::test]
+async fn typing_reaches_other_joined_members_and_clears_itself_after_6_s() {
+    let s = Server::start(&[]);
+    s.conversation("c1", &["alice", "bob"]);
+    let mut alice = s.client("alice").await.ready().await;
+    let mut bob = s.client("bob").await.ready().await;
+    alice.join("c1").await;
+    bob.join("c1").await;
+    alice.send("typing:start", json!({"conversation_id": "c1"})).await;
+    let t = bob.expect("typing:indicator").await;
+    assert_eq!((t["data"]["user_id"].clone(), t["data"]["is_typing"].clone()), (json!("alice"), json!(true)));
+    alice.expect_none("typing:indicator", Duration::from_millis(200)).await;
+    alice.send("typing:stop", json!({"conversation_id": "c1"})).await;
+    assert_eq!(bob.expect("typing:indicator").await["data"]["is_typing"], false);
+    // Without a stop, the server clears it.
+    alice.send("typing:start", json!({"conversation_id": "c1"})).await;
+    assert_eq!(bob.expect("typing:indicator").await["data"]["is_typing"], true);
+    let start = std::time::Instant::now();
+    let cleared = loop {
+        match bob.recv_within(Duration::from_secs(8)).await {
+            Some(e) if e["type"] == "typing:indicator" => break e,
+            Some(_) => continue,
+            None => panic!("typing was never cleared"),
+        }
+    };
+    assert_eq!(cleared["data"]["is_typing"], false);
+    let waited = start.elapsed();
+    assert!(waited >= Duration::from_secs(5) && waited < Duration::from_secs(8), "{waited:?}");
+}
+
+#[tokio::test]
+async fn json_and_msgpack_clients_share_a_conversation() {
+    let s = Server::start(&[]);
+    s.conversation("c1", &["alice", "bob"]);
+    let mut alice = s.client("alice").await.ready().await;
+    let mut bob = s.client_msgpack("bob").await.ready().await;
+    alice.join("c1").await;
+    bob.join("c1").await;
+    alice.say("c1", "from json").await;
+    let new = bob.expect("message:new").await;
+    assert_eq!(new["data"]["message"]["content"], "from json");
+    assert!(new["data"].get("id").is_none(), "MessagePack gets the nested form only");
+    let m = bob.say("c1", "from msgpack \u{1F600}").await;
+    assert_eq!(m["content"], "from msgpack \u{1F600}");
+    let own = alice.expect("message:new").await;
+    assert_eq!(own["data"]["message"]["content"], "from json", "alice's own message first");
+    let got = alice.expect("message:new").await;
+    assert_eq!(got["data"]["message"]["content"], "from msgpack \u{1F600}");
+}
+
+#[tokio::test]
+async fn history_pages_backwards_with_has_more() {
+    let s = Server::start(&[]);
+    s.conversation("c1", &["alice", "bob"]);
+    let mut alice = s.client("alice").await.ready().await;
+    for i in 1..=5 {
+        alice.say("c1", &format!("m{i}")).await;
+    }
+    alice.send("history:get", json!({"conversation_id": "c1", "limit": 2})).await;
+    let h = alice.expect("history").await;
+    let seqs: Vec<_> = h["data"]["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert_eq!((seqs, h["data"]["has_more"].clone()), (vec![4, 5], json!(true)));
+    alice.send("history:get", json!({"conversation_id": "c1", "before_seq": 4, "limit": 10})).await;
+    let h = alice.expect("history").await;
+    let seqs: Vec<_> = h["data"]["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert_eq!((seqs, h["data"]["has_more"].clone()), (vec![1, 2, 3], json!(false)));
+}
+
+#[tokio::test]
+async fn leaving_stops_message_new_and_answers_left() {
+    let s = Server::start(&[]);
+    s.conversation("c1", &["alice", "bob"]);
+    let mut alice = s.client("alice").await.ready().await;
+    let mut bob = s.client("bob").await.ready().await;
+    bob.join("c1").await;
+    let rid = bob.send("conversation:leave", json!({"conversation_id": "c1"})).await;
+    let left = bob.expect("conversation:left").await;
+    assert_eq!((left["request_id"].as_str(), left["data"]["conversation_id"].as_str()), (Some(rid.as_str()), Some("c1")));
+    alice.say("c1", "after leave").await;
+    // Still a member and online: an unread count, not the message.
+    bob.expect("conversation:unread").await;
+    bob.expect_none("message:new", Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn heartbeat_is_echoed() {
+    let s = Server::start(&[]);
+    let mut alice = s.client("alice").await.ready().await;
+    let rid = alice.send("heartbeat", json!({"timestamp": "2025-12-01T10:30:00.000Z"})).await;
+    let h = alice.expect("heartbeat").await;
+    assert_eq!(h["request_id"], rid);
+    assert_eq!(h["data"]["timestamp"], "2025-12-01T10:30:00.000Z");
+    assert!(h["data"]["server_time"].is_string());
+}

@@ -1,0 +1,355 @@
+//! Test support: a real `confab` process on port 0 with its own data directory, a small HTTP
+//! client for the APIs, and a WebSocket client that speaks JSON or MessagePack envelopes.
+//! Every wait is bounded, so a broken server fails a test instead of hanging it.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+
+pub const API_KEY: &str = "test-api-key";
+pub const JWT_SECRET: &str = "test-secret-0123456789abcdef";
+/// How long any single expected event may take.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// Limits generous enough that only tests about limits meet them.
+pub const GENEROUS: &[&str] = &[
+    "--conn-rate",
+    "10000",
+    "--conn-burst",
+    "10000",
+    "--messages-per-minute",
+    "100000",
+    "--messages-per-hour",
+    "100000",
+    "--messages-per-day",
+    "100000",
+    "--typing-per-minute",
+    "10000",
+    "--connects-per-minute",
+    "10000",
+];
+
+pub struct Server {
+    child: Option<Child>,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    args: Vec<String>,
+}
+
+static NEXT_DIR: AtomicU64 = AtomicU64::new(0);
+
+impl Server {
+    /// Starts a server in dev mode with generous limits and `extra` flags.
+    pub fn start(extra: &[&str]) -> Server {
+        let dir = std::env::temp_dir().join(format!(
+            "confab-e2e-{}-{}-{}",
+            std::process::id(),
+            NEXT_DIR.fetch_add(1, Ordering::Relaxed),
+            rand_suffix()
+        ));
+        let mut args: Vec<String> = vec!["--dev", "--jwt-secret", JWT_SECRET, "--api-key", API_KEY]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        args.extend(GENEROUS.iter().map(|s| s.to_string()));
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut s = Server { child: None, addr: String::new(), data_dir: dir, args };
+        s.spawn("127.0.0.1:0");
+        s
+    }
+
+    fn spawn(&mut self, http: &str) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_confab"))
+            .args(&self.args)
+            .arg("--http")
+            .arg(http)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start confab");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(a) = line.strip_prefix("listening http=") {
+                    let _ = tx.send(a.to_string());
+                }
+            }
+        });
+        self.addr = rx.recv_timeout(Duration::from_secs(20)).expect("server did not print its address");
+        self.child = Some(child);
+    }
+
+    /// `kill -9`: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for the process to exit; returns how long it took.
+    pub fn terminate(&mut self) -> Duration {
+        let start = std::time::Instant::now();
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            for _ in 0..300 {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return start.elapsed();
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        start.elapsed()
+    }
+
+    /// Starts the server again on the same port and data directory.
+    pub fn restart(&mut self) {
+        let addr = self.addr.clone();
+        self.spawn(&addr);
+    }
+
+    pub fn token(&self, user: &str) -> String {
+        self.token_for(user, 3600)
+    }
+
+    pub fn token_for(&self, user: &str, ttl_s: i64) -> String {
+        let (status, body) = http(&self.addr, "GET", &format!("/dev/token?user_id={user}&username={user}_name&ttl={ttl_s}"), None, None);
+        assert_eq!(status, 200, "{body}");
+        body["token"].as_str().unwrap().to_string()
+    }
+
+    /// Creates a conversation through the server API.
+    pub fn conversation(&self, id: &str, members: &[&str]) {
+        let (status, body) = self.api("POST", "/api/v1/conversations", Some(json!({"id": id, "members": members})));
+        assert_eq!(status, 201, "{body}");
+    }
+
+    pub fn api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        http(&self.addr, method, path, Some(&format!("ApiKey {API_KEY}")), body)
+    }
+
+    pub async fn client(&self, user: &str) -> Client {
+        Client::connect(&self.addr, &format!("token={}", self.token(user))).await
+    }
+
+    pub async fn client_msgpack(&self, user: &str) -> Client {
+        Client::connect(&self.addr, &format!("token={}&codec=msgpack", self.token(user))).await
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos().into()
+}
+
+/// A blocking HTTP/1.1 request (tests call it outside the runtime's hot path).
+pub fn http(addr: &str, method: &str, path: &str, auth: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let auth = auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status: u16 = resp.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    let body = if resp.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_string() };
+    (status, serde_json::from_str(&body).unwrap_or(Value::String(body)))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((len, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(len.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+    out
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A WebSocket client speaking envelopes.
+pub struct Client {
+    ws: Ws,
+    msgpack: bool,
+    next_id: u64,
+    /// Events read while looking for another, in arrival order.
+    pub seen: Vec<Value>,
+    pub closed: Option<(u16, String)>,
+}
+
+impl Client {
+    pub async fn connect(addr: &str, query: &str) -> Client {
+        let url = format!("ws://{addr}/ws?{query}");
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("websocket connect");
+        Client { ws, msgpack: query.contains("codec=msgpack"), next_id: 0, seen: Vec::new(), closed: None }
+    }
+
+    /// Connects and reads `connection:established`.
+    pub async fn ready(mut self) -> Client {
+        self.expect("connection:established").await;
+        self
+    }
+
+    /// Sends `{type, data, message_id}`; returns the message id.
+    pub async fn send(&mut self, kind: &str, data: Value) -> String {
+        self.next_id += 1;
+        let id = format!("req_{}", self.next_id);
+        self.send_raw_value(json!({"type": kind, "data": data, "message_id": id})).await;
+        id
+    }
+
+    pub async fn send_raw_value(&mut self, v: Value) {
+        let msg = if self.msgpack {
+            let mut buf = Vec::new();
+            serde::Serialize::serialize(&v, &mut rmp_serde::Serializer::new(&mut buf).with_struct_map()).unwrap();
+            Message::Binary(buf.into())
+        } else {
+            Message::Text(v.to_string().into())
+        };
+        self.ws.send(msg).await.unwrap();
+    }
+
+    pub async fn send_message(&mut self, m: Message) {
+        let _ = self.ws.send(m).await;
+    }
+
+    /// The next event, or `None` at close or after `wait`.
+    pub async fn recv_within(&mut self, wait: Duration) -> Option<Value> {
+        loop {
+            let msg = match tokio::time::timeout(wait, self.ws.next()).await {
+                Err(_) => return None,
+                Ok(None) | Ok(Some(Err(_))) => return None,
+                Ok(Some(Ok(m))) => m,
+            };
+            match msg {
+                Message::Text(t) => return Some(serde_json::from_str(&t).expect("server sent invalid JSON")),
+                Message::Binary(b) => return Some(rmp_serde::from_slice(&b).expect("server sent invalid MessagePack")),
+                Message::Close(f) => {
+                    self.closed = Some(f.map(|CloseFrame { code, reason }| (u16::from(code), reason.to_string())).unwrap_or((1005, String::new())));
+                    return None;
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    /// The next event of type `kind`, keeping the others in `seen`. Panics after `WAIT`.
+    pub async fn expect(&mut self, kind: &str) -> Value {
+        if let Some(i) = self.seen.iter().position(|e| e["type"] == kind) {
+            return self.seen.remove(i);
+        }
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.recv_within(left).await {
+                Some(e) if e["type"] == kind => return e,
+                Some(e) => self.seen.push(e),
+                None => panic!("no {kind} within {WAIT:?}; closed: {:?}; seen: {:#?}", self.closed, self.seen),
+            }
+        }
+    }
+
+    /// The `error` answering request `rid`; returns its data.
+    pub async fn expect_error(&mut self, rid: &str) -> Value {
+        loop {
+            let e = self.expect("error").await;
+            if e["data"]["request_id"] == rid {
+                return e["data"].clone();
+            }
+        }
+    }
+
+    /// Asserts no event of type `kind` arrives within `wait`.
+    pub async fn expect_none(&mut self, kind: &str, wait: Duration) {
+        assert!(!self.seen.iter().any(|e| e["type"] == kind), "unexpected {kind}: {:#?}", self.seen);
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            match self.recv_within(left).await {
+                Some(e) if e["type"] == kind => panic!("unexpected {kind}: {e}"),
+                Some(e) => self.seen.push(e),
+                None => return,
+            }
+        }
+    }
+
+    /// Reads until the server closes; returns the close code and reason.
+    pub async fn expect_close(&mut self) -> (u16, String) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self.closed.is_none() {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.recv_within(left).await {
+                Some(e) => self.seen.push(e),
+                None => break,
+            }
+        }
+        self.closed.clone().expect("server did not close the connection")
+    }
+
+    /// Joins and waits for `conversation:joined`.
+    pub async fn join(&mut self, conv: &str) -> Value {
+        let rid = self.send("conversation:join", json!({"conversation_id": conv})).await;
+        let j = self.expect("conversation:joined").await;
+        assert_eq!(j["request_id"], rid);
+        j
+    }
+
+    /// Sends a text and waits for its `message:sent`; returns the stored message.
+    pub async fn say(&mut self, conv: &str, text: &str) -> Value {
+        let rid = self.send("message:send", json!({"conversation_id": conv, "content": text, "type": "text"})).await;
+        loop {
+            let e = self.expect("message:sent").await;
+            if e["request_id"] == rid {
+                return e["data"].clone();
+            }
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
+
+/// A raw TCP connection, for handshakes a WebSocket library would not send.
+pub async fn raw_tcp(addr: &str, bytes: &[u8]) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(WAIT, s.read(&mut buf)).await.map(|r| r.unwrap_or(0)).unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n]).to_string()
+}
