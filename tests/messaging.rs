@@ -145,13 +145,19 @@ async fn only_the_sender_deletes_and_every_member_hears_it() {
     alice.send("message:delete", json!({"conversation_id": "c1", "message_id": m["id"]})).await;
     for c in [&mut alice, &mut bob] {
         let d = c.expect("message:deleted").await;
-        assert_eq!((d["data"]["message_id"].clone(), d["data"]["deleted_by"].clone()), (m["id"].clone(), json!("alice")));
+        assert_eq!(
+            (d["data"]["message_id"].clone(), d["data"]["deleted_by"].clone()),
+            (m["id"].clone(), json!("alice"))
+        );
     }
     let rid = alice.send("message:delete", json!({"conversation_id": "c1", "message_id": m["id"]})).await;
     assert_eq!(alice.expect_error(&rid).await["code"], "NOT_FOUND");
     let rid = alice.send("history:get", json!({"conversation_id": "c1"})).await;
     let h = alice.expect("history").await;
-    assert_eq!((h["request_id"].as_str(), h["data"]["messages"].as_array().map(Vec::len)), (Some(rid.as_str()), Some(0)));
+    assert_eq!(
+        (h["request_id"].as_str(), h["data"]["messages"].as_array().map(Vec::len)),
+        (Some(rid.as_str()), Some(0))
+    );
 }
 
 #[tokio::test]
@@ -231,7 +237,10 @@ async fn leaving_stops_message_new_and_answers_left() {
     bob.join("c1").await;
     let rid = bob.send("conversation:leave", json!({"conversation_id": "c1"})).await;
     let left = bob.expect("conversation:left").await;
-    assert_eq!((left["request_id"].as_str(), left["data"]["conversation_id"].as_str()), (Some(rid.as_str()), Some("c1")));
+    assert_eq!(
+        (left["request_id"].as_str(), left["data"]["conversation_id"].as_str()),
+        (Some(rid.as_str()), Some("c1"))
+    );
     alice.say("c1", "after leave").await;
     // Still a member and online: an unread count, not the message.
     bob.expect("conversation:unread").await;

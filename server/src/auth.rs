@@ -105,12 +105,11 @@ impl Auth {
 
     /// Verifies a token and says who it belongs to.
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
-            match e.kind() {
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
                 other => AuthError::Invalid(format!("{other:?}")),
-            }
-        })?;
+            })?;
         let c = data.claims;
         let user_id = UserId::parse(&c.sub).map_err(|r| AuthError::Invalid(format!("sub: {r}")))?;
         Ok(Identity {

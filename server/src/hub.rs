@@ -102,7 +102,12 @@ impl Hub {
     /// Wraps an event in an envelope with a fresh server id.
     pub fn envelope(&self, event: ServerEvent, now: Timestamp, request_id: Option<RequestId>) -> ServerEnvelope {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-        ServerEnvelope { event, timestamp: Some(now), message_id: Some(format!("srv_{:x}{n:x}", self.boot)), request_id }
+        ServerEnvelope {
+            event,
+            timestamp: Some(now),
+            message_id: Some(format!("srv_{:x}{n:x}", self.boot)),
+            request_id,
+        }
     }
 
     /// An envelope ready to share between connections.
@@ -321,7 +326,11 @@ impl Hub {
         for (user, count) in unread_for {
             let Some(u) = s.users.get(&user) else { continue };
             let ev = self.shared(
-                ServerEvent::Unread(Unread { conversation_id: c.clone(), unread_count: count, last_message: Some(preview.clone()) }),
+                ServerEvent::Unread(Unread {
+                    conversation_id: c.clone(),
+                    unread_count: count,
+                    last_message: Some(preview.clone()),
+                }),
                 now,
                 None,
             );

@@ -61,10 +61,12 @@ pub enum StartError {
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
     let (feed_tx, mut feed) = mpsc::channel(4096);
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir, feed_tx)?);
-    let auth = Auth::new(&config.jwt, config.jwt_audience.as_deref(), config.jwt_issuer.as_deref()).map_err(StartError::Auth)?;
+    let auth = Auth::new(&config.jwt, config.jwt_audience.as_deref(), config.jwt_issuer.as_deref())
+        .map_err(StartError::Auth)?;
     let hub = Arc::new(Hub::new(config.limits.clone()));
     let tasks = TaskTracker::new();
-    let ctx = Ctx { hub: Arc::clone(&hub), store, auth: Arc::new(auth), tasks: tasks.clone(), shutdown: shutdown.clone() };
+    let ctx =
+        Ctx { hub: Arc::clone(&hub), store, auth: Arc::new(auth), tasks: tasks.clone(), shutdown: shutdown.clone() };
 
     // The one reader of the commit feed: fan-out in commit order (see `hub`).
     let dispatch_hub = Arc::clone(&hub);
@@ -96,7 +98,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     let addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.http, source })?;
     println!("listening http={addr}");
     if config.dev {
-        println!("DEV MODE: dev JWT secret and API key {:?}; tokens at http://{addr}/dev/token?user_id=alice", config.api_key);
+        println!(
+            "DEV MODE: dev JWT secret and API key {:?}; tokens at http://{addr}/dev/token?user_id=alice",
+            config.api_key
+        );
     }
     tracing::info!(%addr, dev = config.dev, data_dir = %config.data_dir.display(), "confab started");
 

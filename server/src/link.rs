@@ -9,7 +9,9 @@
 use crate::error::CloseReason;
 use bytes::Bytes;
 use confab_codec::event::{Closed, ServerEnvelope, ServerEvent};
-use confab_codec::{ClientEnvelope, Codec, ConnectionId, ConversationId, DecodeError, EncodeError, Format, Timestamp, UserId};
+use confab_codec::{
+    ClientEnvelope, Codec, ConnectionId, ConversationId, DecodeError, EncodeError, Format, Timestamp, UserId,
+};
 use std::sync::{Arc, OnceLock};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -113,7 +115,8 @@ impl Closer {
 
 /// The `connection:closed` event that precedes the close frame.
 pub fn closing_event(reason: CloseReason, now: Timestamp) -> Arc<SharedEvent> {
-    let event = ServerEvent::Closed(Closed { reason: reason.as_str().into(), code: reason.code(), timestamp: Some(now) });
+    let event =
+        ServerEvent::Closed(Closed { reason: reason.as_str().into(), code: reason.code(), timestamp: Some(now) });
     SharedEvent::new(ServerEnvelope { event, timestamp: Some(now), message_id: None, request_id: None }, None)
 }
 

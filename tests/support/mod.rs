@@ -56,10 +56,8 @@ impl Server {
             NEXT_DIR.fetch_add(1, Ordering::Relaxed),
             rand_suffix()
         ));
-        let mut args: Vec<String> = vec!["--dev", "--jwt-secret", JWT_SECRET, "--api-key", API_KEY]
-            .into_iter()
-            .map(String::from)
-            .collect();
+        let mut args: Vec<String> =
+            vec!["--dev", "--jwt-secret", JWT_SECRET, "--api-key", API_KEY].into_iter().map(String::from).collect();
         args.extend(GENEROUS.iter().map(|s| s.to_string()));
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut s = Server { child: None, addr: String::new(), data_dir: dir, args };
@@ -129,7 +127,8 @@ impl Server {
     }
 
     pub fn token_for(&self, user: &str, ttl_s: i64) -> String {
-        let (status, body) = http(&self.addr, "GET", &format!("/dev/token?user_id={user}&username={user}_name&ttl={ttl_s}"), None, None);
+        let (status, body) =
+            http(&self.addr, "GET", &format!("/dev/token?user_id={user}&username={user}_name&ttl={ttl_s}"), None, None);
         assert_eq!(status, 200, "{body}");
         body["token"].as_str().unwrap().to_string()
     }
@@ -180,7 +179,8 @@ pub fn http(addr: &str, method: &str, path: &str, auth: Option<&str>, body: Opti
     s.read_to_string(&mut resp).unwrap();
     let status: u16 = resp.split_whitespace().nth(1).unwrap().parse().unwrap();
     let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    let body = if resp.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_string() };
+    let body =
+        if resp.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_string() };
     (status, serde_json::from_str(&body).unwrap_or(Value::String(body)))
 }
 
@@ -257,7 +257,10 @@ impl Client {
                 Message::Text(t) => return Some(serde_json::from_str(&t).expect("server sent invalid JSON")),
                 Message::Binary(b) => return Some(rmp_serde::from_slice(&b).expect("server sent invalid MessagePack")),
                 Message::Close(f) => {
-                    self.closed = Some(f.map(|CloseFrame { code, reason }| (u16::from(code), reason.to_string())).unwrap_or((1005, String::new())));
+                    self.closed = Some(
+                        f.map(|CloseFrame { code, reason }| (u16::from(code), reason.to_string()))
+                            .unwrap_or((1005, String::new())),
+                    );
                     return None;
                 }
                 _ => continue,

@@ -57,13 +57,21 @@ pub(super) async fn messages(
 ) -> Result<Json<Value>, ApiError> {
     let me = identity(&app, &headers)?;
     let c = ConversationId::parse(&id).map_err(|r| ApiError(ErrorCode::ValidationError, format!("id: {r}")))?;
-    let info = app.ctx.store.conversation(&c).await?.ok_or_else(|| ApiError(ErrorCode::ConversationNotFound, format!("conversation {c} not found")))?;
+    let info = app
+        .ctx
+        .store
+        .conversation(&c)
+        .await?
+        .ok_or_else(|| ApiError(ErrorCode::ConversationNotFound, format!("conversation {c} not found")))?;
     if !info.members.iter().any(|(u, _)| *u == me.user_id) {
         return Err(ApiError(ErrorCode::Forbidden, format!("not a member of conversation {c}")));
     }
     let limit = page.limit.unwrap_or(50);
     if !(1..=MAX_HISTORY_LIMIT).contains(&limit) {
-        return Err(ApiError(ErrorCode::ValidationError, format!("limit: must be 1 to {MAX_HISTORY_LIMIT}, got {limit}")));
+        return Err(ApiError(
+            ErrorCode::ValidationError,
+            format!("limit: must be 1 to {MAX_HISTORY_LIMIT}, got {limit}"),
+        ));
     }
     let (messages, has_more) = app.ctx.store.history(&c, page.before_seq.map(Seq), limit).await?;
     Ok(Json(json!({"conversation_id": c, "messages": messages, "has_more": has_more})))

@@ -33,10 +33,8 @@ pub(super) async fn dev_token(State(app): State<App>, Query(q): Query<TokenQuery
     let user = UserId::parse(&q.user_id).map_err(|r| ApiError(ErrorCode::ValidationError, format!("user_id: {r}")))?;
     let ttl = q.ttl.unwrap_or(86_400).clamp(1, 30 * 86_400);
     let exp = crate::session::now().as_millis() / 1000 + ttl;
-    let token = app
-        .ctx
-        .auth
-        .mint(&user, q.username.as_deref(), exp)
-        .ok_or_else(|| ApiError(ErrorCode::InternalError, "this server verifies tokens with a public key and cannot mint them".into()))?;
+    let token = app.ctx.auth.mint(&user, q.username.as_deref(), exp).ok_or_else(|| {
+        ApiError(ErrorCode::InternalError, "this server verifies tokens with a public key and cannot mint them".into())
+    })?;
     Ok(Json(json!({"token": token, "expires_at": exp})))
 }

@@ -14,7 +14,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 fn check_key(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
-    let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|h| h.strip_prefix("ApiKey "));
+    let given =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|h| h.strip_prefix("ApiKey "));
     // Compared in full whatever the first difference, so timing says nothing about the key.
     let ok = given.is_some_and(|g| {
         let (a, b) = (g.trim().as_bytes(), app.settings.api_key.as_bytes());
@@ -118,7 +119,11 @@ pub(super) struct Publish {
 
 /// `POST /api/v1/publish` `{"user_ids", "type", "data"}`: online users get it now, the others
 /// find it in their inbox on their next connection.
-pub(super) async fn publish(State(app): State<App>, headers: HeaderMap, Body(req): Body<Publish>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn publish(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Body(req): Body<Publish>,
+) -> Result<Json<Value>, ApiError> {
     check_key(&app, &headers)?;
     let users = users(&req.user_ids)?;
     let online = session::publish(&app.ctx, &users, &req.kind, req.data)
@@ -155,7 +160,12 @@ pub(super) async fn post_message(
     if n == 0 || n > confab_codec::event::MAX_TEXT_CHARS {
         return Err(ApiError(ErrorCode::ValidationError, format!("content: must be 1 to 2000 characters, got {n}")));
     }
-    let info = app.ctx.store.conversation(&c).await?.ok_or_else(|| ApiError(ErrorCode::ConversationNotFound, format!("conversation {c} not found")))?;
+    let info = app
+        .ctx
+        .store
+        .conversation(&c)
+        .await?
+        .ok_or_else(|| ApiError(ErrorCode::ConversationNotFound, format!("conversation {c} not found")))?;
     app.ctx.hub.cache_conversation(info, false);
     let system = UserId::parse("system").map_err(|r| ApiError(ErrorCode::InternalError, r))?;
     let appended = app
@@ -176,7 +186,11 @@ pub(super) async fn post_message(
 }
 
 /// `GET /api/v1/presence/{user_id}`.
-pub(super) async fn presence(State(app): State<App>, headers: HeaderMap, Path(user): Path<String>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn presence(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(user): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     check_key(&app, &headers)?;
     let user = UserId::parse(&user).map_err(|r| ApiError(ErrorCode::ValidationError, format!("user_id: {r}")))?;
     let p = app.ctx.hub.presence(&user);

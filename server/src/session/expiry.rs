@@ -27,7 +27,11 @@ pub(crate) fn arm(ctx: &Ctx, photo: Photo) {
             },
         };
         let t = now();
-        let ev = ServerEvent::EphemeralExpired(EphemeralExpired { photo_id: photo.id, conversation_id: c.clone(), expired_at: t });
+        let ev = ServerEvent::EphemeralExpired(EphemeralExpired {
+            photo_id: photo.id,
+            conversation_id: c.clone(),
+            expired_at: t,
+        });
         ctx.hub.to_users(members.iter(), &ctx.hub.shared(ev, t, Some(c)), None);
     });
 }
@@ -35,7 +39,9 @@ pub(crate) fn arm(ctx: &Ctx, photo: Photo) {
 /// Re-arms the timers of photos viewed before a restart.
 pub async fn rearm_all(ctx: &Ctx) {
     match ctx.store.ticking_photos().await {
-        Ok(photos) => photos.into_iter().filter(|p| p.expires_at().is_some_and(|x| x > now())).for_each(|p| arm(ctx, p)),
+        Ok(photos) => {
+            photos.into_iter().filter(|p| p.expires_at().is_some_and(|x| x > now())).for_each(|p| arm(ctx, p))
+        }
         Err(e) => tracing::error!(error = %e, "loading ephemeral photo timers"),
     }
 }

@@ -81,7 +81,8 @@ impl Session {
     pub fn new(ctx: Ctx, conn: Conn, identity: Identity) -> Self {
         let now = Instant::now();
         let limits = ctx.hub.limits();
-        let rate = Bucket::new(limits.conn_rate.round().max(1.0) as u32, Duration::from_secs(1), limits.conn_burst, now);
+        let rate =
+            Bucket::new(limits.conn_rate.round().max(1.0) as u32, Duration::from_secs(1), limits.conn_burst, now);
         let token_deadline = deadline_for(identity.expires_at, now);
         Self {
             ctx,
@@ -107,7 +108,8 @@ impl Session {
     /// Registers the connection, says `connection:established`, tells contacts the user came
     /// online (first device only), and delivers what waited in the user's inbox.
     async fn start(&mut self) -> Result<(), CloseReason> {
-        let profile = Profile { username: self.identity.username.clone(), avatar_url: self.identity.avatar_url.clone() };
+        let profile =
+            Profile { username: self.identity.username.clone(), avatar_url: self.identity.avatar_url.clone() };
         let first = self.ctx.hub.register(&self.conn, profile, Instant::now())?;
         let conversations = match self.ctx.store.conversations_of(self.user()).await {
             Ok(c) => c,
@@ -180,12 +182,14 @@ impl Session {
 
     async fn handle_timeout(&mut self, now_i: Instant) {
         if now_i >= self.token_deadline {
-            let e = SessionError::Token { code: confab_codec::ErrorCode::TokenExpired, message: "token expired".into() };
+            let e =
+                SessionError::Token { code: confab_codec::ErrorCode::TokenExpired, message: "token expired".into() };
             self.send(ServerEvent::Error(e.to_error_data(None, None)), None, Route::Control);
             self.conn.closer.close(CloseReason::TokenExpired);
             return;
         }
-        let due: Vec<ConversationId> = self.typing.iter().filter(|(_, d)| **d <= now_i).map(|(c, _)| c.clone()).collect();
+        let due: Vec<ConversationId> =
+            self.typing.iter().filter(|(_, d)| **d <= now_i).map(|(c, _)| c.clone()).collect();
         for c in due {
             self.typing.remove(&c);
             self.broadcast_typing(&c, false);
@@ -228,7 +232,8 @@ fn deadline_for(expires_at: Timestamp, now_i: Instant) -> Instant {
 
 /// Everyone the user shares a conversation with.
 fn contacts_of(conversations: &[crate::store::ConversationSummary], user: &UserId) -> Vec<UserId> {
-    let mut out: Vec<UserId> = conversations.iter().flat_map(|c| c.members.iter()).filter(|m| *m != user).cloned().collect();
+    let mut out: Vec<UserId> =
+        conversations.iter().flat_map(|c| c.members.iter()).filter(|m| *m != user).cloned().collect();
     out.sort();
     out.dedup();
     out
@@ -247,7 +252,12 @@ pub fn refusal(hub: &Hub, e: &AuthError) -> (Arc<SharedEvent>, CloseReason) {
 }
 
 /// Delivers a backend-published event: to the user's connections if online, else to the inbox.
-pub async fn publish(ctx: &Ctx, users: &[UserId], kind: &str, data: confab_codec::event::Metadata) -> Result<usize, String> {
+pub async fn publish(
+    ctx: &Ctx,
+    users: &[UserId],
+    kind: &str,
+    data: confab_codec::event::Metadata,
+) -> Result<usize, String> {
     let Some(event) = ServerEvent::push(kind, data.clone()) else {
         return Err(format!("type must be one of {:?}", confab_codec::event::PUSH_EVENT_NAMES));
     };

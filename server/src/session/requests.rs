@@ -130,7 +130,8 @@ impl Session {
             for m in page {
                 after = m.seq.unwrap_or(after);
                 let profile = self.ctx.hub.profile(&m.sender_id);
-                let sender = Sender { id: m.sender_id.clone(), username: profile.username, avatar_url: profile.avatar_url };
+                let sender =
+                    Sender { id: m.sender_id.clone(), username: profile.username, avatar_url: profile.avatar_url };
                 let ev = self.ctx.hub.envelope(ServerEvent::MessageNew(MessageNew { message: m, sender }), now(), None);
                 if !self.conn.send_waiting(SharedEvent::new(ev, Some(c.clone()))).await {
                     return Ok(after);
@@ -312,7 +313,11 @@ impl Session {
 
     /// SPEC §4 `auth:refresh`: a new token for the same user extends the connection.
     fn refresh(&mut self, a: AuthRefresh, rid: Option<RequestId>) -> Result<(), SessionError> {
-        let id = self.ctx.auth.verify(&a.token).map_err(|e| SessionError::Token { code: e.code(), message: e.to_string() })?;
+        let id = self
+            .ctx
+            .auth
+            .verify(&a.token)
+            .map_err(|e| SessionError::Token { code: e.code(), message: e.to_string() })?;
         if id.user_id != self.identity.user_id {
             return Err(SessionError::Token {
                 code: ErrorCode::TokenInvalid,

@@ -263,8 +263,10 @@ fn apply_one(tx: &mut Transaction<'_>, w: Write) -> Done {
         Write::Delete(c, m, by, reply) => step(tx, reply, |t| delete_message(t, &c, &m, &by)),
         Write::MarkRead(c, u, m, reply) => step(tx, reply, |t| mark_read(t, &c, &u, &m)),
         Write::Create(c, members, max, reply) => step(tx, reply, |t| {
-            let exists: Option<i64> =
-                t.query_row("SELECT 1 FROM conversations WHERE id = ?1", [c.as_str()], |r| r.get(0)).optional().map_err(db)?;
+            let exists: Option<i64> = t
+                .query_row("SELECT 1 FROM conversations WHERE id = ?1", [c.as_str()], |r| r.get(0))
+                .optional()
+                .map_err(db)?;
             if exists.is_some() {
                 return Err(StoreError::ConversationExists(c.to_string()));
             }
@@ -304,16 +306,22 @@ fn apply_one(tx: &mut Transaction<'_>, w: Write) -> Done {
         Write::ViewPhoto(id, viewer, now, reply) => step(tx, reply, |t| {
             let mut p = photo(t, &id)?.ok_or_else(|| StoreError::NotFound(format!("photo {id} not found")))?;
             if p.first_viewed_at.is_none() && p.sender_id != viewer {
-                t.execute("UPDATE photos SET first_viewed_at = ?1 WHERE id = ?2", params![now.as_millis(), id.as_str()])
-                    .map_err(db)?;
+                t.execute(
+                    "UPDATE photos SET first_viewed_at = ?1 WHERE id = ?2",
+                    params![now.as_millis(), id.as_str()],
+                )
+                .map_err(db)?;
                 p.first_viewed_at = Some(now);
             }
             Ok(p)
         }),
         Write::InboxPush(u, item, reply) => step(tx, reply, |t| {
             let data = serde_json::to_string(&item.data).map_err(|e| StoreError::Database(e.to_string()))?;
-            t.execute("INSERT INTO inbox (user_id, kind, data) VALUES (?1, ?2, ?3)", params![u.as_str(), item.kind, data])
-                .map_err(db)?;
+            t.execute(
+                "INSERT INTO inbox (user_id, kind, data) VALUES (?1, ?2, ?3)",
+                params![u.as_str(), item.kind, data],
+            )
+            .map_err(db)?;
             Ok(())
         }),
         Write::InboxTake(u, reply) => step(tx, reply, |t| {
@@ -407,7 +415,8 @@ fn append(t: &Connection, m: NewMessage) -> Result<Appended, StoreError> {
 }
 
 fn find_message(t: &Connection, c: &ConversationId, m: &MessageId) -> Result<Message, StoreError> {
-    let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1 AND conversation_id = ?2 AND deleted_at IS NULL");
+    let sql =
+        format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1 AND conversation_id = ?2 AND deleted_at IS NULL");
     t.query_row(&sql, params![m.as_str(), c.as_str()], row_to_message)
         .optional()
         .map_err(db)?
@@ -445,8 +454,11 @@ fn replace_members(t: &Connection, c: &ConversationId, members: &[UserId]) -> Re
         t.execute(&sql, rusqlite::params_from_iter(args)).map_err(db)?;
     }
     for m in members {
-        t.execute("INSERT OR IGNORE INTO members (conversation_id, user_id) VALUES (?1, ?2)", params![c.as_str(), m.as_str()])
-            .map_err(db)?;
+        t.execute(
+            "INSERT OR IGNORE INTO members (conversation_id, user_id) VALUES (?1, ?2)",
+            params![c.as_str(), m.as_str()],
+        )
+        .map_err(db)?;
     }
     Ok(())
 }

@@ -90,7 +90,12 @@ pub async fn upgrade(
     })
 }
 
-async fn serve(socket: WebSocket, app: App, identity: Result<crate::auth::Identity, crate::auth::AuthError>, codec: Codec) {
+async fn serve(
+    socket: WebSocket,
+    app: App,
+    identity: Result<crate::auth::Identity, crate::auth::AuthError>,
+    codec: Codec,
+) {
     let (mut sink, stream) = socket.split();
     let identity = match identity {
         Ok(id) => id,
@@ -112,7 +117,15 @@ async fn serve(socket: WebSocket, app: App, identity: Result<crate::auth::Identi
     );
     let last_pong = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
-    let writer = app.ctx.tasks.spawn(write_loop(sink, output, codec, app.settings.ping_interval, app.settings.pong_timeout, Arc::clone(&last_pong), started));
+    let writer = app.ctx.tasks.spawn(write_loop(
+        sink,
+        output,
+        codec,
+        app.settings.ping_interval,
+        app.settings.pong_timeout,
+        Arc::clone(&last_pong),
+        started,
+    ));
     let closer = Arc::clone(&conn.closer);
     let inbound = stream
         .filter_map(move |msg| {
