@@ -33,6 +33,8 @@ const PROTOCOLS: [&str; 3] = ["confab.json", "confab.msgpack", "confab.v1"];
 const HARD_FRAME_LIMIT: usize = 1024 * 1024;
 /// Events written before a flush when the queue has many waiting.
 const WRITE_BATCH: usize = 64;
+/// How long the final events and the close frame may take to write.
+const CLOSE_DEADLINE: Duration = Duration::from_secs(2);
 
 /// Where the token was found: query, header, or subprotocol.
 fn find_token(query: &HashMap<String, String>, headers: &HeaderMap) -> Option<String> {
@@ -211,26 +213,31 @@ async fn write_loop(
         }
     }
     let reason = out.closer.reason().unwrap_or(CloseReason::Normal);
+    // A peer that stopped reading must not hold the task: the goodbye gets a deadline.
+    let _ = tokio::time::timeout(CLOSE_DEADLINE, say_goodbye(&mut sink, &mut out, &codec, reason)).await;
+}
+
+/// Flushes what was queued (unless the queue is the problem), sends `connection:closed` and
+/// the close frame.
+async fn say_goodbye(sink: &mut SplitSink<WebSocket, Message>, out: &mut ConnOutput, codec: &Codec, reason: CloseReason) {
     if reason == CloseReason::Normal {
         let _ = sink.close().await;
         return;
     }
-    // What was queued before the close still goes out (a graceful shutdown loses nothing
-    // that was on its way), unless the queue is the problem.
     if reason != CloseReason::SlowConsumer {
         while let Ok(Outgoing(ev)) = out.queue.try_recv() {
-            if let Ok(bytes) = ev.encoded(&codec) {
-                if sink.feed(frame(&codec, bytes)).await.is_err() {
+            if let Ok(bytes) = ev.encoded(codec) {
+                if sink.feed(frame(codec, bytes)).await.is_err() {
                     return;
                 }
             }
         }
     }
-    if let Ok(bytes) = closing_event(reason, now()).encoded(&codec) {
-        let _ = sink.feed(frame(&codec, bytes)).await;
+    if let Ok(bytes) = closing_event(reason, now()).encoded(codec) {
+        let _ = sink.feed(frame(codec, bytes)).await;
     }
     let _ = sink.send(close_message(reason)).await;
-    let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;
+    let _ = sink.close().await;
 }
 
 async fn write_batch(
