@@ -58,7 +58,10 @@ async fn a_token_that_expires_mid_connection_closes_it_with_4001_unless_refreshe
     assert_eq!(c.expect("heartbeat").await["request_id"], rid, "still connected past the first token's expiry");
     assert_eq!(c.expect("error").await["data"]["code"], "TOKEN_EXPIRED");
     let closed = c.expect("connection:closed").await;
-    assert_eq!((closed["data"]["code"].clone(), closed["data"]["reason"].clone()), (json!(4001), json!("token_expired")));
+    assert_eq!(
+        (closed["data"]["code"].clone(), closed["data"]["reason"].clone()),
+        (json!(4001), json!("token_expired"))
+    );
     assert_eq!(c.expect_close().await.0, 4001);
 }
 

@@ -23,10 +23,28 @@ async fn malformed_frames_get_errors_and_the_connection_carries_on() {
         (Message::Text("[1,2,3]".into()), "VALIDATION_ERROR"),
         (Message::Binary(vec![0xc1, 0xff, 0x00].into()), "VALIDATION_ERROR"),
         (Message::Text(r#"{"type":"message:explode","data":{}}"#.into()), "VALIDATION_ERROR"),
-        (Message::Text(r#"{"type":"message:send","data":{"conversation_id":"c1","content":42}}"#.into()), "VALIDATION_ERROR"),
-        (Message::Text(r#"{"type":"message:send","data":{"conversation_id":"c1","content":"hi","type":"video"}}"#.into()), "INVALID_MESSAGE_TYPE"),
-        (Message::Text(json!({"type":"message:send","data":{"conversation_id":"c1","content":"x".repeat(2001)}}).to_string().into()), "MESSAGE_TOO_LARGE"),
-        (Message::Text(format!(r#"{{"type":"heartbeat","data":{{"pad":"{}"}}}}"#, "x".repeat(40_000)).into()), "MESSAGE_TOO_LARGE"),
+        (
+            Message::Text(r#"{"type":"message:send","data":{"conversation_id":"c1","content":42}}"#.into()),
+            "VALIDATION_ERROR",
+        ),
+        (
+            Message::Text(
+                r#"{"type":"message:send","data":{"conversation_id":"c1","content":"hi","type":"video"}}"#.into(),
+            ),
+            "INVALID_MESSAGE_TYPE",
+        ),
+        (
+            Message::Text(
+                json!({"type":"message:send","data":{"conversation_id":"c1","content":"x".repeat(2001)}})
+                    .to_string()
+                    .into(),
+            ),
+            "MESSAGE_TOO_LARGE",
+        ),
+        (
+            Message::Text(format!(r#"{{"type":"heartbeat","data":{{"pad":"{}"}}}}"#, "x".repeat(40_000)).into()),
+            "MESSAGE_TOO_LARGE",
+        ),
     ];
     for (msg, code) in bad {
         alice.send_message(msg).await;
@@ -34,10 +52,17 @@ async fn malformed_frames_get_errors_and_the_connection_carries_on() {
         assert_eq!(e["data"]["code"], code, "{e}");
     }
     let e = {
-        alice.send_message(Message::Text(r#"{"type":"message:send","data":{"conversation_id":"c1","content":5},"message_id":"r-7"}"#.into())).await;
+        alice
+            .send_message(Message::Text(
+                r#"{"type":"message:send","data":{"conversation_id":"c1","content":5},"message_id":"r-7"}"#.into(),
+            ))
+            .await;
         alice.expect("error").await
     };
-    assert_eq!((e["data"]["details"]["field"].as_str(), e["data"]["request_id"].as_str()), (Some("content"), Some("r-7")));
+    assert_eq!(
+        (e["data"]["details"]["field"].as_str(), e["data"]["request_id"].as_str()),
+        (Some("content"), Some("r-7"))
+    );
     assert_eq!(e["data"]["request_event"], "message:send");
     // Still connected and working.
     alice.say("c1", "still here").await;

@@ -80,7 +80,12 @@ async fn kill_9_during_a_burst_loses_nothing_that_was_acknowledged() {
     let mut alice = s.client("alice").await.ready().await;
     // Fire 300 sends without waiting, then kill the server while answers are in flight.
     for n in 0..300 {
-        alice.send("message:send", json!({"conversation_id": "c1", "content": format!("burst {n}"), "local_id": format!("b{n}")})).await;
+        alice
+            .send(
+                "message:send",
+                json!({"conversation_id": "c1", "content": format!("burst {n}"), "local_id": format!("b{n}")}),
+            )
+            .await;
     }
     let mut acked = Vec::new();
     while acked.len() < 50 {
@@ -103,7 +108,12 @@ async fn kill_9_during_a_burst_loses_nothing_that_was_acknowledged() {
     // Resending everything with the same local ids adds only what was lost.
     let mut alice = s.client("alice").await.ready().await;
     for n in 0..300 {
-        alice.send("message:send", json!({"conversation_id": "c1", "content": format!("burst {n}"), "local_id": format!("b{n}")})).await;
+        alice
+            .send(
+                "message:send",
+                json!({"conversation_id": "c1", "content": format!("burst {n}"), "local_id": format!("b{n}")}),
+            )
+            .await;
         alice.expect("message:sent").await;
     }
     let stored = all_messages(&s, "alice", "c1").await;
@@ -131,7 +141,10 @@ async fn rejoining_with_since_seq_replays_exactly_what_was_missed() {
     assert_eq!(joined["data"]["last_seq"], 7);
     for i in 4..=7 {
         let m = bob.expect("message:new").await;
-        assert_eq!((m["data"]["message"]["seq"].clone(), m["data"]["message"]["content"].clone()), (json!(i), json!(format!("missed {i}"))));
+        assert_eq!(
+            (m["data"]["message"]["seq"].clone(), m["data"]["message"]["content"].clone()),
+            (json!(i), json!(format!("missed {i}")))
+        );
     }
     bob.expect_none("message:new", Duration::from_millis(300)).await;
     // Live messages follow the replay.

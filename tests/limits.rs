@@ -104,6 +104,7 @@ async fn a_reader_that_stops_reading_is_disconnected_and_others_keep_up() {
             _ => {}
         }
     }
+    eprintln!("slow reader got {got} of {n} messages before it was cut off");
     assert!(got < n, "the slow reader did not get everything ({got} of {n})");
     if let Some((code, _)) = slow.closed {
         assert_eq!(code, 1008);

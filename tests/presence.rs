@@ -43,7 +43,10 @@ async fn status_updates_answer_the_sender_and_reach_contacts() {
     assert_eq!((mine["request_id"].as_str(), mine["data"]["status"].as_str()), (Some(rid.as_str()), Some("busy")));
     let theirs = bob.expect("status:update").await;
     assert_eq!(theirs["data"]["user_id"], "alice");
-    assert_eq!((theirs["data"]["status"].clone(), theirs["data"]["message"].clone()), (json!("busy"), json!("in a meeting")));
+    assert_eq!(
+        (theirs["data"]["status"].clone(), theirs["data"]["message"].clone()),
+        (json!("busy"), json!("in a meeting"))
+    );
     let (_, p) = s.api("GET", "/api/v1/presence/alice", None);
     assert_eq!(p["status"], "busy");
     let rid = alice.send("status:update", json!({"status": "asleep"})).await;
@@ -56,7 +59,12 @@ async fn an_ephemeral_photo_expires_after_its_first_view() {
     s.conversation("c1", &["alice", "bob"]);
     let mut alice = s.client("alice").await.ready().await;
     let mut bob = s.client("bob").await.ready().await;
-    alice.send("ephemeral_photo:send", json!({"conversation_id": "c1", "photo_url": "https://cdn.example/p.jpg", "expires_in": 1})).await;
+    alice
+        .send(
+            "ephemeral_photo:send",
+            json!({"conversation_id": "c1", "photo_url": "https://cdn.example/p.jpg", "expires_in": 1}),
+        )
+        .await;
     let new = bob.expect("ephemeral_photo:new").await;
     let id = new["data"]["photo_id"].as_str().unwrap().to_string();
     assert_eq!(new["data"]["id"], id.as_str(), "seed 000 reads data.id");
@@ -66,7 +74,10 @@ async fn an_ephemeral_photo_expires_after_its_first_view() {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let rid = bob.send("ephemeral_photo:view", json!({"photo_id": id})).await;
     let seen = bob.expect("ephemeral_photo:viewed").await;
-    assert_eq!((seen["request_id"].as_str(), seen["data"]["photo_url"].as_str()), (Some(rid.as_str()), Some("https://cdn.example/p.jpg")));
+    assert_eq!(
+        (seen["request_id"].as_str(), seen["data"]["photo_url"].as_str()),
+        (Some(rid.as_str()), Some("https://cdn.example/p.jpg"))
+    );
     let told = alice.expect("ephemeral_photo:viewed").await;
     assert_eq!(told["data"]["viewer_id"], "bob");
     assert!(told["data"].get("photo_url").is_none(), "the sender is told, not re-served the URL");

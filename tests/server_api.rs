@@ -12,7 +12,8 @@ use support::{Server, http};
 #[tokio::test]
 async fn the_server_api_needs_its_key() {
     let s = Server::start(&[]);
-    let (status, body) = http(&s.addr, "POST", "/api/v1/conversations", Some("ApiKey wrong"), Some(json!({"members": ["a"]})));
+    let (status, body) =
+        http(&s.addr, "POST", "/api/v1/conversations", Some("ApiKey wrong"), Some(json!({"members": ["a"]})));
     assert_eq!((status, body["error"]["code"].clone()), (401, json!("UNAUTHORIZED")));
     let (status, _) = http(&s.addr, "POST", "/api/v1/conversations", None, Some(json!({"members": ["a"]})));
     assert_eq!(status, 401);
@@ -29,13 +30,18 @@ async fn conversations_are_created_changed_and_deleted() {
     assert_eq!((status, body["error"]["code"].clone()), (400, json!("VALIDATION_ERROR")), "ids are unique");
     let (status, body) = s.api("POST", "/api/v1/conversations", Some(json!({"members": "alice"})));
     assert_eq!((status, body["error"]["code"].clone()), (400, json!("VALIDATION_ERROR")));
-    let (status, body) = s.api("POST", "/api/v1/conversations", Some(json!({"members": ["a", "b", "c"], "max_members": 2})));
+    let (status, body) =
+        s.api("POST", "/api/v1/conversations", Some(json!({"members": ["a", "b", "c"], "max_members": 2})));
     assert_eq!((status, body["error"]["code"].clone()), (409, json!("CONVERSATION_FULL")));
 
     let mut carol = s.client("carol").await.ready().await;
     let rid = carol.send("conversation:join", json!({"conversation_id": id})).await;
     assert_eq!(carol.expect_error(&rid).await["code"], "FORBIDDEN");
-    let (status, _) = s.api("PUT", &format!("/api/v1/conversations/{id}/members"), Some(json!({"members": ["alice", "bob", "carol"]})));
+    let (status, _) = s.api(
+        "PUT",
+        &format!("/api/v1/conversations/{id}/members"),
+        Some(json!({"members": ["alice", "bob", "carol"]})),
+    );
     assert_eq!(status, 200);
     carol.join(&id).await;
     let mut alice = s.client("alice").await.ready().await;
@@ -69,7 +75,8 @@ async fn published_events_reach_online_users_now_and_offline_users_on_connect() 
     // Delivered once: the inbox is emptied.
     let mut bob2 = s.client("bob").await.ready().await;
     bob2.expect_none("match:new", Duration::from_millis(300)).await;
-    let (status, body) = s.api("POST", "/api/v1/publish", Some(json!({"user_ids": ["a"], "type": "message:new", "data": {}})));
+    let (status, body) =
+        s.api("POST", "/api/v1/publish", Some(json!({"user_ids": ["a"], "type": "message:new", "data": {}})));
     assert_eq!((status, body["error"]["code"].clone()), (400, json!("VALIDATION_ERROR")));
 }
 
@@ -79,10 +86,14 @@ async fn system_messages_are_stored_and_fanned_out() {
     s.conversation("c1", &["alice", "bob"]);
     let mut alice = s.client("alice").await.ready().await;
     alice.join("c1").await;
-    let (status, body) = s.api("POST", "/api/v1/conversations/c1/messages", Some(json!({"content": "You matched!", "type": "system"})));
+    let (status, body) =
+        s.api("POST", "/api/v1/conversations/c1/messages", Some(json!({"content": "You matched!", "type": "system"})));
     assert_eq!(status, 201, "{body}");
     let m = alice.expect("message:new").await;
-    assert_eq!((m["data"]["message"]["type"].clone(), m["data"]["message"]["sender_id"].clone()), (json!("system"), json!("system")));
+    assert_eq!(
+        (m["data"]["message"]["type"].clone(), m["data"]["message"]["sender_id"].clone()),
+        (json!("system"), json!("system"))
+    );
     assert_eq!(m["data"]["message"]["seq"], 1);
     let (status, _) = s.api("POST", "/api/v1/conversations/nope/messages", Some(json!({"content": "x"})));
     assert_eq!(status, 404);

@@ -92,14 +92,20 @@ impl Auth {
         // One algorithm only: a token cannot pick a weaker one (or `none`) for itself.
         let mut validation = Validation::new(algorithm);
         validation.leeway = 0;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        // A configured audience or issuer must be present, not merely match when present.
+        let mut required = vec!["exp", "sub"];
         match audience {
-            Some(a) => validation.set_audience(&[a]),
+            Some(a) => {
+                validation.set_audience(&[a]);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
         if let Some(i) = issuer {
             validation.set_issuer(&[i]);
+            required.push("iss");
         }
+        validation.set_required_spec_claims(&required);
         Ok(Self { decoding, encoding, validation })
     }
 
@@ -169,5 +175,13 @@ mod tests {
         let u = UserId::parse("u").unwrap();
         // Minted tokens carry neither claim, so they are refused.
         assert!(matches!(auth.verify(&auth.mint(&u, None, now_s() + 60).unwrap()), Err(AuthError::Invalid(_))));
+        let key = EncodingKey::from_secret(b"k");
+        let token = |aud: &str, iss: &str| {
+            let claims = serde_json::json!({"sub": "u", "exp": now_s() + 60, "aud": aud, "iss": iss});
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap()
+        };
+        assert_eq!(auth.verify(&token("confab", "winkr")).map(|i| i.user_id), Ok(u));
+        assert!(matches!(auth.verify(&token("other", "winkr")), Err(AuthError::Invalid(_))));
+        assert!(matches!(auth.verify(&token("confab", "evil")), Err(AuthError::Invalid(_))));
     }
 }

@@ -19,9 +19,21 @@ pub struct Args {
     /// Dev mode: generated defaults and `/dev/token`. Also on when no JWT key and no API key are given.
     #[arg(long, env = "CONFAB_DEV")]
     pub dev: bool,
-    /// Plain HTTP + WebSocket listener (port 0 picks a free port).
-    #[arg(long, env = "CONFAB_HTTP", default_value = "127.0.0.1:8080")]
-    pub http: SocketAddr,
+    /// Plain HTTP + WebSocket listener (port 0 picks a free port; `off` disables it).
+    #[arg(long, env = "CONFAB_HTTP", default_value = "127.0.0.1:8080", value_parser = listen_addr)]
+    pub http: Listen,
+    /// HTTPS + WSS listener (TCP); `off` disables it.
+    #[arg(long, env = "CONFAB_HTTPS", default_value = "127.0.0.1:4433", value_parser = listen_addr)]
+    pub https: Listen,
+    /// PEM certificate chain for HTTPS (production). Without it, dev mode generates one.
+    #[arg(long, env = "CONFAB_CERT", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key for --cert.
+    #[arg(long, env = "CONFAB_KEY", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// Where dev mode keeps its generated certificate.
+    #[arg(long, env = "CONFAB_DEV_CERT_DIR", default_value = "certs/dev")]
+    pub dev_cert_dir: PathBuf,
     /// Where the embedded store keeps its files.
     #[arg(long, env = "CONFAB_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
@@ -78,11 +90,30 @@ pub struct Args {
     pub log_json: bool,
 }
 
+/// A listener address, or `None` for `off`.
+pub type Listen = Option<SocketAddr>;
+
+fn listen_addr(s: &str) -> Result<Listen, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    s.parse::<SocketAddr>().map(Some).map_err(|e| format!("{s:?}: {e} (use HOST:PORT or off)"))
+}
+
+/// Where the TLS certificate comes from.
+#[derive(Debug, Clone)]
+pub enum CertSource {
+    Files { cert: PathBuf, key: PathBuf },
+    Dev(PathBuf),
+}
+
 /// Checked configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub dev: bool,
-    pub http: SocketAddr,
+    pub http: Listen,
+    pub https: Listen,
+    pub cert: CertSource,
     pub data_dir: PathBuf,
     pub jwt: KeyConfig,
     pub jwt_audience: Option<String>,
@@ -133,6 +164,14 @@ impl Config {
         if a.ping_interval_ms == 0 || a.pong_timeout_ms < a.ping_interval_ms {
             return Err("pong-timeout-ms: must be at least ping-interval-ms, which must be positive".into());
         }
+        let cert = match (a.cert, a.key) {
+            (Some(cert), Some(key)) => CertSource::Files { cert, key },
+            _ if dev || a.https.is_none() => CertSource::Dev(a.dev_cert_dir),
+            _ => return Err("cert and key: required for https outside dev mode (or --https off)".into()),
+        };
+        if a.http.is_none() && a.https.is_none() {
+            return Err("http and https: at least one listener is needed".into());
+        }
         let limits = Limits {
             conn_rate: a.conn_rate,
             conn_burst: a.conn_burst.max(1),
@@ -147,6 +186,8 @@ impl Config {
         Ok(Self {
             dev,
             http: a.http,
+            https: a.https,
+            cert,
             data_dir: a.data_dir,
             jwt,
             jwt_audience: a.jwt_audience,

@@ -11,6 +11,8 @@
 //! - `auth`: JWT verification (HS256, RS256, ES256) and dev-mode minting.
 //! - `link`: the boundary types between transports and sessions (`Conn`, `Inbound`, `Route`).
 //! - `transport`: the WebSocket transport.
+//! - `serve`: accept loops for the TCP listeners, with handshake timeouts.
+//! - `tls`: PEM certificates, or a generated development certificate.
 //! - `session`: the per-connection rules (SPEC §4) and their driver.
 //! - `hub`: users, connections, conversations' members and joins; fan-out.
 //! - `limits`: token-bucket rate limits.
@@ -25,8 +27,10 @@ pub mod error;
 pub mod hub;
 pub mod limits;
 pub mod link;
+pub mod serve;
 pub mod session;
 pub mod store;
+pub mod tls;
 pub mod transport;
 
 use crate::api::{App, Settings};
@@ -52,6 +56,8 @@ pub enum StartError {
     Store(#[from] store::StoreError),
     #[error("jwt: {0}")]
     Auth(String),
+    #[error("tls: {0}")]
+    Tls(String),
     #[error("listen on {addr}: {source}")]
     Listen { addr: std::net::SocketAddr, source: std::io::Error },
 }
@@ -84,30 +90,52 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     });
     session::rearm_all(&ctx).await;
 
+    let tls = match &config.cert {
+        _ if config.https.is_none() => None,
+        config::CertSource::Files { cert, key } => Some(tls::load_pem(cert, key).map_err(StartError::Tls)?),
+        config::CertSource::Dev(dir) => Some(tls::dev_cert(dir).map_err(StartError::Tls)?),
+    };
     let settings = Settings {
         dev: config.dev,
         api_key: config.api_key.clone(),
         max_frame_bytes: config.max_frame_bytes,
         ping_interval: config.ping_interval,
         pong_timeout: config.pong_timeout,
+        cert_sha256: tls.as_ref().map(tls::TlsMaterial::sha256_hex),
     };
-    let app = App { ctx, settings: Arc::new(settings) };
-    let listener = tokio::net::TcpListener::bind(config.http)
-        .await
-        .map_err(|source| StartError::Listen { addr: config.http, source })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.http, source })?;
-    println!("listening http={addr}");
+    let router = api::router(App { ctx, settings: Arc::new(settings) });
+    let mut servers = Vec::new();
+    let mut shown = None;
+    for (name, addr, tls_config) in [
+        ("http", config.http, None),
+        (
+            "https",
+            config.https,
+            tls.as_ref().map(tls::TlsMaterial::server_config).transpose().map_err(StartError::Tls)?,
+        ),
+    ] {
+        let Some(addr) = addr else { continue };
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr, source })?;
+        let bound = listener.local_addr().map_err(|source| StartError::Listen { addr, source })?;
+        println!("listening {name}={bound}");
+        shown.get_or_insert(format!("{}://{bound}", if name == "http" { "http" } else { "https" }));
+        servers.push(tokio::spawn(serve::serve(listener, router.clone(), tls_config, shutdown.clone(), tasks.clone())));
+    }
+    if let Some(t) = &tls {
+        println!("certificate sha256={} ({})", t.sha256_hex(), t.cert_path.display());
+    }
     if config.dev {
+        let base = shown.unwrap_or_default();
         println!(
-            "DEV MODE: dev JWT secret and API key {:?}; tokens at http://{addr}/dev/token?user_id=alice",
+            "DEV MODE: dev JWT secret and API key {:?}; get a token: curl '{base}/dev/token?user_id=alice'",
             config.api_key
         );
     }
-    tracing::info!(%addr, dev = config.dev, data_dir = %config.data_dir.display(), "confab started");
-
-    let server = axum::serve(listener, api::router(app)).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    if let Err(e) = server.await {
-        tracing::error!(error = %e, "http server");
+    tracing::info!(dev = config.dev, data_dir = %config.data_dir.display(), "confab started");
+    shutdown.cancelled().await;
+    for s in servers {
+        let _ = s.await;
     }
     hub.close_all(error::CloseReason::ServerShutdown);
     tasks.close();

@@ -41,6 +41,10 @@ pub const GENEROUS: &[&str] = &[
 pub struct Server {
     child: Option<Child>,
     pub addr: String,
+    /// The HTTPS + WSS listener.
+    pub https_addr: String,
+    /// The certificate's SHA-256 as printed at start.
+    pub cert_sha256: String,
     pub data_dir: PathBuf,
     args: Vec<String>,
 }
@@ -65,16 +69,26 @@ impl Server {
             }
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut s = Server { child: None, addr: String::new(), data_dir: dir, args };
-        s.spawn("127.0.0.1:0");
+        args.extend(["--dev-cert-dir".to_string(), dir.join("certs").display().to_string()]);
+        let mut s = Server {
+            child: None,
+            addr: String::new(),
+            https_addr: String::new(),
+            cert_sha256: String::new(),
+            data_dir: dir,
+            args,
+        };
+        s.spawn("127.0.0.1:0", "127.0.0.1:0");
         s
     }
 
-    fn spawn(&mut self, http: &str) {
+    fn spawn(&mut self, http: &str, https: &str) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_confab"))
             .args(&self.args)
             .arg("--http")
             .arg(http)
+            .arg("--https")
+            .arg(https)
             .arg("--data-dir")
             .arg(&self.data_dir)
             .env("RUST_LOG", "warn")
@@ -85,14 +99,21 @@ impl Server {
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            let mut found = (None, None);
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 if let Some(a) = line.strip_prefix("listening http=") {
-                    let _ = tx.send(a.to_string());
+                    found.0 = Some(a.to_string());
+                } else if let Some(a) = line.strip_prefix("listening https=") {
+                    found.1 = Some(a.to_string());
+                } else if let Some(h) = line.strip_prefix("certificate sha256=") {
+                    let hash = h.split_whitespace().next().unwrap_or_default().to_string();
+                    let _ = tx.send((found.0.clone().unwrap_or_default(), found.1.clone().unwrap_or_default(), hash));
                 }
             }
         });
-        self.addr = rx.recv_timeout(Duration::from_secs(20)).expect("server did not print its address");
+        let (http, https, hash) = rx.recv_timeout(Duration::from_secs(20)).expect("server did not print its addresses");
+        (self.addr, self.https_addr, self.cert_sha256) = (http, https, hash);
         self.child = Some(child);
     }
 
@@ -123,8 +144,8 @@ impl Server {
 
     /// Starts the server again on the same port and data directory.
     pub fn restart(&mut self) {
-        let addr = self.addr.clone();
-        self.spawn(&addr);
+        let (http, https) = (self.addr.clone(), self.https_addr.clone());
+        self.spawn(&http, &https);
     }
 
     pub fn token(&self, user: &str) -> String {

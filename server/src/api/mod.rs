@@ -29,6 +29,8 @@ pub struct Settings {
     pub max_frame_bytes: usize,
     pub ping_interval: Duration,
     pub pong_timeout: Duration,
+    /// The TLS certificate's SHA-256 (hex), for `/cert-hash`.
+    pub cert_sha256: Option<String>,
 }
 
 /// What every handler gets.
@@ -53,7 +55,7 @@ pub fn router(app: App) -> axum::Router {
         .route("/api/v1/publish", post(server::publish))
         .route("/api/v1/presence/{user_id}", get(server::presence));
     if app.settings.dev {
-        r = r.route("/dev/token", get(ops::dev_token));
+        r = r.route("/dev/token", get(ops::dev_token)).route("/cert-hash", get(ops::cert_hash));
     }
     r.with_state(app)
 }

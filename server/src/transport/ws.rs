@@ -219,7 +219,12 @@ async fn write_loop(
 
 /// Flushes what was queued (unless the queue is the problem), sends `connection:closed` and
 /// the close frame.
-async fn say_goodbye(sink: &mut SplitSink<WebSocket, Message>, out: &mut ConnOutput, codec: &Codec, reason: CloseReason) {
+async fn say_goodbye(
+    sink: &mut SplitSink<WebSocket, Message>,
+    out: &mut ConnOutput,
+    codec: &Codec,
+    reason: CloseReason,
+) {
     if reason == CloseReason::Normal {
         let _ = sink.close().await;
         return;

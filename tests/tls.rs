@@ -1,0 +1,58 @@
+//! WSS with the dev certificate (SPEC §2): generated on first start, ECDSA P-256, under 14 days,
+//! its hash printed and served at `/cert-hash`, kept across restarts.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "support/mod.rs"]
+mod support;
+
+use futures_util::StreamExt;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use std::sync::Arc;
+use support::{Server, http};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+fn dev_cert(s: &Server) -> CertificateDer<'static> {
+    CertificateDer::from_pem_file(s.data_dir.join("certs/dev-cert.pem")).unwrap()
+}
+
+#[tokio::test]
+async fn wss_works_with_the_dev_certificate() {
+    let s = Server::start(&[]);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(dev_cert(&s)).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(&s.https_addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let url = format!("wss://localhost:{}/ws?token={}", s.https_addr.rsplit(':').next().unwrap(), s.token("alice"));
+    let (mut ws, _) = tokio_tungstenite::client_async(url.into_client_request().unwrap(), tls).await.unwrap();
+    let first = ws.next().await.unwrap().unwrap();
+    assert!(first.to_text().unwrap().contains("connection:established"));
+}
+
+#[tokio::test]
+async fn the_certificate_hash_is_served_and_survives_a_restart() {
+    let mut s = Server::start(&[]);
+    let (status, body) = http(&s.addr, "GET", "/cert-hash", None, None);
+    assert_eq!(status, 200);
+    assert_eq!(body["algorithm"], "sha-256");
+    assert_eq!(body["hex"], s.cert_sha256.as_str());
+    assert_eq!(body["value"].as_array().unwrap().len(), 32);
+    let der = dev_cert(&s);
+    let digest = ring::digest::digest(&ring::digest::SHA256, der.as_ref());
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(hex, s.cert_sha256);
+    let before = s.cert_sha256.clone();
+    s.kill9();
+    s.restart();
+    assert_eq!(s.cert_sha256, before, "a fresh dev certificate is reused");
+}
