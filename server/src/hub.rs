@@ -3,9 +3,8 @@
 //! them. It holds no rules about who may do what (the session decides) and does no I/O: it
 //! only puts events into connections' bounded queues.
 //!
-//! Messages reach the hub through [`Hub::dispatch_message`], called in commit order by the one
-//! task that reads the store's commit feed, so every connection sees a conversation's messages
-//! in seq order. A connection that joins with `since_seq` is fed its replay by its session
+//! Messages reach the hub through [`Hub::dispatch_message`], called in commit order by the
+//! store's commit callback, so every connection sees a conversation's messages in seq order. A connection that joins with `since_seq` is fed its replay by its session
 //! while live messages for it are held back; [`Hub::finish_replay`] then releases those past
 //! the replay, so nothing is missed or repeated (SPEC §4 recovery). A broker for several nodes
 //! would call `dispatch_message` from its subscription instead of the local feed.

@@ -42,7 +42,6 @@ use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -62,32 +61,69 @@ pub enum StartError {
     Listen { addr: std::net::SocketAddr, source: std::io::Error },
 }
 
-/// Runs the server until `shutdown` fires: stop accepting, tell every client (1001), wait for
-/// them with a deadline, then let the store finish its last batch.
+/// A started server: where it listens, and the task that runs until shutdown completes.
+#[derive(Debug)]
+pub struct Running {
+    pub http: Option<std::net::SocketAddr>,
+    pub https: Option<std::net::SocketAddr>,
+    /// SHA-256 of the TLS certificate (hex), when there is an HTTPS listener.
+    pub cert_sha256: Option<String>,
+    pub cert_path: Option<std::path::PathBuf>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Waits until the server has shut down (after `shutdown` fired).
+    pub async fn wait(self) {
+        let _ = self.done.await;
+    }
+}
+
+/// Runs the server until `shutdown` fires, printing where it listens (SPEC §8's
+/// `listening http=ADDR` lines) and, in dev mode, how to get a token.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
-    let (feed_tx, mut feed) = mpsc::channel(4096);
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir, feed_tx)?);
+    let dev = config.dev;
+    let api_key = config.api_key.clone();
+    let running = start(config, shutdown).await?;
+    if let Some(a) = running.http {
+        println!("listening http={a}");
+    }
+    if let Some(a) = running.https {
+        println!("listening https={a}");
+    }
+    if let (Some(hash), Some(path)) = (&running.cert_sha256, &running.cert_path) {
+        println!("certificate sha256={hash} ({})", path.display());
+    }
+    if dev {
+        let base = match (running.http, running.https) {
+            (Some(a), _) => format!("http://{a}"),
+            (None, Some(a)) => format!("https://{a}"),
+            (None, None) => String::new(),
+        };
+        println!(
+            "DEV MODE: dev JWT secret and API key {api_key:?}; get a token: curl '{base}/dev/token?user_id=alice'"
+        );
+    }
+    running.wait().await;
+    Ok(())
+}
+
+/// Starts the server and returns once it listens. When `shutdown` fires it stops accepting,
+/// tells every client (1001), waits for them with a deadline, and the store finishes its
+/// last batch; [`Running::wait`] returns then.
+pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, StartError> {
+    let hub = Arc::new(Hub::new(config.limits.clone()));
+    // Fan-out runs on the store's writer, in commit order (see `hub`): one hop less than a
+    // channel to a task, on the path of every message.
+    let fanout_hub = Arc::clone(&hub);
+    let on_commit =
+        Box::new(move |m: &confab_codec::event::Message| fanout_hub.dispatch_message(m.clone(), session::now()));
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir, on_commit)?);
     let auth = Auth::new(&config.jwt, config.jwt_audience.as_deref(), config.jwt_issuer.as_deref())
         .map_err(StartError::Auth)?;
-    let hub = Arc::new(Hub::new(config.limits.clone()));
     let tasks = TaskTracker::new();
     let ctx =
         Ctx { hub: Arc::clone(&hub), store, auth: Arc::new(auth), tasks: tasks.clone(), shutdown: shutdown.clone() };
-
-    // The one reader of the commit feed: fan-out in commit order (see `hub`).
-    let dispatch_hub = Arc::clone(&hub);
-    let dispatch_stop = shutdown.clone();
-    tasks.spawn(async move {
-        loop {
-            tokio::select! {
-                c = feed.recv() => match c {
-                    Some(c) => dispatch_hub.dispatch_message(c.message, session::now()),
-                    None => break,
-                },
-                _ = dispatch_stop.cancelled() => break,
-            }
-        }
-    });
     session::rearm_all(&ctx).await;
 
     let tls = match &config.cert {
@@ -105,43 +141,40 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     };
     let router = api::router(App { ctx, settings: Arc::new(settings) });
     let mut servers = Vec::new();
-    let mut shown = None;
-    for (name, addr, tls_config) in [
-        ("http", config.http, None),
-        (
-            "https",
-            config.https,
-            tls.as_ref().map(tls::TlsMaterial::server_config).transpose().map_err(StartError::Tls)?,
-        ),
+    let mut bound = (None, None);
+    for (https, addr, tls_config) in [
+        (false, config.http, None),
+        (true, config.https, tls.as_ref().map(tls::TlsMaterial::server_config).transpose().map_err(StartError::Tls)?),
     ] {
         let Some(addr) = addr else { continue };
         let listener =
             tokio::net::TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr, source })?;
-        let bound = listener.local_addr().map_err(|source| StartError::Listen { addr, source })?;
-        println!("listening {name}={bound}");
-        shown.get_or_insert(format!("{}://{bound}", if name == "http" { "http" } else { "https" }));
+        let local = listener.local_addr().map_err(|source| StartError::Listen { addr, source })?;
+        if https {
+            bound.1 = Some(local);
+        } else {
+            bound.0 = Some(local);
+        }
         servers.push(tokio::spawn(serve::serve(listener, router.clone(), tls_config, shutdown.clone(), tasks.clone())));
     }
-    if let Some(t) = &tls {
-        println!("certificate sha256={} ({})", t.sha256_hex(), t.cert_path.display());
-    }
-    if config.dev {
-        let base = shown.unwrap_or_default();
-        println!(
-            "DEV MODE: dev JWT secret and API key {:?}; get a token: curl '{base}/dev/token?user_id=alice'",
-            config.api_key
-        );
-    }
     tracing::info!(dev = config.dev, data_dir = %config.data_dir.display(), "confab started");
-    shutdown.cancelled().await;
-    for s in servers {
-        let _ = s.await;
-    }
-    hub.close_all(error::CloseReason::ServerShutdown);
-    tasks.close();
-    if tokio::time::timeout(DRAIN, tasks.wait()).await.is_err() {
-        tracing::warn!("shutdown: connections still open after the drain deadline");
-    }
-    tracing::info!("confab stopped");
-    Ok(())
+    let done = tokio::spawn(async move {
+        shutdown.cancelled().await;
+        for s in servers {
+            let _ = s.await;
+        }
+        hub.close_all(error::CloseReason::ServerShutdown);
+        tasks.close();
+        if tokio::time::timeout(DRAIN, tasks.wait()).await.is_err() {
+            tracing::warn!("shutdown: connections still open after the drain deadline");
+        }
+        tracing::info!("confab stopped");
+    });
+    Ok(Running {
+        http: bound.0,
+        https: bound.1,
+        cert_sha256: tls.as_ref().map(tls::TlsMaterial::sha256_hex),
+        cert_path: tls.map(|t| t.cert_path),
+        done,
+    })
 }

@@ -3,7 +3,7 @@
 //!
 //! The embedded SQLite store (`sqlite`) is the default. Writes go through one writer that
 //! commits many requests per transaction (group commit): an `append` returns only once its
-//! message is durable, and committed messages are published on the commit feed, in commit
+//! message is durable, and each committed message is handed to the commit callback, in commit
 //! order, for the hub to fan out. A networked database or a broker can take the same place.
 
 pub mod sqlite;
@@ -103,11 +103,9 @@ pub struct InboxItem {
     pub data: Metadata,
 }
 
-/// A message as the store publishes it after commit, in commit order.
-#[derive(Debug, Clone)]
-pub struct Committed {
-    pub message: Message,
-}
+/// Called with each newly committed message, in commit order, before its `append` returns.
+/// It runs on the store's writer, so it must not block (the hub only fills bounded queues).
+pub type OnCommit = Box<dyn Fn(&Message) + Send + 'static>;
 
 /// The durable store.
 pub trait Store: Send + Sync + 'static {

@@ -101,18 +101,34 @@ fn db(e: rusqlite::Error) -> StoreError {
     StoreError::Database(e.to_string())
 }
 
+/// Runs a statement from the connection's statement cache: the hot paths run the same few
+/// statements for every message, and parsing them each time showed up in profiles.
+fn exec(t: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    t.prepare_cached(sql)?.execute(params)
+}
+
+fn query_row<T>(
+    t: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    t.prepare_cached(sql)?.query_row(params, f)
+}
+
 fn open(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).map_err(db)?;
     // WAL + FULL: a commit is on disk when it returns, even across power loss.
     conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;")
         .map_err(db)?;
+    conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
 
 impl SqliteStore {
-    /// Opens (or creates) `dir/confab.db`. Committed messages are published on `feed`, in
-    /// commit order, before their `append` calls return.
-    pub fn open(dir: &Path, feed: mpsc::Sender<Committed>) -> Result<Self, StoreError> {
+    /// Opens (or creates) `dir/confab.db`. Each committed message is passed to `on_commit`, in
+    /// commit order, before its `append` call returns.
+    pub fn open(dir: &Path, on_commit: OnCommit) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(format!("{}: {e}", dir.display())))?;
         let path = dir.join("confab.db");
         let writer = open(&path)?;
@@ -121,7 +137,7 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel(QUEUE);
         std::thread::Builder::new()
             .name("confab-store-writer".into())
-            .spawn(move || writer_loop(writer, rx, feed))
+            .spawn(move || writer_loop(writer, rx, on_commit))
             .map_err(|e| StoreError::Database(format!("writer thread: {e}")))?;
         Ok(Self { writes: tx, reader: Arc::new(Mutex::new(reader)) })
     }
@@ -150,7 +166,7 @@ impl SqliteStore {
     }
 }
 
-fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Write>, feed: mpsc::Sender<Committed>) {
+fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Write>, on_commit: OnCommit) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -159,7 +175,7 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Write>, feed: mpsc::
                 Err(_) => break,
             }
         }
-        apply_batch(&mut conn, batch, &feed);
+        apply_batch(&mut conn, batch, &on_commit);
     }
 }
 
@@ -169,7 +185,7 @@ enum Done {
     Other(Box<dyn FnOnce(Option<StoreError>) + Send>),
 }
 
-fn apply_batch(conn: &mut Connection, batch: Vec<Write>, feed: &mpsc::Sender<Committed>) {
+fn apply_batch(conn: &mut Connection, batch: Vec<Write>, on_commit: &OnCommit) {
     let mut done = Vec::with_capacity(batch.len());
     let tx = match conn.transaction() {
         Ok(tx) => tx,
@@ -191,7 +207,7 @@ fn apply_batch(conn: &mut Connection, batch: Vec<Write>, feed: &mpsc::Sender<Com
                     (Ok(()), Ok(a)) => {
                         if !a.duplicate {
                             // In commit order, before the sender hears `message:sent`.
-                            let _ = feed.blocking_send(Committed { message: a.message.clone() });
+                            on_commit(&a.message);
                         }
                         Ok(a)
                     }
@@ -227,19 +243,7 @@ fn step<T: Send + 'static>(
     reply: Reply<T>,
     f: impl FnOnce(&Connection) -> Result<T, StoreError>,
 ) -> Done {
-    let result = match tx.savepoint() {
-        Ok(mut sp) => {
-            let r = f(&sp);
-            match &r {
-                Ok(_) => sp.commit().map_err(db).and(r),
-                Err(_) => {
-                    let _ = sp.rollback();
-                    r
-                }
-            }
-        }
-        Err(e) => Err(db(e)),
-    };
+    let result = savepoint(tx, f);
     Done::Other(Box::new(move |commit_error| {
         let _ = reply.send(match commit_error {
             Some(e) => Err(e),
@@ -248,29 +252,34 @@ fn step<T: Send + 'static>(
     }))
 }
 
+/// Runs `f` inside a savepoint: on error everything it did is undone and the rest of the
+/// batch goes on. Cached statements, because rusqlite's savepoints parse SQL every time.
+fn savepoint<T>(t: &Connection, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    exec(t, "SAVEPOINT request", []).map_err(db)?;
+    let r = f(t);
+    let end = if r.is_ok() {
+        exec(t, "RELEASE request", [])
+    } else {
+        exec(t, "ROLLBACK TO request", []).and_then(|_| exec(t, "RELEASE request", []))
+    };
+    end.map_err(db).and(r)
+}
+
 fn apply_one(tx: &mut Transaction<'_>, w: Write) -> Done {
     match w {
-        Write::Append(m, reply) => {
-            let result = match tx.savepoint() {
-                Ok(sp) => {
-                    let r = append(&sp, m);
-                    if r.is_ok() { sp.commit().map_err(db).and(r) } else { r }
-                }
-                Err(e) => Err(db(e)),
-            };
-            Done::Appended(result, reply)
-        }
+        Write::Append(m, reply) => Done::Appended(savepoint(tx, |t| append(t, m)), reply),
         Write::Delete(c, m, by, reply) => step(tx, reply, |t| delete_message(t, &c, &m, &by)),
         Write::MarkRead(c, u, m, reply) => step(tx, reply, |t| mark_read(t, &c, &u, &m)),
         Write::Create(c, members, max, reply) => step(tx, reply, |t| {
-            let exists: Option<i64> = t
-                .query_row("SELECT 1 FROM conversations WHERE id = ?1", [c.as_str()], |r| r.get(0))
-                .optional()
-                .map_err(db)?;
+            let exists: Option<i64> =
+                query_row(t, "SELECT 1 FROM conversations WHERE id = ?1", [c.as_str()], |r| r.get(0))
+                    .optional()
+                    .map_err(db)?;
             if exists.is_some() {
                 return Err(StoreError::ConversationExists(c.to_string()));
             }
-            t.execute(
+            exec(
+                t,
                 "INSERT INTO conversations (id, max_members, created_at) VALUES (?1, ?2, ?3)",
                 params![c.as_str(), max, now_ms()],
             )
@@ -286,17 +295,17 @@ fn apply_one(tx: &mut Transaction<'_>, w: Write) -> Done {
             conversation(t, &c)?.ok_or_else(|| StoreError::ConversationNotFound(c.to_string()))
         }),
         Write::DeleteConversation(c, reply) => step(tx, reply, |t| {
-            let n = t.execute("DELETE FROM conversations WHERE id = ?1", [c.as_str()]).map_err(db)?;
+            let n = exec(t, "DELETE FROM conversations WHERE id = ?1", [c.as_str()]).map_err(db)?;
             if n == 0 {
                 return Err(StoreError::ConversationNotFound(c.to_string()));
             }
             for table in ["members", "messages", "photos"] {
-                t.execute(&format!("DELETE FROM {table} WHERE conversation_id = ?1"), [c.as_str()]).map_err(db)?;
+                exec(t, &format!("DELETE FROM {table} WHERE conversation_id = ?1"), [c.as_str()]).map_err(db)?;
             }
             Ok(())
         }),
         Write::CreatePhoto(p, reply) => step(tx, reply, |t| {
-            t.execute(
+            exec(t, 
                 "INSERT INTO photos (id, conversation_id, sender_id, url, expires_in, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![p.id.as_str(), p.conversation_id.as_str(), p.sender_id.as_str(), p.url, p.expires_in, p.created_at.as_millis()],
             )
@@ -306,18 +315,16 @@ fn apply_one(tx: &mut Transaction<'_>, w: Write) -> Done {
         Write::ViewPhoto(id, viewer, now, reply) => step(tx, reply, |t| {
             let mut p = photo(t, &id)?.ok_or_else(|| StoreError::NotFound(format!("photo {id} not found")))?;
             if p.first_viewed_at.is_none() && p.sender_id != viewer {
-                t.execute(
-                    "UPDATE photos SET first_viewed_at = ?1 WHERE id = ?2",
-                    params![now.as_millis(), id.as_str()],
-                )
-                .map_err(db)?;
+                exec(t, "UPDATE photos SET first_viewed_at = ?1 WHERE id = ?2", params![now.as_millis(), id.as_str()])
+                    .map_err(db)?;
                 p.first_viewed_at = Some(now);
             }
             Ok(p)
         }),
         Write::InboxPush(u, item, reply) => step(tx, reply, |t| {
             let data = serde_json::to_string(&item.data).map_err(|e| StoreError::Database(e.to_string()))?;
-            t.execute(
+            exec(
+                t,
                 "INSERT INTO inbox (user_id, kind, data) VALUES (?1, ?2, ?3)",
                 params![u.as_str(), item.kind, data],
             )
@@ -331,7 +338,7 @@ fn apply_one(tx: &mut Transaction<'_>, w: Write) -> Done {
                 .map_err(db)?
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(db)?;
-            t.execute("DELETE FROM inbox WHERE user_id = ?1", [u.as_str()]).map_err(db)?;
+            exec(t, "DELETE FROM inbox WHERE user_id = ?1", [u.as_str()]).map_err(db)?;
             Ok(rows
                 .into_iter()
                 .filter_map(|(kind, data)| {
@@ -356,26 +363,31 @@ fn append(t: &Connection, m: NewMessage) -> Result<Appended, StoreError> {
         let sql = format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND sender_id = ?2 AND local_id = ?3"
         );
-        let existing = t
-            .query_row(&sql, params![m.conversation_id.as_str(), m.sender_id.as_str(), local.as_str()], row_to_message)
-            .optional()
-            .map_err(db)?;
+        let existing = query_row(
+            t,
+            &sql,
+            params![m.conversation_id.as_str(), m.sender_id.as_str(), local.as_str()],
+            row_to_message,
+        )
+        .optional()
+        .map_err(db)?;
         if let Some(message) = existing {
             return Ok(Appended { message: message?, duplicate: true });
         }
     }
-    let seq: Option<i64> = t
-        .query_row(
-            "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = ?1 RETURNING last_seq",
-            [m.conversation_id.as_str()],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(db)?;
+    let seq: Option<i64> = query_row(
+        t,
+        "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = ?1 RETURNING last_seq",
+        [m.conversation_id.as_str()],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(db)?;
     let seq = seq.ok_or_else(|| StoreError::ConversationNotFound(m.conversation_id.to_string()))?;
     let id = new_message_id();
     let metadata = serde_json::to_string(&m.metadata).map_err(|e| StoreError::Database(e.to_string()))?;
-    t.execute(
+    exec(
+        t,
         &format!("INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
         params![
             id.as_str(),
@@ -392,7 +404,8 @@ fn append(t: &Connection, m: NewMessage) -> Result<Appended, StoreError> {
     )
     .map_err(db)?;
     // Sending implies having read everything before (SPEC §4 unread counts).
-    t.execute(
+    exec(
+        t,
         "UPDATE members SET read_seq = MAX(read_seq, ?1) WHERE conversation_id = ?2 AND user_id = ?3",
         params![seq, m.conversation_id.as_str(), m.sender_id.as_str()],
     )
@@ -417,7 +430,7 @@ fn append(t: &Connection, m: NewMessage) -> Result<Appended, StoreError> {
 fn find_message(t: &Connection, c: &ConversationId, m: &MessageId) -> Result<Message, StoreError> {
     let sql =
         format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1 AND conversation_id = ?2 AND deleted_at IS NULL");
-    t.query_row(&sql, params![m.as_str(), c.as_str()], row_to_message)
+    query_row(t, &sql, params![m.as_str(), c.as_str()], row_to_message)
         .optional()
         .map_err(db)?
         .ok_or_else(|| StoreError::NotFound(format!("message {m} not found in conversation {c}")))?
@@ -428,33 +441,34 @@ fn delete_message(t: &Connection, c: &ConversationId, m: &MessageId, by: &UserId
     if &message.sender_id != by {
         return Err(StoreError::NotOwner);
     }
-    t.execute("UPDATE messages SET deleted_at = ?1 WHERE id = ?2", params![now_ms(), m.as_str()]).map_err(db)?;
+    exec(t, "UPDATE messages SET deleted_at = ?1 WHERE id = ?2", params![now_ms(), m.as_str()]).map_err(db)?;
     Ok(message)
 }
 
 fn mark_read(t: &Connection, c: &ConversationId, u: &UserId, m: &MessageId) -> Result<Option<Seq>, StoreError> {
     let seq = find_message(t, c, m)?.seq.unwrap_or_default();
-    let n = t
-        .execute(
-            "UPDATE members SET read_seq = ?1 WHERE conversation_id = ?2 AND user_id = ?3 AND read_seq < ?1",
-            params![seq.0 as i64, c.as_str(), u.as_str()],
-        )
-        .map_err(db)?;
+    let n = exec(
+        t,
+        "UPDATE members SET read_seq = ?1 WHERE conversation_id = ?2 AND user_id = ?3 AND read_seq < ?1",
+        params![seq.0 as i64, c.as_str(), u.as_str()],
+    )
+    .map_err(db)?;
     Ok((n > 0).then_some(seq))
 }
 
 fn replace_members(t: &Connection, c: &ConversationId, members: &[UserId]) -> Result<(), StoreError> {
     let placeholders = vec!["?"; members.len()].join(",");
     if members.is_empty() {
-        t.execute("DELETE FROM members WHERE conversation_id = ?1", [c.as_str()]).map_err(db)?;
+        exec(t, "DELETE FROM members WHERE conversation_id = ?1", [c.as_str()]).map_err(db)?;
     } else {
         let sql = format!("DELETE FROM members WHERE conversation_id = ? AND user_id NOT IN ({placeholders})");
         let mut args: Vec<&str> = vec![c.as_str()];
         args.extend(members.iter().map(|m| m.as_str()));
-        t.execute(&sql, rusqlite::params_from_iter(args)).map_err(db)?;
+        exec(t, &sql, rusqlite::params_from_iter(args)).map_err(db)?;
     }
     for m in members {
-        t.execute(
+        exec(
+            t,
             "INSERT OR IGNORE INTO members (conversation_id, user_id) VALUES (?1, ?2)",
             params![c.as_str(), m.as_str()],
         )
@@ -503,8 +517,8 @@ fn messages(t: &Connection, sql: &str, args: impl rusqlite::Params) -> Result<Ve
 }
 
 fn conversation(t: &Connection, c: &ConversationId) -> Result<Option<ConversationInfo>, StoreError> {
-    let head: Option<(Option<u32>, i64)> = t
-        .query_row("SELECT max_members, last_seq FROM conversations WHERE id = ?1", [c.as_str()], |r| {
+    let head: Option<(Option<u32>, i64)> =
+        query_row(t, "SELECT max_members, last_seq FROM conversations WHERE id = ?1", [c.as_str()], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })
         .optional()
@@ -522,7 +536,8 @@ fn conversation(t: &Connection, c: &ConversationId) -> Result<Option<Conversatio
 }
 
 fn photo(t: &Connection, id: &PhotoId) -> Result<Option<Photo>, StoreError> {
-    t.query_row(
+    query_row(
+        t,
         "SELECT id, conversation_id, sender_id, url, expires_in, created_at, first_viewed_at FROM photos WHERE id = ?1",
         [id.as_str()],
         row_to_photo,
@@ -605,8 +620,7 @@ impl Store for SqliteStore {
                 .map_err(db)?;
             let mut out = Vec::with_capacity(heads.len());
             for (id, last_seq, read_seq) in heads {
-                let unread: i64 = t
-                    .query_row(
+                let unread: i64 = query_row(t, 
                         "SELECT COUNT(*) FROM messages WHERE conversation_id = ?1 AND seq > ?2 AND sender_id <> ?3 AND deleted_at IS NULL",
                         params![id.as_str(), read_seq, user.as_str()],
                         |r| r.get(0),
@@ -710,8 +724,8 @@ mod tests {
     #[tokio::test]
     async fn appends_get_gap_free_seqs_and_local_ids_deduplicate() {
         let dir = std::env::temp_dir().join(format!("confab-store-test-{}", rand::random::<u64>()));
-        let (feed_tx, mut feed) = mpsc::channel(64);
-        let store = SqliteStore::open(&dir, feed_tx).unwrap();
+        let (feed_tx, mut feed) = mpsc::unbounded_channel();
+        let store = SqliteStore::open(&dir, Box::new(move |m: &Message| drop(feed_tx.send(m.clone())))).unwrap();
         let c = id("c1", ConversationId::parse);
         let (a, b) = (id("a", UserId::parse), id("b", UserId::parse));
         store.create_conversation(c.clone(), vec![a.clone(), b.clone()], None).await.unwrap();
@@ -722,14 +736,48 @@ mod tests {
         assert!(again.duplicate && again.message.id == first.message.id);
         assert_eq!(second.message.seq, Some(Seq(2)));
         // Only new messages are published, in order.
-        assert_eq!(feed.recv().await.unwrap().message.seq, Some(Seq(1)));
-        assert_eq!(feed.recv().await.unwrap().message.seq, Some(Seq(2)));
+        assert_eq!(feed.recv().await.unwrap().seq, Some(Seq(1)));
+        assert_eq!(feed.recv().await.unwrap().seq, Some(Seq(2)));
         let (page, more) = store.history(&c, None, 1).await.unwrap();
         assert_eq!((page.len(), more, page[0].content.as_str()), (1, true, "two"));
         assert_eq!(store.messages_after(&c, Seq(0), 10).await.unwrap().len(), 2);
         assert_eq!(store.mark_read(&c, &b, &first.message.id).await.unwrap(), None, "b sent seq 2, so read 1 already");
         let missing = store.append(new_message(&id("nope", ConversationId::parse), &a, "x", None)).await;
         assert!(matches!(missing, Err(StoreError::ConversationNotFound(_))));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "a measurement, not a test: cargo test --release -p confab-server append_latency -- --ignored --nocapture"]
+    async fn append_latency() {
+        let dir = std::env::temp_dir().join(format!("confab-store-timing-{}", rand::random::<u64>()));
+        let store = SqliteStore::open(&dir, Box::new(|_: &Message| {})).unwrap();
+        let c = ConversationId::parse("c").unwrap();
+        let u = UserId::parse("u").unwrap();
+        store.create_conversation(c.clone(), vec![u.clone()], None).await.unwrap();
+        let mut times = Vec::new();
+        for i in 0..2000 {
+            let m = NewMessage {
+                conversation_id: c.clone(),
+                sender_id: u.clone(),
+                kind: MessageKind::Text,
+                content: format!("m{i}"),
+                metadata: Default::default(),
+                local_id: None,
+                reply_to: None,
+                created_at: Timestamp::from_millis(1),
+            };
+            let t = std::time::Instant::now();
+            store.append(m).await.unwrap();
+            times.push(t.elapsed().as_micros());
+        }
+        times.sort_unstable();
+        eprintln!("append one at a time: p50 {} us, p99 {} us", times[1000], times[1980]);
         let _ = std::fs::remove_dir_all(dir);
     }
 }
