@@ -305,7 +305,7 @@ fn apply_one(tx: &mut Transaction<'_>, w: Write) -> Done {
             Ok(())
         }),
         Write::CreatePhoto(p, reply) => step(tx, reply, |t| {
-            exec(t, 
+            exec(t,
                 "INSERT INTO photos (id, conversation_id, sender_id, url, expires_in, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![p.id.as_str(), p.conversation_id.as_str(), p.sender_id.as_str(), p.url, p.expires_in, p.created_at.as_millis()],
             )
@@ -620,7 +620,7 @@ impl Store for SqliteStore {
                 .map_err(db)?;
             let mut out = Vec::with_capacity(heads.len());
             for (id, last_seq, read_seq) in heads {
-                let unread: i64 = query_row(t, 
+                let unread: i64 = query_row(t,
                         "SELECT COUNT(*) FROM messages WHERE conversation_id = ?1 AND seq > ?2 AND sender_id <> ?3 AND deleted_at IS NULL",
                         params![id.as_str(), read_seq, user.as_str()],
                         |r| r.get(0),
