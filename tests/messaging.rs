@@ -257,3 +257,38 @@ async fn heartbeat_is_echoed() {
     assert_eq!(h["data"]["timestamp"], "2025-12-01T10:30:00.000Z");
     assert!(h["data"]["server_time"].is_string());
 }
+
+#[tokio::test]
+async fn one_user_in_several_conversations_gets_each_where_it_belongs() {
+    let s = Server::start(&[]);
+    s.conversation("with-bob", &["alice", "bob"]);
+    s.conversation("with-carol", &["alice", "carol"]);
+    s.conversation("group", &["alice", "bob", "carol"]);
+    let mut alice = s.client("alice").await.ready().await;
+    let mut bob = s.client("bob").await.ready().await;
+    let mut carol = s.client("carol").await.ready().await;
+    alice.join("with-bob").await;
+    alice.join("group").await;
+    bob.say("with-bob", "hi alice").await;
+    carol.say("with-carol", "psst").await;
+    carol.say("group", "hello all").await;
+    let a = alice.expect("message:new").await;
+    assert_eq!(
+        (a["data"]["conversation_id"].as_str(), a["data"]["message"]["content"].as_str()),
+        (Some("with-bob"), Some("hi alice"))
+    );
+    let u = alice.expect("conversation:unread").await;
+    assert_eq!(
+        (u["data"]["conversation_id"].as_str(), u["data"]["unread_count"].as_u64()),
+        (Some("with-carol"), Some(1))
+    );
+    let g = alice.expect("message:new").await;
+    assert_eq!((g["data"]["conversation_id"].as_str(), g["data"]["message"]["seq"].as_u64()), (Some("group"), Some(1)));
+    // Each conversation counts its own seqs.
+    assert_eq!(bob.say("group", "me too").await["seq"], 2);
+    assert_eq!(bob.say("with-bob", "again").await["seq"], 2);
+    // Bob hears about the group (unread: he has not joined it), never about carol's private one.
+    bob.expect_none("message:new", Duration::from_millis(200)).await;
+    assert!(bob.seen.iter().any(|e| e["type"] == "conversation:unread" && e["data"]["conversation_id"] == "group"));
+    assert!(!bob.seen.iter().any(|e| e["data"]["conversation_id"] == "with-carol"));
+}

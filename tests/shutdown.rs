@@ -28,7 +28,10 @@ async fn sigterm_tells_every_client_and_exits_in_time() {
     });
     for c in &mut clients {
         let closed = c.expect("connection:closed").await;
-        assert_eq!((closed["data"]["reason"].clone(), closed["data"]["code"].clone()), (json!("server_shutdown"), json!(1001)));
+        assert_eq!(
+            (closed["data"]["reason"].clone(), closed["data"]["code"].clone()),
+            (json!("server_shutdown"), json!(1001))
+        );
         assert_eq!(c.expect_close().await.0, 1001);
     }
     let (mut s, took) = took.await.unwrap();

@@ -170,6 +170,27 @@ mod tests {
     }
 
     #[test]
+    fn es256_tokens_verify_with_the_public_key_and_nothing_else() {
+        let key = rcgen::KeyPair::generate().unwrap(); // ECDSA P-256
+        let public = KeyConfig::PublicKey { algorithm: Algorithm::ES256, pem: key.public_key_pem().into_bytes() };
+        let auth = Auth::new(&public, None, None).unwrap();
+        let signing = EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap();
+        let claims = serde_json::json!({"sub": "alice", "exp": now_s() + 60, "username": "Alice"});
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &signing).unwrap();
+        let id = auth.verify(&token).unwrap();
+        assert_eq!((id.user_id.as_str(), id.username.as_deref()), ("alice", Some("Alice")));
+        // An HS256 token signed with the public key's bytes (the classic confusion) is refused.
+        let hs = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(key.public_key_pem().as_bytes()),
+        )
+        .unwrap();
+        assert!(matches!(auth.verify(&hs), Err(AuthError::Invalid(_))));
+        assert!(auth.mint(&id.user_id, None, now_s() + 60).is_none(), "a public key cannot mint");
+    }
+
+    #[test]
     fn audience_and_issuer_are_enforced_when_configured() {
         let auth = Auth::new(&KeyConfig::Secret("k".into()), Some("confab"), Some("winkr")).unwrap();
         let u = UserId::parse("u").unwrap();

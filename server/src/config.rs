@@ -85,6 +85,9 @@ pub struct Args {
     /// Close a connection with no pong for this long, milliseconds (SPEC §3: 60 s).
     #[arg(long, env = "CONFAB_PONG_TIMEOUT_MS", default_value_t = 60_000)]
     pub pong_timeout_ms: u64,
+    /// Time a client has to finish TLS and send its request headers, milliseconds (SPEC §3: 30 s).
+    #[arg(long, env = "CONFAB_HANDSHAKE_TIMEOUT_MS", default_value_t = 30_000)]
+    pub handshake_timeout_ms: u64,
     /// Log as JSON (the default outside dev mode).
     #[arg(long, env = "CONFAB_LOG_JSON")]
     pub log_json: bool,
@@ -123,6 +126,7 @@ pub struct Config {
     pub limits: Limits,
     pub ping_interval: Duration,
     pub pong_timeout: Duration,
+    pub handshake_timeout: Duration,
     pub log_json: bool,
 }
 
@@ -197,6 +201,7 @@ impl Config {
             limits,
             ping_interval: Duration::from_millis(a.ping_interval_ms),
             pong_timeout: Duration::from_millis(a.pong_timeout_ms),
+            handshake_timeout: Duration::from_millis(a.handshake_timeout_ms.max(1)),
             log_json: a.log_json || !dev,
         })
     }

@@ -155,7 +155,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         } else {
             bound.0 = Some(local);
         }
-        servers.push(tokio::spawn(serve::serve(listener, router.clone(), tls_config, shutdown.clone(), tasks.clone())));
+        servers.push(tokio::spawn(serve::serve(
+            listener,
+            router.clone(),
+            tls_config,
+            config.handshake_timeout,
+            shutdown.clone(),
+            tasks.clone(),
+        )));
     }
     tracing::info!(dev = config.dev, data_dir = %config.data_dir.display(), "confab started");
     let done = tokio::spawn(async move {

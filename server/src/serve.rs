@@ -1,6 +1,6 @@
 //! Accept loops for the TCP listeners (plain HTTP, and HTTPS with WSS), one tracked task per
 //! connection. A client that has not finished its TLS handshake and sent its request headers
-//! within 30 s is dropped (SPEC §3). On shutdown the loops stop accepting and idle HTTP
+//! within the handshake timeout (30 s by default) is dropped (SPEC §3). On shutdown the loops stop accepting and idle HTTP
 //! connections are closed; upgraded WebSockets are closed by their sessions.
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -12,14 +12,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// How long a client may take to finish TLS and send its request headers.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Serves `router` on `listener` (with TLS when `tls` is given) until `shutdown`.
+/// Serves `router` on `listener` (with TLS when `tls` is given) until `shutdown`. A client gets
+/// `handshake` to finish TLS and send its request headers.
 pub async fn serve(
     listener: TcpListener,
     router: axum::Router,
     tls: Option<Arc<rustls::ServerConfig>>,
+    handshake: Duration,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
@@ -43,9 +42,9 @@ pub async fn serve(
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
             match acceptor {
-                None => connection(TokioIo::new(tcp), router, shutdown).await,
-                Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => connection(TokioIo::new(tls), router, shutdown).await,
+                None => connection(TokioIo::new(tcp), router, handshake, shutdown).await,
+                Some(acceptor) => match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => connection(TokioIo::new(tls), router, handshake, shutdown).await,
                     Ok(Err(e)) => tracing::debug!(error = %e, "tls handshake"),
                     Err(_) => tracing::debug!("tls handshake timed out"),
                 },
@@ -54,12 +53,12 @@ pub async fn serve(
     }
 }
 
-async fn connection<I>(io: TokioIo<I>, router: axum::Router, shutdown: CancellationToken)
+async fn connection<I>(io: TokioIo<I>, router: axum::Router, handshake: Duration, shutdown: CancellationToken)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HANDSHAKE_TIMEOUT);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(handshake);
     let service = TowerToHyperService::new(router);
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);

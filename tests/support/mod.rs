@@ -273,8 +273,9 @@ impl Client {
 
     /// The next event, or `None` at close or after `wait`.
     pub async fn recv_within(&mut self, wait: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let msg = match tokio::time::timeout(wait, self.ws.next()).await {
+            let msg = match tokio::time::timeout_at(deadline, self.ws.next()).await {
                 Err(_) => return None,
                 Ok(None) | Ok(Some(Err(_))) => return None,
                 Ok(Some(Ok(m))) => m,
