@@ -50,7 +50,8 @@ async fn a_token_that_expires_mid_connection_closes_it_with_4001_unless_refreshe
     let s = Server::start(&[]);
     let mut c = Client::connect(&s.addr, &format!("token={}", s.token_for("alice", 2))).await.ready().await;
     // Refreshing extends the connection without reconnecting.
-    let rid = c.send("auth:refresh", json!({"token": s.token_for("alice", 3)})).await;
+    // `exp` is in whole seconds: a 5 s token has 4 to 5 s left, the first one 1 to 2 s.
+    let rid = c.send("auth:refresh", json!({"token": s.token_for("alice", 5)})).await;
     let a = c.expect("connection:authenticated").await;
     assert_eq!((a["request_id"].as_str(), a["data"]["user_id"].as_str()), (Some(rid.as_str()), Some("alice")));
     tokio::time::sleep(Duration::from_millis(2300)).await;
