@@ -9,6 +9,7 @@
 
 use crate::error::{CodecError, DecodeError};
 use crate::format::{Format, FormatError};
+use crate::values::ParseStr;
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::Value;
@@ -48,30 +49,23 @@ enum Key {
     Other,
 }
 
+impl Key {
+    fn from_name(v: &str) -> Result<Key, String> {
+        // SPEC §4: `event` is an alias of `type`, `payload` of `data`.
+        Ok(match v {
+            "type" | "event" => Key::Type,
+            "data" | "payload" => Key::Data,
+            "message_id" => Key::MessageId,
+            "request_id" => Key::RequestId,
+            "timestamp" => Key::Timestamp,
+            _ => Key::Other,
+        })
+    }
+}
+
 impl<'de> Deserialize<'de> for Key {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl Visitor<'_> for KeyVisitor {
-            type Value = Key;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an envelope field name")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
-                // SPEC §4: `event` is an alias of `type`, `payload` of `data`.
-                Ok(match v {
-                    "type" | "event" => Key::Type,
-                    "data" | "payload" => Key::Data,
-                    "message_id" => Key::MessageId,
-                    "request_id" => Key::RequestId,
-                    "timestamp" => Key::Timestamp,
-                    _ => Key::Other,
-                })
-            }
-            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Key, E> {
-                std::str::from_utf8(v).map_or(Ok(Key::Other), |s| self.visit_str(s))
-            }
-        }
-        d.deserialize_identifier(KeyVisitor)
+        d.deserialize_identifier(ParseStr(Key::from_name, "an envelope field name"))
     }
 }
 

@@ -7,6 +7,7 @@
 //! nested copy and skips the flat one without allocating, and reads a flat-only one too.
 
 use super::server::{Message, MessageNew, Sender};
+use crate::values::ParseStr;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
@@ -106,26 +107,19 @@ const FLAT_FIELDS: [&str; 12] = [
     "reply_to",
 ];
 
+impl Key {
+    fn from_name(v: &str) -> Result<Key, String> {
+        Ok(match v {
+            "message" => Key::Message,
+            "sender" => Key::Sender,
+            _ => FLAT_FIELDS.iter().find(|f| **f == v).map_or(Key::Other, |f| Key::Flat(f)),
+        })
+    }
+}
+
 impl<'de> Deserialize<'de> for Key {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl Visitor<'_> for KeyVisitor {
-            type Value = Key;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a field name")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
-                Ok(match v {
-                    "message" => Key::Message,
-                    "sender" => Key::Sender,
-                    _ => FLAT_FIELDS.iter().find(|f| **f == v).map_or(Key::Other, |f| Key::Flat(f)),
-                })
-            }
-            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Key, E> {
-                std::str::from_utf8(v).map_or(Ok(Key::Other), |s| self.visit_str(s))
-            }
-        }
-        d.deserialize_identifier(KeyVisitor)
+        d.deserialize_identifier(ParseStr(Key::from_name, "a field name"))
     }
 }
 
