@@ -257,6 +257,11 @@ impl Client {
     }
 
     pub async fn send_raw_value(&mut self, v: Value) {
+        assert!(self.try_send_value(v).await, "send failed: the server closed the connection");
+    }
+
+    /// Sends, and says whether the socket took it (false once the server has closed it).
+    pub async fn try_send_value(&mut self, v: Value) -> bool {
         let msg = if self.msgpack {
             let mut buf = Vec::new();
             serde::Serialize::serialize(&v, &mut rmp_serde::Serializer::new(&mut buf).with_struct_map()).unwrap();
@@ -264,7 +269,7 @@ impl Client {
         } else {
             Message::Text(v.to_string().into())
         };
-        self.ws.send(msg).await.unwrap();
+        self.ws.send(msg).await.is_ok()
     }
 
     pub async fn send_message(&mut self, m: Message) {

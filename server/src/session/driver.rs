@@ -1,6 +1,7 @@
 //! Runs a session: the only `select!` of the session layer. Inputs are the transport's
 //! [`Inbound`] stream, the session's timers, the connection's closer and server shutdown.
 
+use super::MAX_PENDING_SENDS;
 use super::Session;
 use crate::error::CloseReason;
 use crate::link::Inbound;
@@ -17,7 +18,8 @@ pub async fn run(mut session: Session, mut inbound: impl Stream<Item = Inbound> 
     loop {
         let deadline = tokio::time::Instant::from_std(session.next_deadline());
         // Every branch is cancel-safe: `closed`/`cancelled` are notifications, a stream's
-        // `next` loses nothing when dropped, and `sleep_until` is re-created each turn.
+        // `next` (the inbound frames, the pending sends) loses nothing when dropped, and
+        // `sleep_until` is re-created each turn.
         tokio::select! {
             biased;
             _ = session.conn.closer.closed() => break,
@@ -26,7 +28,9 @@ pub async fn run(mut session: Session, mut inbound: impl Stream<Item = Inbound> 
                 break;
             }
             _ = tokio::time::sleep_until(deadline) => session.handle_timeout(std::time::Instant::now()).await,
-            item = inbound.next() => match item {
+            Some(done) = session.pending.next(), if !session.pending.is_empty() => session.send_committed(done),
+            // Backpressure: with too many sends waiting for the store, stop reading frames.
+            item = inbound.next(), if session.pending.len() < MAX_PENDING_SENDS => match item {
                 Some(Inbound::Event(route, input)) => session.handle(route, *input).await,
                 Some(Inbound::Closed) | None => {
                     session.conn.closer.close(CloseReason::Normal);

@@ -24,6 +24,8 @@ use crate::link::{Conn, Route, SharedEvent};
 use crate::store::Store;
 use confab_codec::event::{Established, Hello, ServerEnvelope, ServerEvent, Typing, UserOffline, UserOnline};
 use confab_codec::{ConversationId, RequestId, Timestamp, UserId};
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesOrdered;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -75,6 +77,26 @@ pub struct Session {
     rate: Bucket,
     strikes: u32,
     client: Hello,
+    /// Sends waiting for their commit, answered in order as they complete. A connection's
+    /// next frames are read meanwhile (up to [`MAX_PENDING_SENDS`]), so one sender's messages
+    /// share group commits instead of waiting for one commit each.
+    pending: FuturesOrdered<BoxFuture<'static, SendDone>>,
+}
+
+/// Sends in flight per connection before the session stops reading its frames.
+pub const MAX_PENDING_SENDS: usize = 64;
+
+/// A send whose commit finished (or failed).
+struct SendDone {
+    request_id: Option<RequestId>,
+    conversation_id: ConversationId,
+    result: Result<crate::store::Appended, crate::store::StoreError>,
+}
+
+impl std::fmt::Debug for SendDone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendDone").field("conversation_id", &self.conversation_id).finish_non_exhaustive()
+    }
 }
 
 impl Session {
@@ -94,6 +116,7 @@ impl Session {
             rate,
             strikes: 0,
             client: Hello::default(),
+            pending: FuturesOrdered::new(),
         }
     }
 

@@ -85,7 +85,7 @@ impl Session {
     }
 
     /// SPEC §4 authorization: members only; an unknown conversation is its own error.
-    async fn member(&self, c: &ConversationId) -> Result<(), SessionError> {
+    async fn member(&mut self, c: &ConversationId) -> Result<(), SessionError> {
         let is_member = match self.ctx.hub.is_member(c, self.user()) {
             Some(m) => m,
             None => {
@@ -122,7 +122,7 @@ impl Session {
 
     /// Sends every message after `since`, oldest first, waiting for queue space rather than
     /// overflowing it. Returns the last seq sent.
-    async fn replay(&self, c: &ConversationId, since: Seq) -> Result<Seq, SessionError> {
+    async fn replay(&mut self, c: &ConversationId, since: Seq) -> Result<Seq, SessionError> {
         let mut after = since;
         loop {
             let page = self.ctx.store.messages_after(c, after, REPLAY_PAGE).await?;
@@ -168,13 +168,31 @@ impl Session {
             reply_to: s.reply_to,
             created_at: now(),
         };
-        // Durable before acknowledged (SPEC §6); the hub fans out from the commit feed.
-        let appended = self.ctx.store.append(m).await?;
-        if self.typing.remove(&c).is_some() {
-            self.broadcast_typing(&c, false);
-        }
-        self.send(ServerEvent::MessageSent(appended.message), rid, conv_route(&c));
+        // Durable before acknowledged (SPEC §6): answered in `send_committed`; the hub fans out
+        // from the store's commit callback.
+        let store = std::sync::Arc::clone(&self.ctx.store);
+        self.pending.push_back(Box::pin(async move {
+            let result = store.append(m).await;
+            super::SendDone { request_id: rid, conversation_id: c, result }
+        }));
         Ok(())
+    }
+
+    /// Answers a send once its commit is done, in the order the sends came.
+    pub(super) fn send_committed(&mut self, done: super::SendDone) {
+        let c = done.conversation_id;
+        match done.result {
+            Ok(appended) => {
+                if self.typing.remove(&c).is_some() {
+                    self.broadcast_typing(&c, false);
+                }
+                self.send(ServerEvent::MessageSent(appended.message), done.request_id, conv_route(&c));
+            }
+            Err(e) => {
+                let e = SessionError::from(e);
+                self.fail(&e, Some("message:send"), done.request_id.as_ref(), conv_route(&c));
+            }
+        }
     }
 
     async fn read(&mut self, m: MessageRef) -> Result<(), SessionError> {

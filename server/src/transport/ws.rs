@@ -157,9 +157,20 @@ async fn serve(
             std::future::ready(item)
         })
         .boxed();
+    let mut inbound = inbound;
     let session = Session::new(app.ctx.clone(), conn, identity);
-    session::run(session, inbound, app.ctx.shutdown.clone()).await;
-    let _ = writer.await;
+    session::run(session, &mut inbound, app.ctx.shutdown.clone()).await;
+    // Keep reading while the writer says goodbye, until the peer's close frame (or a
+    // deadline): closing the socket with the peer's frames unread would reset the connection,
+    // and a reset can destroy the close frame before the client reads it.
+    let drain = tokio::time::timeout(CLOSE_DEADLINE, async {
+        while let Some(item) = inbound.next().await {
+            if matches!(item, Inbound::Closed) {
+                break;
+            }
+        }
+    });
+    let _ = tokio::join!(writer, drain);
 }
 
 fn frame(codec: &Codec, bytes: Bytes) -> Message {
