@@ -292,3 +292,30 @@ async fn one_user_in_several_conversations_gets_each_where_it_belongs() {
     assert!(bob.seen.iter().any(|e| e["type"] == "conversation:unread" && e["data"]["conversation_id"] == "group"));
     assert!(!bob.seen.iter().any(|e| e["data"]["conversation_id"] == "with-carol"));
 }
+
+#[tokio::test]
+async fn an_offline_recipient_triggers_delivered_when_it_catches_up_and_only_once() {
+    let mut s = Server::start(&[]);
+    s.conversation("c1", &["alice", "bob"]);
+    let mut alice = s.client("alice").await.ready().await;
+    let m = alice.say("c1", "while you were away").await;
+    alice.expect_none("message:delivered", Duration::from_millis(300)).await;
+    // Bob's phone catches up: alice hears it was delivered.
+    let mut phone = s.client("bob").await.ready().await;
+    phone.send("conversation:join", json!({"conversation_id": "c1", "since_seq": 0})).await;
+    assert_eq!(phone.expect("message:new").await["data"]["message"]["id"], m["id"]);
+    let d = alice.expect("message:delivered").await;
+    assert_eq!((d["data"]["message_id"].clone(), d["data"]["user_id"].clone()), (m["id"].clone(), json!("bob")));
+    // His laptop replays the same message: nothing new for alice, then or after a restart.
+    let mut laptop = s.client("bob").await.ready().await;
+    laptop.send("conversation:join", json!({"conversation_id": "c1", "since_seq": 0})).await;
+    laptop.expect("message:new").await;
+    alice.expect_none("message:delivered", Duration::from_millis(300)).await;
+    s.kill9();
+    s.restart();
+    let mut alice = s.client("alice").await.ready().await;
+    let mut again = s.client("bob").await.ready().await;
+    again.send("conversation:join", json!({"conversation_id": "c1", "since_seq": 0})).await;
+    again.expect("message:new").await;
+    alice.expect_none("message:delivered", Duration::from_millis(300)).await;
+}

@@ -42,10 +42,16 @@ struct Joined {
     replay: Option<Vec<Arc<SharedEvent>>>,
 }
 
+/// A member's watermarks, as cached.
+#[derive(Debug, Clone, Copy, Default)]
+struct Marks {
+    read: Seq,
+    delivered: Seq,
+}
+
 #[derive(Debug, Default)]
 struct ConvEntry {
-    /// Members and the seq each has read up to.
-    members: HashMap<UserId, Seq>,
+    members: HashMap<UserId, Marks>,
     max_members: Option<u32>,
     joined: HashMap<ConnectionId, Joined>,
 }
@@ -225,7 +231,8 @@ impl Hub {
         if !replace && !entry.members.is_empty() {
             return;
         }
-        entry.members = info.members.into_iter().collect();
+        entry.members =
+            info.members.into_iter().map(|m| (m.user_id, Marks { read: m.read, delivered: m.delivered })).collect();
         entry.max_members = info.max_members;
         // Connections of users who are no longer members stop receiving it.
         let members = &entry.members;
@@ -270,25 +277,55 @@ impl Hub {
     }
 
     pub fn set_read(&self, c: &ConversationId, user: &UserId, seq: Seq) {
-        if let Some(r) = self.lock().convs.get_mut(c).and_then(|e| e.members.get_mut(user)) {
-            *r = (*r).max(seq);
+        if let Some(m) = self.lock().convs.get_mut(c).and_then(|e| e.members.get_mut(user)) {
+            m.read = m.read.max(seq);
         }
     }
 
     // ---- delivery ----
 
+    /// Moves `user`'s delivery watermark in `c` to `seq`; true if it moved (the caller then
+    /// tells the sender `message:delivered` and records the watermark).
+    pub fn advance_delivered(&self, c: &ConversationId, user: &UserId, seq: Seq) -> bool {
+        let mut s = self.lock();
+        match s.convs.get_mut(c).and_then(|e| e.members.get_mut(user)) {
+            Some(m) if m.delivered < seq => {
+                m.delivered = seq;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Tells the sender's connections that `recipient` got `message`.
+    pub fn tell_delivered(&self, message: &Message, recipient: UserId, now: Timestamp) {
+        let c = message.conversation_id.clone();
+        let ev = self.shared(
+            ServerEvent::Delivered(Delivered {
+                message_id: message.id.clone(),
+                conversation_id: c.clone(),
+                delivered_at: now,
+                user_id: Some(recipient),
+            }),
+            now,
+            Some(c),
+        );
+        self.to_users(std::iter::once(&message.sender_id), &ev, None);
+    }
+
     /// Fans out a committed message: `message:new` to every connection that joined the
     /// conversation (the sender's too: seed 001 clients take it as the confirmation),
     /// `conversation:unread` to members online without the conversation joined, and
-    /// `message:delivered` to the sender once per recipient that has a device online.
-    pub fn dispatch_message(&self, message: Message, now: Timestamp) {
+    /// `message:delivered` to the sender once per recipient that has a device online and had
+    /// not had it yet. Returns the recipients whose delivery watermark moved.
+    pub fn dispatch_message(&self, message: Message, now: Timestamp) -> Vec<UserId> {
         let c = message.conversation_id.clone();
         let sender_id = message.sender_id.clone();
         let mut s = self.lock();
         let profile = s.users.get(&sender_id).map(|u| u.profile.clone()).unwrap_or_default();
-        let Some(entry) = s.convs.get_mut(&c) else { return };
+        let Some(entry) = s.convs.get_mut(&c) else { return Vec::new() };
         if let Some(seq) = message.seq {
-            entry.members.entry(sender_id.clone()).and_modify(|r| *r = (*r).max(seq));
+            entry.members.entry(sender_id.clone()).and_modify(|m| m.read = m.read.max(seq));
         }
         let sender = Sender { id: sender_id.clone(), username: profile.username, avatar_url: profile.avatar_url };
         let new = SharedEvent::new(
@@ -316,9 +353,9 @@ impl Hub {
         }
         let seq = message.seq.unwrap_or_default();
         let mut unread_for: Vec<(UserId, u64)> = Vec::new();
-        for (user, read) in &entry.members {
+        for (user, marks) in &entry.members {
             if *user != sender_id && !joined_users.contains(user) {
-                unread_for.push((user.clone(), seq.0.saturating_sub(read.0)));
+                unread_for.push((user.clone(), seq.0.saturating_sub(marks.read.0)));
             }
         }
         let preview = message.preview();
@@ -341,23 +378,21 @@ impl Hub {
                 reached.insert(user);
             }
         }
-        if let Some(sender) = s.users.get(&sender_id) {
+        // Once per recipient, ever: only where the delivery watermark moves.
+        let mut advanced = Vec::new();
+        if let Some(entry) = s.convs.get_mut(&c) {
             for user in reached {
-                let ev = self.shared(
-                    ServerEvent::Delivered(Delivered {
-                        message_id: message.id.clone(),
-                        conversation_id: c.clone(),
-                        delivered_at: now,
-                        user_id: Some(user),
-                    }),
-                    now,
-                    Some(c.clone()),
-                );
-                for conn in &sender.conns {
-                    conn.send(Arc::clone(&ev));
+                if let Some(m) = entry.members.get_mut(&user).filter(|m| m.delivered < seq) {
+                    m.delivered = seq;
+                    advanced.push(user);
                 }
             }
         }
+        drop(s);
+        for user in &advanced {
+            self.tell_delivered(&message, user.clone(), now);
+        }
+        advanced
     }
 
     /// Sends to every connection that joined `c`, except those of `except_user`; lossy for

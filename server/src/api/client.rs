@@ -63,7 +63,7 @@ pub(super) async fn messages(
         .conversation(&c)
         .await?
         .ok_or_else(|| ApiError(ErrorCode::ConversationNotFound, format!("conversation {c} not found")))?;
-    if !info.members.iter().any(|(u, _)| *u == me.user_id) {
+    if !info.members.iter().any(|m| m.user_id == me.user_id) {
         return Err(ApiError(ErrorCode::Forbidden, format!("not a member of conversation {c}")));
     }
     let limit = page.limit.unwrap_or(50);

@@ -86,7 +86,7 @@ pub(super) async fn set_members(
         }
     }
     let info = app.ctx.store.set_members(&c, members).await?;
-    let members: Vec<_> = info.members.iter().map(|(u, _)| u.clone()).collect();
+    let members: Vec<_> = info.members.iter().map(|m| m.user_id.clone()).collect();
     app.ctx.hub.cache_conversation(info, true);
     Ok(Json(json!({"id": c, "members": members})))
 }

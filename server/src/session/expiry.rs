@@ -22,7 +22,7 @@ pub(crate) fn arm(ctx: &Ctx, photo: Photo) {
         let members = match ctx.hub.members(&c) {
             Some(m) => m,
             None => match ctx.store.conversation(&c).await {
-                Ok(Some(info)) => info.members.into_iter().map(|(u, _)| u).collect(),
+                Ok(Some(info)) => info.members.into_iter().map(|m| m.user_id).collect(),
                 _ => return,
             },
         };

@@ -91,7 +91,7 @@ impl Session {
             None => {
                 let info = self.ctx.store.conversation(c).await?;
                 let info = info.ok_or_else(|| SessionError::ConversationNotFound(c.to_string()))?;
-                let m = info.members.iter().any(|(u, _)| u == self.user());
+                let m = info.members.iter().any(|m| &m.user_id == self.user());
                 self.ctx.hub.cache_conversation(info, false);
                 m
             }
@@ -124,21 +124,41 @@ impl Session {
     /// overflowing it. Returns the last seq sent.
     async fn replay(&mut self, c: &ConversationId, since: Seq) -> Result<Seq, SessionError> {
         let mut after = since;
+        let mut delivered_up_to = Seq::ZERO;
+        let result = self.replay_pages(c, &mut after, &mut delivered_up_to).await;
+        if delivered_up_to > Seq::ZERO {
+            self.ctx.store.mark_delivered(c, self.user(), delivered_up_to).await?;
+        }
+        result.map(|()| after)
+    }
+
+    async fn replay_pages(
+        &mut self,
+        c: &ConversationId,
+        after: &mut Seq,
+        delivered: &mut Seq,
+    ) -> Result<(), SessionError> {
         loop {
-            let page = self.ctx.store.messages_after(c, after, REPLAY_PAGE).await?;
+            let page = self.ctx.store.messages_after(c, *after, REPLAY_PAGE).await?;
             let full = page.len() == REPLAY_PAGE as usize;
             for m in page {
-                after = m.seq.unwrap_or(after);
+                *after = m.seq.unwrap_or(*after);
+                // A message none of this user's devices had yet: its sender hears it now
+                // (SPEC §4 `message:delivered`, once per recipient).
+                if m.sender_id != self.identity.user_id && self.ctx.hub.advance_delivered(c, self.user(), *after) {
+                    self.ctx.hub.tell_delivered(&m, self.user().clone(), now());
+                    *delivered = *after;
+                }
                 let profile = self.ctx.hub.profile(&m.sender_id);
                 let sender =
                     Sender { id: m.sender_id.clone(), username: profile.username, avatar_url: profile.avatar_url };
                 let ev = self.ctx.hub.envelope(ServerEvent::MessageNew(MessageNew { message: m, sender }), now(), None);
                 if !self.conn.send_waiting(SharedEvent::new(ev, Some(c.clone()))).await {
-                    return Ok(after);
+                    return Ok(());
                 }
             }
             if !full {
-                return Ok(after);
+                return Ok(());
             }
         }
     }

@@ -60,10 +60,19 @@ pub struct Appended {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConversationInfo {
     pub id: ConversationId,
-    /// Members with their read watermark (the seq they have read up to).
-    pub members: Vec<(UserId, Seq)>,
+    pub members: Vec<Member>,
     pub max_members: Option<u32>,
     pub last_seq: Seq,
+}
+
+/// A member of a conversation and their watermarks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Member {
+    pub user_id: UserId,
+    /// The seq they have read up to.
+    pub read: Seq,
+    /// The seq up to which their devices have had the messages (`message:delivered` sent).
+    pub delivered: Seq,
 }
 
 /// One row of a user's conversation list (`GET /v1/chat/conversations`).
@@ -105,7 +114,9 @@ pub struct InboxItem {
 
 /// Called with each newly committed message, in commit order, before its `append` returns.
 /// It runs on the store's writer, so it must not block (the hub only fills bounded queues).
-pub type OnCommit = Box<dyn Fn(&Message) + Send + 'static>;
+/// It returns the members whose delivery watermark the message advanced; the store records
+/// them with its next batch.
+pub type OnCommit = Box<dyn Fn(&Message) -> Vec<UserId> + Send + 'static>;
 
 /// The durable store.
 pub trait Store: Send + Sync + 'static {
@@ -115,6 +126,8 @@ pub trait Store: Send + Sync + 'static {
     fn delete_message(&self, c: &ConversationId, m: &MessageId, by: &UserId) -> StoreFuture<'_, Message>;
     /// Moves a member's read watermark forward to the message; `None` if it was already past it.
     fn mark_read(&self, c: &ConversationId, user: &UserId, m: &MessageId) -> StoreFuture<'_, Option<Seq>>;
+    /// Moves a member's delivery watermark forward to `seq`.
+    fn mark_delivered(&self, c: &ConversationId, user: &UserId, seq: Seq) -> StoreFuture<'_, ()>;
     /// Messages with seq greater than `after`, oldest first, at most `limit`.
     fn messages_after(&self, c: &ConversationId, after: Seq, limit: u32) -> StoreFuture<'_, Vec<Message>>;
     /// Messages with seq less than `before` (the newest if `None`), oldest first; and whether

@@ -30,6 +30,7 @@ CREATE TABLE IF NOT EXISTS members (
     conversation_id TEXT NOT NULL,
     user_id TEXT NOT NULL,
     read_seq INTEGER NOT NULL DEFAULT 0,
+    delivered_seq INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (conversation_id, user_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS members_by_user ON members (user_id);
@@ -76,6 +77,7 @@ enum Write {
     Append(NewMessage, Reply<Appended>),
     Delete(ConversationId, MessageId, UserId, Reply<Message>),
     MarkRead(ConversationId, UserId, MessageId, Reply<Option<Seq>>),
+    MarkDelivered(ConversationId, UserId, Seq, Reply<()>),
     Create(ConversationId, Vec<UserId>, Option<u32>, Reply<ConversationInfo>),
     SetMembers(ConversationId, Vec<UserId>, Reply<ConversationInfo>),
     DeleteConversation(ConversationId, Reply<()>),
@@ -133,6 +135,7 @@ impl SqliteStore {
         let path = dir.join("confab.db");
         let writer = open(&path)?;
         writer.execute_batch(SCHEMA).map_err(db)?;
+        migrate(&writer)?;
         let reader = open(&path)?;
         let (tx, rx) = mpsc::channel(QUEUE);
         std::thread::Builder::new()
@@ -166,7 +169,22 @@ impl SqliteStore {
     }
 }
 
+/// Brings a data directory made by an earlier version up to the current schema.
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let has_delivered: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('members') WHERE name = 'delivered_seq'")
+        .and_then(|mut s| s.exists([]))
+        .map_err(db)?;
+    if !has_delivered {
+        conn.execute_batch("ALTER TABLE members ADD COLUMN delivered_seq INTEGER NOT NULL DEFAULT 0").map_err(db)?;
+    }
+    Ok(())
+}
+
 fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Write>, on_commit: OnCommit) {
+    // Delivery watermarks the fan-out advanced, written with the next batch rather than in a
+    // commit of their own (a crash before then costs a repeated `message:delivered`, not data).
+    let mut delivered: Vec<(ConversationId, UserId, Seq)> = Vec::new();
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -175,7 +193,11 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Write>, on_commit: O
                 Err(_) => break,
             }
         }
-        apply_batch(&mut conn, batch, &on_commit);
+        for (c, u, seq) in delivered.drain(..) {
+            let (tx, _rx) = oneshot::channel();
+            batch.push(Write::MarkDelivered(c, u, seq, tx));
+        }
+        apply_batch(&mut conn, batch, &on_commit, &mut delivered);
     }
 }
 
@@ -185,7 +207,12 @@ enum Done {
     Other(Box<dyn FnOnce(Option<StoreError>) + Send>),
 }
 
-fn apply_batch(conn: &mut Connection, batch: Vec<Write>, on_commit: &OnCommit) {
+fn apply_batch(
+    conn: &mut Connection,
+    batch: Vec<Write>,
+    on_commit: &OnCommit,
+    delivered: &mut Vec<(ConversationId, UserId, Seq)>,
+) {
     let mut done = Vec::with_capacity(batch.len());
     let tx = match conn.transaction() {
         Ok(tx) => tx,
@@ -207,7 +234,10 @@ fn apply_batch(conn: &mut Connection, batch: Vec<Write>, on_commit: &OnCommit) {
                     (Ok(()), Ok(a)) => {
                         if !a.duplicate {
                             // In commit order, before the sender hears `message:sent`.
-                            on_commit(&a.message);
+                            let seq = a.message.seq.unwrap_or_default();
+                            for user in on_commit(&a.message) {
+                                delivered.push((a.message.conversation_id.clone(), user, seq));
+                            }
                         }
                         Ok(a)
                     }
@@ -226,6 +256,7 @@ fn fail_all(batch: Vec<Write>, e: StoreError) {
             Write::Append(_, r) => drop(r.send(Err(e.clone()))),
             Write::Delete(.., r) => drop(r.send(Err(e.clone()))),
             Write::MarkRead(.., r) => drop(r.send(Err(e.clone()))),
+            Write::MarkDelivered(.., r) => drop(r.send(Err(e.clone()))),
             Write::Create(.., r) | Write::SetMembers(.., r) => drop(r.send(Err(e.clone()))),
             Write::DeleteConversation(_, r) | Write::CreatePhoto(_, r) | Write::InboxPush(_, _, r) => {
                 drop(r.send(Err(e.clone())))
@@ -270,6 +301,7 @@ fn apply_one(tx: &mut Transaction<'_>, w: Write) -> Done {
         Write::Append(m, reply) => Done::Appended(savepoint(tx, |t| append(t, m)), reply),
         Write::Delete(c, m, by, reply) => step(tx, reply, |t| delete_message(t, &c, &m, &by)),
         Write::MarkRead(c, u, m, reply) => step(tx, reply, |t| mark_read(t, &c, &u, &m)),
+        Write::MarkDelivered(c, u, seq, reply) => step(tx, reply, |t| mark_delivered(t, &c, &u, seq)),
         Write::Create(c, members, max, reply) => step(tx, reply, |t| {
             let exists: Option<i64> =
                 query_row(t, "SELECT 1 FROM conversations WHERE id = ?1", [c.as_str()], |r| r.get(0))
@@ -456,6 +488,16 @@ fn mark_read(t: &Connection, c: &ConversationId, u: &UserId, m: &MessageId) -> R
     Ok((n > 0).then_some(seq))
 }
 
+fn mark_delivered(t: &Connection, c: &ConversationId, u: &UserId, seq: Seq) -> Result<(), StoreError> {
+    exec(
+        t,
+        "UPDATE members SET delivered_seq = ?1 WHERE conversation_id = ?2 AND user_id = ?3 AND delivered_seq < ?1",
+        params![seq.0 as i64, c.as_str(), u.as_str()],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
 fn replace_members(t: &Connection, c: &ConversationId, members: &[UserId]) -> Result<(), StoreError> {
     let placeholders = vec!["?"; members.len()].join(",");
     if members.is_empty() {
@@ -524,10 +566,16 @@ fn conversation(t: &Connection, c: &ConversationId) -> Result<Option<Conversatio
         .optional()
         .map_err(db)?;
     let Some((max_members, last_seq)) = head else { return Ok(None) };
-    let mut stmt = t.prepare_cached("SELECT user_id, read_seq FROM members WHERE conversation_id = ?1").map_err(db)?;
+    let mut stmt = t
+        .prepare_cached("SELECT user_id, read_seq, delivered_seq FROM members WHERE conversation_id = ?1")
+        .map_err(db)?;
     let members = stmt
         .query_map([c.as_str()], |r| {
-            Ok((parse_col(r.get(0)?, UserId::parse, "user id")?, Seq(r.get::<_, i64>(1)? as u64)))
+            Ok(Member {
+                user_id: parse_col(r.get(0)?, UserId::parse, "user id")?,
+                read: Seq(r.get::<_, i64>(1)? as u64),
+                delivered: Seq(r.get::<_, i64>(2)? as u64),
+            })
         })
         .map_err(db)?
         .collect::<Result<Vec<_>, _>>()
@@ -571,6 +619,11 @@ impl Store for SqliteStore {
     fn mark_read(&self, c: &ConversationId, user: &UserId, m: &MessageId) -> StoreFuture<'_, Option<Seq>> {
         let (c, u, m) = (c.clone(), user.clone(), m.clone());
         self.write(move |r| Write::MarkRead(c, u, m, r))
+    }
+
+    fn mark_delivered(&self, c: &ConversationId, user: &UserId, seq: Seq) -> StoreFuture<'_, ()> {
+        let (c, u) = (c.clone(), user.clone());
+        self.write(move |r| Write::MarkDelivered(c, u, seq, r))
     }
 
     fn messages_after(&self, c: &ConversationId, after: Seq, limit: u32) -> StoreFuture<'_, Vec<Message>> {
@@ -631,7 +684,7 @@ impl Store for SqliteStore {
                     &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND deleted_at IS NULL ORDER BY seq DESC LIMIT 1"),
                     [id.as_str()],
                 )?;
-                let members = conversation(t, &id)?.map(|c| c.members.into_iter().map(|(u, _)| u).collect()).unwrap_or_default();
+                let members = conversation(t, &id)?.map(|c| c.members.into_iter().map(|m| m.user_id).collect()).unwrap_or_default();
                 out.push(ConversationSummary {
                     id,
                     members,
@@ -725,7 +778,14 @@ mod tests {
     async fn appends_get_gap_free_seqs_and_local_ids_deduplicate() {
         let dir = std::env::temp_dir().join(format!("confab-store-test-{}", rand::random::<u64>()));
         let (feed_tx, mut feed) = mpsc::unbounded_channel();
-        let store = SqliteStore::open(&dir, Box::new(move |m: &Message| drop(feed_tx.send(m.clone())))).unwrap();
+        let store = SqliteStore::open(
+            &dir,
+            Box::new(move |m: &Message| {
+                let _ = feed_tx.send(m.clone());
+                Vec::new()
+            }),
+        )
+        .unwrap();
         let c = id("c1", ConversationId::parse);
         let (a, b) = (id("a", UserId::parse), id("b", UserId::parse));
         store.create_conversation(c.clone(), vec![a.clone(), b.clone()], None).await.unwrap();
@@ -756,7 +816,7 @@ mod timing {
     #[ignore = "a measurement, not a test: cargo test --release -p confab-server append_latency -- --ignored --nocapture"]
     async fn append_latency() {
         let dir = std::env::temp_dir().join(format!("confab-store-timing-{}", rand::random::<u64>()));
-        let store = SqliteStore::open(&dir, Box::new(|_: &Message| {})).unwrap();
+        let store = SqliteStore::open(&dir, Box::new(|_: &Message| Vec::new())).unwrap();
         let c = ConversationId::parse("c").unwrap();
         let u = UserId::parse("u").unwrap();
         store.create_conversation(c.clone(), vec![u.clone()], None).await.unwrap();
