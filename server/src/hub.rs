@@ -74,6 +74,17 @@ pub struct Presence {
     pub connections: usize,
 }
 
+/// How often (in ids handed out) idle per-user state is pruned.
+const PRUNE_EVERY: u64 = 4096;
+
+/// Drops the rate-limit buckets of offline users whose buckets have all refilled (nothing is
+/// lost: a full bucket is what a new one would be), so that memory follows the users active in
+/// the last day rather than every user ever seen.
+fn prune(s: &mut State, now: Instant) {
+    let users = &s.users;
+    s.buckets.retain(|u, b| users.contains_key(u) || !b.all_full(now));
+}
+
 /// Shared by every connection; cheap to lock (no await while held).
 #[derive(Debug)]
 pub struct Hub {
@@ -125,6 +136,9 @@ impl Hub {
     /// Adds a connection. `Ok(true)` if it is the user's first (they just came online).
     pub fn register(&self, conn: &Conn, profile: Profile, now: Instant) -> Result<bool, CloseReason> {
         let mut s = self.lock();
+        if self.next_id.load(Ordering::Relaxed) % PRUNE_EVERY == 0 {
+            prune(&mut s, now);
+        }
         let buckets = s.buckets.entry(conn.user_id.clone()).or_insert_with(|| UserBuckets::new(&self.limits, now));
         if buckets.connects.take(now).is_err() {
             return Err(CloseReason::TooManyConnections);

@@ -124,6 +124,14 @@ impl UserBuckets {
         }
     }
 
+    /// Whether every bucket is back to full (the user has been idle long enough).
+    pub fn all_full(&mut self, now: Instant) -> bool {
+        [&mut self.minute, &mut self.hour, &mut self.day, &mut self.typing, &mut self.connects].into_iter().all(|b| {
+            b.refill(now);
+            b.tokens >= b.capacity
+        })
+    }
+
     /// One message against the minute, hour and day limits together.
     pub fn take_message(&mut self, now: Instant) -> Result<(), Exceeded> {
         take_all(&mut [&mut self.minute, &mut self.hour, &mut self.day], now)
