@@ -154,3 +154,9 @@ pub trait Store: Send + Sync + 'static {
     /// Takes (and removes) a user's inbox, oldest first.
     fn inbox_take(&self, user: &UserId) -> StoreFuture<'_, Vec<InboxItem>>;
 }
+
+impl std::fmt::Debug for dyn Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}

@@ -1,0 +1,362 @@
+//! The one writer thread: batches of requests, each in a savepoint, one commit per batch,
+//! then the commit callback in commit order, then the answers.
+
+use super::*;
+
+pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+pub(super) enum Write {
+    Append(NewMessage, Reply<Appended>),
+    Delete(ConversationId, MessageId, UserId, Reply<Message>),
+    MarkRead(ConversationId, UserId, MessageId, Reply<Option<Seq>>),
+    MarkDelivered(ConversationId, UserId, Seq, Reply<()>),
+    Create(ConversationId, Vec<UserId>, Option<u32>, Reply<ConversationInfo>),
+    SetMembers(ConversationId, Vec<UserId>, Reply<ConversationInfo>),
+    DeleteConversation(ConversationId, Reply<()>),
+    CreatePhoto(Photo, Reply<()>),
+    ViewPhoto(PhotoId, UserId, Timestamp, Reply<Photo>),
+    InboxPush(UserId, InboxItem, Reply<()>),
+    InboxTake(UserId, Reply<Vec<InboxItem>>),
+}
+
+pub(super) fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Write>, on_commit: OnCommit) {
+    // Delivery watermarks the fan-out advanced, written with the next batch rather than in a
+    // commit of their own (a crash before then costs a repeated `message:delivered`, not data).
+    let mut delivered: Vec<(ConversationId, UserId, Seq)> = Vec::new();
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
+            }
+        }
+        for (c, u, seq) in delivered.drain(..) {
+            let (tx, _rx) = oneshot::channel();
+            batch.push(Write::MarkDelivered(c, u, seq, tx));
+        }
+        apply_batch(&mut conn, batch, &on_commit, &mut delivered);
+    }
+}
+
+/// A request applied inside the transaction, with its answer waiting for the commit.
+pub(super) enum Done {
+    Appended(Result<Appended, StoreError>, Reply<Appended>),
+    Other(Box<dyn FnOnce(Option<StoreError>) + Send>),
+}
+
+pub(super) fn apply_batch(
+    conn: &mut Connection,
+    batch: Vec<Write>,
+    on_commit: &OnCommit,
+    delivered: &mut Vec<(ConversationId, UserId, Seq)>,
+) {
+    let mut done = Vec::with_capacity(batch.len());
+    let tx = match conn.transaction() {
+        Ok(tx) => tx,
+        Err(e) => {
+            fail_all(batch, db(e));
+            return;
+        }
+    };
+    let mut tx = tx;
+    for w in batch {
+        done.push(apply_one(&mut tx, w));
+    }
+    let committed = tx.commit().map_err(db);
+    for d in done {
+        match d {
+            Done::Appended(result, reply) => {
+                let result = match (&committed, result) {
+                    (Err(e), _) => Err(e.clone()),
+                    (Ok(()), Ok(a)) => {
+                        if !a.duplicate {
+                            // In commit order, before the sender hears `message:sent`.
+                            let seq = a.message.seq.unwrap_or_default();
+                            for user in on_commit(&a.message) {
+                                delivered.push((a.message.conversation_id.clone(), user, seq));
+                            }
+                        }
+                        Ok(a)
+                    }
+                    (Ok(()), Err(e)) => Err(e),
+                };
+                let _ = reply.send(result);
+            }
+            Done::Other(finish) => finish(committed.as_ref().err().cloned()),
+        }
+    }
+}
+
+pub(super) fn fail_all(batch: Vec<Write>, e: StoreError) {
+    for w in batch {
+        match w {
+            Write::Append(_, r) => drop(r.send(Err(e.clone()))),
+            Write::Delete(.., r) => drop(r.send(Err(e.clone()))),
+            Write::MarkRead(.., r) => drop(r.send(Err(e.clone()))),
+            Write::MarkDelivered(.., r) => drop(r.send(Err(e.clone()))),
+            Write::Create(.., r) | Write::SetMembers(.., r) => drop(r.send(Err(e.clone()))),
+            Write::DeleteConversation(_, r) | Write::CreatePhoto(_, r) | Write::InboxPush(_, _, r) => {
+                drop(r.send(Err(e.clone())))
+            }
+            Write::ViewPhoto(.., r) => drop(r.send(Err(e.clone()))),
+            Write::InboxTake(_, r) => drop(r.send(Err(e.clone()))),
+        }
+    }
+}
+
+/// Runs `f` in a savepoint, so a request that fails leaves nothing behind and the rest of the
+/// batch still commits; the answer is sent after the commit (or replaced by its failure).
+pub(super) fn step<T: Send + 'static>(
+    tx: &mut Transaction<'_>,
+    reply: Reply<T>,
+    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Done {
+    let result = savepoint(tx, f);
+    Done::Other(Box::new(move |commit_error| {
+        let _ = reply.send(match commit_error {
+            Some(e) => Err(e),
+            None => result,
+        });
+    }))
+}
+
+/// Runs `f` inside a savepoint: on error everything it did is undone and the rest of the
+/// batch goes on. Cached statements, because rusqlite's savepoints parse SQL every time.
+pub(super) fn savepoint<T>(
+    t: &Connection,
+    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    exec(t, "SAVEPOINT request", []).map_err(db)?;
+    let r = f(t);
+    let end = if r.is_ok() {
+        exec(t, "RELEASE request", [])
+    } else {
+        exec(t, "ROLLBACK TO request", []).and_then(|_| exec(t, "RELEASE request", []))
+    };
+    end.map_err(db).and(r)
+}
+
+pub(super) fn apply_one(tx: &mut Transaction<'_>, w: Write) -> Done {
+    match w {
+        Write::Append(m, reply) => Done::Appended(savepoint(tx, |t| append(t, m)), reply),
+        Write::Delete(c, m, by, reply) => step(tx, reply, |t| delete_message(t, &c, &m, &by)),
+        Write::MarkRead(c, u, m, reply) => step(tx, reply, |t| mark_read(t, &c, &u, &m)),
+        Write::MarkDelivered(c, u, seq, reply) => step(tx, reply, |t| mark_delivered(t, &c, &u, seq)),
+        Write::Create(c, members, max, reply) => step(tx, reply, |t| {
+            let exists: Option<i64> =
+                query_row(t, "SELECT 1 FROM conversations WHERE id = ?1", [c.as_str()], |r| r.get(0))
+                    .optional()
+                    .map_err(db)?;
+            if exists.is_some() {
+                return Err(StoreError::ConversationExists(c.to_string()));
+            }
+            exec(
+                t,
+                "INSERT INTO conversations (id, max_members, created_at) VALUES (?1, ?2, ?3)",
+                params![c.as_str(), max, now_ms()],
+            )
+            .map_err(db)?;
+            replace_members(t, &c, &members)?;
+            conversation(t, &c)?.ok_or_else(|| StoreError::ConversationNotFound(c.to_string()))
+        }),
+        Write::SetMembers(c, members, reply) => step(tx, reply, |t| {
+            if conversation(t, &c)?.is_none() {
+                return Err(StoreError::ConversationNotFound(c.to_string()));
+            }
+            replace_members(t, &c, &members)?;
+            conversation(t, &c)?.ok_or_else(|| StoreError::ConversationNotFound(c.to_string()))
+        }),
+        Write::DeleteConversation(c, reply) => step(tx, reply, |t| {
+            let n = exec(t, "DELETE FROM conversations WHERE id = ?1", [c.as_str()]).map_err(db)?;
+            if n == 0 {
+                return Err(StoreError::ConversationNotFound(c.to_string()));
+            }
+            for table in ["members", "messages", "photos"] {
+                exec(t, &format!("DELETE FROM {table} WHERE conversation_id = ?1"), [c.as_str()]).map_err(db)?;
+            }
+            Ok(())
+        }),
+        Write::CreatePhoto(p, reply) => step(tx, reply, |t| {
+            exec(t,
+                "INSERT INTO photos (id, conversation_id, sender_id, url, expires_in, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![p.id.as_str(), p.conversation_id.as_str(), p.sender_id.as_str(), p.url, p.expires_in, p.created_at.as_millis()],
+            )
+            .map_err(db)?;
+            Ok(())
+        }),
+        Write::ViewPhoto(id, viewer, now, reply) => step(tx, reply, |t| {
+            let mut p = photo(t, &id)?.ok_or_else(|| StoreError::NotFound(format!("photo {id} not found")))?;
+            if p.first_viewed_at.is_none() && p.sender_id != viewer {
+                exec(t, "UPDATE photos SET first_viewed_at = ?1 WHERE id = ?2", params![now.as_millis(), id.as_str()])
+                    .map_err(db)?;
+                p.first_viewed_at = Some(now);
+            }
+            Ok(p)
+        }),
+        Write::InboxPush(u, item, reply) => step(tx, reply, |t| {
+            let data = serde_json::to_string(&item.data).map_err(|e| StoreError::Database(e.to_string()))?;
+            exec(
+                t,
+                "INSERT INTO inbox (user_id, kind, data) VALUES (?1, ?2, ?3)",
+                params![u.as_str(), item.kind, data],
+            )
+            .map_err(db)?;
+            Ok(())
+        }),
+        Write::InboxTake(u, reply) => step(tx, reply, |t| {
+            let mut stmt = t.prepare("SELECT kind, data FROM inbox WHERE user_id = ?1 ORDER BY id").map_err(db)?;
+            let rows = stmt
+                .query_map([u.as_str()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                .map_err(db)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db)?;
+            exec(t, "DELETE FROM inbox WHERE user_id = ?1", [u.as_str()]).map_err(db)?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|(kind, data)| {
+                    serde_json::from_str::<Metadata>(&data).ok().map(|data| InboxItem { kind, data })
+                })
+                .collect())
+        }),
+    }
+}
+
+pub(super) fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+pub(super) fn new_message_id() -> MessageId {
+    // 96 random bits; the prefix keeps ids recognisable in logs.
+    MessageId::generate("msg_", rand::random::<u128>() >> 32)
+}
+
+pub(super) fn append(t: &Connection, m: NewMessage) -> Result<Appended, StoreError> {
+    if let Some(local) = &m.local_id {
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND sender_id = ?2 AND local_id = ?3"
+        );
+        let existing = query_row(
+            t,
+            &sql,
+            params![m.conversation_id.as_str(), m.sender_id.as_str(), local.as_str()],
+            row_to_message,
+        )
+        .optional()
+        .map_err(db)?;
+        if let Some(message) = existing {
+            return Ok(Appended { message: message?, duplicate: true });
+        }
+    }
+    let seq: Option<i64> = query_row(
+        t,
+        "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = ?1 RETURNING last_seq",
+        [m.conversation_id.as_str()],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(db)?;
+    let seq = seq.ok_or_else(|| StoreError::ConversationNotFound(m.conversation_id.to_string()))?;
+    let id = new_message_id();
+    let metadata = serde_json::to_string(&m.metadata).map_err(|e| StoreError::Database(e.to_string()))?;
+    exec(
+        t,
+        &format!("INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+        params![
+            id.as_str(),
+            m.conversation_id.as_str(),
+            seq,
+            m.sender_id.as_str(),
+            m.content,
+            m.kind.as_str(),
+            metadata,
+            m.created_at.as_millis(),
+            m.local_id.as_ref().map(|l| l.as_str()),
+            m.reply_to.as_ref().map(|r| r.as_str()),
+        ],
+    )
+    .map_err(db)?;
+    // Sending implies having read everything before (SPEC §4 unread counts).
+    exec(
+        t,
+        "UPDATE members SET read_seq = MAX(read_seq, ?1) WHERE conversation_id = ?2 AND user_id = ?3",
+        params![seq, m.conversation_id.as_str(), m.sender_id.as_str()],
+    )
+    .map_err(db)?;
+    let message = Message {
+        id,
+        conversation_id: m.conversation_id,
+        seq: Some(Seq(seq as u64)),
+        sender_id: m.sender_id,
+        content: m.content,
+        kind: m.kind,
+        metadata: m.metadata,
+        created_at: m.created_at,
+        updated_at: None,
+        is_read: None,
+        local_id: m.local_id,
+        reply_to: m.reply_to,
+    };
+    Ok(Appended { message, duplicate: false })
+}
+
+pub(super) fn delete_message(
+    t: &Connection,
+    c: &ConversationId,
+    m: &MessageId,
+    by: &UserId,
+) -> Result<Message, StoreError> {
+    let message = find_message(t, c, m)?;
+    if &message.sender_id != by {
+        return Err(StoreError::NotOwner);
+    }
+    exec(t, "UPDATE messages SET deleted_at = ?1 WHERE id = ?2", params![now_ms(), m.as_str()]).map_err(db)?;
+    Ok(message)
+}
+
+pub(super) fn mark_read(
+    t: &Connection,
+    c: &ConversationId,
+    u: &UserId,
+    m: &MessageId,
+) -> Result<Option<Seq>, StoreError> {
+    let seq = find_message(t, c, m)?.seq.unwrap_or_default();
+    let n = exec(
+        t,
+        "UPDATE members SET read_seq = ?1 WHERE conversation_id = ?2 AND user_id = ?3 AND read_seq < ?1",
+        params![seq.0 as i64, c.as_str(), u.as_str()],
+    )
+    .map_err(db)?;
+    Ok((n > 0).then_some(seq))
+}
+
+pub(super) fn mark_delivered(t: &Connection, c: &ConversationId, u: &UserId, seq: Seq) -> Result<(), StoreError> {
+    exec(
+        t,
+        "UPDATE members SET delivered_seq = ?1 WHERE conversation_id = ?2 AND user_id = ?3 AND delivered_seq < ?1",
+        params![seq.0 as i64, c.as_str(), u.as_str()],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
+pub(super) fn replace_members(t: &Connection, c: &ConversationId, members: &[UserId]) -> Result<(), StoreError> {
+    let placeholders = vec!["?"; members.len()].join(",");
+    if members.is_empty() {
+        exec(t, "DELETE FROM members WHERE conversation_id = ?1", [c.as_str()]).map_err(db)?;
+    } else {
+        let sql = format!("DELETE FROM members WHERE conversation_id = ? AND user_id NOT IN ({placeholders})");
+        let mut args: Vec<&str> = vec![c.as_str()];
+        args.extend(members.iter().map(|m| m.as_str()));
+        exec(t, &sql, rusqlite::params_from_iter(args)).map_err(db)?;
+    }
+    for m in members {
+        exec(
+            t,
+            "INSERT OR IGNORE INTO members (conversation_id, user_id) VALUES (?1, ?2)",
+            params![c.as_str(), m.as_str()],
+        )
+        .map_err(db)?;
+    }
+    Ok(())
+}
