@@ -73,6 +73,11 @@ async fn acknowledged_messages_survive_kill_9_once_and_in_order() {
     assert_eq!(alice.say("c1", "after restart").await["seq"], 181);
 }
 
+/// The `n`th message of a burst, with a `local_id` so that it can be resent safely.
+fn burst(n: usize) -> Value {
+    json!({"conversation_id": "c1", "content": format!("burst {n}"), "local_id": format!("b{n}")})
+}
+
 #[tokio::test]
 async fn kill_9_during_a_burst_loses_nothing_that_was_acknowledged() {
     let mut s = Server::start(&[]);
@@ -80,12 +85,7 @@ async fn kill_9_during_a_burst_loses_nothing_that_was_acknowledged() {
     let mut alice = s.client("alice").await.ready().await;
     // Fire 300 sends without waiting, then kill the server while answers are in flight.
     for n in 0..300 {
-        alice
-            .send(
-                "message:send",
-                json!({"conversation_id": "c1", "content": format!("burst {n}"), "local_id": format!("b{n}")}),
-            )
-            .await;
+        alice.send("message:send", burst(n)).await;
     }
     let mut acked = Vec::new();
     while acked.len() < 50 {
@@ -108,12 +108,7 @@ async fn kill_9_during_a_burst_loses_nothing_that_was_acknowledged() {
     // Resending everything with the same local ids adds only what was lost.
     let mut alice = s.client("alice").await.ready().await;
     for n in 0..300 {
-        alice
-            .send(
-                "message:send",
-                json!({"conversation_id": "c1", "content": format!("burst {n}"), "local_id": format!("b{n}")}),
-            )
-            .await;
+        alice.send("message:send", burst(n)).await;
         alice.expect("message:sent").await;
     }
     let stored = all_messages(&s, "alice", "c1").await;
@@ -123,9 +118,7 @@ async fn kill_9_during_a_burst_loses_nothing_that_was_acknowledged() {
 #[tokio::test]
 async fn rejoining_with_since_seq_replays_exactly_what_was_missed() {
     let s = Server::start(&[]);
-    s.conversation("c1", &["alice", "bob"]);
-    let mut alice = s.client("alice").await.ready().await;
-    let mut bob = s.client("bob").await.ready().await;
+    let (mut alice, mut bob) = s.alice_and_bob("c1").await;
     bob.join("c1").await;
     for i in 1..=3 {
         alice.say("c1", &format!("seen {i}")).await;

@@ -13,9 +13,7 @@ use support::Server;
 #[tokio::test]
 async fn a_message_reaches_joined_members_once_in_order_with_its_fields() {
     let s = Server::start(&[]);
-    s.conversation("c1", &["alice", "bob"]);
-    let mut alice = s.client("alice").await.ready().await;
-    let mut bob = s.client("bob").await.ready().await;
+    let (mut alice, mut bob) = s.alice_and_bob("c1").await;
     alice.join("c1").await;
     bob.join("c1").await;
 
@@ -77,9 +75,7 @@ async fn the_sender_hears_delivered_once_per_recipient() {
 #[tokio::test]
 async fn members_online_but_not_joined_get_unread_counts() {
     let s = Server::start(&[]);
-    s.conversation("c1", &["alice", "bob"]);
-    let mut alice = s.client("alice").await.ready().await;
-    let mut bob = s.client("bob").await.ready().await;
+    let (mut alice, mut bob) = s.alice_and_bob("c1").await;
     alice.say("c1", "one").await;
     let last = alice.say("c1", "two").await;
     let u1 = bob.expect("conversation:unread").await;
@@ -94,9 +90,7 @@ async fn members_online_but_not_joined_get_unread_counts() {
 #[tokio::test]
 async fn local_id_makes_send_idempotent() {
     let s = Server::start(&[]);
-    s.conversation("c1", &["alice", "bob"]);
-    let mut alice = s.client("alice").await.ready().await;
-    let mut bob = s.client("bob").await.ready().await;
+    let (mut alice, mut bob) = s.alice_and_bob("c1").await;
     bob.join("c1").await;
     let data = json!({"conversation_id": "c1", "content": "once", "local_id": "l-1"});
     let r1 = alice.send("message:send", data.clone()).await;
@@ -115,9 +109,7 @@ async fn local_id_makes_send_idempotent() {
 #[tokio::test]
 async fn read_receipts_go_to_other_members_and_the_readers_other_devices() {
     let s = Server::start(&[]);
-    s.conversation("c1", &["alice", "bob"]);
-    let mut alice = s.client("alice").await.ready().await;
-    let mut bob = s.client("bob").await.ready().await;
+    let (mut alice, mut bob) = s.alice_and_bob("c1").await;
     let mut bob_phone = s.client("bob").await.ready().await;
     let m = alice.say("c1", "read me").await;
     bob.send("message:read", json!({"conversation_id": "c1", "message_id": m["id"]})).await;
@@ -136,9 +128,7 @@ async fn read_receipts_go_to_other_members_and_the_readers_other_devices() {
 #[tokio::test]
 async fn only_the_sender_deletes_and_every_member_hears_it() {
     let s = Server::start(&[]);
-    s.conversation("c1", &["alice", "bob"]);
-    let mut alice = s.client("alice").await.ready().await;
-    let mut bob = s.client("bob").await.ready().await;
+    let (mut alice, mut bob) = s.alice_and_bob("c1").await;
     let m = alice.say("c1", "oops").await;
     let rid = bob.send("message:delete", json!({"conversation_id": "c1", "message_id": m["id"]})).await;
     assert_eq!(bob.expect_error(&rid).await["code"], "PERMISSION_DENIED");
@@ -163,9 +153,7 @@ async fn only_the_sender_deletes_and_every_member_hears_it() {
 #[tokio::test]
 async fn typing_reaches_other_joined_members_and_clears_itself_after_6_s() {
     let s = Server::start(&[]);
-    s.conversation("c1", &["alice", "bob"]);
-    let mut alice = s.client("alice").await.ready().await;
-    let mut bob = s.client("bob").await.ready().await;
+    let (mut alice, mut bob) = s.alice_and_bob("c1").await;
     alice.join("c1").await;
     bob.join("c1").await;
     alice.send("typing:start", json!({"conversation_id": "c1"})).await;
@@ -231,9 +219,7 @@ async fn history_pages_backwards_with_has_more() {
 #[tokio::test]
 async fn leaving_stops_message_new_and_answers_left() {
     let s = Server::start(&[]);
-    s.conversation("c1", &["alice", "bob"]);
-    let mut alice = s.client("alice").await.ready().await;
-    let mut bob = s.client("bob").await.ready().await;
+    let (mut alice, mut bob) = s.alice_and_bob("c1").await;
     bob.join("c1").await;
     let rid = bob.send("conversation:leave", json!({"conversation_id": "c1"})).await;
     let left = bob.expect("conversation:left").await;

@@ -56,9 +56,7 @@ async fn status_updates_answer_the_sender_and_reach_contacts() {
 #[tokio::test]
 async fn an_ephemeral_photo_expires_after_its_first_view() {
     let s = Server::start(&[]);
-    s.conversation("c1", &["alice", "bob"]);
-    let mut alice = s.client("alice").await.ready().await;
-    let mut bob = s.client("bob").await.ready().await;
+    let (mut alice, mut bob) = s.alice_and_bob("c1").await;
     alice
         .send(
             "ephemeral_photo:send",

@@ -173,6 +173,14 @@ impl Server {
         Client::connect(&self.addr, &format!("token={}", self.token(user))).await
     }
 
+    /// Conversation `conv` with members alice and bob, both connected and ready.
+    pub async fn alice_and_bob(&self, conv: &str) -> (Client, Client) {
+        self.conversation(conv, &["alice", "bob"]);
+        let alice = self.client("alice").await.ready().await;
+        let bob = self.client("bob").await.ready().await;
+        (alice, bob)
+    }
+
     pub async fn client_msgpack(&self, user: &str) -> Client {
         Client::connect(&self.addr, &format!("token={}&codec=msgpack", self.token(user))).await
     }
