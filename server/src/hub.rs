@@ -419,7 +419,9 @@ impl Hub {
                 continue;
             }
             match &mut j.replay {
-                Some(held) if !lossy => held.push(Arc::clone(ev)),
+                Some(held) if !lossy && held.len() < self.limits.outbound_queue => held.push(Arc::clone(ev)),
+                // Held back for a replay that is not draining: as with a full queue.
+                Some(_) if !lossy => j.conn.closer.close(CloseReason::SlowConsumer),
                 Some(_) => {}
                 None if lossy => {
                     j.conn.send_lossy(Arc::clone(ev));
