@@ -144,8 +144,18 @@ async fn health_and_metrics_answer() {
     let s = Server::start(&[]);
     let (status, _) = http(&s.addr, "GET", "/healthz", None, None);
     assert_eq!(status, 200);
-    let _c = s.client("alice").await.ready().await;
+    let mut c = s.client("alice").await.ready().await;
+    c.send("heartbeat", json!({})).await;
+    c.expect("heartbeat").await;
+    let rid = c.send("history:get", json!({"conversation_id": "bad id"})).await;
+    c.expect_error(&rid).await;
     let (status, body) = http(&s.addr, "GET", "/metrics", None, None);
     assert_eq!(status, 200);
-    assert!(body.as_str().unwrap().contains("confab_connections 1"), "{body}");
+    let text = body.as_str().unwrap();
+    assert!(text.contains(r#"confab_connections{transport="websocket",codec="json"} 1"#), "{text}");
+    assert!(text.contains("confab_users_online 1"), "{text}");
+    assert!(text.contains("confab_store_commit_seconds_bucket"), "{text}");
+    assert!(text.contains(r#"confab_events_in_total{event="heartbeat"} 1"#), "{text}");
+    assert!(text.contains(r#"confab_errors_total{code="VALIDATION_ERROR"} 1"#), "{text}");
+    assert!(text.contains(r#"confab_sessions_opened_total{transport="websocket",codec="json"} 1"#), "{text}");
 }

@@ -16,6 +16,7 @@
 //! - `session`: the per-connection rules (SPEC §4) and their driver.
 //! - `hub`: users, connections, conversations' members and joins; fan-out.
 //! - `limits`: token-bucket rate limits.
+//! - `metrics`: Prometheus counters, gauges and histograms.
 //! - `store`: the `Store` interface and the SQLite implementation with group commit.
 //! - `api`: client REST, the server API, health, metrics, dev tokens.
 //! - `error`: session errors and close reasons, mapped to wire codes in one place each.
@@ -27,6 +28,7 @@ pub mod error;
 pub mod hub;
 pub mod limits;
 pub mod link;
+pub mod metrics;
 pub mod serve;
 pub mod session;
 pub mod store;
@@ -115,15 +117,25 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let hub = Arc::new(Hub::new(config.limits.clone()));
     // Fan-out runs on the store's writer, in commit order (see `hub`): one hop less than a
     // channel to a task, on the path of every message.
+    let metrics = Arc::new(metrics::Metrics::default());
+    let stored = metrics.messages_stored.clone();
     let fanout_hub = Arc::clone(&hub);
-    let on_commit =
-        Box::new(move |m: &confab_codec::event::Message| fanout_hub.dispatch_message(m.clone(), session::now()));
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir, on_commit)?);
+    let on_commit = Box::new(move |m: &confab_codec::event::Message| {
+        stored.inc();
+        fanout_hub.dispatch_message(m.clone(), session::now())
+    });
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir, on_commit, Arc::clone(&metrics))?);
     let auth = Auth::new(&config.jwt, config.jwt_audience.as_deref(), config.jwt_issuer.as_deref())
         .map_err(StartError::Auth)?;
     let tasks = TaskTracker::new();
-    let ctx =
-        Ctx { hub: Arc::clone(&hub), store, auth: Arc::new(auth), tasks: tasks.clone(), shutdown: shutdown.clone() };
+    let ctx = Ctx {
+        hub: Arc::clone(&hub),
+        store,
+        auth: Arc::new(auth),
+        metrics,
+        tasks: tasks.clone(),
+        shutdown: shutdown.clone(),
+    };
     session::rearm_all(&ctx).await;
 
     let tls = match &config.cert {

@@ -11,13 +11,11 @@ pub(super) async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Prometheus text format.
+/// Prometheus / OpenMetrics text format.
 pub(super) async fn metrics(State(app): State<App>) -> String {
-    let (users, connections) = app.ctx.hub.online_count();
-    format!(
-        "# HELP confab_users_online Users with at least one connection.\n# TYPE confab_users_online gauge\nconfab_users_online {users}\n\
-         # HELP confab_connections Open client connections.\n# TYPE confab_connections gauge\nconfab_connections {connections}\n"
-    )
+    let (users, _) = app.ctx.hub.online_count();
+    app.ctx.metrics.users_online.set(users as i64);
+    app.ctx.metrics.render()
 }
 
 #[derive(Deserialize)]

@@ -45,6 +45,7 @@ pub struct Ctx {
     pub hub: Arc<Hub>,
     pub store: Arc<dyn Store>,
     pub auth: Arc<Auth>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Owns the timers sessions start (ephemeral photo expiry), so shutdown waits for them.
     pub tasks: TaskTracker,
     pub shutdown: CancellationToken,
@@ -128,6 +129,9 @@ impl Session {
         let profile =
             Profile { username: self.identity.username.clone(), avatar_url: self.identity.avatar_url.clone() };
         let first = self.ctx.hub.register(&self.conn, profile, Instant::now())?;
+        let labels = self.conn_labels();
+        self.ctx.metrics.connections.get_or_create(&labels).inc();
+        self.ctx.metrics.sessions_opened.get_or_create(&labels).inc();
         let conversations = match self.ctx.store.conversations_of(self.user()).await {
             Ok(c) => c,
             Err(e) => {
@@ -175,6 +179,9 @@ impl Session {
             self.broadcast_typing(&c, false);
         }
         let last = self.ctx.hub.unregister(&self.conn, now());
+        self.ctx.metrics.connections.get_or_create(&self.conn_labels()).dec();
+        let reason = self.conn.closer.reason().map_or("normal_closure", CloseReason::as_str);
+        self.ctx.metrics.sessions_closed.get_or_create(&crate::metrics::ReasonLabel { reason }).inc();
         if last {
             let contacts = match self.ctx.store.conversations_of(self.user()).await {
                 Ok(c) => contacts_of(&c, self.user()),
@@ -223,7 +230,12 @@ impl Session {
         self.conn.send(SharedEvent::new(env, conversation));
     }
 
+    fn conn_labels(&self) -> crate::metrics::ConnLabels {
+        crate::metrics::ConnLabels { transport: self.conn.transport.name(), codec: self.conn.codec.format.name() }
+    }
+
     fn fail(&self, e: &SessionError, request_event: Option<&str>, request_id: Option<&RequestId>, route: Route) {
+        self.ctx.metrics.errors.get_or_create(&crate::metrics::CodeLabel { code: e.code().as_str() }).inc();
         let data = e.to_error_data(request_event, request_id.map(RequestId::as_str));
         self.send(ServerEvent::Error(data), None, route);
     }

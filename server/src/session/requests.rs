@@ -52,6 +52,7 @@ impl Session {
             }
         };
         let name = env.event.name();
+        self.ctx.metrics.events_in.get_or_create(&crate::metrics::EventLabel { event: name }).inc();
         let rid = env.request_id;
         if let Err(e) = self.dispatch(env.event, rid.clone()).await {
             self.fail(&e, Some(name), rid.as_ref(), route);

@@ -41,7 +41,7 @@ impl std::fmt::Debug for SqliteStore {
 impl SqliteStore {
     /// Opens (or creates) `dir/confab.db`. Each committed message is passed to `on_commit`, in
     /// commit order, before its `append` call returns.
-    pub fn open(dir: &Path, on_commit: OnCommit) -> Result<Self, StoreError> {
+    pub fn open(dir: &Path, on_commit: OnCommit, metrics: Arc<crate::metrics::Metrics>) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(format!("{}: {e}", dir.display())))?;
         let path = dir.join("confab.db");
         let writer = open(&path)?;
@@ -51,7 +51,7 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel(QUEUE);
         std::thread::Builder::new()
             .name("confab-store-writer".into())
-            .spawn(move || writer_loop(writer, rx, on_commit))
+            .spawn(move || writer_loop(writer, rx, on_commit, &metrics))
             .map_err(|e| StoreError::Database(format!("writer thread: {e}")))?;
         Ok(Self { writes: tx, reader: Arc::new(Mutex::new(reader)) })
     }
@@ -258,6 +258,7 @@ mod tests {
                 let _ = feed_tx.send(m.clone());
                 Vec::new()
             }),
+            Default::default(),
         )
         .unwrap();
         let c = id("c1", ConversationId::parse);
@@ -290,7 +291,7 @@ mod timing {
     #[ignore = "a measurement, not a test: cargo test --release -p confab-server append_latency -- --ignored --nocapture"]
     async fn append_latency() {
         let dir = std::env::temp_dir().join(format!("confab-store-timing-{}", rand::random::<u64>()));
-        let store = SqliteStore::open(&dir, Box::new(|_: &Message| Vec::new())).unwrap();
+        let store = SqliteStore::open(&dir, Box::new(|_: &Message| Vec::new()), Default::default()).unwrap();
         let c = ConversationId::parse("c").unwrap();
         let u = UserId::parse("u").unwrap();
         store.create_conversation(c.clone(), vec![u.clone()], None).await.unwrap();

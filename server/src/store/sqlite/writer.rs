@@ -19,7 +19,12 @@ pub(super) enum Write {
     InboxTake(UserId, Reply<Vec<InboxItem>>),
 }
 
-pub(super) fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Write>, on_commit: OnCommit) {
+pub(super) fn writer_loop(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<Write>,
+    on_commit: OnCommit,
+    metrics: &crate::metrics::Metrics,
+) {
     // Delivery watermarks the fan-out advanced, written with the next batch rather than in a
     // commit of their own (a crash before then costs a repeated `message:delivered`, not data).
     let mut delivered: Vec<(ConversationId, UserId, Seq)> = Vec::new();
@@ -35,7 +40,10 @@ pub(super) fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Write>, o
             let (tx, _rx) = oneshot::channel();
             batch.push(Write::MarkDelivered(c, u, seq, tx));
         }
+        metrics.store_batch_size.observe(batch.len() as f64);
+        let started = std::time::Instant::now();
         apply_batch(&mut conn, batch, &on_commit, &mut delivered);
+        metrics.store_commit_seconds.observe(started.elapsed().as_secs_f64());
     }
 }
 
