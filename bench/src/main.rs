@@ -34,6 +34,9 @@ struct Args {
     /// Worker threads of the in-process server's runtime.
     #[arg(long, default_value_t = 2)]
     server_threads: usize,
+    /// Worker threads of the load generator's runtime.
+    #[arg(long, default_value_t = 2)]
+    client_threads: usize,
 }
 
 fn main() -> std::process::ExitCode {
@@ -49,7 +52,8 @@ fn main() -> std::process::ExitCode {
         },
     };
     let addr = args.addr.clone().or_else(|| server.as_ref().map(|s| s.addr.to_string())).unwrap_or_default();
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(args.client_threads).enable_all().build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("confab-bench: runtime: {e}");
