@@ -30,15 +30,9 @@ pub(crate) struct Report {
     pub(crate) duration_s: f64,
 }
 
-fn histogram() -> Histogram<u64> {
-    // 1 µs to 60 s, 3 significant digits.
-    Histogram::new_with_bounds(1, 60_000_000, 3)
-        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable_hist()))
-}
-
-#[allow(clippy::panic)]
-fn unreachable_hist() -> Histogram<u64> {
-    panic!("hdrhistogram rejected constant bounds")
+/// An empty latency histogram: 1 µs to 60 s, 3 significant digits.
+fn histogram() -> Result<Histogram<u64>, String> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())
 }
 
 fn send_env(conv: &ConversationId, content: String) -> ClientEnvelope {
@@ -73,8 +67,7 @@ async fn await_joined(rx: &mut Rx) -> Result<(), String> {
 }
 
 /// A receiver: counts `message:new` and records latency until `until`.
-async fn receive(mut rx: Rx, base: Instant, until: Instant) -> (u64, Histogram<u64>) {
-    let mut h = histogram();
+async fn receive(mut rx: Rx, base: Instant, until: Instant, mut h: Histogram<u64>) -> (u64, Histogram<u64>) {
     let mut n = 0;
     loop {
         let next = tokio::time::timeout_at(until.into(), rx.next()).await;
@@ -162,7 +155,7 @@ pub(crate) async fn latency(addr: &str, n: usize, rate: f64, secs: f64, format: 
     let mut receivers = Vec::new();
     let mut senders = Vec::new();
     for (i, p) in pairs.into_iter().enumerate() {
-        receivers.push(tokio::spawn(receive(p.rx, base, until)));
+        receivers.push(tokio::spawn(receive(p.rx, base, until, histogram()?)));
         // The sender's own events (acks, receipts) are read and dropped.
         let mut tx_rx = p.tx_rx;
         tokio::spawn(async move {
@@ -197,7 +190,7 @@ pub(crate) async fn latency(addr: &str, n: usize, rate: f64, secs: f64, format: 
     for s in senders {
         keep.push(s.await.map_err(|e| e.to_string())?);
     }
-    let mut h = histogram();
+    let mut h = histogram()?;
     let mut received = 0;
     for r in receivers {
         let (n, rh) = r.await.map_err(|e| e.to_string())?;
@@ -249,7 +242,10 @@ pub(crate) async fn throughput(
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(secs);
     let until = end + Duration::from_secs(5);
-    let receiver_tasks: Vec<_> = receivers.into_iter().map(|rx| tokio::spawn(receive(rx, base, until))).collect();
+    let mut receiver_tasks = Vec::with_capacity(receivers.len());
+    for rx in receivers {
+        receiver_tasks.push(tokio::spawn(receive(rx, base, until, histogram()?)));
+    }
     let sent = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for (conv, mut tx, mut rx) in sender_conns {
@@ -287,7 +283,7 @@ pub(crate) async fn throughput(
     for t in tasks {
         let _ = t.await;
     }
-    let mut h = histogram();
+    let mut h = histogram()?;
     let mut received = 0;
     for r in receiver_tasks {
         let (n, rh) = r.await.map_err(|e| e.to_string())?;

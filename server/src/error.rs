@@ -21,9 +21,6 @@ pub enum SessionError {
     /// The user is not a member of the conversation.
     #[error("not a member of conversation {0}")]
     NotMember(String),
-    /// The conversation was not joined on this connection (join it first).
-    #[error("conversation {0} is not joined on this connection; send conversation:join first")]
-    NotJoined(String),
     /// The message, photo or other resource does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -58,7 +55,7 @@ impl SessionError {
         match self {
             Self::Decode(e) => e.code(),
             Self::ConversationNotFound(_) => ErrorCode::ConversationNotFound,
-            Self::NotMember(_) | Self::NotJoined(_) => ErrorCode::Forbidden,
+            Self::NotMember(_) => ErrorCode::Forbidden,
             Self::NotFound(_) => ErrorCode::NotFound,
             Self::PermissionDenied(_) => ErrorCode::PermissionDenied,
             Self::RateLimited { .. } => ErrorCode::RateLimited,
@@ -80,7 +77,7 @@ impl SessionError {
                 request_event,
                 request_id,
             ),
-            Self::ConversationNotFound(c) | Self::NotMember(c) | Self::NotJoined(c) => {
+            Self::ConversationNotFound(c) | Self::NotMember(c) => {
                 (Some(json!({"conversation_id": c})), request_event, request_id)
             }
             _ => (None, request_event, request_id),

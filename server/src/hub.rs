@@ -52,7 +52,6 @@ struct Marks {
 #[derive(Debug, Default)]
 struct ConvEntry {
     members: HashMap<UserId, Marks>,
-    max_members: Option<u32>,
     joined: HashMap<ConnectionId, Joined>,
 }
 
@@ -247,7 +246,6 @@ impl Hub {
         }
         entry.members =
             info.members.into_iter().map(|m| (m.user_id, Marks { read: m.read, delivered: m.delivered })).collect();
-        entry.max_members = info.max_members;
         // Connections of users who are no longer members stop receiving it.
         let members = &entry.members;
         entry.joined.retain(|_, j| members.contains_key(&j.conn.user_id));
@@ -284,10 +282,6 @@ impl Hub {
 
     pub fn leave(&self, c: &ConversationId, conn: &ConnectionId) -> bool {
         self.lock().convs.get_mut(c).is_some_and(|e| e.joined.remove(conn).is_some())
-    }
-
-    pub fn has_joined(&self, c: &ConversationId, conn: &ConnectionId) -> bool {
-        self.lock().convs.get(c).is_some_and(|e| e.joined.contains_key(conn))
     }
 
     pub fn set_read(&self, c: &ConversationId, user: &UserId, seq: Seq) {

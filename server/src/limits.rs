@@ -92,7 +92,7 @@ impl Bucket {
 }
 
 /// Takes one token from every bucket, or from none if any is empty.
-pub fn take_all(buckets: &mut [&mut Bucket], now: Instant) -> Result<(), Exceeded> {
+fn take_all(buckets: &mut [&mut Bucket], now: Instant) -> Result<(), Exceeded> {
     for b in buckets.iter_mut() {
         b.check(now)?;
     }

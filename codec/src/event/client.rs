@@ -81,24 +81,6 @@ impl ClientEvent {
             Self::Heartbeat(_) => "heartbeat",
         }
     }
-
-    /// The conversation the event is about, if it is about one. The WebTransport transport
-    /// uses nothing of this; the session uses it to route answers to a conversation's stream.
-    pub fn conversation_id(&self) -> Option<&ConversationId> {
-        match self {
-            Self::Join(j) => Some(&j.conversation_id),
-            Self::Leave(c) | Self::TypingStart(c) | Self::TypingStop(c) => Some(&c.conversation_id),
-            Self::Send(s) => Some(&s.conversation_id),
-            Self::Read(m) | Self::Delete(m) => Some(&m.conversation_id),
-            Self::EphemeralSend(e) => Some(&e.conversation_id),
-            Self::History(h) => Some(&h.conversation_id),
-            Self::Hello(_)
-            | Self::SetStatus(_)
-            | Self::EphemeralView(_)
-            | Self::AuthRefresh(_)
-            | Self::Heartbeat(_) => None,
-        }
-    }
 }
 
 /// Longest `client_version` / `platform` accepted, in characters.

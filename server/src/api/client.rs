@@ -56,7 +56,7 @@ pub(super) async fn messages(
     Query(page): Query<Page>,
 ) -> Result<Json<Value>, ApiError> {
     let me = identity(&app, &headers)?;
-    let c = ConversationId::parse(&id).map_err(|r| ApiError(ErrorCode::ValidationError, format!("id: {r}")))?;
+    let c = super::parse_id("id", &id, ConversationId::parse)?;
     let info = app
         .ctx
         .store

@@ -95,6 +95,11 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
+/// Parses an id from a path, query or body field; a bad one is a `VALIDATION_ERROR` naming `field`.
+pub(crate) fn parse_id<T>(field: &str, s: &str, parse: fn(&str) -> Result<T, String>) -> Result<T, ApiError> {
+    parse(s).map_err(|r| ApiError(ErrorCode::ValidationError, format!("{field}: {r}")))
+}
+
 /// Reads a JSON body, turning serde's rejection into a `VALIDATION_ERROR`.
 #[derive(Debug)]
 pub struct Body<T>(pub T);

@@ -28,7 +28,7 @@ pub(super) struct TokenQuery {
 
 /// Dev mode only (SPEC §8): `GET /dev/token?user_id=ID&username=NAME` → `{"token"}`.
 pub(super) async fn dev_token(State(app): State<App>, Query(q): Query<TokenQuery>) -> Result<Json<Value>, ApiError> {
-    let user = UserId::parse(&q.user_id).map_err(|r| ApiError(ErrorCode::ValidationError, format!("user_id: {r}")))?;
+    let user = super::parse_id("user_id", &q.user_id, UserId::parse)?;
     let ttl = q.ttl.unwrap_or(86_400).clamp(1, 30 * 86_400);
     let exp = crate::session::now().as_millis() / 1000 + ttl;
     let token = app.ctx.auth.mint(&user, q.username.as_deref(), exp).ok_or_else(|| {

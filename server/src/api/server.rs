@@ -35,7 +35,7 @@ fn users(list: &[String]) -> Result<Vec<UserId>, ApiError> {
 }
 
 fn conversation_id(id: &str) -> Result<ConversationId, ApiError> {
-    ConversationId::parse(id).map_err(|r| ApiError(ErrorCode::ValidationError, format!("id: {r}")))
+    super::parse_id("id", id, ConversationId::parse)
 }
 
 #[derive(Deserialize)]
@@ -192,7 +192,7 @@ pub(super) async fn presence(
     Path(user): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     check_key(&app, &headers)?;
-    let user = UserId::parse(&user).map_err(|r| ApiError(ErrorCode::ValidationError, format!("user_id: {r}")))?;
+    let user = super::parse_id("user_id", &user, UserId::parse)?;
     let p = app.ctx.hub.presence(&user);
     Ok(Json(json!({
         "user_id": user,

@@ -26,7 +26,7 @@ use confab_codec::event::{Established, Hello, ServerEnvelope, ServerEvent, Typin
 use confab_codec::{ConversationId, RequestId, Timestamp, UserId};
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesOrdered;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -63,8 +63,6 @@ pub struct Session {
     ctx: Ctx,
     conn: Conn,
     identity: Identity,
-    /// Conversations joined on this connection.
-    joined: HashSet<ConversationId>,
     /// Conversations this user is typing in, with when the server clears it.
     typing: HashMap<ConversationId, Instant>,
     /// When the token runs out.
@@ -105,7 +103,6 @@ impl Session {
             ctx,
             conn,
             identity,
-            joined: HashSet::new(),
             typing: HashMap::new(),
             token_deadline,
             rate,

@@ -106,7 +106,6 @@ impl Session {
         if !self.ctx.hub.join(&c, &self.conn) {
             return Err(SessionError::ConversationNotFound(c.to_string()));
         }
-        self.joined.insert(c.clone());
         let last_seq = self.ctx.store.conversation(&c).await?.map(|i| i.last_seq);
         let joined = Joined { conversation_id: c.clone(), joined_at: now(), last_seq };
         self.send(ServerEvent::Joined(joined), rid, conv_route(&c));
@@ -167,7 +166,6 @@ impl Session {
     async fn leave(&mut self, c: ConversationId, rid: Option<RequestId>) -> Result<(), SessionError> {
         self.member(&c).await?;
         self.ctx.hub.leave(&c, &self.conn.id);
-        self.joined.remove(&c);
         if self.typing.remove(&c).is_some() {
             self.broadcast_typing(&c, false);
         }
