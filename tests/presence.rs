@@ -89,3 +89,17 @@ async fn an_ephemeral_photo_expires_after_its_first_view() {
     let rid = bob.send("ephemeral_photo:view", json!({"photo_id": "photo_nope"})).await;
     assert_eq!(bob.expect_error(&rid).await["code"], "NOT_FOUND");
 }
+
+#[tokio::test]
+async fn connection_established_lists_the_users_conversations_most_recent_first() {
+    let s = Server::start(&[]);
+    s.conversation("quiet", &["alice", "bob"]);
+    s.conversation("busy", &["alice", "carol"]);
+    s.conversation("not-mine", &["bob", "carol"]);
+    let mut carol = s.client("carol").await.ready().await;
+    carol.say("busy", "hi").await;
+    let mut alice = s.client("alice").await;
+    let e = alice.expect("connection:established").await;
+    assert_eq!(e["data"]["active_conversations"], json!(["busy", "quiet"]));
+    assert_eq!((e["data"]["user_id"].clone(), e["data"]["heartbeat_interval"].clone()), (json!("alice"), json!(30)));
+}
