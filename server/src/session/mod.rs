@@ -129,17 +129,11 @@ impl Session {
         let labels = self.conn_labels();
         self.ctx.metrics.connections.get_or_create(&labels).inc();
         self.ctx.metrics.sessions_opened.get_or_create(&labels).inc();
-        let conversations = match self.ctx.store.conversations_of(self.user()).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, "listing conversations at connect");
-                Vec::new()
-            }
-        };
+        let conversations = self.memberships().await;
         let established = Established {
             user_id: self.user().clone(),
             connection_id: self.conn.id.clone(),
-            active_conversations: Some(conversations.iter().map(|c| c.id.clone()).collect()),
+            active_conversations: Some(conversations.iter().map(|c| c.conversation_id.clone()).collect()),
             heartbeat_interval: Some(HEARTBEAT_INTERVAL_S),
             transport: Some(self.conn.transport.name().into()),
             codec: Some(self.conn.codec.format.name().into()),
@@ -180,10 +174,7 @@ impl Session {
         let reason = self.conn.closer.reason().map_or("normal_closure", CloseReason::as_str);
         self.ctx.metrics.sessions_closed.get_or_create(&crate::metrics::ReasonLabel { reason }).inc();
         if last {
-            let contacts = match self.ctx.store.conversations_of(self.user()).await {
-                Ok(c) => contacts_of(&c, self.user()),
-                Err(_) => Vec::new(),
-            };
+            let contacts = contacts_of(&self.memberships().await, self.user());
             let t = now();
             let ev = ServerEvent::UserOffline(UserOffline {
                 user_id: self.user().clone(),
@@ -194,6 +185,15 @@ impl Session {
             self.ctx.hub.to_users(contacts.iter(), &self.ctx.hub.shared(ev, t, None), None);
         }
         tracing::debug!(user = %self.user(), conn = %self.conn.id, client = ?self.client, "session ended");
+    }
+
+    /// The user's conversations and their members; on a store failure, none (presence notices
+    /// are best effort, and the failure is logged).
+    async fn memberships(&mut self) -> Vec<crate::store::Membership> {
+        self.ctx.store.memberships(self.user()).await.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "listing the user's conversations");
+            Vec::new()
+        })
     }
 
     /// The earliest timer: token expiry or a typing state to clear.
@@ -257,7 +257,7 @@ fn deadline_for(expires_at: Timestamp, now_i: Instant) -> Instant {
 }
 
 /// Everyone the user shares a conversation with.
-fn contacts_of(conversations: &[crate::store::ConversationSummary], user: &UserId) -> Vec<UserId> {
+fn contacts_of(conversations: &[crate::store::Membership], user: &UserId) -> Vec<UserId> {
     let mut out: Vec<UserId> =
         conversations.iter().flat_map(|c| c.members.iter()).filter(|m| *m != user).cloned().collect();
     out.sort();

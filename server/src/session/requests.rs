@@ -266,7 +266,7 @@ impl Session {
         let t = now();
         let updated = StatusUpdated { status: s.status, message: s.message.clone(), updated_at: Some(t) };
         self.send(ServerEvent::StatusUpdated(updated), rid, Route::Control);
-        let contacts = super::contacts_of(&self.ctx.store.conversations_of(self.user()).await?, self.user());
+        let contacts = super::contacts_of(&self.ctx.store.memberships(self.user()).await?, self.user());
         let ev = ServerEvent::StatusUpdate(StatusUpdate {
             user_id: self.user().clone(),
             status: s.status,

@@ -75,6 +75,13 @@ pub struct Member {
     pub delivered: Seq,
 }
 
+/// A conversation the user is in, with everyone in it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Membership {
+    pub conversation_id: ConversationId,
+    pub members: Vec<UserId>,
+}
+
 /// One row of a user's conversation list (`GET /v1/chat/conversations`).
 #[derive(Debug, Clone)]
 pub struct ConversationSummary {
@@ -134,7 +141,11 @@ pub trait Store: Send + Sync + 'static {
     /// older ones exist.
     fn history(&self, c: &ConversationId, before: Option<Seq>, limit: u32) -> StoreFuture<'_, (Vec<Message>, bool)>;
     fn conversation(&self, c: &ConversationId) -> StoreFuture<'_, Option<ConversationInfo>>;
+    /// The user's conversations with unread counts and last messages (the REST list).
     fn conversations_of(&self, user: &UserId) -> StoreFuture<'_, Vec<ConversationSummary>>;
+    /// The user's conversations and their members, most recently active first: one query,
+    /// for what every connect, disconnect and status change needs.
+    fn memberships(&self, user: &UserId) -> StoreFuture<'_, Vec<Membership>>;
     fn create_conversation(
         &self,
         c: ConversationId,

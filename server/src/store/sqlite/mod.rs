@@ -172,6 +172,37 @@ impl Store for SqliteStore {
         })
     }
 
+    fn memberships(&self, user: &UserId) -> StoreFuture<'_, Vec<Membership>> {
+        let user = user.clone();
+        self.read(move |t| {
+            let mut stmt = t
+                .prepare_cached(
+                    "SELECT c.id, other.user_id FROM members me
+                     JOIN conversations c ON c.id = me.conversation_id
+                     JOIN members other ON other.conversation_id = me.conversation_id
+                     WHERE me.user_id = ?1 ORDER BY c.last_seq DESC, c.id",
+                )
+                .map_err(db)?;
+            let rows = stmt
+                .query_map([user.as_str()], |r| {
+                    Ok((
+                        parse_col(r.get(0)?, ConversationId::parse, "conversation id")?,
+                        parse_col(r.get(1)?, UserId::parse, "user id")?,
+                    ))
+                })
+                .map_err(db)?;
+            let mut out: Vec<Membership> = Vec::new();
+            for row in rows {
+                let (c, member) = row.map_err(db)?;
+                match out.last_mut() {
+                    Some(m) if m.conversation_id == c => m.members.push(member),
+                    _ => out.push(Membership { conversation_id: c, members: vec![member] }),
+                }
+            }
+            Ok(out)
+        })
+    }
+
     fn create_conversation(
         &self,
         c: ConversationId,
