@@ -78,6 +78,9 @@ async fn published_events_reach_online_users_now_and_offline_users_on_connect() 
     let (status, body) =
         s.api("POST", "/api/v1/publish", Some(json!({"user_ids": ["a"], "type": "message:new", "data": {}})));
     assert_eq!((status, body["error"]["code"].clone()), (400, json!("VALIDATION_ERROR")));
+    let (status, body) = s.api("POST", "/api/v1/publish", Some(json!({"user_ids": ["bad id"], "type": "match:new"})));
+    assert_eq!((status, body["error"]["code"].clone()), (400, json!("VALIDATION_ERROR")));
+    assert!(body["error"]["message"].as_str().unwrap().starts_with("user_ids:"), "{body}");
 }
 
 #[tokio::test]
@@ -137,6 +140,8 @@ async fn clients_list_conversations_and_read_history_over_rest() {
     assert_eq!((status, body["error"]["code"].clone()), (403, json!("FORBIDDEN")));
     let (status, _) = http(&s.addr, "GET", "/v1/chat/conversations", None, None);
     assert_eq!(status, 401);
+    let (status, body) = http(&s.addr, "GET", "/v1/chat/conversations/c1/messages?limit=lots", Some(&auth), None);
+    assert_eq!((status, body["error"]["code"].clone()), (400, json!("VALIDATION_ERROR")), "{body}");
 }
 
 #[tokio::test]

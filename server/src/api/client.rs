@@ -3,7 +3,7 @@
 use super::{ApiError, App};
 use crate::auth::Identity;
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, header};
 use confab_codec::event::MAX_HISTORY_LIMIT;
 use confab_codec::{ConversationId, ErrorCode, Seq};
@@ -53,7 +53,7 @@ pub(super) async fn messages(
     State(app): State<App>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Query(page): Query<Page>,
+    super::Params(page): super::Params<Page>,
 ) -> Result<Json<Value>, ApiError> {
     let me = identity(&app, &headers)?;
     let c = super::parse_id("id", &id, ConversationId::parse)?;

@@ -100,6 +100,20 @@ pub(crate) fn parse_id<T>(field: &str, s: &str, parse: fn(&str) -> Result<T, Str
     parse(s).map_err(|r| ApiError(ErrorCode::ValidationError, format!("{field}: {r}")))
 }
 
+/// Reads the query string, turning serde's rejection into a `VALIDATION_ERROR`.
+#[derive(Debug)]
+pub struct Params<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Params(v)),
+            Err(e) => Err(ApiError(ErrorCode::ValidationError, e.body_text())),
+        }
+    }
+}
+
 /// Reads a JSON body, turning serde's rejection into a `VALIDATION_ERROR`.
 #[derive(Debug)]
 pub struct Body<T>(pub T);

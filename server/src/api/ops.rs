@@ -2,7 +2,7 @@
 
 use super::{ApiError, App};
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use confab_codec::{ErrorCode, UserId};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -27,7 +27,10 @@ pub(super) struct TokenQuery {
 }
 
 /// Dev mode only (SPEC §8): `GET /dev/token?user_id=ID&username=NAME` → `{"token"}`.
-pub(super) async fn dev_token(State(app): State<App>, Query(q): Query<TokenQuery>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn dev_token(
+    State(app): State<App>,
+    super::Params(q): super::Params<TokenQuery>,
+) -> Result<Json<Value>, ApiError> {
     let user = super::parse_id("user_id", &q.user_id, UserId::parse)?;
     let ttl = q.ttl.unwrap_or(86_400).clamp(1, 30 * 86_400);
     let exp = crate::session::now().as_millis() / 1000 + ttl;

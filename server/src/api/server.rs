@@ -24,10 +24,10 @@ fn check_key(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
     if ok { Ok(()) } else { Err(ApiError(ErrorCode::Unauthorized, "Authorization: ApiKey <key> required".into())) }
 }
 
-fn users(list: &[String]) -> Result<Vec<UserId>, ApiError> {
+fn users(field: &str, list: &[String]) -> Result<Vec<UserId>, ApiError> {
     let mut out: Vec<UserId> = list
         .iter()
-        .map(|m| UserId::parse(m).map_err(|r| ApiError(ErrorCode::ValidationError, format!("members: {m:?} {r}"))))
+        .map(|m| UserId::parse(m).map_err(|r| ApiError(ErrorCode::ValidationError, format!("{field}: {m:?} {r}"))))
         .collect::<Result<_, _>>()?;
     out.sort();
     out.dedup();
@@ -56,7 +56,7 @@ pub(super) async fn create_conversation(
         Some(id) => conversation_id(id)?,
         None => ConversationId::generate("conv_", rand::random::<u128>() >> 32),
     };
-    let members = users(&req.members)?;
+    let members = users("members", &req.members)?;
     if req.max_members.is_some_and(|m| members.len() > m as usize) {
         return Err(ApiError(ErrorCode::ConversationFull, format!("{} members exceed max_members", members.len())));
     }
@@ -79,7 +79,7 @@ pub(super) async fn set_members(
 ) -> Result<Json<Value>, ApiError> {
     check_key(&app, &headers)?;
     let c = conversation_id(&id)?;
-    let members = users(&req.members)?;
+    let members = users("members", &req.members)?;
     if let Some(info) = app.ctx.store.conversation(&c).await? {
         if info.max_members.is_some_and(|m| members.len() > m as usize) {
             return Err(ApiError(ErrorCode::ConversationFull, format!("{} members exceed max_members", members.len())));
@@ -125,7 +125,7 @@ pub(super) async fn publish(
     Body(req): Body<Publish>,
 ) -> Result<Json<Value>, ApiError> {
     check_key(&app, &headers)?;
-    let users = users(&req.user_ids)?;
+    let users = users("user_ids", &req.user_ids)?;
     let online = session::publish(&app.ctx, &users, &req.kind, req.data)
         .await
         .map_err(|e| ApiError(ErrorCode::ValidationError, e))?;
