@@ -171,3 +171,15 @@ async fn messages_sent_during_a_replay_arrive_once_after_it() {
     assert_eq!(seqs, (1..=450).collect::<Vec<_>>(), "every message once, in order");
     bob.expect_none("message:new", Duration::from_millis(300)).await;
 }
+
+#[tokio::test]
+async fn a_since_seq_past_the_end_replays_nothing() {
+    let s = Server::start(&[]);
+    let (mut alice, mut bob) = s.alice_and_bob("c1").await;
+    alice.say("c1", "one").await;
+    for since in [json!(1), json!(99), json!(u64::MAX)] {
+        bob.send("conversation:join", json!({"conversation_id": "c1", "since_seq": since})).await;
+        assert_eq!(bob.expect("conversation:joined").await["data"]["last_seq"], 1);
+        bob.expect_none("message:new", Duration::from_millis(200)).await;
+    }
+}

@@ -106,7 +106,7 @@ impl Store for SqliteStore {
             let sql = format!(
                 "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND seq > ?2 AND deleted_at IS NULL ORDER BY seq LIMIT ?3"
             );
-            messages(t, &sql, params![c.as_str(), after.0 as i64, limit])
+            messages(t, &sql, params![c.as_str(), after.0.min(i64::MAX as u64) as i64, limit])
         })
     }
 
