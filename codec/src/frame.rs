@@ -68,20 +68,47 @@ pub fn encode_frame(payload: &[u8], out: &mut Vec<u8>) {
 pub struct FrameDecoder {
     buf: BytesMut,
     limit: usize,
+    /// Frames over `limit` but not over this are skipped (reported, then their payload
+    /// dropped as it arrives, never buffered); larger ones break the stream.
+    skip_limit: usize,
+    /// Payload bytes of a skipped frame still to drop.
+    skipping: u64,
+    broken: bool,
 }
 
 impl FrameDecoder {
-    /// A decoder that refuses frames longer than `limit` bytes.
+    /// A decoder that refuses frames longer than `limit` bytes; the first one breaks it.
     pub fn new(limit: usize) -> Self {
-        Self { buf: BytesMut::new(), limit }
+        Self::with_skip_limit(limit, limit)
+    }
+
+    /// A decoder that reports frames longer than `limit` and, up to `skip_limit`, skips them
+    /// and goes on with the next frame: a client that sent one oversized message gets an
+    /// error and keeps its stream. Past `skip_limit` the decoder is broken.
+    pub fn with_skip_limit(limit: usize, skip_limit: usize) -> Self {
+        Self { buf: BytesMut::new(), limit, skip_limit: skip_limit.max(limit), skipping: 0, broken: false }
     }
 
     /// Adds bytes read from the stream. Fails at once if the pending frame's prefix declares a
     /// length over the limit, so an attacker cannot make the decoder buffer a huge payload.
-    /// Call [`FrameDecoder::next_frame`] until it returns `Ok(None)` after each push.
-    pub fn push(&mut self, bytes: &[u8]) -> Result<(), FrameTooLarge> {
+    /// Call [`FrameDecoder::next_frame`] until it returns `Ok(None)` after each push (also
+    /// after an error, unless [`FrameDecoder::is_broken`]).
+    pub fn push(&mut self, mut bytes: &[u8]) -> Result<(), FrameTooLarge> {
+        if self.broken {
+            return Ok(());
+        }
+        if self.skipping > 0 {
+            let n = bytes.len().min(usize::try_from(self.skipping).unwrap_or(usize::MAX));
+            bytes = &bytes[n..];
+            self.skipping -= n as u64;
+        }
         self.buf.extend_from_slice(bytes);
         self.check_pending().map(|_| ())
+    }
+
+    /// Whether a frame over the skip limit made the rest of the stream unreadable.
+    pub fn is_broken(&self) -> bool {
+        self.broken
     }
 
     /// The next whole frame's payload, `Ok(None)` if more bytes are needed.
@@ -105,8 +132,16 @@ impl FrameDecoder {
         match get_varint(&self.buf) {
             None => Ok(None),
             Some((len, prefix)) if len <= self.limit as u64 => Ok(Some((len as usize, prefix))),
+            Some((len, prefix)) if len <= self.skip_limit as u64 => {
+                self.buf.advance(prefix);
+                let have = self.buf.len().min(len as usize);
+                self.buf.advance(have);
+                self.skipping = len - have as u64;
+                Err(FrameTooLarge { size: len, limit: self.limit })
+            }
             Some((len, _)) => {
                 self.buf = BytesMut::new();
+                self.broken = true;
                 Err(FrameTooLarge { size: len, limit: self.limit })
             }
         }
@@ -164,5 +199,38 @@ mod tests {
         let mut d = FrameDecoder::new(16);
         d.push(&[0]).unwrap();
         assert_eq!(d.next_frame().unwrap().map(|b| b.len()), Some(0));
+    }
+
+    #[test]
+    fn an_oversized_frame_under_the_skip_limit_is_skipped_in_any_chunking() {
+        let mut stream = Vec::new();
+        encode_frame(b"before", &mut stream);
+        encode_frame(&[9u8; 100], &mut stream);
+        encode_frame(b"after", &mut stream);
+        for chunk in [1, 2, 7, 50, stream.len()] {
+            let mut d = FrameDecoder::with_skip_limit(16, 1000);
+            let (mut frames, mut errors) = (Vec::new(), Vec::new());
+            for piece in stream.chunks(chunk) {
+                if let Err(e) = d.push(piece) {
+                    errors.push(e);
+                }
+                loop {
+                    match d.next_frame() {
+                        Ok(Some(f)) => frames.push(f),
+                        Ok(None) => break,
+                        Err(e) => errors.push(e),
+                    }
+                }
+            }
+            assert_eq!(frames, vec![Bytes::from_static(b"before"), Bytes::from_static(b"after")], "chunk {chunk}");
+            assert_eq!(errors, vec![FrameTooLarge { size: 100, limit: 16 }], "chunk {chunk}");
+            assert!(!d.is_broken());
+            assert_eq!(d.buffered(), 0);
+        }
+        let mut d = FrameDecoder::with_skip_limit(16, 64);
+        let mut prefix = Vec::new();
+        put_varint(65, &mut prefix);
+        assert!(d.push(&prefix).is_err());
+        assert!(d.is_broken());
     }
 }

@@ -88,6 +88,11 @@ pub struct Args {
     /// Time a client has to finish TLS and send its request headers, milliseconds (SPEC §3: 30 s).
     #[arg(long, env = "CONFAB_HANDSHAKE_TIMEOUT_MS", default_value_t = 30_000)]
     pub handshake_timeout_ms: u64,
+    /// Browser origins allowed to open WebSockets and WebTransport sessions, comma-separated
+    /// (`https://app.example.com,http://localhost:3000`). Empty: any origin. Requests without an
+    /// `Origin` header (native apps) are always allowed: the token is the credential.
+    #[arg(long, env = "CONFAB_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
     /// Log as JSON (the default outside dev mode).
     #[arg(long, env = "CONFAB_LOG_JSON")]
     pub log_json: bool,
@@ -127,6 +132,7 @@ pub struct Config {
     pub ping_interval: Duration,
     pub pong_timeout: Duration,
     pub handshake_timeout: Duration,
+    pub allowed_origins: Vec<String>,
     pub log_json: bool,
 }
 
@@ -202,6 +208,12 @@ impl Config {
             ping_interval: Duration::from_millis(a.ping_interval_ms),
             pong_timeout: Duration::from_millis(a.pong_timeout_ms),
             handshake_timeout: Duration::from_millis(a.handshake_timeout_ms.max(1)),
+            allowed_origins: a
+                .allowed_origins
+                .into_iter()
+                .map(|o| o.trim().trim_end_matches('/').to_owned())
+                .filter(|o| !o.is_empty())
+                .collect(),
             log_json: a.log_json || !dev,
         })
     }

@@ -1,5 +1,5 @@
 //! confab-server: the `confab` binary's library. A realtime chat server whose session layer
-//! serves every transport (WebSocket today; WebTransport next) through one narrow link, with
+//! serves every transport (WebTransport over QUIC, WebSocket) through one narrow link, with
 //! a durable embedded store behind an interface.
 //!
 //! [`run`] starts everything on the configured listeners and returns when `shutdown` fires and
@@ -10,7 +10,7 @@
 //! - `config`: flags and environment, checked at start.
 //! - `auth`: JWT verification (HS256, RS256, ES256) and dev-mode minting.
 //! - `link`: the boundary types between transports and sessions (`Conn`, `Inbound`, `Route`).
-//! - `transport`: the WebSocket transport.
+//! - `transport`: the WebSocket and WebTransport transports.
 //! - `serve`: accept loops for the TCP listeners, with handshake timeouts.
 //! - `tls`: PEM certificates, or a generated development certificate.
 //! - `session`: the per-connection rules (SPEC §4) and their driver.
@@ -68,6 +68,8 @@ pub enum StartError {
 pub struct Running {
     pub http: Option<std::net::SocketAddr>,
     pub https: Option<std::net::SocketAddr>,
+    /// The QUIC (WebTransport) addresses, on the HTTPS port: the main one first.
+    pub h3: Vec<std::net::SocketAddr>,
     /// SHA-256 of the TLS certificate (hex), when there is an HTTPS listener.
     pub cert_sha256: Option<String>,
     pub cert_path: Option<std::path::PathBuf>,
@@ -92,6 +94,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     }
     if let Some(a) = running.https {
         println!("listening https={a}");
+    }
+    if let Some(a) = running.h3.first() {
+        println!("listening h3={a}");
     }
     if let (Some(hash), Some(path)) = (&running.cert_sha256, &running.cert_path) {
         println!("certificate sha256={hash} ({})", path.display());
@@ -149,9 +154,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         max_frame_bytes: config.max_frame_bytes,
         ping_interval: config.ping_interval,
         pong_timeout: config.pong_timeout,
+        handshake_timeout: config.handshake_timeout,
+        allowed_origins: config.allowed_origins.clone(),
         cert_sha256: tls.as_ref().map(tls::TlsMaterial::sha256_hex),
     };
-    let router = api::router(App { ctx, settings: Arc::new(settings) });
+    let app = App { ctx, settings: Arc::new(settings) };
+    let router = api::router(app.clone());
     let mut servers = Vec::new();
     let mut bound = (None, None);
     for (https, addr, tls_config) in [
@@ -176,6 +184,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             tasks.clone(),
         )));
     }
+    // WebTransport: UDP on the HTTPS listener's port (SPEC §8: TLS TCP and QUIC UDP on the
+    // same address).
+    let mut h3 = Vec::new();
+    if let (Some(addr), Some(tls)) = (bound.1, tls.as_ref()) {
+        for endpoint in transport::wt::bind(addr, tls, &app.settings).map_err(StartError::Tls)? {
+            h3.extend(endpoint.local_addr().ok());
+            servers.push(tokio::spawn(transport::wt::serve(endpoint, app.clone())));
+        }
+    }
     tracing::info!(dev = config.dev, data_dir = %config.data_dir.display(), "confab started");
     let done = tokio::spawn(async move {
         shutdown.cancelled().await;
@@ -192,6 +209,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     Ok(Running {
         http: bound.0,
         https: bound.1,
+        h3,
         cert_sha256: tls.as_ref().map(tls::TlsMaterial::sha256_hex),
         cert_path: tls.map(|t| t.cert_path),
         done,

@@ -47,6 +47,9 @@ pub enum Route {
 pub enum Inbound {
     /// One frame, decoded (or the reason it did not decode).
     Event(Route, Box<Result<ClientEnvelope, DecodeError>>),
+    /// A conversation's own stream ended (the client closed it, or the transport reset it
+    /// because the client stopped reading it): the client is no longer listening there.
+    RouteClosed(Route),
     /// The peer closed (or the connection failed).
     Closed,
 }

@@ -61,6 +61,21 @@ impl TlsMaterial {
     }
 }
 
+impl TlsMaterial {
+    /// The same certificate for QUIC: TLS 1.3 only, ALPN `h3` (WebTransport over HTTP/3).
+    pub fn quic_server_config(&self) -> Result<rustls::ServerConfig, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| e.to_string())?
+            .with_no_client_auth()
+            .with_single_cert(self.chain.clone(), self.key())
+            .map_err(|e| format!("certificate and key do not match: {e}"))?;
+        config.alpn_protocols = vec![b"h3".to_vec()];
+        Ok(config)
+    }
+}
+
 fn material(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,

@@ -4,6 +4,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
+pub mod wt;
+
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
@@ -43,6 +45,8 @@ pub struct Server {
     pub addr: String,
     /// The HTTPS + WSS listener.
     pub https_addr: String,
+    /// The QUIC (WebTransport) listener.
+    pub h3_addr: String,
     /// The certificate's SHA-256 as printed at start.
     pub cert_sha256: String,
     pub data_dir: PathBuf,
@@ -74,6 +78,7 @@ impl Server {
             child: None,
             addr: String::new(),
             https_addr: String::new(),
+            h3_addr: String::new(),
             cert_sha256: String::new(),
             data_dir: dir,
             args,
@@ -99,21 +104,24 @@ impl Server {
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let mut found = (None, None);
+            let mut found = (String::new(), String::new(), String::new());
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 if let Some(a) = line.strip_prefix("listening http=") {
-                    found.0 = Some(a.to_string());
+                    found.0 = a.to_string();
                 } else if let Some(a) = line.strip_prefix("listening https=") {
-                    found.1 = Some(a.to_string());
+                    found.1 = a.to_string();
+                } else if let Some(a) = line.strip_prefix("listening h3=") {
+                    found.2 = a.to_string();
                 } else if let Some(h) = line.strip_prefix("certificate sha256=") {
                     let hash = h.split_whitespace().next().unwrap_or_default().to_string();
-                    let _ = tx.send((found.0.clone().unwrap_or_default(), found.1.clone().unwrap_or_default(), hash));
+                    let _ = tx.send((found.clone(), hash));
                 }
             }
         });
-        let (http, https, hash) = rx.recv_timeout(Duration::from_secs(20)).expect("server did not print its addresses");
-        (self.addr, self.https_addr, self.cert_sha256) = (http, https, hash);
+        let ((http, https, h3), hash) =
+            rx.recv_timeout(Duration::from_secs(20)).expect("server did not print its addresses");
+        (self.addr, self.https_addr, self.h3_addr, self.cert_sha256) = (http, https, h3, hash);
         self.child = Some(child);
     }
 
@@ -179,6 +187,20 @@ impl Server {
         let alice = self.client("alice").await.ready().await;
         let bob = self.client("bob").await.ready().await;
         (alice, bob)
+    }
+
+    /// A WebTransport client (MessagePack) that has read `connection:established`.
+    pub async fn wt(&self, user: &str) -> wt::WtClient {
+        wt::WtClient::connect(&self.h3_addr, &self.cert_sha256, &format!("token={}", self.token(user)))
+            .await
+            .ready()
+            .await
+    }
+
+    /// A WebTransport client speaking JSON.
+    pub async fn wt_json(&self, user: &str) -> wt::WtClient {
+        let q = format!("token={}&codec=json", self.token(user));
+        wt::WtClient::connect(&self.h3_addr, &self.cert_sha256, &q).await.ready().await
     }
 
     pub async fn client_msgpack(&self, user: &str) -> Client {

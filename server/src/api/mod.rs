@@ -29,8 +29,22 @@ pub struct Settings {
     pub max_frame_bytes: usize,
     pub ping_interval: Duration,
     pub pong_timeout: Duration,
+    pub handshake_timeout: Duration,
+    /// Browser origins allowed to connect; empty: any (see `config`).
+    pub allowed_origins: Vec<String>,
     /// The TLS certificate's SHA-256 (hex), for `/cert-hash`.
     pub cert_sha256: Option<String>,
+}
+
+impl Settings {
+    /// Whether a browser page from `origin` may connect (`None`: not a browser, always allowed).
+    pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
+        match origin {
+            None => true,
+            Some(_) if self.allowed_origins.is_empty() => true,
+            Some(o) => self.allowed_origins.iter().any(|a| a == o.trim_end_matches('/')),
+        }
+    }
 }
 
 /// What every handler gets.

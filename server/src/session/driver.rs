@@ -32,6 +32,7 @@ pub async fn run(mut session: Session, mut inbound: impl Stream<Item = Inbound> 
             // Backpressure: with too many sends waiting for the store, stop reading frames.
             item = inbound.next(), if session.pending.len() < MAX_PENDING_SENDS => match item {
                 Some(Inbound::Event(route, input)) => session.handle(route, *input).await,
+                Some(Inbound::RouteClosed(route)) => session.route_closed(route),
                 Some(Inbound::Closed) | None => {
                     session.conn.closer.close(CloseReason::Normal);
                     break;

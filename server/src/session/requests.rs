@@ -173,6 +173,16 @@ impl Session {
         Ok(())
     }
 
+    /// A conversation's stream is gone: leave it without an answer (there is nowhere to send
+    /// one), as `conversation:leave` would.
+    pub(super) fn route_closed(&mut self, route: Route) {
+        let Route::Conversation(c) = route else { return };
+        self.ctx.hub.leave(&c, &self.conn.id);
+        if self.typing.remove(&c).is_some() {
+            self.broadcast_typing(&c, false);
+        }
+    }
+
     async fn send_message(&mut self, s: SendMessage, rid: Option<RequestId>) -> Result<(), SessionError> {
         let c = s.conversation_id;
         self.member(&c).await?;

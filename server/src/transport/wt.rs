@@ -1,0 +1,741 @@
+//! The WebTransport transport (SPEC §3): HTTP/3 extended CONNECT on `/wt` over QUIC, on the
+//! TLS listener's port number (UDP).
+//!
+//! One session per QUIC connection. The first bidirectional stream the client opens is the
+//! control stream; every further one is bound to the conversation its first frame joins, and
+//! carries that conversation's events for this client, in order. Frames are length-prefixed
+//! envelopes (`confab_codec::frame`), MessagePack unless `?codec=json`. Typing indicators and
+//! heartbeat answers go as datagrams once the client has sent a datagram.
+//!
+//! Tasks per connection, all owned by the connection's task through a [`TaskTracker`] and ended
+//! by its `done` token: one reader and one writer per stream (so a stream the client stops
+//! reading stalls only itself), the stream accept loop, the datagram reader, the watcher of the
+//! session's close, and the dispatcher that routes the session's queue to the streams. No
+//! conversation rule lives here: the session decides, this module routes by conversation id.
+
+use crate::api::App;
+use crate::auth::AuthError;
+use crate::error::CloseReason;
+use crate::link::{Closer, Conn, ConnOutput, Inbound, Outgoing, Route, SharedEvent, TransportKind, closing_event};
+use crate::session::{self, Session, now};
+use bytes::Bytes;
+use confab_codec::event::{ClientEvent, ServerEvent};
+use confab_codec::frame::{FrameDecoder, put_varint};
+use confab_codec::{Codec, CodecError, ConversationId, DecodeError, Dialect, Format};
+use h3::quic::{BidiStream as _, RecvStream as _, SendStream as _};
+use h3_webtransport::server::{AcceptedBi, WebTransportSession};
+use http::{Method, Request, Response, StatusCode};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+type Wt = WebTransportSession<h3_quinn::Connection, Bytes>;
+type WtBidi = h3_webtransport::stream::BidiStream<h3_quinn::BidiStream<Bytes>, Bytes>;
+type WtSend = h3_webtransport::stream::SendStream<h3_quinn::SendStream<Bytes>, Bytes>;
+type WtRecv = h3_webtransport::stream::RecvStream<h3_quinn::RecvStream, Bytes>;
+
+/// The path of the extended CONNECT.
+pub const PATH: &str = "/wt";
+/// Frames over the codec's limit but not over this are skipped with `MESSAGE_TOO_LARGE`;
+/// larger ones close the stream (as the WebSocket transport closes with 1009).
+const HARD_FRAME_LIMIT: usize = 1024 * 1024;
+/// Inbound frames buffered between the stream readers and the session.
+const INBOUND_QUEUE: usize = 64;
+/// How long the final events and the close may take, and how long the client then has to
+/// close the QUIC connection itself before the server does.
+const CLOSE_DEADLINE: Duration = Duration::from_secs(2);
+/// Room left in a QUIC datagram for the HTTP/3 datagram header (the quarter stream id).
+const DATAGRAM_HEADER: usize = 8;
+/// Bidirectional streams a client may have open at once: a control stream and one per joined
+/// conversation.
+const MAX_STREAMS: u32 = 1024;
+
+/// Stream error codes the server resets or stops streams with (application codes, opaque to
+/// QUIC; WebTransport maps them into the HTTP/3 error space for the client).
+pub mod stream_code {
+    /// The client stopped reading this conversation's stream and its queue filled up; re-join
+    /// with `since_seq` on a new stream.
+    pub const SLOW_CONSUMER: u32 = 0x10;
+    /// A frame over 1 MiB: the rest of the stream cannot be read.
+    pub const FRAME_TOO_LARGE: u32 = 0x11;
+    /// The session is over.
+    pub const SESSION_GONE: u32 = 0x12;
+}
+
+/// The QUIC endpoints: the TLS listener's address and, for loopback or any-address, the IPv6
+/// counterpart on the same port (Chromium dials `localhost` as `::1` only, with no fallback).
+pub fn bind(
+    addr: SocketAddr,
+    tls: &crate::tls::TlsMaterial,
+    settings: &crate::api::Settings,
+) -> Result<Vec<quinn::Endpoint>, String> {
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls.quic_server_config()?)
+        .map_err(|e| format!("quic tls: {e}"))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    // Aligned with the heartbeat rules: the server's QUIC PINGs every ping interval keep a
+    // live client's connection open; one silent for the pong timeout is gone.
+    transport
+        .max_idle_timeout(Some(quinn::IdleTimeout::try_from(settings.pong_timeout).map_err(|e| e.to_string())?))
+        .keep_alive_interval(Some(settings.ping_interval))
+        .max_concurrent_bidi_streams(MAX_STREAMS.into())
+        .max_concurrent_uni_streams(16u32.into())
+        .datagram_receive_buffer_size(Some(64 * 1024));
+    server.transport_config(Arc::new(transport));
+    // A phone moving from Wi-Fi to LTE keeps its session (SPEC §3).
+    server.migration(true);
+
+    let mut addrs = vec![];
+    match addr.ip() {
+        // A dual-stack socket on [::] also takes IPv4; fall back to IPv4 alone without IPv6.
+        IpAddr::V4(v4) if v4.is_unspecified() => {
+            addrs.push((SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), addr.port()), Some(addr)))
+        }
+        IpAddr::V4(v4) if v4.is_loopback() => {
+            addrs.push((addr, None));
+            addrs.push((SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port()), None));
+        }
+        _ => addrs.push((addr, None)),
+    }
+    let mut endpoints = vec![];
+    for (i, (a, fallback)) in addrs.into_iter().enumerate() {
+        let bound = quinn::Endpoint::server(server.clone(), a).or_else(|e| match fallback {
+            Some(f) => quinn::Endpoint::server(server.clone(), f),
+            None => Err(e),
+        });
+        match bound {
+            Ok(ep) => endpoints.push(ep),
+            // The IPv6 twin is a convenience for browsers; the main address must work.
+            Err(e) if i > 0 => tracing::warn!(addr = %a, error = %e, "webtransport: no IPv6 listener"),
+            Err(e) => return Err(format!("udp {a}: {e}")),
+        }
+    }
+    Ok(endpoints)
+}
+
+/// Accepts QUIC connections until shutdown, one tracked task each.
+pub async fn serve(endpoint: quinn::Endpoint, app: App) {
+    let shutdown = app.ctx.shutdown.clone();
+    loop {
+        let incoming = tokio::select! {
+            i = endpoint.accept() => match i {
+                Some(i) => i,
+                None => break,
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let app = app.clone();
+        app.ctx.tasks.clone().spawn(connection(incoming, app));
+    }
+    // Sessions close themselves (with 1001) on shutdown; the endpoint lives until their
+    // connections have closed, under the shutdown's drain deadline.
+    app.ctx.tasks.spawn(async move { endpoint.wait_idle().await });
+}
+
+/// What the CONNECT request asked for.
+#[derive(Debug)]
+struct Wanted {
+    token: Option<String>,
+    codec: Codec,
+}
+
+/// Checks the CONNECT request: method and protocol, path, origin, query. `Err` is the status
+/// to answer with.
+fn check_request(req: &Request<()>, app: &App) -> Result<Wanted, (StatusCode, String)> {
+    let protocol = req.extensions().get::<h3::ext::Protocol>();
+    if req.method() != Method::CONNECT || protocol != Some(&h3::ext::Protocol::WEB_TRANSPORT) {
+        return Err((StatusCode::NOT_FOUND, "only WebTransport sessions (extended CONNECT) are served here".into()));
+    }
+    if req.uri().path() != PATH {
+        return Err((StatusCode::NOT_FOUND, format!("WebTransport is served on {PATH}")));
+    }
+    let origin = req.headers().get(http::header::ORIGIN).map(|o| o.to_str().unwrap_or("\u{fffd}"));
+    if !app.settings.origin_allowed(origin) {
+        return Err((StatusCode::FORBIDDEN, "origin not allowed".into()));
+    }
+    let query: HashMap<String, String> = serde_urlencoded::from_str(req.uri().query().unwrap_or(""))
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("query: {e}")))?;
+    let format = match query.get("codec") {
+        None => Format::MsgPack,
+        Some(c) => Format::from_name(c)
+            .ok_or_else(|| (StatusCode::BAD_REQUEST, format!("unknown codec {c:?}: use msgpack or json")))?,
+    };
+    if let Some(d) = query.get("dialect").filter(|d| Dialect::from_name(d).is_none()) {
+        return Err((StatusCode::BAD_REQUEST, format!("unknown dialect {d:?}")));
+    }
+    let codec = Codec::new(Dialect::Winkr, format).with_max_frame(app.settings.max_frame_bytes);
+    Ok(Wanted { token: query.get("token").filter(|t| !t.is_empty()).cloned(), codec })
+}
+
+async fn connection(incoming: quinn::Incoming, app: App) {
+    let handshake = app.settings.handshake_timeout;
+    let conn = match tokio::time::timeout(handshake, incoming).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return tracing::debug!(error = %e, "quic handshake"),
+        Err(_) => return tracing::debug!("quic handshake timed out"),
+    };
+    let quic = conn.clone();
+    let accepted = tokio::select! {
+        r = tokio::time::timeout(handshake, accept_session(conn, &app)) => r.ok().flatten(),
+        _ = app.ctx.shutdown.cancelled() => None,
+    };
+    match accepted {
+        Some((wt, wanted)) => run(Arc::new(wt), quic, wanted, app).await,
+        None => quic.close(0u32.into(), b""),
+    }
+}
+
+/// Serves HTTP/3 requests until one is a good WebTransport CONNECT; the others are answered
+/// with their error status.
+async fn accept_session(conn: quinn::Connection, app: &App) -> Option<(Wt, Wanted)> {
+    let mut h3 = h3::server::builder()
+        .enable_webtransport(true)
+        .enable_extended_connect(true)
+        .enable_datagram(true)
+        .max_webtransport_sessions(1)
+        .send_grease(true)
+        .build(h3_quinn::Connection::new(conn))
+        .await
+        .map_err(|e| tracing::debug!(error = %e, "h3 setup"))
+        .ok()?;
+    loop {
+        let resolver = h3.accept().await.map_err(|e| tracing::debug!(error = %e, "h3 accept")).ok()??;
+        let Ok((req, mut stream)) = resolver.resolve_request().await else { continue };
+        match check_request(&req, app) {
+            Ok(wanted) => {
+                return WebTransportSession::accept(req, stream, h3)
+                    .await
+                    .map_err(|e| tracing::debug!(error = %e, "webtransport accept"))
+                    .ok()
+                    .map(|wt| (wt, wanted));
+            }
+            Err((status, why)) => {
+                tracing::debug!(%status, why, path = req.uri().path(), "h3 request refused");
+                let resp = Response::builder().status(status).body(());
+                if let Ok(resp) = resp {
+                    let _ = stream.send_response(resp).await;
+                    let _ = stream.send_data(Bytes::from(why)).await;
+                    let _ = stream.finish().await;
+                }
+            }
+        }
+    }
+}
+
+/// A stream's writer: what it is sent, and how to stop it.
+#[derive(Debug, Clone)]
+struct StreamTx {
+    id: u64,
+    tx: mpsc::Sender<StreamCmd>,
+    /// Resets the stream (and stops its reader) at once.
+    kill: Kill,
+}
+
+#[derive(Debug)]
+enum StreamCmd {
+    Frame(Bytes),
+    /// Finish the stream cleanly, then say so.
+    Finish(Option<oneshot::Sender<()>>),
+}
+
+/// Where each conversation's events go on this connection.
+#[derive(Debug, Default)]
+struct Streams {
+    control: Option<StreamTx>,
+    bound: HashMap<ConversationId, StreamTx>,
+}
+
+/// What the connection's tasks share.
+#[derive(Debug)]
+struct Shared {
+    streams: Mutex<Streams>,
+    inbound: mpsc::Sender<Inbound>,
+    codec: Codec,
+    /// The client has sent a datagram, so it reads them: typing goes that way.
+    datagrams: AtomicBool,
+    queue_len: usize,
+    /// The connection's closer, once the session exists.
+    closer: OnceLock<Arc<Closer>>,
+    tasks: TaskTracker,
+    done: CancellationToken,
+}
+
+impl Shared {
+    fn streams(&self) -> MutexGuard<'_, Streams> {
+        self.streams.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Tells the session, waiting for room in a task of its own when the queue is full (the
+    /// caller may be the dispatcher, which must never wait on the session).
+    fn tell(&self, item: Inbound) {
+        if let Err(mpsc::error::TrySendError::Full(item)) = self.inbound.try_send(item) {
+            let tx = self.inbound.clone();
+            let done = self.done.clone();
+            self.tasks.spawn(async move {
+                tokio::select! {
+                    _ = tx.send(item) => {}
+                    _ = done.cancelled() => {}
+                }
+            });
+        }
+    }
+
+    fn close(&self, reason: CloseReason) {
+        if let Some(c) = self.closer.get() {
+            c.close(reason);
+        }
+    }
+
+    /// Unbinds `c` if it is still bound to stream `id`; true if it was.
+    fn unbind(&self, c: &ConversationId, id: u64) -> bool {
+        let mut s = self.streams();
+        if s.bound.get(c).is_some_and(|t| t.id == id) {
+            s.bound.remove(c);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+async fn run(wt: Arc<Wt>, quic: quinn::Connection, wanted: Wanted, app: App) {
+    let (in_tx, in_rx) = mpsc::channel(INBOUND_QUEUE);
+    let shared = Arc::new(Shared {
+        streams: Mutex::new(Streams::default()),
+        inbound: in_tx,
+        codec: wanted.codec,
+        datagrams: AtomicBool::new(false),
+        queue_len: app.ctx.hub.limits().outbound_queue.max(1),
+        closer: OnceLock::new(),
+        tasks: TaskTracker::new(),
+        done: CancellationToken::new(),
+    });
+    let identity = match &wanted.token {
+        Some(t) => app.ctx.auth.verify(t),
+        None => Err(AuthError::Missing),
+    };
+
+    // The control stream comes first; the session starts once it is there.
+    let control = tokio::select! {
+        r = tokio::time::timeout(app.settings.handshake_timeout, wt.accept_bi()) => match r {
+            Ok(Ok(Some(AcceptedBi::BidiStream(_, s)))) => Some(s),
+            _ => None,
+        },
+        _ = app.ctx.shutdown.cancelled() => None,
+    };
+    let Some(control) = control else {
+        let _ = wt.close(u32::from(CloseReason::Timeout.code()), "no control stream").await;
+        return linger_then_close(&quic).await;
+    };
+    let control_id = control.send_id().into_inner();
+    let control_tx = open_stream(&shared, control, control_id, true);
+    shared.streams().control = Some(control_tx.clone());
+
+    let identity = match identity {
+        Ok(i) => i,
+        Err(e) => return refuse(&app, &wt, &quic, &shared, &control_tx, &e).await,
+    };
+    let (conn, output) = Conn::new(
+        app.ctx.hub.connection_id(),
+        identity.user_id.clone(),
+        TransportKind::WebTransport,
+        shared.codec,
+        shared.queue_len,
+    );
+    let closer = Arc::clone(&conn.closer);
+    let _ = shared.closer.set(Arc::clone(&closer));
+    spawn_accept_loop(&shared, &wt);
+    spawn_datagram_reader(&shared, &wt);
+    spawn_close_watcher(&shared, &wt, &quic);
+    let dispatcher = shared.tasks.spawn(dispatch(Arc::clone(&shared), output, Arc::clone(&wt), quic.clone()));
+
+    let mut in_rx = in_rx;
+    let inbound = futures_util::stream::poll_fn(move |cx| in_rx.poll_recv(cx));
+    session::run(Session::new(app.ctx.clone(), conn, identity), inbound, app.ctx.shutdown.clone()).await;
+    // The dispatcher says goodbye on the control stream unless the client left first.
+    let _ = dispatcher.await;
+    let reason = closer.reason().unwrap_or(CloseReason::Normal);
+    finish(&wt, &quic, &shared, reason).await;
+}
+
+/// Ends the session: the close capsule with the reason's code (unless the client closed it),
+/// every task stopped, then the QUIC connection once the client has closed it or after a grace
+/// period (closing it at once could destroy the capsule in flight).
+async fn finish(wt: &Wt, quic: &quinn::Connection, shared: &Shared, reason: CloseReason) {
+    if reason != CloseReason::Normal {
+        let _ = tokio::time::timeout(CLOSE_DEADLINE, wt.close(u32::from(reason.code()), reason.as_str())).await;
+    }
+    shared.done.cancel();
+    shared.tasks.close();
+    let _ = tokio::time::timeout(CLOSE_DEADLINE, shared.tasks.wait()).await;
+    if reason == CloseReason::Normal {
+        quic.close(0u32.into(), b"");
+    } else {
+        linger_then_close(quic).await;
+    }
+}
+
+async fn linger_then_close(quic: &quinn::Connection) {
+    let _ = tokio::time::timeout(CLOSE_DEADLINE, quic.closed()).await;
+    quic.close(0u32.into(), b"");
+}
+
+/// A bad or missing token: one `error` event and `connection:closed` on the control stream,
+/// then the close capsule (4001/4003), as the WebSocket transport does with a close frame.
+async fn refuse(app: &App, wt: &Wt, quic: &quinn::Connection, shared: &Shared, control: &StreamTx, e: &AuthError) {
+    let (event, reason) = session::refusal(&app.ctx.hub, e);
+    for ev in [event, closing_event(reason, now())] {
+        if let Ok(bytes) = ev.encoded(&shared.codec) {
+            let _ = control.tx.send(StreamCmd::Frame(bytes)).await;
+        }
+    }
+    let (ack, acked) = oneshot::channel();
+    if control.tx.send(StreamCmd::Finish(Some(ack))).await.is_ok() {
+        let _ = tokio::time::timeout(CLOSE_DEADLINE, acked).await;
+    }
+    finish(wt, quic, shared, reason).await;
+}
+
+/// How a stream is stopped early, and with which code.
+#[derive(Debug, Clone)]
+struct Kill {
+    token: CancellationToken,
+    code: Arc<AtomicU32>,
+}
+
+impl Kill {
+    fn now(&self, code: u32) {
+        self.code.store(code, Ordering::Relaxed);
+        self.token.cancel();
+    }
+}
+
+/// Starts a stream's reader and writer; returns the writer's handle.
+fn open_stream(shared: &Arc<Shared>, stream: WtBidi, id: u64, control: bool) -> StreamTx {
+    let (send, recv) = stream.split();
+    let (tx, rx) = mpsc::channel(shared.queue_len);
+    let kill = Kill { token: shared.done.child_token(), code: Arc::new(AtomicU32::new(stream_code::SESSION_GONE)) };
+    let handle = StreamTx { id, tx, kill };
+    shared.tasks.spawn(write_stream(send, rx, handle.kill.clone()));
+    shared.tasks.spawn(read_stream(Arc::clone(shared), recv, handle.clone(), control));
+    handle
+}
+
+async fn write_stream(mut send: WtSend, mut rx: mpsc::Receiver<StreamCmd>, kill: Kill) {
+    let mut prefix = Vec::with_capacity(8);
+    loop {
+        let cmd = tokio::select! {
+            biased;
+            _ = kill.token.cancelled() => break,
+            c = rx.recv() => c,
+        };
+        match cmd {
+            Some(StreamCmd::Frame(payload)) => {
+                prefix.clear();
+                put_varint(payload.len() as u64, &mut prefix);
+                // A client that stops reading blocks this write, and only this stream's.
+                let write = async {
+                    send.write_all(&prefix).await?;
+                    send.write_all(&payload).await
+                };
+                tokio::select! {
+                    biased;
+                    _ = kill.token.cancelled() => break,
+                    r = write => if r.is_err() { return },
+                }
+            }
+            Some(StreamCmd::Finish(ack)) => {
+                let _ = send.shutdown().await;
+                if let Some(ack) = ack {
+                    let _ = ack.send(());
+                }
+                return;
+            }
+            None => {
+                let _ = send.shutdown().await;
+                return;
+            }
+        }
+    }
+    send.reset(u64::from(kill.code.load(Ordering::Relaxed)));
+}
+
+async fn read_stream(shared: Arc<Shared>, mut recv: WtRecv, me: StreamTx, control: bool) {
+    let codec = shared.codec;
+    let mut frames = FrameDecoder::with_skip_limit(codec.max_frame, HARD_FRAME_LIMIT);
+    let mut route = control.then_some(Route::Control);
+    let mut buf = vec![0u8; 16 * 1024];
+    'read: loop {
+        let n = tokio::select! {
+            biased;
+            _ = me.kill.token.cancelled() => break,
+            r = recv.read(&mut buf) => match r {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            },
+        };
+        let mut too_large = frames.push(&buf[..n]).err();
+        loop {
+            if let Some(e) = too_large.take() {
+                let size = usize::try_from(e.size).unwrap_or(usize::MAX);
+                let err = DecodeError::from(CodecError::FrameTooLarge { size, limit: e.limit });
+                if !deliver(&shared, &mut route, &me, Err(err)).await {
+                    break 'read;
+                }
+                if frames.is_broken() {
+                    recv.stop_sending(u64::from(stream_code::FRAME_TOO_LARGE));
+                    if control {
+                        shared.close(CloseReason::TooBig);
+                    }
+                    me.kill.now(stream_code::FRAME_TOO_LARGE);
+                    break 'read;
+                }
+            }
+            match frames.next_frame() {
+                Ok(Some(payload)) => {
+                    if !deliver(&shared, &mut route, &me, codec.decode_client(&payload)).await {
+                        break 'read;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => too_large = Some(e),
+            }
+        }
+    }
+    if shared.done.is_cancelled() {
+        return;
+    }
+    if control {
+        // Closing the control stream ends the session.
+        shared.tell(Inbound::Closed);
+    } else if let Some(Route::Conversation(c)) = route {
+        // Closing a conversation's stream leaves the conversation (SPEC §3).
+        if shared.unbind(&c, me.id) {
+            let _ = me.tx.try_send(StreamCmd::Finish(None));
+            shared.tell(Inbound::RouteClosed(Route::Conversation(c)));
+        }
+    }
+}
+
+/// Hands one decoded frame to the session. The first frame of a stream other than the control
+/// stream binds it: a `conversation:join` makes it that conversation's stream; anything else
+/// is answered on the control stream, as is everything after it on that stream. False once
+/// the session is gone.
+async fn deliver(
+    shared: &Shared,
+    route: &mut Option<Route>,
+    me: &StreamTx,
+    decoded: Result<confab_codec::ClientEnvelope, DecodeError>,
+) -> bool {
+    let r = match route {
+        Some(r) => r.clone(),
+        None => {
+            let r = match &decoded {
+                Ok(env) => match &env.event {
+                    ClientEvent::Join(j) => {
+                        let c = j.conversation_id.clone();
+                        // A second stream for the same conversation replaces the first.
+                        if let Some(old) = shared.streams().bound.insert(c.clone(), me.clone()) {
+                            let _ = old.tx.try_send(StreamCmd::Finish(None));
+                        }
+                        Route::Conversation(c)
+                    }
+                    _ => Route::Control,
+                },
+                Err(_) => Route::Control,
+            };
+            *route = Some(r.clone());
+            r
+        }
+    };
+    tokio::select! {
+        r = shared.inbound.send(Inbound::Event(r, Box::new(decoded))) => r.is_ok(),
+        _ = shared.done.cancelled() => false,
+    }
+}
+
+fn spawn_accept_loop(shared: &Arc<Shared>, wt: &Arc<Wt>) {
+    let (s, w) = (Arc::clone(shared), Arc::clone(wt));
+    shared.tasks.spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                a = w.accept_bi() => a,
+                _ = s.done.cancelled() => return,
+            };
+            match accepted {
+                Ok(Some(AcceptedBi::BidiStream(_, stream))) => {
+                    let id = stream.send_id().into_inner();
+                    open_stream(&s, stream, id, false);
+                }
+                // One session per connection: other requests are refused.
+                Ok(Some(AcceptedBi::Request(_, mut req))) => req.stop_stream(h3::error::Code::H3_REQUEST_REJECTED),
+                Ok(None) | Err(_) => {
+                    s.tell(Inbound::Closed);
+                    return;
+                }
+            }
+        }
+    });
+    // The protocol has no use for client unidirectional streams: refuse them so they do not
+    // pile up.
+    let (s, w) = (Arc::clone(shared), Arc::clone(wt));
+    shared.tasks.spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                a = w.accept_uni() => a,
+                _ = s.done.cancelled() => return,
+            };
+            match accepted {
+                Ok(Some((_, mut stream))) => stream.stop_sending(0),
+                Ok(None) | Err(_) => return,
+            }
+        }
+    });
+}
+
+/// Datagrams carry one envelope each (no length prefix). Unreliable by nature: dropped when
+/// the session is busy.
+fn spawn_datagram_reader(shared: &Arc<Shared>, wt: &Arc<Wt>) {
+    let mut reader = wt.datagram_reader();
+    let s = Arc::clone(shared);
+    shared.tasks.spawn(async move {
+        loop {
+            let datagram = tokio::select! {
+                d = reader.read_datagram() => d,
+                _ = s.done.cancelled() => return,
+            };
+            let Ok(datagram) = datagram else { return };
+            s.datagrams.store(true, Ordering::Relaxed);
+            let decoded = s.codec.decode_client(datagram.payload());
+            let _ = s.inbound.try_send(Inbound::Event(Route::Control, Box::new(decoded)));
+        }
+    });
+}
+
+/// The client's session close (capsule or FIN), or the connection's end: the session ends
+/// within a moment, with the reason the connection gives.
+fn spawn_close_watcher(shared: &Arc<Shared>, wt: &Arc<Wt>, quic: &quinn::Connection) {
+    let (s, w, q) = (Arc::clone(shared), Arc::clone(wt), quic.clone());
+    shared.tasks.spawn(async move {
+        let lost = tokio::select! {
+            r = w.closed() => {
+                if let Ok(close) = &r {
+                    tracing::debug!(code = close.code, reason = %close.reason, "webtransport session closed by the client");
+                }
+                None
+            }
+            e = q.closed() => Some(e),
+            _ = s.done.cancelled() => return,
+        };
+        if let Some(quinn::ConnectionError::TimedOut) = lost.or_else(|| q.close_reason()) {
+            s.close(CloseReason::Timeout);
+        }
+        s.tell(Inbound::Closed);
+    });
+}
+
+/// Routes the session's queue to the streams: a conversation's events to its stream when it
+/// has one, everything else to the control stream; typing and heartbeat answers as datagrams
+/// when the client uses them. A conversation stream whose queue is full is reset (the client
+/// re-joins with `since_seq`); a full control stream makes the connection a slow consumer.
+async fn dispatch(shared: Arc<Shared>, mut out: ConnOutput, wt: Arc<Wt>, quic: quinn::Connection) {
+    let mut datagrams = wt.datagram_sender();
+    loop {
+        tokio::select! {
+            biased;
+            _ = out.closer.closed() => break,
+            ev = out.queue.recv() => match ev {
+                Some(Outgoing(ev)) => route(&shared, &out, &mut datagrams, &quic, ev),
+                None => break,
+            },
+        }
+    }
+    let reason = out.closer.reason().unwrap_or(CloseReason::Normal);
+    if reason != CloseReason::Normal {
+        let _ = tokio::time::timeout(CLOSE_DEADLINE, goodbye(&shared, &mut out, &mut datagrams, &quic, reason)).await;
+    }
+}
+
+type Datagrams = h3_datagram::datagram_handler::DatagramSender<h3_quinn::datagram::SendDatagramHandler, Bytes>;
+
+fn route(shared: &Shared, out: &ConnOutput, datagrams: &mut Datagrams, quic: &quinn::Connection, ev: Arc<SharedEvent>) {
+    let bytes = match ev.encoded(&shared.codec) {
+        Ok(b) => b,
+        Err(e) => return tracing::error!(error = %e, "encoding an event"),
+    };
+    let lossy = matches!(ev.envelope.event, ServerEvent::Typing(_));
+    if (lossy || matches!(ev.envelope.event, ServerEvent::Heartbeat(_))) && shared.datagrams.load(Ordering::Relaxed) {
+        let fits = quic.max_datagram_size().is_some_and(|m| bytes.len() + DATAGRAM_HEADER <= m);
+        if fits && datagrams.send_datagram(bytes.clone()).is_ok() {
+            return;
+        }
+    }
+    let (target, bound) = {
+        let s = shared.streams();
+        match ev.conversation.as_ref().and_then(|c| s.bound.get(c)) {
+            Some(t) => (Some(t.clone()), true),
+            None => (s.control.clone(), false),
+        }
+    };
+    let Some(target) = target else { return };
+    match target.tx.try_send(StreamCmd::Frame(bytes)) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(_)) if lossy => {}
+        Err(mpsc::error::TrySendError::Full(_)) => match ev.conversation.as_ref().filter(|_| bound) {
+            Some(c) => {
+                target.kill.now(stream_code::SLOW_CONSUMER);
+                if shared.unbind(c, target.id) {
+                    shared.tell(Inbound::RouteClosed(Route::Conversation(c.clone())));
+                }
+            }
+            None => out.closer.close(CloseReason::SlowConsumer),
+        },
+        // The stream is gone; its reader has told the session.
+        Err(mpsc::error::TrySendError::Closed(_)) => {}
+    }
+    // `conversation:left` is the last event of a conversation's stream.
+    if let ServerEvent::Left(l) = &ev.envelope.event {
+        if bound && shared.unbind(&l.conversation_id, target.id) {
+            let _ = target.tx.try_send(StreamCmd::Finish(None));
+        }
+    }
+}
+
+/// Flushes what was queued (unless the queue is the problem), then `connection:closed` on the
+/// control stream, and finishes every stream.
+async fn goodbye(
+    shared: &Shared,
+    out: &mut ConnOutput,
+    datagrams: &mut Datagrams,
+    quic: &quinn::Connection,
+    reason: CloseReason,
+) {
+    if reason != CloseReason::SlowConsumer {
+        while let Ok(Outgoing(ev)) = out.queue.try_recv() {
+            route(shared, out, datagrams, quic, ev);
+        }
+    }
+    let (control, bound) = {
+        let mut s = shared.streams();
+        (s.control.clone(), std::mem::take(&mut s.bound))
+    };
+    for (_, t) in bound {
+        if t.tx.try_send(StreamCmd::Finish(None)).is_err() {
+            t.kill.now(stream_code::SESSION_GONE);
+        }
+    }
+    let Some(control) = control else { return };
+    if let Ok(bytes) = closing_event(reason, now()).encoded(&shared.codec) {
+        let _ = control.tx.send(StreamCmd::Frame(bytes)).await;
+    }
+    let (ack, acked) = oneshot::channel();
+    if control.tx.send(StreamCmd::Finish(Some(ack))).await.is_ok() {
+        let _ = acked.await;
+    }
+}
