@@ -1,0 +1,60 @@
+//! Independent WebTransport clients against the real binary: Python's `aioquic`
+//! (`tests/clients/aioquic_client.py`) and headless Chromium's `WebTransport` API
+//! (`tests/clients/chromium_wt.mjs`, driven by `playwright-core`). The Rust `wtransport`
+//! client is the third (`tests/webtransport.rs`).
+//!
+//! Each test skips with a message when its client is not installed on a developer's machine,
+//! and fails when `CI=true` (the CI installs them: `.ci/run`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use support::Server;
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Whether a prerequisite is there; outside CI a missing one skips the test.
+fn have(what: &str, ok: bool) -> bool {
+    if !ok {
+        assert!(!in_ci(), "{what} is required in CI but missing");
+        eprintln!("SKIPPED: {what} is not installed (see .ci/run for how CI installs it)");
+    }
+    ok
+}
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("start the client");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "client failed ({}):\n{stdout}\n{stderr}", out.status);
+    stdout
+}
+
+#[test]
+fn aioquic_speaks_webtransport_with_confab() {
+    let python = Command::new("python3").args(["-c", "import aioquic"]).output();
+    if !have("python3 with aioquic (pip install aioquic)", python.is_ok_and(|o| o.status.success())) {
+        return;
+    }
+    let s = Server::start(&[]);
+    s.conversation("c1", &["alice", "bob"]);
+    let out = run(Command::new("python3").arg(root().join("tests/clients/aioquic_client.py")).args([
+        &s.h3_addr,
+        &s.cert_sha256,
+        &s.token("alice"),
+        &s.token("bob"),
+    ]));
+    for step in ["established: ok", "message: ok", "datagrams: ok", "client close: ok", "server close: ok"] {
+        assert!(out.contains(step), "missing {step:?} in:\n{out}");
+    }
+}
