@@ -37,6 +37,7 @@ fn run(cmd: &mut Command) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "client failed ({}):\n{stdout}\n{stderr}", out.status);
+    eprint!("{stdout}");
     stdout
 }
 
@@ -55,6 +56,31 @@ fn aioquic_speaks_webtransport_with_confab() {
         &s.token("bob"),
     ]));
     for step in ["established: ok", "message: ok", "datagrams: ok", "client close: ok", "server close: ok"] {
+        assert!(out.contains(step), "missing {step:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn chromium_speaks_webtransport_with_confab() {
+    let clients = root().join("tests/clients");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if !have("chromium (apt-get install chromium)", Path::new(&chromium).exists())
+        || !have("node with playwright-core (npm ci in tests/clients)", clients.join("node_modules/playwright-core").exists())
+    {
+        return;
+    }
+    let s = Server::start(&[]);
+    s.conversation("c1", &["alice", "bob"]);
+    let http_port = s.addr.rsplit(':').next().unwrap().to_string();
+    let h3_port = s.h3_addr.rsplit(':').next().unwrap().to_string();
+    let out = run(Command::new("node").arg(clients.join("chromium_wt.mjs")).args([
+        &http_port,
+        &h3_port,
+        &s.cert_sha256,
+        &s.token("alice"),
+        &s.token("bob"),
+    ]));
+    for step in ["established: ok", "message: ok", "datagrams: ok", "client close: ok", "server close: ok (4003"] {
         assert!(out.contains(step), "missing {step:?} in:\n{out}");
     }
 }
