@@ -65,7 +65,10 @@ fn chromium_speaks_webtransport_with_confab() {
     let clients = root().join("tests/clients");
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     if !have("chromium (apt-get install chromium)", Path::new(&chromium).exists())
-        || !have("node with playwright-core (npm ci in tests/clients)", clients.join("node_modules/playwright-core").exists())
+        || !have(
+            "node with playwright-core (npm ci in tests/clients)",
+            clients.join("node_modules/playwright-core").exists(),
+        )
     {
         return;
     }

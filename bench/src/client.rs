@@ -1,27 +1,91 @@
-//! A benchmark client: a WebSocket speaking envelopes through the codec, split so that a task
-//! can send while another reads.
+//! A benchmark client speaking envelopes through the codec, over WebSocket or WebTransport,
+//! split so that a task can send while another reads.
+//!
+//! WebTransport: the control stream carries what the client sends (and what comes back for
+//! conversations without a stream); [`Tx::join`] opens a stream per conversation, as a real
+//! client does. Every stream's reader decodes frames into one bounded channel that [`Rx`]
+//! reads, so a receiver sees all its events in one place (one channel hop, a few µs).
 
 use bytes::Bytes;
-use confab_codec::{ClientEnvelope, Codec, Dialect, Format, ServerEnvelope};
+use confab_codec::frame::{FrameDecoder, MAX_SERVER_FRAME_BYTES, encode_frame};
+use confab_codec::{ClientEnvelope, Codec, ConversationId, Dialect, Format, ServerEnvelope};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// Which transport, and where it is.
+#[derive(Debug, Clone)]
+pub(crate) enum Target {
+    /// Plain `ws://ADDR/ws`.
+    WebSocket(String),
+    /// `https://ADDR/wt`, trusting the certificate with this SHA-256 (hex).
+    WebTransport(String, String),
+}
+
+impl Target {
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Self::WebSocket(_) => "websocket",
+            Self::WebTransport(..) => "webtransport",
+        }
+    }
+}
+
+/// Bytes this client's frames took, as the transport frames them (payload and framing; not
+/// TCP/IP, TLS or QUIC packet overhead).
+#[derive(Debug, Default)]
+pub(crate) struct FrameBytes {
+    pub(crate) sent: AtomicU64,
+    pub(crate) received: AtomicU64,
+}
+
 /// The sending half.
 pub(crate) struct Tx {
-    sink: SplitSink<Ws, Message>,
+    inner: TxInner,
     codec: Codec,
+    pub(crate) bytes: Arc<FrameBytes>,
+}
+
+enum TxInner {
+    Ws(SplitSink<Ws, Message>),
+    Wt {
+        conn: wtransport::Connection,
+        control: wtransport::SendStream,
+        events: mpsc::Sender<ServerEnvelope>,
+        _endpoint: wtransport::Endpoint<wtransport::endpoint::endpoint_side::Client>,
+    },
 }
 
 /// The reading half.
 pub(crate) struct Rx {
-    stream: SplitStream<Ws>,
+    inner: RxInner,
     codec: Codec,
+    bytes: Arc<FrameBytes>,
 }
 
-pub(crate) async fn connect(addr: &str, token: &str, format: Format) -> Result<(Tx, Rx), String> {
+enum RxInner {
+    Ws(SplitStream<Ws>),
+    Wt(mpsc::Receiver<ServerEnvelope>),
+}
+
+/// Server frames can exceed the client limit (history); nothing here sends them.
+fn codec(format: Format) -> Codec {
+    Codec::new(Dialect::Winkr, format).with_max_frame(MAX_SERVER_FRAME_BYTES)
+}
+
+pub(crate) async fn connect(target: &Target, token: &str, format: Format) -> Result<(Tx, Rx), String> {
+    match target {
+        Target::WebSocket(addr) => connect_ws(addr, token, format).await,
+        Target::WebTransport(addr, hash) => connect_wt(addr, hash, token, format).await,
+    }
+}
+
+async fn connect_ws(addr: &str, token: &str, format: Format) -> Result<(Tx, Rx), String> {
     let url = format!("ws://{addr}/ws?token={token}&codec={}", format.name());
     let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     // Small frames both ways: Nagle's algorithm would hold them back.
@@ -29,48 +93,152 @@ pub(crate) async fn connect(addr: &str, token: &str, format: Format) -> Result<(
     let stream = tokio_tungstenite::MaybeTlsStream::Plain(tcp);
     let (ws, _) = tokio_tungstenite::client_async(url, stream).await.map_err(|e| e.to_string())?;
     let (sink, stream) = ws.split();
-    // Server frames can exceed the client limit (history); nothing here sends them.
-    let codec = Codec::new(Dialect::Winkr, format).with_max_frame(confab_codec::frame::MAX_SERVER_FRAME_BYTES);
-    Ok((Tx { sink, codec }, Rx { stream, codec }))
+    let bytes = Arc::new(FrameBytes::default());
+    let codec = codec(format);
+    Ok((
+        Tx { inner: TxInner::Ws(sink), codec, bytes: Arc::clone(&bytes) },
+        Rx { inner: RxInner::Ws(stream), codec, bytes },
+    ))
+}
+
+fn parse_hash(hex: &str) -> Result<[u8; 32], String> {
+    let mut out = [0u8; 32];
+    if hex.len() != 64 {
+        return Err(format!("certificate hash {hex:?} is not 64 hex digits"));
+    }
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
+    }
+    Ok(out)
+}
+
+async fn connect_wt(addr: &str, hash: &str, token: &str, format: Format) -> Result<(Tx, Rx), String> {
+    let config = wtransport::ClientConfig::builder()
+        .with_bind_default()
+        .with_server_certificate_hashes([wtransport::tls::Sha256Digest::new(parse_hash(hash)?)])
+        .build();
+    let endpoint = wtransport::Endpoint::client(config).map_err(|e| e.to_string())?;
+    let url = format!("https://{addr}/wt?token={token}&codec={}", format.name());
+    let conn = endpoint.connect(&url).await.map_err(|e| e.to_string())?;
+    let (control, recv) = conn.open_bi().await.map_err(|e| e.to_string())?.await.map_err(|e| e.to_string())?;
+    let codec = codec(format);
+    let bytes = Arc::new(FrameBytes::default());
+    let (events, rx) = mpsc::channel(4096);
+    spawn_reader(recv, codec, events.clone(), Arc::clone(&bytes));
+    Ok((
+        Tx { inner: TxInner::Wt { conn, control, events, _endpoint: endpoint }, codec, bytes: Arc::clone(&bytes) },
+        Rx { inner: RxInner::Wt(rx), codec, bytes },
+    ))
+}
+
+fn spawn_reader(
+    mut recv: wtransport::RecvStream,
+    codec: Codec,
+    events: mpsc::Sender<ServerEnvelope>,
+    bytes: Arc<FrameBytes>,
+) {
+    tokio::spawn(async move {
+        let mut frames = FrameDecoder::new(MAX_SERVER_FRAME_BYTES);
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(Some(n)) = recv.read(&mut buf).await {
+            bytes.received.fetch_add(n as u64, Ordering::Relaxed);
+            if frames.push(&buf[..n]).is_err() {
+                return;
+            }
+            while let Ok(Some(f)) = frames.next_frame() {
+                if let Ok(env) = codec.decode_server(&f) {
+                    if events.send(env).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
 }
 
 impl Tx {
     /// Queues an envelope without flushing; call [`Tx::flush`] after a batch.
     pub(crate) async fn feed(&mut self, env: &ClientEnvelope) -> Result<(), String> {
         let bytes = self.codec.encode_client(env).map_err(|e| e.to_string())?;
-        let msg = if self.codec.format.is_text() {
-            Message::Text(String::from_utf8(bytes).map_err(|e| e.to_string())?.into())
-        } else {
-            Message::Binary(Bytes::from(bytes))
-        };
-        self.sink.feed(msg).await.map_err(|e| e.to_string())
+        match &mut self.inner {
+            TxInner::Ws(sink) => {
+                // Client frames are masked: 2-byte header (4 past 125 bytes) and a 4-byte key.
+                let header = if bytes.len() < 126 { 6 } else { 8 };
+                self.bytes.sent.fetch_add((bytes.len() + header) as u64, Ordering::Relaxed);
+                let msg = if self.codec.format.is_text() {
+                    Message::Text(String::from_utf8(bytes).map_err(|e| e.to_string())?.into())
+                } else {
+                    Message::Binary(Bytes::from(bytes))
+                };
+                sink.feed(msg).await.map_err(|e| e.to_string())
+            }
+            TxInner::Wt { control, .. } => {
+                let mut framed = Vec::with_capacity(bytes.len() + 2);
+                encode_frame(&bytes, &mut framed);
+                self.bytes.sent.fetch_add(framed.len() as u64, Ordering::Relaxed);
+                control.write_all(&framed).await.map_err(|e| e.to_string())
+            }
+        }
     }
 
     pub(crate) async fn flush(&mut self) -> Result<(), String> {
-        self.sink.flush().await.map_err(|e| e.to_string())
+        match &mut self.inner {
+            TxInner::Ws(sink) => sink.flush().await.map_err(|e| e.to_string()),
+            // QUIC streams send what is written; there is nothing to flush.
+            TxInner::Wt { .. } => Ok(()),
+        }
     }
 
     pub(crate) async fn send(&mut self, env: &ClientEnvelope) -> Result<(), String> {
         self.feed(env).await?;
         self.flush().await
     }
+
+    /// Joins `conv`: on WebTransport on a stream of its own (whose events then arrive on the
+    /// paired [`Rx`]), on WebSocket on the socket.
+    pub(crate) async fn join(&mut self, join: &ClientEnvelope, _conv: &ConversationId) -> Result<(), String> {
+        let TxInner::Wt { conn, events, .. } = &mut self.inner else {
+            return self.send(join).await;
+        };
+        let (mut send, recv) = conn.open_bi().await.map_err(|e| e.to_string())?.await.map_err(|e| e.to_string())?;
+        spawn_reader(recv, self.codec, events.clone(), Arc::clone(&self.bytes));
+        let mut framed = Vec::new();
+        encode_frame(&self.codec.encode_client(join).map_err(|e| e.to_string())?, &mut framed);
+        send.write_all(&framed).await.map_err(|e| e.to_string())?;
+        // The stream must stay open (closing it leaves the conversation): keep its sending
+        // half alive for as long as the connection.
+        tokio::spawn(async move {
+            let _ = send.stopped().await;
+        });
+        Ok(())
+    }
 }
 
 impl Rx {
     /// The next server event; `None` when the connection ends.
     pub(crate) async fn next(&mut self) -> Option<ServerEnvelope> {
-        loop {
-            let msg = self.stream.next().await?.ok()?;
-            let bytes: &[u8] = match &msg {
-                Message::Text(t) => t.as_bytes(),
-                Message::Binary(b) => b,
-                Message::Close(_) => return None,
-                _ => continue,
-            };
-            let format = if matches!(msg, Message::Text(_)) { Format::Json } else { Format::MsgPack };
-            if let Ok(env) = (Codec { format, ..self.codec }).decode_server(bytes) {
-                return Some(env);
-            }
+        match &mut self.inner {
+            RxInner::Wt(rx) => rx.recv().await,
+            RxInner::Ws(stream) => loop {
+                let msg = stream.next().await?.ok()?;
+                let bytes: &[u8] = match &msg {
+                    Message::Text(t) => t.as_bytes(),
+                    Message::Binary(b) => b,
+                    Message::Close(_) => return None,
+                    _ => continue,
+                };
+                // Server frames are not masked: a 2-byte header, 4 past 125 bytes.
+                let header = if bytes.len() < 126 { 2 } else { 4 };
+                self.bytes.received.fetch_add((bytes.len() + header) as u64, Ordering::Relaxed);
+                let format = if matches!(msg, Message::Text(_)) { Format::Json } else { Format::MsgPack };
+                if let Ok(env) = (Codec { format, ..self.codec }).decode_server(bytes) {
+                    return Some(env);
+                }
+            },
         }
+    }
+
+    pub(crate) fn bytes(&self) -> &Arc<FrameBytes> {
+        &self.bytes
     }
 }

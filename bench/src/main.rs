@@ -9,6 +9,7 @@ mod scenario;
 mod setup;
 
 use clap::Parser;
+use client::Target;
 use confab_codec::Format;
 use scenario::Report;
 
@@ -34,6 +35,10 @@ struct Args {
     /// Worker threads of the in-process server's runtime.
     #[arg(long, default_value_t = 2)]
     server_threads: usize,
+    /// A running server's WebTransport address and certificate SHA-256 (hex), for the
+    /// WebTransport scenarios with `--addr`: `ADDR,HASH`.
+    #[arg(long)]
+    h3: Option<String>,
     /// Worker threads of the load generator's runtime.
     #[arg(long, default_value_t = 2)]
     client_threads: usize,
@@ -52,6 +57,10 @@ fn main() -> std::process::ExitCode {
         },
     };
     let addr = args.addr.clone().or_else(|| server.as_ref().map(|s| s.addr.to_string())).unwrap_or_default();
+    let h3 = match &args.h3 {
+        Some(v) => v.split_once(',').map(|(a, h)| (a.to_string(), h.to_string())),
+        None => server.as_ref().and_then(|s| s.h3.as_ref()).map(|(a, h)| (a.to_string(), h.clone())),
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(args.client_threads).enable_all().build()
     {
         Ok(rt) => rt,
@@ -60,31 +69,57 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let ok = rt.block_on(run_all(&args, &addr));
+    let ok = rt.block_on(run_all(&args, &addr, h3));
     drop(rt);
     drop(server);
     if ok { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE }
 }
 
-async fn run_all(args: &Args, addr: &str) -> bool {
+async fn run_all(args: &Args, addr: &str, h3: Option<(String, String)>) -> bool {
     let secs = if args.quick { 3.0 } else { 10.0 };
     let wanted = |name: &str| args.only.as_deref().is_none_or(|o| name.contains(o));
     let mut ok = true;
     eprintln!(
-        "{:<28} {:<8} {:>7} {:>8} {:>8} {:>6} {:>8} {:>8} {:>8} {:>9} {:>10}",
-        "scenario", "codec", "clients", "sent", "received", "lost", "p50_us", "p99_us", "p999_us", "max_us", "msgs/s"
+        "{:<28} {:<12} {:<8} {:>7} {:>8} {:>8} {:>6} {:>8} {:>8} {:>8} {:>9} {:>10} {:>9}",
+        "scenario",
+        "transport",
+        "codec",
+        "clients",
+        "sent",
+        "received",
+        "lost",
+        "p50_us",
+        "p99_us",
+        "p999_us",
+        "max_us",
+        "msgs/s",
+        "B/msg",
     );
-    for format in [Format::Json, Format::MsgPack] {
-        if wanted("latency") {
-            ok &= report(scenario::latency(addr, args.pairs, args.rate, secs, format).await);
+    let ws = Target::WebSocket(addr.to_string());
+    let wt = h3.map(|(a, h)| Target::WebTransport(a, h));
+    if wt.is_none() {
+        eprintln!("(no WebTransport address: the webtransport scenarios are skipped; give --h3 ADDR,HASH)");
+    }
+    let mut latency_runs = vec![(ws.clone(), Format::Json), (ws.clone(), Format::MsgPack)];
+    if let Some(wt) = &wt {
+        latency_runs.push((wt.clone(), Format::MsgPack));
+        latency_runs.push((wt.clone(), Format::Json));
+    }
+    if wanted("latency") {
+        for (target, format) in &latency_runs {
+            ok &= report(scenario::latency(addr, target, args.pairs, args.rate, secs, *format).await);
         }
     }
-    if wanted("throughput_1conv") {
-        ok &= report(scenario::throughput(addr, 1, 2, 64, secs, Format::MsgPack).await);
-    }
-    if wanted("throughput_1000conv") {
-        let convs = if args.quick { 200 } else { 1000 };
-        ok &= report(scenario::throughput(addr, convs, 1, 8, secs, Format::MsgPack).await);
+    let mut transports = vec![ws];
+    transports.extend(wt);
+    for target in &transports {
+        if wanted("throughput_1conv") {
+            ok &= report(scenario::throughput(addr, target, 1, 2, 64, secs, Format::MsgPack).await);
+        }
+        if wanted("throughput_1000conv") {
+            let convs = if args.quick { 200 } else { 1000 };
+            ok &= report(scenario::throughput(addr, target, convs, 1, 8, secs, Format::MsgPack).await);
+        }
     }
     ok
 }
@@ -93,8 +128,9 @@ fn report(r: Result<Report, String>) -> bool {
     match r {
         Ok(r) => {
             eprintln!(
-                "{:<28} {:<8} {:>7} {:>8} {:>8} {:>6} {:>8} {:>8} {:>8} {:>9} {:>10.0}",
+                "{:<28} {:<12} {:<8} {:>7} {:>8} {:>8} {:>6} {:>8} {:>8} {:>8} {:>9} {:>10.0} {:>9}",
                 r.scenario,
+                r.transport,
                 r.codec,
                 r.clients,
                 r.sent,
@@ -104,7 +140,8 @@ fn report(r: Result<Report, String>) -> bool {
                 r.p99_us,
                 r.p999_us,
                 r.max_us,
-                r.msgs_per_s
+                r.msgs_per_s,
+                r.frame_bytes_down.map(|b| format!("{b:.0}")).unwrap_or_default(),
             );
             println!("{}", serde_json::to_string(&r).unwrap_or_default());
             true

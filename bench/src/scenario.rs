@@ -1,7 +1,7 @@
 //! The scenarios. Each returns a [`Report`]; latency is sender-to-receiver, taken from the
 //! send time written into the message content, so it includes queueing at the sender.
 
-use crate::client::{Rx, Tx, connect};
+use crate::client::{Rx, Target, Tx, connect};
 use crate::setup::{create_conversation, token};
 use confab_codec::event::{ClientEvent, SendMessage, ServerEvent};
 use confab_codec::{ClientEnvelope, ConversationId, Format, MessageKind};
@@ -28,6 +28,10 @@ pub(crate) struct Report {
     pub(crate) msgs_per_s: f64,
     pub(crate) target_rate: Option<f64>,
     pub(crate) duration_s: f64,
+    /// Bytes per message as framed by the transport (payload plus WebSocket header or QUIC
+    /// varint prefix; no TCP/TLS/QUIC packet overhead): sender to server, server to receiver.
+    pub(crate) frame_bytes_up: Option<f64>,
+    pub(crate) frame_bytes_down: Option<f64>,
 }
 
 /// An empty latency histogram: 1 µs to 60 s, 3 significant digits.
@@ -69,6 +73,9 @@ async fn await_joined(rx: &mut Rx) -> Result<(), String> {
 /// A receiver: counts `message:new` and records latency until `until`.
 async fn receive(mut rx: Rx, base: Instant, until: Instant, mut h: Histogram<u64>) -> (u64, Histogram<u64>) {
     let mut n = 0;
+    // What came before (established, joined) is not a message.
+    let before = rx.bytes().received.load(Ordering::Relaxed);
+    RECEIVED_BYTES.fetch_sub(before, Ordering::Relaxed);
     loop {
         let next = tokio::time::timeout_at(until.into(), rx.next()).await;
         let Ok(Some(env)) = next else { break };
@@ -86,36 +93,43 @@ async fn receive(mut rx: Rx, base: Instant, until: Instant, mut h: Histogram<u64
             }
         }
     }
+    RECEIVED_BYTES.fetch_add(rx.bytes().received.load(Ordering::Relaxed), Ordering::Relaxed);
     (n, h)
 }
+
+/// Frame bytes the receivers of the running scenario read for their messages.
+static RECEIVED_BYTES: AtomicU64 = AtomicU64::new(0);
 
 struct Pair {
     conv: ConversationId,
     tx: Tx,
     tx_rx: Rx,
     rx: Rx,
+    rtx: Tx,
 }
 
-async fn pairs(addr: &str, prefix: &str, n: usize, format: Format) -> Result<Vec<Pair>, String> {
+async fn pairs(http: &str, target: &Target, prefix: &str, n: usize, format: Format) -> Result<Vec<Pair>, String> {
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         let (s, r) = (format!("{prefix}s{i}"), format!("{prefix}r{i}"));
         let conv = format!("{prefix}c{i}");
-        create_conversation(addr, &conv, &[s.clone(), r.clone()]).await?;
+        create_conversation(http, &conv, &[s.clone(), r.clone()]).await?;
         let conv = conv_id(&conv)?;
-        let (tx, tx_rx) = connect(addr, &token(&s), format).await?;
-        let (mut rtx, mut rx) = connect(addr, &token(&r), format).await?;
-        rtx.send(&join_env(&conv)).await?;
+        let (tx, tx_rx) = connect(target, &token(&s), format).await?;
+        let (mut rtx, mut rx) = connect(target, &token(&r), format).await?;
+        rtx.join(&join_env(&conv), &conv).await?;
         await_joined(&mut rx).await?;
-        // The receiver's sending half is not needed after the join.
-        drop(rtx);
-        out.push(Pair { conv, tx, tx_rx, rx });
+        // The receiver's sending half is not needed after the join, but a WebTransport
+        // connection lives as long as its handle: keep it.
+        out.push(Pair { conv, tx, tx_rx, rx, rtx: rtx });
     }
     Ok(out)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn finish(
     scenario: String,
+    transport: &'static str,
     format: Format,
     clients: usize,
     (sent, received): (u64, u64),
@@ -125,7 +139,7 @@ fn finish(
 ) -> Report {
     Report {
         scenario,
-        transport: "websocket",
+        transport,
         codec: format.name(),
         clients,
         sent,
@@ -138,14 +152,26 @@ fn finish(
         msgs_per_s: received as f64 / secs,
         target_rate: target,
         duration_s: secs,
+        frame_bytes_up: None,
+        frame_bytes_down: None,
     }
 }
 
 /// 1:1 latency, open loop: `n` pairs, `rate` messages per second in all, each sender on its
 /// own schedule whatever the replies do.
-pub(crate) async fn latency(addr: &str, n: usize, rate: f64, secs: f64, format: Format) -> Result<Report, String> {
-    let prefix = format!("lat{}{}-", format.name(), rand_tag());
-    let pairs = pairs(addr, &prefix, n, format).await?;
+pub(crate) async fn latency(
+    http: &str,
+    target: &Target,
+    n: usize,
+    rate: f64,
+    secs: f64,
+    format: Format,
+) -> Result<Report, String> {
+    let prefix = format!("lat{}{}{}-", &target.name()[..2], format.name(), rand_tag());
+    let pairs = pairs(http, target, &prefix, n, format).await?;
+    RECEIVED_BYTES.store(0, Ordering::Relaxed);
+    let sent_bytes: Vec<_> = pairs.iter().map(|p| std::sync::Arc::clone(&p.tx.bytes)).collect();
+    let sent_before: u64 = sent_bytes.iter().map(|b| b.sent.load(Ordering::Relaxed)).sum();
     let base = Instant::now();
     let start = base + Duration::from_millis(200);
     let end = start + Duration::from_secs_f64(secs);
@@ -154,8 +180,10 @@ pub(crate) async fn latency(addr: &str, n: usize, rate: f64, secs: f64, format: 
     let sent = Arc::new(AtomicU64::new(0));
     let mut receivers = Vec::new();
     let mut senders = Vec::new();
+    let mut receiver_conns = Vec::with_capacity(n);
     for (i, p) in pairs.into_iter().enumerate() {
         receivers.push(tokio::spawn(receive(p.rx, base, until, histogram()?)));
+        receiver_conns.push(p.rtx);
         // The sender's own events (acks, receipts) are read and dropped.
         let mut tx_rx = p.tx_rx;
         tokio::spawn(async move {
@@ -197,22 +225,21 @@ pub(crate) async fn latency(addr: &str, n: usize, rate: f64, secs: f64, format: 
         received += n;
         let _ = h.add(&rh);
     }
-    drop(keep);
-    Ok(finish(
-        format!("latency_1to1_{n}pairs"),
-        format,
-        2 * n,
-        (sent.load(Ordering::Relaxed), received),
-        &h,
-        secs,
-        Some(rate),
-    ))
+    drop((keep, receiver_conns));
+    let sent = sent.load(Ordering::Relaxed);
+    let up: u64 = sent_bytes.iter().map(|b| b.sent.load(Ordering::Relaxed)).sum::<u64>() - sent_before;
+    let mut r =
+        finish(format!("latency_1to1_{n}pairs"), target.name(), format, 2 * n, (sent, received), &h, secs, Some(rate));
+    r.frame_bytes_up = Some(up as f64 / sent.max(1) as f64);
+    r.frame_bytes_down = Some(RECEIVED_BYTES.load(Ordering::Relaxed) as f64 / received.max(1) as f64);
+    Ok(r)
 }
 
 /// Throughput, closed loop with a window: `convs` conversations, `senders` senders in each, each
 /// keeping `window` messages in flight (waiting for `message:sent`, a durable ack).
 pub(crate) async fn throughput(
     addr: &str,
+    target: &Target,
     convs: usize,
     senders: usize,
     window: usize,
@@ -230,12 +257,12 @@ pub(crate) async fn throughput(
         members.push(reader.clone());
         create_conversation(addr, &conv, &members).await?;
         let conv = conv_id(&conv)?;
-        let (mut rtx, mut rx) = connect(addr, &token(&reader), format).await?;
-        rtx.send(&join_env(&conv)).await?;
+        let (mut rtx, mut rx) = connect(target, &token(&reader), format).await?;
+        rtx.join(&join_env(&conv), &conv).await?;
         await_joined(&mut rx).await?;
-        receivers.push(rx);
+        receivers.push((rx, rtx));
         for m in members.iter().take(senders) {
-            let (tx, rx) = connect(addr, &token(m), format).await?;
+            let (tx, rx) = connect(target, &token(m), format).await?;
             sender_conns.push((conv.clone(), tx, rx));
         }
     }
@@ -243,8 +270,10 @@ pub(crate) async fn throughput(
     let end = start + Duration::from_secs_f64(secs);
     let until = end + Duration::from_secs(5);
     let mut receiver_tasks = Vec::with_capacity(receivers.len());
-    for rx in receivers {
+    let mut keep = Vec::with_capacity(receivers.len());
+    for (rx, rtx) in receivers {
         receiver_tasks.push(tokio::spawn(receive(rx, base, until, histogram()?)));
+        keep.push(rtx);
     }
     let sent = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
@@ -290,9 +319,11 @@ pub(crate) async fn throughput(
         received += n;
         let _ = h.add(&rh);
     }
+    drop(keep);
     let clients = convs * (senders + 1);
     Ok(finish(
         format!("throughput_{convs}conv"),
+        target.name(),
         format,
         clients,
         (sent.load(Ordering::Relaxed), received),

@@ -14,6 +14,8 @@ pub(crate) const API_KEY: &str = "confab-bench-api-key";
 /// A server the benchmark started; shut down and its data removed on drop.
 pub(crate) struct LocalServer {
     pub(crate) addr: SocketAddr,
+    /// The WebTransport (QUIC) address and the certificate's SHA-256 (hex).
+    pub(crate) h3: Option<(SocketAddr, String)>,
     shutdown: CancellationToken,
     thread: Option<std::thread::JoinHandle<()>>,
     dir: PathBuf,
@@ -25,12 +27,15 @@ impl LocalServer {
         let dir = std::env::temp_dir().join(format!("confab-bench-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let big = "1000000000";
+        // Dev mode for its generated certificate (WebTransport needs TLS); the secret and the
+        // API key are still the benchmark's.
         let args = [
             "confab",
+            "--dev",
             "--http",
             "127.0.0.1:0",
             "--https",
-            "off",
+            "127.0.0.1:0",
             "--jwt-secret",
             SECRET,
             "--api-key",
@@ -56,6 +61,7 @@ impl LocalServer {
         ];
         let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         args.extend(["--data-dir".into(), dir.display().to_string()]);
+        args.extend(["--dev-cert-dir".into(), dir.join("certs").display().to_string()]);
         let config = Config::from_args(<Args as clap::Parser>::parse_from(args))?;
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
@@ -72,7 +78,8 @@ impl LocalServer {
             rt.block_on(async move {
                 match confab_server::start(config, stop).await {
                     Ok(running) => {
-                        let _ = tx.send(running.http.ok_or_else(|| "no http listener".to_string()));
+                        let h3 = running.h3.first().copied().zip(running.cert_sha256.clone());
+                        let _ = tx.send(running.http.map(|a| (a, h3)).ok_or_else(|| "no http listener".to_string()));
                         running.wait().await;
                     }
                     Err(e) => {
@@ -81,8 +88,8 @@ impl LocalServer {
                 }
             });
         });
-        let addr = rx.recv().map_err(|e| e.to_string())??;
-        Ok(Self { addr, shutdown, thread: Some(thread), dir })
+        let (addr, h3) = rx.recv().map_err(|e| e.to_string())??;
+        Ok(Self { addr, h3, shutdown, thread: Some(thread), dir })
     }
 }
 
