@@ -23,6 +23,9 @@ type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<t
 pub(crate) enum Target {
     /// Plain `ws://ADDR/ws`.
     WebSocket(String),
+    /// `wss://ADDR/ws`, trusting the certificate with this SHA-256 (hex): the same TLS cost as
+    /// WebTransport, for a like-for-like comparison.
+    WebSocketTls(String, String),
     /// `https://ADDR/wt`, trusting the certificate with this SHA-256 (hex).
     WebTransport(String, String),
 }
@@ -31,6 +34,7 @@ impl Target {
     pub(crate) fn name(&self) -> &'static str {
         match self {
             Self::WebSocket(_) => "websocket",
+            Self::WebSocketTls(..) => "websocket+tls",
             Self::WebTransport(..) => "webtransport",
         }
     }
@@ -80,17 +84,27 @@ fn codec(format: Format) -> Codec {
 
 pub(crate) async fn connect(target: &Target, token: &str, format: Format) -> Result<(Tx, Rx), String> {
     match target {
-        Target::WebSocket(addr) => connect_ws(addr, token, format).await,
+        Target::WebSocket(addr) => connect_ws(addr, None, token, format).await,
+        Target::WebSocketTls(addr, hash) => connect_ws(addr, Some(hash), token, format).await,
         Target::WebTransport(addr, hash) => connect_wt(addr, hash, token, format).await,
     }
 }
 
-async fn connect_ws(addr: &str, token: &str, format: Format) -> Result<(Tx, Rx), String> {
-    let url = format!("ws://{addr}/ws?token={token}&codec={}", format.name());
+async fn connect_ws(addr: &str, tls: Option<&str>, token: &str, format: Format) -> Result<(Tx, Rx), String> {
+    let scheme = if tls.is_some() { "wss" } else { "ws" };
+    let url = format!("{scheme}://{addr}/ws?token={token}&codec={}", format.name());
     let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     // Small frames both ways: Nagle's algorithm would hold them back.
     tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-    let stream = tokio_tungstenite::MaybeTlsStream::Plain(tcp);
+    let stream = match tls {
+        None => tokio_tungstenite::MaybeTlsStream::Plain(tcp),
+        Some(hash) => {
+            let connector = tokio_rustls::TlsConnector::from(pinned_tls(parse_hash(hash)?)?);
+            let name = rustls::pki_types::ServerName::try_from("localhost").map_err(|e| e.to_string())?;
+            let tls = connector.connect(name, tcp).await.map_err(|e| e.to_string())?;
+            tokio_tungstenite::MaybeTlsStream::Rustls(tls)
+        }
+    };
     let (ws, _) = tokio_tungstenite::client_async(url, stream).await.map_err(|e| e.to_string())?;
     let (sink, stream) = ws.split();
     let bytes = Arc::new(FrameBytes::default());
@@ -99,6 +113,66 @@ async fn connect_ws(addr: &str, token: &str, format: Format) -> Result<(Tx, Rx),
         Tx { inner: TxInner::Ws(sink), codec, bytes: Arc::clone(&bytes) },
         Rx { inner: RxInner::Ws(stream), codec, bytes },
     ))
+}
+
+/// A TLS client that trusts exactly the certificate with this SHA-256, as browsers'
+/// `serverCertificateHashes` does for WebTransport.
+fn pinned_tls(hash: [u8; 32]) -> Result<Arc<rustls::ClientConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Arc::new(Pinned { hash, provider: Arc::clone(&provider) });
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+#[derive(Debug)]
+struct Pinned {
+    hash: [u8; 32],
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let digest = ring::digest::digest(&ring::digest::SHA256, end_entity.as_ref());
+        if digest.as_ref() == self.hash {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General("certificate hash mismatch".into()))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 fn parse_hash(hex: &str) -> Result<[u8; 32], String> {

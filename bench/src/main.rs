@@ -101,6 +101,12 @@ async fn run_all(args: &Args, addr: &str, h3: Option<(String, String)>) -> bool 
         eprintln!("(no WebTransport address: the webtransport scenarios are skipped; give --h3 ADDR,HASH)");
     }
     let mut latency_runs = vec![(ws.clone(), Format::Json), (ws.clone(), Format::MsgPack)];
+    if let Some(Target::WebTransport(a, h)) = &wt {
+        // WSS on the TLS listener (same port number as QUIC): the like-for-like comparison.
+        let wss = Target::WebSocketTls(a.clone(), h.clone());
+        latency_runs.push((wss.clone(), Format::Json));
+        latency_runs.push((wss, Format::MsgPack));
+    }
     if let Some(wt) = &wt {
         latency_runs.push((wt.clone(), Format::MsgPack));
         latency_runs.push((wt.clone(), Format::Json));

@@ -95,6 +95,13 @@ impl WtClient {
     }
 
     pub async fn try_connect(h3_addr: &str, cert_sha256: &str, query: &str) -> Result<WtClient, String> {
+        try_connect_url(&format!("https://{h3_addr}/wt?{query}"), cert_sha256, &[]).await
+    }
+}
+
+/// Connects to `url` with extra request headers; opens the control stream.
+pub async fn try_connect_url(url: &str, cert_sha256: &str, headers: &[(&str, &str)]) -> Result<WtClient, String> {
+    {
         let mut hash = [0u8; 32];
         for (i, b) in hash.iter_mut().enumerate() {
             *b = u8::from_str_radix(&cert_sha256[2 * i..2 * i + 2], 16).unwrap();
@@ -106,10 +113,13 @@ impl WtClient {
             .unwrap()
             .build();
         let endpoint = Endpoint::client(config).unwrap();
-        let url = format!("https://{h3_addr}/wt?{query}");
-        let conn = endpoint.connect(&url).await.map_err(|e| e.to_string())?;
+        let mut options = wtransport::endpoint::ConnectOptions::builder(url);
+        for (k, v) in headers {
+            options = options.add_header(*k, *v);
+        }
+        let conn = endpoint.connect(options.build()).await.map_err(|e| e.to_string())?;
         let (control, recv) = conn.open_bi().await.map_err(|e| e.to_string())?.await.map_err(|e| e.to_string())?;
-        let json = query.contains("codec=json");
+        let json = url.contains("codec=json");
         let (tx, events) = mpsc::unbounded_channel();
         spawn_reader(recv, "control".into(), json, tx.clone());
         // Datagrams, and the session's end: the driver reports the server's close capsule
@@ -153,6 +163,9 @@ impl WtClient {
             ended: Vec::new(),
         })
     }
+}
+
+impl WtClient {
 
     /// Connects and reads `connection:established` (from the control stream).
     pub async fn ready(mut self) -> WtClient {
