@@ -317,14 +317,16 @@ async fn the_connect_request_is_checked_for_path_and_origin() {
     let token = s.token("alice");
     // Another path: refused before any session exists.
     let hash = s.cert_sha256.clone();
-    let wrong_path = support::wt::try_connect_url(&format!("https://{}/other?token={token}", s.h3_addr), &hash, &[]).await;
+    let wrong_path =
+        support::wt::try_connect_url(&format!("https://{}/other?token={token}", s.h3_addr), &hash, &[]).await;
     assert!(wrong_path.is_err(), "a CONNECT to /other must be refused");
     let url = format!("https://{}/wt?token={token}", s.h3_addr);
     // An origin not on the list: refused (HTTP 403).
     let evil = support::wt::try_connect_url(&url, &hash, &[("origin", "https://evil.example")]).await;
     assert!(evil.is_err(), "a foreign origin must be refused");
     // Listed origins, and native clients without an Origin header, get their session.
-    for headers in [&[("origin", "https://app.example.com")][..], &[("origin", "http://localhost:3000/")][..], &[][..]] {
+    for headers in [&[("origin", "https://app.example.com")][..], &[("origin", "http://localhost:3000/")][..], &[][..]]
+    {
         let c = support::wt::try_connect_url(&url, &hash, headers).await;
         assert!(c.is_ok(), "{headers:?}: {:?}", c.err());
         c.unwrap().ready().await;

@@ -22,20 +22,20 @@ type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<t
 #[derive(Debug, Clone)]
 pub(crate) enum Target {
     /// Plain `ws://ADDR/ws`.
-    WebSocket(String),
+    Ws(String),
     /// `wss://ADDR/ws`, trusting the certificate with this SHA-256 (hex): the same TLS cost as
     /// WebTransport, for a like-for-like comparison.
-    WebSocketTls(String, String),
+    Wss(String, String),
     /// `https://ADDR/wt`, trusting the certificate with this SHA-256 (hex).
-    WebTransport(String, String),
+    Wt(String, String),
 }
 
 impl Target {
     pub(crate) fn name(&self) -> &'static str {
         match self {
-            Self::WebSocket(_) => "websocket",
-            Self::WebSocketTls(..) => "websocket+tls",
-            Self::WebTransport(..) => "webtransport",
+            Self::Ws(_) => "websocket",
+            Self::Wss(..) => "websocket+tls",
+            Self::Wt(..) => "webtransport",
         }
     }
 }
@@ -84,9 +84,9 @@ fn codec(format: Format) -> Codec {
 
 pub(crate) async fn connect(target: &Target, token: &str, format: Format) -> Result<(Tx, Rx), String> {
     match target {
-        Target::WebSocket(addr) => connect_ws(addr, None, token, format).await,
-        Target::WebSocketTls(addr, hash) => connect_ws(addr, Some(hash), token, format).await,
-        Target::WebTransport(addr, hash) => connect_wt(addr, hash, token, format).await,
+        Target::Ws(addr) => connect_ws(addr, None, token, format).await,
+        Target::Wss(addr, hash) => connect_ws(addr, Some(hash), token, format).await,
+        Target::Wt(addr, hash) => connect_wt(addr, hash, token, format).await,
     }
 }
 

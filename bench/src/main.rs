@@ -95,15 +95,15 @@ async fn run_all(args: &Args, addr: &str, h3: Option<(String, String)>) -> bool 
         "msgs/s",
         "B/msg",
     );
-    let ws = Target::WebSocket(addr.to_string());
-    let wt = h3.map(|(a, h)| Target::WebTransport(a, h));
+    let ws = Target::Ws(addr.to_string());
+    let wt = h3.map(|(a, h)| Target::Wt(a, h));
     if wt.is_none() {
         eprintln!("(no WebTransport address: the webtransport scenarios are skipped; give --h3 ADDR,HASH)");
     }
     let mut latency_runs = vec![(ws.clone(), Format::Json), (ws.clone(), Format::MsgPack)];
-    if let Some(Target::WebTransport(a, h)) = &wt {
+    if let Some(Target::Wt(a, h)) = &wt {
         // WSS on the TLS listener (same port number as QUIC): the like-for-like comparison.
-        let wss = Target::WebSocketTls(a.clone(), h.clone());
+        let wss = Target::Wss(a.clone(), h.clone());
         latency_runs.push((wss.clone(), Format::Json));
         latency_runs.push((wss, Format::MsgPack));
     }

@@ -121,7 +121,7 @@ async fn pairs(http: &str, target: &Target, prefix: &str, n: usize, format: Form
         await_joined(&mut rx).await?;
         // The receiver's sending half is not needed after the join, but a WebTransport
         // connection lives as long as its handle: keep it.
-        out.push(Pair { conv, tx, tx_rx, rx, rtx: rtx });
+        out.push(Pair { conv, tx, tx_rx, rx, rtx });
     }
     Ok(out)
 }

@@ -84,9 +84,19 @@ impl SharedEvent {
     }
 }
 
-/// One event queued for a connection.
+/// One event queued for a connection, and whether its producer waits for room.
 #[derive(Debug, Clone)]
-pub struct Outgoing(pub Arc<SharedEvent>);
+pub struct Outgoing(pub Arc<SharedEvent>, pub Pacing);
+
+/// How an event's producer deals with a full queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pacing {
+    /// Live traffic: a full queue means a slow consumer (or, for typing, a dropped event).
+    Live,
+    /// Bulk traffic the session produces itself (a `since_seq` replay), paced by the reader:
+    /// a transport with queues of its own waits for room too, rather than treating it as live.
+    Paced,
+}
 
 /// Ends a connection once, with a reason, from anywhere (the session, the hub when the
 /// connection is a slow consumer, shutdown). The transport's writer watches it.
@@ -170,7 +180,7 @@ impl Conn {
     /// Queues an event that must not be lost: if the queue is full the reader is too slow,
     /// and it is disconnected (STYLE 9: never a broadcast that silently skips messages).
     pub fn send(&self, event: Arc<SharedEvent>) -> Queued {
-        match self.queue.try_send(Outgoing(event)) {
+        match self.queue.try_send(Outgoing(event, Pacing::Live)) {
             Ok(()) => Queued::Yes,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.closer.close(CloseReason::SlowConsumer);
@@ -184,14 +194,14 @@ impl Conn {
     /// paced by the reader). False if the connection is gone.
     pub async fn send_waiting(&self, event: Arc<SharedEvent>) -> bool {
         tokio::select! {
-            r = self.queue.send(Outgoing(event)) => r.is_ok(),
+            r = self.queue.send(Outgoing(event, Pacing::Paced)) => r.is_ok(),
             _ = self.closer.closed() => false,
         }
     }
 
     /// Queues latest-wins traffic (typing): dropped, not fatal, when the queue is full.
     pub fn send_lossy(&self, event: Arc<SharedEvent>) -> Queued {
-        match self.queue.try_send(Outgoing(event)) {
+        match self.queue.try_send(Outgoing(event, Pacing::Live)) {
             Ok(()) => Queued::Yes,
             Err(mpsc::error::TrySendError::Full(_)) => Queued::Dropped,
             Err(mpsc::error::TrySendError::Closed(_)) => Queued::Gone,

@@ -166,7 +166,6 @@ pub async fn try_connect_url(url: &str, cert_sha256: &str, headers: &[(&str, &st
 }
 
 impl WtClient {
-
     /// Connects and reads `connection:established` (from the control stream).
     pub async fn ready(mut self) -> WtClient {
         let (origin, _) = self.expect_on("connection:established").await;
@@ -251,12 +250,17 @@ impl WtClient {
     pub async fn recv_within(&mut self, wait: Duration) -> Option<(Origin, Value)> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
+            // After the close, what the streams still deliver comes within a moment.
+            let deadline = if self.closed.is_some() {
+                deadline.min(tokio::time::Instant::now() + Duration::from_millis(300))
+            } else {
+                deadline
+            };
             let (origin, v) = tokio::time::timeout_at(deadline, self.events.recv()).await.ok()??;
             match v["type"].as_str() {
                 Some("__closed__") => {
                     let code = v["code"].as_u64().map_or(u32::MAX, |c| c as u32);
                     self.closed = Some((code, v["reason"].as_str().unwrap_or_default().to_string()));
-                    return None;
                 }
                 Some("__end__") | Some("__reset__") => self.ended.push(origin),
                 _ => return Some((origin, v)),

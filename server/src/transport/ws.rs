@@ -245,7 +245,7 @@ async fn say_goodbye(
         return;
     }
     if reason != CloseReason::SlowConsumer {
-        while let Ok(Outgoing(ev)) = out.queue.try_recv() {
+        while let Ok(Outgoing(ev, _)) = out.queue.try_recv() {
             if let Ok(bytes) = ev.encoded(codec) {
                 if sink.feed(frame(codec, bytes)).await.is_err() {
                     return;
@@ -268,7 +268,7 @@ async fn write_batch(
 ) -> Result<(), axum::Error> {
     let mut next = Some(first);
     let mut n = 0;
-    while let Some(Outgoing(ev)) = next {
+    while let Some(Outgoing(ev, _)) = next {
         match ev.encoded(codec) {
             Ok(bytes) => sink.feed(frame(codec, bytes)).await?,
             Err(e) => tracing::error!(error = %e, "encoding an event"),

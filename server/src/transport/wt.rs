@@ -16,7 +16,9 @@
 use crate::api::App;
 use crate::auth::AuthError;
 use crate::error::CloseReason;
-use crate::link::{Closer, Conn, ConnOutput, Inbound, Outgoing, Route, SharedEvent, TransportKind, closing_event};
+use crate::link::{
+    Closer, Conn, ConnOutput, Inbound, Outgoing, Pacing, Route, SharedEvent, TransportKind, closing_event,
+};
 use crate::session::{self, Session, now};
 use bytes::Bytes;
 use confab_codec::event::{ClientEvent, ServerEvent};
@@ -50,6 +52,8 @@ const INBOUND_QUEUE: usize = 64;
 /// How long the final events and the close may take, and how long the client then has to
 /// close the QUIC connection itself before the server does.
 const CLOSE_DEADLINE: Duration = Duration::from_secs(2);
+/// Between the last frame on the control stream and the close capsule.
+const CLOSE_GRACE: Duration = Duration::from_millis(250);
 /// Room left in a QUIC datagram for the HTTP/3 datagram header (the quarter stream id).
 const DATAGRAM_HEADER: usize = 8;
 /// Bidirectional streams a client may have open at once: a control stream and one per joined
@@ -249,6 +253,9 @@ enum StreamCmd {
 struct Streams {
     control: Option<StreamTx>,
     bound: HashMap<ConversationId, StreamTx>,
+    /// Conversations whose stream was reset as a slow consumer: their events are dropped
+    /// (not moved to the control stream) until the client joins them again.
+    dropped: std::collections::HashSet<ConversationId>,
 }
 
 /// What the connection's tasks share.
@@ -369,6 +376,12 @@ async fn run(wt: Arc<Wt>, quic: quinn::Connection, wanted: Wanted, app: App) {
 /// period (closing it at once could destroy the capsule in flight).
 async fn finish(wt: &Wt, quic: &quinn::Connection, shared: &Shared, reason: CloseReason) {
     if reason != CloseReason::Normal {
+        // A browser errors every stream when the capsule arrives, discarding what the page has
+        // not read yet: give it a moment to read `connection:closed` first (or to close).
+        tokio::select! {
+            _ = tokio::time::sleep(CLOSE_GRACE) => {}
+            _ = quic.closed() => {}
+        }
         let _ = tokio::time::timeout(CLOSE_DEADLINE, wt.close(u32::from(reason.code()), reason.as_str())).await;
     }
     shared.done.cancel();
@@ -428,22 +441,40 @@ fn open_stream(shared: &Arc<Shared>, stream: WtBidi, id: u64, control: bool) -> 
 }
 
 async fn write_stream(mut send: WtSend, mut rx: mpsc::Receiver<StreamCmd>, kill: Kill) {
-    let mut prefix = Vec::with_capacity(8);
+    let mut framed = Vec::with_capacity(1024);
+    // A command taken while batching frames, handled next.
+    let mut pending: Option<StreamCmd> = None;
     loop {
-        let cmd = tokio::select! {
-            biased;
-            _ = kill.token.cancelled() => break,
-            c = rx.recv() => c,
+        let cmd = match pending.take() {
+            Some(c) => Some(c),
+            None => tokio::select! {
+                biased;
+                _ = kill.token.cancelled() => break,
+                c = rx.recv() => c,
+            },
         };
         match cmd {
             Some(StreamCmd::Frame(payload)) => {
-                prefix.clear();
-                put_varint(payload.len() as u64, &mut prefix);
+                // One write per frame, and more frames if they are already waiting: the QUIC
+                // connection's driver may run between two writes and send a packet for each.
+                framed.clear();
+                put_varint(payload.len() as u64, &mut framed);
+                framed.extend_from_slice(&payload);
+                while framed.len() < 16 * 1024 {
+                    match rx.try_recv() {
+                        Ok(StreamCmd::Frame(next)) => {
+                            put_varint(next.len() as u64, &mut framed);
+                            framed.extend_from_slice(&next);
+                        }
+                        Ok(other) => {
+                            pending = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
                 // A client that stops reading blocks this write, and only this stream's.
-                let write = async {
-                    send.write_all(&prefix).await?;
-                    send.write_all(&payload).await
-                };
+                let write = send.write_all(&framed);
                 tokio::select! {
                     biased;
                     _ = kill.token.cancelled() => break,
@@ -540,10 +571,13 @@ async fn deliver(
                 Ok(env) => match &env.event {
                     ClientEvent::Join(j) => {
                         let c = j.conversation_id.clone();
+                        let mut streams = shared.streams();
+                        streams.dropped.remove(&c);
                         // A second stream for the same conversation replaces the first.
-                        if let Some(old) = shared.streams().bound.insert(c.clone(), me.clone()) {
+                        if let Some(old) = streams.bound.insert(c.clone(), me.clone()) {
                             let _ = old.tx.try_send(StreamCmd::Finish(None));
                         }
+                        drop(streams);
                         Route::Conversation(c)
                     }
                     _ => Route::Control,
@@ -651,7 +685,8 @@ async fn dispatch(shared: Arc<Shared>, mut out: ConnOutput, wt: Arc<Wt>, quic: q
             biased;
             _ = out.closer.closed() => break,
             ev = out.queue.recv() => match ev {
-                Some(Outgoing(ev)) => route(&shared, &out, &mut datagrams, &quic, ev),
+                Some(Outgoing(ev, Pacing::Live)) => route(&shared, &out, &mut datagrams, &quic, ev),
+                Some(Outgoing(ev, Pacing::Paced)) => route_paced(&shared, &out, ev).await,
                 None => break,
             },
         }
@@ -676,19 +711,15 @@ fn route(shared: &Shared, out: &ConnOutput, datagrams: &mut Datagrams, quic: &qu
             return;
         }
     }
-    let (target, bound) = {
-        let s = shared.streams();
-        match ev.conversation.as_ref().and_then(|c| s.bound.get(c)) {
-            Some(t) => (Some(t.clone()), true),
-            None => (s.control.clone(), false),
-        }
-    };
-    let Some(target) = target else { return };
+    let Some((target, bound)) = target_for(shared, &ev) else { return };
     match target.tx.try_send(StreamCmd::Frame(bytes)) {
         Ok(()) => {}
         Err(mpsc::error::TrySendError::Full(_)) if lossy => {}
         Err(mpsc::error::TrySendError::Full(_)) => match ev.conversation.as_ref().filter(|_| bound) {
             Some(c) => {
+                // Marked dropped before the kill: the stream's reader, woken by it, may unbind
+                // (and tell the session) first.
+                shared.streams().dropped.insert(c.clone());
                 target.kill.now(stream_code::SLOW_CONSUMER);
                 if shared.unbind(c, target.id) {
                     shared.tell(Inbound::RouteClosed(Route::Conversation(c.clone())));
@@ -707,6 +738,44 @@ fn route(shared: &Shared, out: &ConnOutput, datagrams: &mut Datagrams, quic: &qu
     }
 }
 
+/// Where `ev` goes: its conversation's stream (`true`) or the control stream; `None` to drop it.
+fn target_for(shared: &Shared, ev: &SharedEvent) -> Option<(StreamTx, bool)> {
+    let mut s = shared.streams();
+    if let Some(c) = ev.conversation.as_ref().filter(|c| s.dropped.contains(*c)) {
+        // A join on the control stream ends the drop; anything else is dropped.
+        if !matches!(ev.envelope.event, ServerEvent::Joined(_)) {
+            return None;
+        }
+        s.dropped.remove(c);
+    }
+    match ev.conversation.as_ref().and_then(|c| s.bound.get(c)) {
+        Some(t) => Some((t.clone(), true)),
+        None => s.control.clone().map(|t| (t, false)),
+    }
+}
+
+/// A replayed event: waits for room on its stream, as the WebSocket writer waits on its socket
+/// (the session is paced by the reader either way; other streams wait meanwhile).
+async fn route_paced(shared: &Shared, out: &ConnOutput, ev: Arc<SharedEvent>) {
+    let bytes = match ev.encoded(&shared.codec) {
+        Ok(b) => b,
+        Err(e) => return tracing::error!(error = %e, "encoding an event"),
+    };
+    let Some((target, _)) = target_for(shared, &ev) else { return };
+    // Only into the queue's first half: live events that follow the replay (messages sent
+    // meanwhile) must still find room, or the stream would be taken for a slow consumer.
+    let room = (shared.queue_len / 2).max(1);
+    tokio::select! {
+        permits = target.tx.reserve_many(room) => {
+            if let Some(permit) = permits.ok().and_then(|mut p| p.next()) {
+                permit.send(StreamCmd::Frame(bytes));
+            }
+        }
+        _ = target.kill.token.cancelled() => {}
+        _ = out.closer.closed() => {}
+    }
+}
+
 /// Flushes what was queued (unless the queue is the problem), then `connection:closed` on the
 /// control stream, and finishes every stream.
 async fn goodbye(
@@ -717,7 +786,7 @@ async fn goodbye(
     reason: CloseReason,
 ) {
     if reason != CloseReason::SlowConsumer {
-        while let Ok(Outgoing(ev)) = out.queue.try_recv() {
+        while let Ok(Outgoing(ev, _)) = out.queue.try_recv() {
             route(shared, out, datagrams, quic, ev);
         }
     }
