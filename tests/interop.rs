@@ -87,3 +87,56 @@ fn chromium_speaks_webtransport_with_confab() {
         assert!(out.contains(step), "missing {step:?} in:\n{out}");
     }
 }
+
+#[test]
+fn the_demo_page_chats_across_transports_and_survives_a_restart() {
+    use std::io::{BufRead, BufReader, Write};
+    let clients = root().join("tests/clients");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if !have("chromium (apt-get install chromium)", Path::new(&chromium).exists())
+        || !have(
+            "node with playwright-core (npm ci in tests/clients)",
+            clients.join("node_modules/playwright-core").exists(),
+        )
+    {
+        return;
+    }
+    let mut s = Server::start(&[]);
+    let http_port = s.addr.rsplit(':').next().unwrap().to_string();
+    let shot = root().join("docs/images/demo.png");
+    std::fs::create_dir_all(shot.parent().unwrap()).unwrap();
+    let mut node = Command::new("node")
+        .arg(clients.join("demo_chat.mjs"))
+        .args([&http_port, shot.to_str().unwrap()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start node");
+    let mut stdin = node.stdin.take().unwrap();
+    let mut out = String::new();
+    for line in BufReader::new(node.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        eprintln!("{line}");
+        if line == "RESTART" {
+            s.terminate();
+            s.restart();
+            writeln!(stdin, "RESTARTED").unwrap();
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    let status = node.wait().unwrap();
+    assert!(status.success(), "the browser test failed:\n{out}");
+    for step in [
+        "transports: ok",
+        "presence: ok",
+        "typing: ok",
+        "messages and read ticks: ok",
+        "ephemeral photo: ok",
+        "reconnect: ok",
+        "every message once, in order: ok",
+    ] {
+        assert!(out.contains(step), "missing {step:?} in:\n{out}");
+    }
+    assert!(shot.metadata().unwrap().len() > 10_000, "the screenshot was saved");
+}

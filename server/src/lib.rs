@@ -156,6 +156,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         pong_timeout: config.pong_timeout,
         handshake_timeout: config.handshake_timeout,
         allowed_origins: config.allowed_origins.clone(),
+        https_port: std::sync::OnceLock::new(),
         cert_sha256: tls.as_ref().map(tls::TlsMaterial::sha256_hex),
     };
     let app = App { ctx, settings: Arc::new(settings) };
@@ -171,6 +172,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             tokio::net::TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr, source })?;
         let local = listener.local_addr().map_err(|source| StartError::Listen { addr, source })?;
         if https {
+            let _ = app.settings.https_port.set(local.port());
             bound.1 = Some(local);
         } else {
             bound.0 = Some(local);

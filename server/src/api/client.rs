@@ -27,10 +27,13 @@ pub(super) async fn conversations(State(app): State<App>, headers: HeaderMap) ->
         .into_iter()
         .map(|c| {
             let others: Vec<_> = c.members.iter().filter(|m| **m != me.user_id).collect();
+            // Who is online now; `user:online`/`user:offline` keep a connected client current.
+            let online: Vec<_> = others.iter().filter(|m| app.ctx.hub.presence(m).online).collect();
             json!({
                 "id": c.id,
                 "members": c.members,
                 "other_user_ids": others,
+                "online_user_ids": online,
                 "last_seq": c.last_seq,
                 "read_seq": c.read_seq,
                 "unread_count": c.unread_count,

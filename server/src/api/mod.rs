@@ -8,6 +8,7 @@
 //! HTTP status (`ApiError`).
 
 mod client;
+mod demo;
 mod ops;
 mod server;
 
@@ -32,6 +33,8 @@ pub struct Settings {
     pub handshake_timeout: Duration,
     /// Browser origins allowed to connect; empty: any (see `config`).
     pub allowed_origins: Vec<String>,
+    /// The HTTPS (and WebTransport) port once bound, for `/client-config`.
+    pub https_port: std::sync::OnceLock<u16>,
     /// The TLS certificate's SHA-256 (hex), for `/cert-hash`.
     pub cert_sha256: Option<String>,
 }
@@ -58,6 +61,10 @@ pub fn router(app: App) -> axum::Router {
     let mut r = axum::Router::new()
         .route("/ws", get(crate::transport::ws::upgrade))
         .route("/v1/ws", get(crate::transport::ws::upgrade))
+        .route("/", get(demo::index))
+        .route("/client/confab.js", get(demo::client_module))
+        .route("/client-config", get(demo::client_config))
+        .route("/demo/photo.svg", get(demo::photo))
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
         .route("/v1/chat/conversations", get(client::conversations))
@@ -69,7 +76,10 @@ pub fn router(app: App) -> axum::Router {
         .route("/api/v1/publish", post(server::publish))
         .route("/api/v1/presence/{user_id}", get(server::presence));
     if app.settings.dev {
-        r = r.route("/dev/token", get(ops::dev_token)).route("/cert-hash", get(ops::cert_hash));
+        r = r
+            .route("/dev/token", get(ops::dev_token))
+            .route("/cert-hash", get(ops::cert_hash))
+            .route("/dev/demo", post(demo::dev_demo));
     }
     r.with_state(app)
 }

@@ -1,0 +1,76 @@
+//! The browser client and the demo page (`clients/js/`), served from the binary: `GET /` (the
+//! demo), `GET /client/confab.js` (the client module), `GET /client-config` (what a page
+//! needs to connect), and in dev mode `POST /dev/demo` (the demo's conversations).
+
+use super::{ApiError, App};
+use axum::Json;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use confab_codec::{ConversationId, UserId};
+use serde_json::{Value, json};
+
+const INDEX: &str = include_str!("../../../clients/js/demo/index.html");
+const CLIENT: &str = include_str!("../../../clients/js/confab.js");
+
+/// The demo's people and conversations.
+const DEMO: [(&str, &[&str]); 4] = [
+    ("demo-alice-bob", &["alice", "bob"]),
+    ("demo-alice-carol", &["alice", "carol"]),
+    ("demo-bob-carol", &["bob", "carol"]),
+    ("demo-team", &["alice", "bob", "carol"]),
+];
+
+pub(super) async fn index() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], INDEX)
+}
+
+pub(super) async fn client_module() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], CLIENT)
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct PhotoQuery {
+    hue: Option<u16>,
+}
+
+/// A generated picture for the demo's ephemeral photos (photo URLs must be http(s)).
+pub(super) async fn photo(super::Params(q): super::Params<PhotoQuery>) -> impl IntoResponse {
+    let h = q.hue.unwrap_or(210) % 360;
+    let h2 = (h + 60) % 360;
+    let svg = format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="320" height="220" viewBox="0 0 160 110"><defs><linearGradient id="g" x2="1" y2="1"><stop offset="0" stop-color="hsl({h},80%,62%)"/><stop offset="1" stop-color="hsl({h2},75%,45%)"/></linearGradient></defs><rect width="160" height="110" fill="url(#g)"/><circle cx="122" cy="28" r="13" fill="#ffffffaa"/><path d="M0 110 L52 52 L88 86 L112 64 L160 110Z" fill="#00000055"/></svg>"##
+    );
+    ([(header::CONTENT_TYPE, "image/svg+xml"), (header::CACHE_CONTROL, "max-age=86400")], svg)
+}
+
+/// `{"webtransport_port", "dev", "cert_sha256"}`: the page builds its URLs from its own host.
+/// The certificate hash is only given in dev mode (a real certificate needs none).
+pub(super) async fn client_config(State(app): State<App>) -> Json<Value> {
+    let s = &app.settings;
+    Json(json!({
+        "webtransport_port": s.https_port.get(),
+        "websocket_path": "/ws",
+        "dev": s.dev,
+        "cert_sha256": if s.dev { s.cert_sha256.clone() } else { None },
+    }))
+}
+
+/// Dev mode: creates the demo's conversations (once) and lists them.
+pub(super) async fn dev_demo(State(app): State<App>) -> Result<Json<Value>, ApiError> {
+    let mut out = Vec::new();
+    for (id, members) in DEMO {
+        let c = super::parse_id("id", id, ConversationId::parse)?;
+        if app.ctx.store.conversation(&c).await?.is_none() {
+            let members = members
+                .iter()
+                .map(|m| UserId::parse(m))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| ApiError(confab_codec::ErrorCode::InternalError, format!("demo member: {e}")))?;
+            let info = app.ctx.store.create_conversation(c.clone(), members, None).await?;
+            app.ctx.hub.cache_conversation(info, true);
+        }
+        out.push(json!({"id": id, "members": members}));
+    }
+    Ok(Json(json!({"conversations": out})))
+}

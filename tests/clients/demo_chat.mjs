@@ -1,0 +1,121 @@
+// The demo page and the browser client in headless Chromium, driven by tests/interop.rs.
+//
+// Alice (WebTransport) and Bob (forced onto WebSocket) open the demo page served by confab at
+// http://localhost:PORT/, in two browser contexts, and chat: presence, typing, messages both
+// ways, read ticks, an ephemeral photo. Then the server is restarted under them (the Rust test
+// does it when this script prints RESTART, and answers RESTARTED on stdin): both clients
+// reconnect, messages sent meanwhile are delivered, and both pages end with every message
+// exactly once, in order. A screenshot of Alice's page is saved to SCREENSHOT.
+//
+// Usage: node demo_chat.mjs HTTP_PORT SCREENSHOT
+
+import { chromium } from 'playwright-core';
+import { createInterface } from 'node:readline';
+
+const [port, screenshot] = process.argv.slice(2);
+const base = `http://localhost:${port}`;
+const conv = 'demo-alice-bob';
+const T = { timeout: 10000 };
+const lines = createInterface({ input: process.stdin });
+const nextLine = () => new Promise((resolve) => lines.once('line', resolve));
+
+function check(cond, what) {
+  if (!cond) throw new Error(what);
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  headless: true,
+  args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync'],
+});
+let failed = false;
+try {
+  const open = async (user, extra = '') => {
+    const ctx = await browser.newContext({ viewport: { width: 1000, height: 640 } });
+    const page = await ctx.newPage();
+    page.on('pageerror', (e) => console.log(`${user} page error: ${e.message}`));
+    await page.goto(`${base}/?user=${user}&conversation=${conv}${extra}`);
+    return page;
+  };
+  const alice = await open('alice');
+  const bob = await open('bob', '&transport=websocket');
+  await alice.waitForSelector('#transport[data-transport="webtransport"]', T);
+  await bob.waitForSelector('#transport[data-transport="websocket"]', T);
+  check((await alice.textContent('#transport')) === 'WebTransport', 'alice badge');
+  check((await bob.textContent('#transport')) === 'WebSocket', 'bob badge');
+  console.log('transports: ok (alice WebTransport, bob WebSocket)');
+
+  // Presence: each sees the other online.
+  await alice.waitForSelector('.conv .dot[data-user="bob"].online', T);
+  await bob.waitForSelector('.conv .dot[data-user="alice"].online', T);
+  console.log('presence: ok');
+
+  // Typing, then the message, its delivery and read ticks.
+  await alice.waitForSelector('#text:not([disabled])', T);
+  await bob.waitForSelector('#text:not([disabled])', T);
+  await alice.type('#text', 'Hi Bob', { delay: 30 });
+  await bob.waitForFunction(() => document.querySelector('#typing').textContent.includes('alice is typing'), null, T);
+  console.log('typing: ok');
+  await alice.press('#text', 'Enter');
+  await bob.waitForFunction(() => [...document.querySelectorAll('.bubble.theirs .text')].some((e) => e.textContent === 'Hi Bob'), null, T);
+  await alice.waitForSelector('.bubble.mine .tick[data-state="read"]', T);
+  await bob.waitForFunction(() => document.querySelector('#typing').textContent === '', null, T);
+  await bob.fill('#text', 'Hey Alice! Over WebSocket here.');
+  await bob.press('#text', 'Enter');
+  await alice.waitForFunction(() => [...document.querySelectorAll('.bubble.theirs .text')].some((e) => e.textContent.startsWith('Hey Alice!')), null, T);
+  await bob.waitForSelector('.bubble.mine .tick[data-state="read"]', T);
+  console.log('messages and read ticks: ok');
+
+  // An ephemeral photo: Bob views it and sees its countdown.
+  await alice.click('#photo');
+  await bob.waitForSelector('.bubble.photo button', T);
+  await bob.click('.bubble.photo button');
+  await bob.waitForSelector('.bubble.photo img', T);
+  await bob.waitForFunction(() => /\d+s/.test(document.querySelector('.countdown')?.textContent || ''), null, T);
+  console.log('ephemeral photo: ok');
+
+  // The events behind the page: one message:new per message, with the right fields.
+  const news = await bob.evaluate(() => window.demo.events.filter((e) => e.type === 'message:new').map((e) => e.data.message));
+  check(news.filter((m) => m.content === 'Hi Bob' && m.sender_id === 'alice').length === 1, 'bob got Hi Bob once');
+
+  // The screenshot: Alice's page while Bob types.
+  await bob.type('#text', 'Nice photo', { delay: 30 });
+  await alice.waitForFunction(() => document.querySelector('#typing').textContent.includes('bob is typing'), null, T);
+  await alice.screenshot({ path: screenshot });
+  await bob.fill('#text', '');
+
+  // The server goes away and comes back; meanwhile both send.
+  console.log('RESTART');
+  await alice.waitForSelector('#transport.offline', T);
+  await bob.waitForSelector('#transport.offline', T);
+  for (const t of ['away 1', 'away 2', 'away 3']) { await alice.fill('#text', t); await alice.press('#text', 'Enter'); }
+  await bob.fill('#text', 'bob away');
+  await bob.press('#text', 'Enter');
+  await nextLine();
+  await alice.waitForSelector('#transport[data-transport="webtransport"]', { timeout: 30000 });
+  await bob.waitForSelector('#transport[data-transport="websocket"]', { timeout: 30000 });
+  console.log('reconnect: ok');
+  const expected = ['Hi Bob', 'Hey Alice! Over WebSocket here.', 'away 1', 'away 2', 'away 3', 'bob away'];
+  const texts = (page) => page.evaluate(() => [...document.querySelectorAll('.bubble .text')].map((e) => e.textContent));
+  for (const [name, page] of [['alice', alice], ['bob', bob]]) {
+    await page.waitForFunction((n) => document.querySelectorAll('.bubble .text').length >= n, expected.length, { timeout: 20000 });
+    await new Promise((r) => setTimeout(r, 500));
+    const got = await texts(page);
+    // Alice's three and Bob's one were sent concurrently: compare each sender's order, and
+    // that nothing is missing or doubled.
+    const sorted = [...got].sort();
+    check(JSON.stringify(sorted) === JSON.stringify([...expected].sort()), `${name} has ${JSON.stringify(got)}`);
+    const mine = got.filter((t) => t.startsWith('away'));
+    check(JSON.stringify(mine) === JSON.stringify(['away 1', 'away 2', 'away 3']), `${name} order ${JSON.stringify(got)}`);
+  }
+  await alice.waitForFunction(() => [...document.querySelectorAll('.bubble.mine .tick')].every((t) => t.dataset.state !== 'sending'), null, T);
+  console.log('after restart: every message once, in order: ok');
+} catch (e) {
+  console.log(`FAILED: ${e.message || e}`);
+  failed = true;
+} finally {
+  await browser.close();
+  lines.close();
+}
+process.exit(failed ? 1 : 0);
