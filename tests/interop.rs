@@ -28,6 +28,18 @@ fn have(what: &str, ok: bool) -> bool {
     ok
 }
 
+/// The browser tests' prerequisites: Chromium and playwright-core. `None`: skip.
+fn browser_clients() -> Option<std::path::PathBuf> {
+    let clients = root().join("tests/clients");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let ok = have("chromium (apt-get install chromium)", Path::new(&chromium).exists())
+        && have(
+            "node with playwright-core (npm ci in tests/clients)",
+            clients.join("node_modules/playwright-core").exists(),
+        );
+    ok.then_some(clients)
+}
+
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
 }
@@ -62,16 +74,7 @@ fn aioquic_speaks_webtransport_with_confab() {
 
 #[test]
 fn chromium_speaks_webtransport_with_confab() {
-    let clients = root().join("tests/clients");
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    if !have("chromium (apt-get install chromium)", Path::new(&chromium).exists())
-        || !have(
-            "node with playwright-core (npm ci in tests/clients)",
-            clients.join("node_modules/playwright-core").exists(),
-        )
-    {
-        return;
-    }
+    let Some(clients) = browser_clients() else { return };
     let s = Server::start(&[]);
     s.conversation("c1", &["alice", "bob"]);
     let http_port = s.addr.rsplit(':').next().unwrap().to_string();
@@ -91,16 +94,7 @@ fn chromium_speaks_webtransport_with_confab() {
 #[test]
 fn the_demo_page_chats_across_transports_and_survives_a_restart() {
     use std::io::{BufRead, BufReader, Write};
-    let clients = root().join("tests/clients");
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    if !have("chromium (apt-get install chromium)", Path::new(&chromium).exists())
-        || !have(
-            "node with playwright-core (npm ci in tests/clients)",
-            clients.join("node_modules/playwright-core").exists(),
-        )
-    {
-        return;
-    }
+    let Some(clients) = browser_clients() else { return };
     let mut s = Server::start(&[]);
     let http_port = s.addr.rsplit(':').next().unwrap().to_string();
     let shot = root().join("docs/images/demo.png");
@@ -133,6 +127,8 @@ fn the_demo_page_chats_across_transports_and_survives_a_restart() {
         "typing: ok",
         "messages and read ticks: ok",
         "ephemeral photo: ok",
+        "fallback: ok",
+        "token refresh: ok",
         "reconnect: ok",
         "every message once, in order: ok",
     ] {

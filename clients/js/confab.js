@@ -264,6 +264,8 @@ export class ConfabClient extends EventTarget {
         this.waitEstablished = resolve;
         link.failOpen = reject;
       });
+      // It may fail after the race is lost (the link closing as it is given up): not an error.
+      established.catch(() => {});
       const deadline = new Promise((_, reject) => { timer = setTimeout(() => reject(new Error('timeout')), ms); });
       const ev = await Promise.race([link.open().then(() => established), deadline]);
       clearTimeout(timer);
@@ -329,9 +331,9 @@ export class ConfabClient extends EventTarget {
     clearTimeout(this.refreshTimer);
     const exp = tokenExpiry(this.token);
     if (!exp) return;
-    // A minute before expiry (or at 80% of a short token's life).
+    // A minute before expiry, or at 80% of the life of a token shorter than two minutes.
     const life = exp - Date.now();
-    const at = Math.max(1000, Math.min(life - 60000, life * 0.8));
+    const at = Math.max(500, life > 120000 ? life - 60000 : life * 0.8);
     this.refreshTimer = setTimeout(async () => {
       try {
         const token = await this.o.getToken();

@@ -75,6 +75,25 @@ try {
   await bob.waitForFunction(() => /\d+s/.test(document.querySelector('.countdown')?.textContent || ''), null, T);
   console.log('ephemeral photo: ok');
 
+  // Carol's browser cannot reach WebTransport (a closed UDP port): the client falls back to
+  // WebSocket within its 1.5 s budget. Her tokens live 3 s: the client refreshes them
+  // (auth:refresh) and the connection outlives them.
+  const carol = await open('carol', '&wt_port=9&ttl=3');
+  await carol.waitForSelector('#transport[data-transport="websocket"]', T);
+  const took = await carol.evaluate(() => window.demo.openedAt - window.demo.startedAt);
+  check(took < 4000, `fallback took ${took} ms`);
+  console.log(`fallback: ok (WebSocket after ${Math.round(took)} ms)`);
+  await new Promise((r) => setTimeout(r, 5000));
+  const carolState = await carol.evaluate(() => ({
+    closes: window.demo.closes.length,
+    refreshed: window.demo.events.filter((e) => e.type === 'connection:authenticated').length,
+    transport: window.demo.client.transport,
+  }));
+  check(carolState.closes === 0 && carolState.refreshed >= 1 && carolState.transport === 'websocket',
+    `token refresh: ${JSON.stringify(carolState)}`);
+  console.log(`token refresh: ok (${carolState.refreshed} refreshes, no disconnect)`);
+  await carol.close();
+
   // The events behind the page: one message:new per message, with the right fields.
   const news = await bob.evaluate(() => window.demo.events.filter((e) => e.type === 'message:new').map((e) => e.data.message));
   check(news.filter((m) => m.content === 'Hi Bob' && m.sender_id === 'alice').length === 1, 'bob got Hi Bob once');
