@@ -114,11 +114,7 @@ async fn events_of_conversations_without_a_stream_come_on_the_control_stream() {
 #[tokio::test]
 async fn closing_a_conversation_stream_leaves_the_conversation() {
     let s = Server::start(&[]);
-    s.conversation("c1", &["alice", "bob"]);
-    let mut alice = s.wt("alice").await;
-    let mut bob = s.wt("bob").await;
-    alice.join("c1").await;
-    bob.join("c1").await;
+    let (mut alice, mut bob) = s.wt_alice_and_bob("c1").await;
     bob.close_stream("c1").await;
     // Give the server a moment to see the FIN, then: bob no longer joined, so he hears the
     // message as an unread count on the control stream.
@@ -208,11 +204,7 @@ async fn token_expiry_and_shutdown_close_codes_reach_the_client() {
 #[tokio::test]
 async fn a_reconnecting_client_replays_what_it_missed_on_the_new_stream() {
     let s = Server::start(&[]);
-    s.conversation("c1", &["alice", "bob"]);
-    let mut alice = s.wt("alice").await;
-    let mut bob = s.wt("bob").await;
-    alice.join("c1").await;
-    bob.join("c1").await;
+    let (mut alice, mut bob) = s.wt_alice_and_bob("c1").await;
     alice.say("c1", "one").await;
     assert_eq!(bob.expect("message:new").await["data"]["message"]["seq"], 1);
     bob.close();

@@ -197,6 +197,16 @@ impl Server {
             .await
     }
 
+    /// Alice and Bob on WebTransport (MessagePack), members of `conv`, both joined on its stream.
+    pub async fn wt_alice_and_bob(&self, conv: &str) -> (wt::WtClient, wt::WtClient) {
+        self.conversation(conv, &["alice", "bob"]);
+        let mut alice = self.wt("alice").await;
+        let mut bob = self.wt("bob").await;
+        alice.join(conv).await;
+        bob.join(conv).await;
+        (alice, bob)
+    }
+
     /// A WebTransport client speaking JSON.
     pub async fn wt_json(&self, user: &str) -> wt::WtClient {
         let q = format!("token={}&codec=json", self.token(user));
