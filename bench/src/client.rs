@@ -115,6 +115,11 @@ async fn connect_ws(addr: &str, tls: Option<&str>, token: &str, format: Format) 
     ))
 }
 
+/// [`pinned_tls`] from a hex hash.
+pub(crate) fn pinned_tls_config(hex: &str) -> Result<Arc<rustls::ClientConfig>, String> {
+    pinned_tls(parse_hash(hex)?)
+}
+
 /// A TLS client that trusts exactly the certificate with this SHA-256, as browsers'
 /// `serverCertificateHashes` does for WebTransport.
 fn pinned_tls(hash: [u8; 32]) -> Result<Arc<rustls::ClientConfig>, String> {

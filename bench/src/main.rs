@@ -5,6 +5,7 @@
 //! `cargo run --release -p confab-bench -- --quick` runs every scenario for a few seconds.
 
 mod client;
+mod floor;
 mod scenario;
 mod setup;
 
@@ -80,7 +81,7 @@ async fn run_all(args: &Args, addr: &str, h3: Option<(String, String)>) -> bool 
     let wanted = |name: &str| args.only.as_deref().is_none_or(|o| name.contains(o));
     let mut ok = true;
     eprintln!(
-        "{:<28} {:<12} {:<8} {:>7} {:>8} {:>8} {:>6} {:>8} {:>8} {:>8} {:>9} {:>10} {:>9}",
+        "{:<28} {:<15} {:<8} {:>7} {:>8} {:>8} {:>6} {:>8} {:>8} {:>8} {:>9} {:>10} {:>9} {:>8}",
         "scenario",
         "transport",
         "codec",
@@ -94,6 +95,7 @@ async fn run_all(args: &Args, addr: &str, h3: Option<(String, String)>) -> bool 
         "max_us",
         "msgs/s",
         "B/msg",
+        "x floor",
     );
     let ws = Target::Ws(addr.to_string());
     let wt = h3.map(|(a, h)| Target::Wt(a, h));
@@ -112,8 +114,31 @@ async fn run_all(args: &Args, addr: &str, h3: Option<(String, String)>) -> bool 
         latency_runs.push((wt.clone(), Format::Json));
     }
     if wanted("latency") {
+        let floor = match floor::Floor::start(args.server_threads) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                eprintln!("(no floor relay: {e})");
+                None
+            }
+        };
         for (target, format) in &latency_runs {
-            ok &= report(scenario::latency(addr, target, args.pairs, args.rate, secs, *format).await);
+            // The floor first, same transport, codec, pairs and rate: confab's overhead is the ratio.
+            let base = match &floor {
+                Some(f) => {
+                    let r = scenario::floor_latency(f, target, args.pairs, args.rate, secs, *format).await;
+                    let floor = r.as_ref().ok().map(|r| (r.p50_us, r.p99_us));
+                    ok &= report(r);
+                    floor
+                }
+                None => None,
+            };
+            let mut r = scenario::latency(addr, target, args.pairs, args.rate, secs, *format).await;
+            if let (Ok(r), Some((p50, p99))) = (&mut r, base) {
+                r.floor_p50_us = Some(p50);
+                r.floor_p99_us = Some(p99);
+                r.p50_vs_floor = Some(r.p50_us as f64 / p50.max(1) as f64);
+            }
+            ok &= report(r);
         }
     }
     let mut transports = vec![ws];
@@ -134,7 +159,7 @@ fn report(r: Result<Report, String>) -> bool {
     match r {
         Ok(r) => {
             eprintln!(
-                "{:<28} {:<12} {:<8} {:>7} {:>8} {:>8} {:>6} {:>8} {:>8} {:>8} {:>9} {:>10.0} {:>9}",
+                "{:<28} {:<15} {:<8} {:>7} {:>8} {:>8} {:>6} {:>8} {:>8} {:>8} {:>9} {:>10.0} {:>9} {:>8}",
                 r.scenario,
                 r.transport,
                 r.codec,
@@ -148,6 +173,7 @@ fn report(r: Result<Report, String>) -> bool {
                 r.max_us,
                 r.msgs_per_s,
                 r.frame_bytes_down.map(|b| format!("{b:.0}")).unwrap_or_default(),
+                r.p50_vs_floor.map(|x| format!("{x:.2}")).unwrap_or_default(),
             );
             println!("{}", serde_json::to_string(&r).unwrap_or_default());
             true

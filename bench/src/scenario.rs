@@ -7,6 +7,7 @@ use confab_codec::event::{ClientEvent, SendMessage, ServerEvent};
 use confab_codec::{ClientEnvelope, ConversationId, Format, MessageKind};
 use hdrhistogram::Histogram;
 use serde::Serialize;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -32,6 +33,11 @@ pub(crate) struct Report {
     /// varint prefix; no TCP/TLS/QUIC packet overhead): sender to server, server to receiver.
     pub(crate) frame_bytes_up: Option<f64>,
     pub(crate) frame_bytes_down: Option<f64>,
+    /// The floor relay's p50/p99 on the same transport in the same run, and confab's p50 as a
+    /// multiple of it.
+    pub(crate) floor_p50_us: Option<u64>,
+    pub(crate) floor_p99_us: Option<u64>,
+    pub(crate) p50_vs_floor: Option<f64>,
 }
 
 /// An empty latency histogram: 1 µs to 60 s, 3 significant digits.
@@ -70,31 +76,82 @@ async fn await_joined(rx: &mut Rx) -> Result<(), String> {
     Err("connection closed before conversation:joined".into())
 }
 
-/// A receiver: counts `message:new` and records latency until `until`.
-async fn receive(mut rx: Rx, base: Instant, until: Instant, mut h: Histogram<u64>) -> (u64, Histogram<u64>) {
+/// What the latency loop needs of a sender: confab's client or a floor relay's.
+pub(crate) trait SendText: Send + 'static {
+    fn send_text(&mut self, conv: &ConversationId, text: String) -> impl Future<Output = bool> + Send;
+}
+
+/// What the latency loop needs of a receiver: the next message's text (`Some(None)` for
+/// anything else), `None` at the end.
+pub(crate) trait NextText: Send + 'static {
+    fn next_text(&mut self) -> impl Future<Output = Option<Option<String>>> + Send;
+    /// Frame bytes read so far.
+    fn frame_bytes(&self) -> u64 {
+        0
+    }
+}
+
+impl SendText for Tx {
+    async fn send_text(&mut self, conv: &ConversationId, text: String) -> bool {
+        self.send(&send_env(conv, text)).await.is_ok()
+    }
+}
+
+impl NextText for Rx {
+    async fn next_text(&mut self) -> Option<Option<String>> {
+        let env = self.next().await?;
+        Some(match env.event {
+            ServerEvent::MessageNew(m) => Some(m.message.content),
+            _ => None,
+        })
+    }
+    fn frame_bytes(&self) -> u64 {
+        self.bytes().received.load(Ordering::Relaxed)
+    }
+}
+
+impl SendText for crate::floor::FloorTx {
+    async fn send_text(&mut self, conv: &ConversationId, text: String) -> bool {
+        self.send(&send_env(conv, text)).await.is_ok()
+    }
+}
+
+impl NextText for crate::floor::FloorRx {
+    async fn next_text(&mut self) -> Option<Option<String>> {
+        let env = self.next().await?;
+        Some(match env.event {
+            ClientEvent::Send(s) => Some(s.content),
+            _ => None,
+        })
+    }
+}
+
+/// A receiver: counts messages and records latency until `until`.
+async fn receive<R: NextText>(
+    mut rx: R,
+    base: Instant,
+    until: Instant,
+    mut h: Histogram<u64>,
+) -> (u64, Histogram<u64>, R) {
     let mut n = 0;
     // What came before (established, joined) is not a message.
-    let before = rx.bytes().received.load(Ordering::Relaxed);
-    RECEIVED_BYTES.fetch_sub(before, Ordering::Relaxed);
+    RECEIVED_BYTES.fetch_sub(rx.frame_bytes(), Ordering::Relaxed);
     loop {
-        let next = tokio::time::timeout_at(until.into(), rx.next()).await;
-        let Ok(Some(env)) = next else { break };
-        if let ServerEvent::MessageNew(m) = env.event {
-            if let Some(sent_ns) = m
-                .message
-                .content
-                .strip_prefix('t')
-                .and_then(|t| t.split(' ').next())
-                .and_then(|t| t.parse::<u64>().ok())
-            {
-                let now_ns = base.elapsed().as_nanos() as u64;
-                let _ = h.record((now_ns.saturating_sub(sent_ns) / 1000).max(1));
-                n += 1;
-            }
+        let next = tokio::time::timeout_at(until.into(), rx.next_text()).await;
+        let Ok(Some(text)) = next else { break };
+        if let Some(sent_ns) = text
+            .as_deref()
+            .and_then(|t| t.strip_prefix('t'))
+            .and_then(|t| t.split(' ').next())
+            .and_then(|t| t.parse::<u64>().ok())
+        {
+            let now_ns = base.elapsed().as_nanos() as u64;
+            let _ = h.record((now_ns.saturating_sub(sent_ns) / 1000).max(1));
+            n += 1;
         }
     }
-    RECEIVED_BYTES.fetch_add(rx.bytes().received.load(Ordering::Relaxed), Ordering::Relaxed);
-    (n, h)
+    RECEIVED_BYTES.fetch_add(rx.frame_bytes(), Ordering::Relaxed);
+    (n, h, rx)
 }
 
 /// Frame bytes the receivers of the running scenario read for their messages.
@@ -154,6 +211,9 @@ fn finish(
         duration_s: secs,
         frame_bytes_up: None,
         frame_bytes_down: None,
+        floor_p50_us: None,
+        floor_p99_us: None,
+        p50_vs_floor: None,
     }
 }
 
@@ -169,9 +229,70 @@ pub(crate) async fn latency(
 ) -> Result<Report, String> {
     let prefix = format!("lat{}{}{}-", &target.name()[..2], format.name(), rand_tag());
     let pairs = pairs(http, target, &prefix, n, format).await?;
-    RECEIVED_BYTES.store(0, Ordering::Relaxed);
     let sent_bytes: Vec<_> = pairs.iter().map(|p| std::sync::Arc::clone(&p.tx.bytes)).collect();
     let sent_before: u64 = sent_bytes.iter().map(|b| b.sent.load(Ordering::Relaxed)).sum();
+    let until = Instant::now() + Duration::from_secs_f64(secs + 3.0);
+    let mut loop_pairs = Vec::with_capacity(n);
+    let mut receiver_conns = Vec::with_capacity(n);
+    for p in pairs {
+        // The sender's own events (acks, receipts) are read and dropped.
+        let mut tx_rx = p.tx_rx;
+        tokio::spawn(async move {
+            while tokio::time::timeout_at(until.into(), tx_rx.next()).await.ok().flatten().is_some() {}
+        });
+        receiver_conns.push(p.rtx);
+        loop_pairs.push((p.conv, p.tx, p.rx));
+    }
+    let (sent, received, h) = open_loop(loop_pairs, rate, secs).await?;
+    drop(receiver_conns);
+    let up: u64 = sent_bytes.iter().map(|b| b.sent.load(Ordering::Relaxed)).sum::<u64>() - sent_before;
+    let mut r =
+        finish(format!("latency_1to1_{n}pairs"), target.name(), format, 2 * n, (sent, received), &h, secs, Some(rate));
+    r.frame_bytes_up = Some(up as f64 / sent.max(1) as f64);
+    r.frame_bytes_down = Some(RECEIVED_BYTES.load(Ordering::Relaxed) as f64 / received.max(1) as f64);
+    Ok(r)
+}
+
+/// The same 1:1 latency through the floor relay for `target`'s transport.
+pub(crate) async fn floor_latency(
+    floor: &crate::floor::Floor,
+    target: &Target,
+    n: usize,
+    rate: f64,
+    secs: f64,
+    format: Format,
+) -> Result<Report, String> {
+    let relay = floor.target_for(target);
+    let tag = rand_tag();
+    let mut loop_pairs = Vec::with_capacity(n);
+    let mut keep = Vec::with_capacity(n);
+    for i in 0..n {
+        let (s, r) = (format!("f{tag}s{i}"), format!("f{tag}r{i}"));
+        let (tx, _tx_rx) = crate::floor::connect(&relay, &s, &r, format).await?;
+        let (rtx, rx) = crate::floor::connect(&relay, &r, &s, format).await?;
+        keep.push((rtx, _tx_rx));
+        loop_pairs.push((conv_id(&format!("f{tag}c{i}"))?, tx, rx));
+    }
+    // Let the relay register the receivers before the first message.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (sent, received, h) = open_loop(loop_pairs, rate, secs).await?;
+    drop(keep);
+    let transport = match relay {
+        Target::Wt(..) => "quic-floor",
+        _ => "websocket-floor",
+    };
+    Ok(finish(format!("floor_latency_1to1_{n}pairs"), transport, format, 2 * n, (sent, received), &h, secs, Some(rate)))
+}
+
+/// Runs the open loop: each sender on its own schedule (spread over the period so the load is
+/// even), each receiver recording latency. Returns (sent, received, histogram).
+async fn open_loop<S: SendText, R: NextText>(
+    pairs: Vec<(ConversationId, S, R)>,
+    rate: f64,
+    secs: f64,
+) -> Result<(u64, u64, Histogram<u64>), String> {
+    let n = pairs.len().max(1);
+    RECEIVED_BYTES.store(0, Ordering::Relaxed);
     let base = Instant::now();
     let start = base + Duration::from_millis(200);
     let end = start + Duration::from_secs_f64(secs);
@@ -180,19 +301,9 @@ pub(crate) async fn latency(
     let sent = Arc::new(AtomicU64::new(0));
     let mut receivers = Vec::new();
     let mut senders = Vec::new();
-    let mut receiver_conns = Vec::with_capacity(n);
-    for (i, p) in pairs.into_iter().enumerate() {
-        receivers.push(tokio::spawn(receive(p.rx, base, until, histogram()?)));
-        receiver_conns.push(p.rtx);
-        // The sender's own events (acks, receipts) are read and dropped.
-        let mut tx_rx = p.tx_rx;
-        tokio::spawn(async move {
-            while tokio::time::timeout_at(until.into(), tx_rx.next()).await.ok().flatten().is_some() {}
-        });
+    for (i, (conv, mut tx, rx)) in pairs.into_iter().enumerate() {
+        receivers.push(tokio::spawn(receive(rx, base, until, histogram()?)));
         let sent = Arc::clone(&sent);
-        let mut tx = p.tx;
-        let conv = p.conv;
-        // Senders are spread over the period so the load is even.
         let offset = period.mul_f64(i as f64 / n as f64);
         senders.push(tokio::spawn(async move {
             let mut k = 0u32;
@@ -205,7 +316,7 @@ pub(crate) async fn latency(
                 // Stamped when actually sent: tokio's timer wakes up to a millisecond late, and
                 // that lateness is the benchmark's, not the server's.
                 let sent_ns = base.elapsed().as_nanos() as u64;
-                if tx.send(&send_env(&conv, format!("t{sent_ns} hello from the benchmark"))).await.is_err() {
+                if !tx.send_text(&conv, format!("t{sent_ns} hello from the benchmark")).await {
                     break;
                 }
                 sent.fetch_add(1, Ordering::Relaxed);
@@ -220,19 +331,15 @@ pub(crate) async fn latency(
     }
     let mut h = histogram()?;
     let mut received = 0;
+    let mut readers = Vec::new();
     for r in receivers {
-        let (n, rh) = r.await.map_err(|e| e.to_string())?;
-        received += n;
+        let (k, rh, rx) = r.await.map_err(|e| e.to_string())?;
+        received += k;
         let _ = h.add(&rh);
+        readers.push(rx);
     }
-    drop((keep, receiver_conns));
-    let sent = sent.load(Ordering::Relaxed);
-    let up: u64 = sent_bytes.iter().map(|b| b.sent.load(Ordering::Relaxed)).sum::<u64>() - sent_before;
-    let mut r =
-        finish(format!("latency_1to1_{n}pairs"), target.name(), format, 2 * n, (sent, received), &h, secs, Some(rate));
-    r.frame_bytes_up = Some(up as f64 / sent.max(1) as f64);
-    r.frame_bytes_down = Some(RECEIVED_BYTES.load(Ordering::Relaxed) as f64 / received.max(1) as f64);
-    Ok(r)
+    drop((keep, readers));
+    Ok((sent.load(Ordering::Relaxed), received, h))
 }
 
 /// Throughput, closed loop with a window: `convs` conversations, `senders` senders in each, each
@@ -315,7 +422,7 @@ pub(crate) async fn throughput(
     let mut h = histogram()?;
     let mut received = 0;
     for r in receiver_tasks {
-        let (n, rh) = r.await.map_err(|e| e.to_string())?;
+        let (n, rh, _) = r.await.map_err(|e| e.to_string())?;
         received += n;
         let _ = h.add(&rh);
     }
