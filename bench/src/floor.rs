@@ -118,6 +118,8 @@ async fn ws_relay(listener: tokio::net::TcpListener) {
         let peers = Arc::clone(&peers);
         tokio::spawn(async move {
             let mut route = None;
+            // The signature is tungstenite's: its error type is what it is.
+            #[allow(clippy::result_large_err)]
             let callback = |req: &tokio_tungstenite::tungstenite::handshake::server::Request, resp| {
                 route = req.uri().query().and_then(|q| q.strip_prefix("token=")).map(str::to_string);
                 Ok(resp)
