@@ -145,11 +145,17 @@ async fn run_all(args: &Args, addr: &str, h3: Option<(String, String)>) -> bool 
     transports.extend(wt);
     for target in &transports {
         if wanted("throughput_1conv") {
-            ok &= report(scenario::throughput(addr, target, 1, 2, 64, secs, Format::MsgPack).await);
+            ok &= report(scenario::throughput(addr, target, 1, 2, 1, 64, secs, Format::MsgPack).await);
         }
         if wanted("throughput_1000conv") {
             let convs = if args.quick { 200 } else { 1000 };
-            ok &= report(scenario::throughput(addr, target, convs, 1, 8, secs, Format::MsgPack).await);
+            ok &= report(scenario::throughput(addr, target, convs, 1, 1, 8, secs, Format::MsgPack).await);
+        }
+        // Fan-out: one sender (8 messages in flight) in a group of 100 and of 1,000.
+        for members in [100, 1000] {
+            if wanted(&format!("fanout_{members}")) {
+                ok &= report(scenario::throughput(addr, target, 1, 1, members - 1, 8, secs, Format::MsgPack).await);
+            }
         }
     }
     ok

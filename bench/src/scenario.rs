@@ -344,30 +344,35 @@ async fn open_loop<S: SendText, R: NextText>(
 
 /// Throughput, closed loop with a window: `convs` conversations, `senders` senders in each, each
 /// keeping `window` messages in flight (waiting for `message:sent`, a durable ack).
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn throughput(
     addr: &str,
     target: &Target,
     convs: usize,
     senders: usize,
+    readers: usize,
     window: usize,
     secs: f64,
     format: Format,
 ) -> Result<Report, String> {
     let tag = rand_tag();
+    let readers = readers.max(1);
     let mut receivers = Vec::new();
     let mut sender_conns = Vec::new();
     let base = Instant::now();
     for c in 0..convs {
         let conv = format!("tp{tag}-c{c}");
         let mut members: Vec<String> = (0..senders).map(|s| format!("tp{tag}-c{c}s{s}")).collect();
-        let reader = format!("tp{tag}-c{c}r");
-        members.push(reader.clone());
+        let reader_ids: Vec<String> = (0..readers).map(|r| format!("tp{tag}-c{c}r{r}")).collect();
+        members.extend(reader_ids.iter().cloned());
         create_conversation(addr, &conv, &members).await?;
         let conv = conv_id(&conv)?;
-        let (mut rtx, mut rx) = connect(target, &token(&reader), format).await?;
-        rtx.join(&join_env(&conv), &conv).await?;
-        await_joined(&mut rx).await?;
-        receivers.push((rx, rtx));
+        for reader in &reader_ids {
+            let (mut rtx, mut rx) = connect(target, &token(reader), format).await?;
+            rtx.join(&join_env(&conv), &conv).await?;
+            await_joined(&mut rx).await?;
+            receivers.push((rx, rtx));
+        }
         for m in members.iter().take(senders) {
             let (tx, rx) = connect(target, &token(m), format).await?;
             sender_conns.push((conv.clone(), tx, rx));
@@ -427,17 +432,12 @@ pub(crate) async fn throughput(
         let _ = h.add(&rh);
     }
     drop(keep);
-    let clients = convs * (senders + 1);
-    Ok(finish(
-        format!("throughput_{convs}conv"),
-        target.name(),
-        format,
-        clients,
-        (sent.load(Ordering::Relaxed), received),
-        &h,
-        secs,
-        None,
-    ))
+    let clients = convs * (senders + readers);
+    // `sent` counts deliveries owed: each acknowledged message to each reader of its conversation.
+    let owed = sent.load(Ordering::Relaxed) * readers as u64;
+    let name =
+        if readers > 1 { format!("fanout_{}members", senders + readers) } else { format!("throughput_{convs}conv") };
+    Ok(finish(name, target.name(), format, clients, (owed, received), &h, secs, None))
 }
 
 fn rand_tag() -> u32 {
