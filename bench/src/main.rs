@@ -6,6 +6,7 @@
 
 mod client;
 mod floor;
+mod lossy;
 mod scenario;
 mod setup;
 
@@ -40,6 +41,10 @@ struct Args {
     /// WebTransport scenarios with `--addr`: `ADDR,HASH`.
     #[arg(long)]
     h3: Option<String>,
+    /// Internal (the lossy scenario): serve on this address inside a network namespace, print
+    /// `READY http=ADDR h3=ADDR hash=HEX`, and exit when stdin closes.
+    #[arg(long, hide = true)]
+    serve: Option<String>,
     /// Worker threads of the load generator's runtime.
     #[arg(long, default_value_t = 2)]
     client_threads: usize,
@@ -47,6 +52,9 @@ struct Args {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    if let Some(ip) = &args.serve {
+        return lossy::serve(ip, args.server_threads);
+    }
     let server = match &args.addr {
         Some(_) => None,
         None => match setup::LocalServer::start(args.server_threads) {
@@ -140,6 +148,9 @@ async fn run_all(args: &Args, addr: &str, h3: Option<(String, String)>) -> bool 
             }
             ok &= report(r);
         }
+    }
+    if wanted("lossy") {
+        ok &= lossy::run_all(secs, args.server_threads, report).await;
     }
     let mut transports = vec![ws];
     transports.extend(wt);

@@ -38,6 +38,11 @@ pub(crate) struct Report {
     pub(crate) floor_p50_us: Option<u64>,
     pub(crate) floor_p99_us: Option<u64>,
     pub(crate) p50_vs_floor: Option<f64>,
+    /// The lossy scenario: the loss rate, and each conversation's p99.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) loss_percent: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) per_conversation_p99_us: Option<Vec<u64>>,
 }
 
 /// An empty latency histogram: 1 µs to 60 s, 3 significant digits.
@@ -184,7 +189,7 @@ async fn pairs(http: &str, target: &Target, prefix: &str, n: usize, format: Form
 }
 
 #[allow(clippy::too_many_arguments)]
-fn finish(
+pub(crate) fn finish(
     scenario: String,
     transport: &'static str,
     format: Format,
@@ -214,6 +219,8 @@ fn finish(
         floor_p50_us: None,
         floor_p99_us: None,
         p50_vs_floor: None,
+        loss_percent: None,
+        per_conversation_p99_us: None,
     }
 }
 

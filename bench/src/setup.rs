@@ -24,7 +24,13 @@ pub(crate) struct LocalServer {
 impl LocalServer {
     /// Starts confab with limits out of the way (the benchmark measures speed, not policy).
     pub(crate) fn start(worker_threads: usize) -> Result<Self, String> {
+        Self::start_on("127.0.0.1", worker_threads)
+    }
+
+    /// The same, listening on `ip` (port 0: any free port).
+    pub(crate) fn start_on(ip: &str, worker_threads: usize) -> Result<Self, String> {
         let dir = std::env::temp_dir().join(format!("confab-bench-{}", std::process::id()));
+        let listen = format!("{ip}:0");
         let _ = std::fs::remove_dir_all(&dir);
         let big = "1000000000";
         // Dev mode for its generated certificate (WebTransport needs TLS); the secret and the
@@ -33,9 +39,9 @@ impl LocalServer {
             "confab",
             "--dev",
             "--http",
-            "127.0.0.1:0",
+            &listen,
             "--https",
-            "127.0.0.1:0",
+            &listen,
             "--jwt-secret",
             SECRET,
             "--api-key",

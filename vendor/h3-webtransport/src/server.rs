@@ -38,6 +38,9 @@ use h3::quic::StreamId;
 
 use crate::stream::{BidiStream, RecvStream, SendStream};
 
+/// Patch: how long `accept` waits for the peer's SETTINGS that a CONNECT overtook.
+const SETTINGS_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// WebTransport session driver.
 ///
 /// Maintains the session using the underlying HTTP/3 connection.
@@ -97,6 +100,29 @@ where
         mut conn: Connection<C, B>,
     ) -> Result<Self, StreamError> {
         let shared = conn.inner.shared.clone();
+
+        // Patch: over a lossy network the CONNECT can overtake the packet carrying the peer's
+        // SETTINGS; read the control stream until they arrive (for a while) instead of
+        // refusing the session as if the peer lacked WebTransport.
+        let wanted = |s: &SharedState| {
+            let settings = s.settings();
+            settings.enable_webtransport() && settings.enable_datagram()
+        };
+        if !wanted(&shared) {
+            let wait = poll_fn(|cx| loop {
+                if wanted(&shared) {
+                    return Poll::Ready(Ok(()));
+                }
+                match conn.inner.poll_control(cx) {
+                    Poll::Ready(Ok(_)) => continue,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return Poll::Pending,
+                }
+            });
+            if let Ok(Err(e)) = tokio::time::timeout(SETTINGS_WAIT, wait).await {
+                return Err(StreamError::ConnectionError(e));
+            }
+        }
 
         let config = shared.settings();
 

@@ -1,0 +1,317 @@
+//! Scenario 5, the lossy mobile network: confab runs in a network namespace of the bench's own
+//! (a child process started with `ip netns exec`), reached over a veth pair, and nftables rules
+//! inside that namespace drop a share of the packets at random, both ways, TCP and UDP alike.
+//! One user in 10 active conversations, with one sender in each, all on the same transport:
+//! over WebTransport each conversation has its own QUIC stream; over WebSocket they share one
+//! TCP connection. Reported: latency over all messages and each conversation's p99.
+//!
+//! Needs root, `ip` (iproute2) and `nft` (nftables); skips with a message otherwise. Nothing
+//! outside the bench's namespace is touched (the host side only gets one veth end).
+
+use crate::client::{Rx, Target, Tx, connect};
+use crate::scenario::Report;
+use crate::setup::{create_conversation, token};
+use confab_codec::event::{ClientEvent, Join, SendMessage, ServerEvent};
+use confab_codec::{ClientEnvelope, ConversationId, Format, MessageKind};
+use hdrhistogram::Histogram;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const CONVERSATIONS: usize = 10;
+/// Messages per second per conversation.
+const RATE: f64 = 20.0;
+
+/// `--serve IP`: confab on IP (inside the namespace), until stdin closes.
+pub(crate) fn serve(ip: &str, threads: usize) -> std::process::ExitCode {
+    let server = match crate::setup::LocalServer::start_on(ip, threads) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("confab-bench --serve: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let (h3, hash) = server.h3.clone().map(|(a, h)| (a.to_string(), h)).unwrap_or_default();
+    println!("READY http={} h3={h3} hash={hash}", server.addr);
+    let _ = std::io::stdout().flush();
+    let mut line = String::new();
+    while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {}
+    drop(server);
+    std::process::ExitCode::SUCCESS
+}
+
+fn sh(args: &[&str]) -> Result<(), String> {
+    let out = Command::new(args[0]).args(&args[1..]).output().map_err(|e| format!("{}: {e}", args[0]))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("{}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+/// The namespace, its veth pair and the server inside; all removed on drop.
+struct Lab {
+    ns: String,
+    host_if: String,
+    server: Option<Child>,
+    http: String,
+    h3: String,
+    hash: String,
+}
+
+impl Lab {
+    fn start(threads: usize) -> Result<Self, String> {
+        let id = std::process::id();
+        let ns = format!("confab-bench-{id}");
+        let (host_if, ns_if) = (format!("cbh{}", id % 100_000), format!("cbn{}", id % 100_000));
+        let net = 16 + (id % 200);
+        let (host_ip, ns_ip) = (format!("10.233.{net}.1"), format!("10.233.{net}.2"));
+        sh(&["ip", "netns", "add", &ns])?;
+        let mut lab = Self {
+            ns: ns.clone(),
+            host_if: host_if.clone(),
+            server: None,
+            http: String::new(),
+            h3: String::new(),
+            hash: String::new(),
+        };
+        sh(&["ip", "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if])?;
+        sh(&["ip", "link", "set", &ns_if, "netns", &ns])?;
+        sh(&["ip", "addr", "add", &format!("{host_ip}/24"), "dev", &host_if])?;
+        sh(&["ip", "link", "set", &host_if, "up"])?;
+        sh(&["ip", "netns", "exec", &ns, "ip", "addr", "add", &format!("{ns_ip}/24"), "dev", &ns_if])?;
+        sh(&["ip", "netns", "exec", &ns, "ip", "link", "set", &ns_if, "up"])?;
+        sh(&["ip", "netns", "exec", &ns, "ip", "link", "set", "lo", "up"])?;
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .arg(exe)
+            .args(["--serve", &ns_ip, "--server-threads", &threads.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        lab.server = Some(child);
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map_err(|e| e.to_string())?;
+        for part in line.split_whitespace() {
+            if let Some(v) = part.strip_prefix("http=") {
+                lab.http = v.to_string();
+            } else if let Some(v) = part.strip_prefix("h3=") {
+                lab.h3 = v.to_string();
+            } else if let Some(v) = part.strip_prefix("hash=") {
+                lab.hash = v.to_string();
+            }
+        }
+        if lab.http.is_empty() || lab.h3.is_empty() {
+            return Err(format!("the server in the namespace said {line:?}"));
+        }
+        Ok(lab)
+    }
+
+    /// Drops `percent`% of TCP and UDP packets, in and out of the namespace.
+    fn set_loss(&self, percent: u32) -> Result<(), String> {
+        let _ = sh(&["ip", "netns", "exec", &self.ns, "nft", "delete", "table", "inet", "confab_loss"]);
+        if percent == 0 {
+            return Ok(());
+        }
+        let rules = format!(
+            "table inet confab_loss {{\n\
+             chain in {{ type filter hook input priority 0; meta l4proto {{ tcp, udp }} numgen random mod 100 < {percent} drop; }}\n\
+             chain out {{ type filter hook output priority 0; meta l4proto {{ tcp, udp }} numgen random mod 100 < {percent} drop; }}\n\
+             }}\n"
+        );
+        let mut nft = Command::new("ip")
+            .args(["netns", "exec", &self.ns, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        nft.stdin.take().ok_or("nft stdin")?.write_all(rules.as_bytes()).map_err(|e| e.to_string())?;
+        let out = nft.wait_with_output().map_err(|e| e.to_string())?;
+        if out.status.success() { Ok(()) } else { Err(format!("nft: {}", String::from_utf8_lossy(&out.stderr).trim())) }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.server.take() {
+            drop(c.stdin.take());
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = sh(&["ip", "link", "del", &self.host_if]);
+        let _ = sh(&["ip", "netns", "del", &self.ns]);
+    }
+}
+
+/// Every loss rate on both transports. A machine where the namespace cannot be made skips.
+pub(crate) async fn run_all(secs: f64, threads: usize, report: fn(Result<Report, String>) -> bool) -> bool {
+    let lab = match tokio::task::spawn_blocking(move || Lab::start(threads)).await {
+        Ok(Ok(lab)) => lab,
+        Ok(Err(e)) => {
+            eprintln!("lossy: SKIPPED, cannot build the network namespace ({e}); needs root, ip and nft");
+            return true;
+        }
+        Err(e) => {
+            eprintln!("lossy: SKIPPED ({e})");
+            return true;
+        }
+    };
+    let mut ok = true;
+    for loss in [0, 1, 3] {
+        if let Err(e) = lab.set_loss(loss) {
+            eprintln!("lossy: {e}");
+            return false;
+        }
+        for target in [Target::Wt(lab.h3.clone(), lab.hash.clone()), Target::Ws(lab.http.clone())] {
+            ok &= report(one(&lab.http, &target, loss, secs).await);
+        }
+    }
+    let _ = lab.set_loss(0);
+    tokio::task::spawn_blocking(move || drop(lab)).await.is_ok() && ok
+}
+
+fn env(event: ClientEvent) -> ClientEnvelope {
+    ClientEnvelope::new(event)
+}
+
+async fn one(http: &str, target: &Target, loss: u32, secs: f64) -> Result<Report, String> {
+    let tag = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let reader = format!("lz{tag}r");
+    let mut convs = Vec::new();
+    for c in 0..CONVERSATIONS {
+        let conv = format!("lz{tag}c{c}");
+        let sender = format!("lz{tag}s{c}");
+        create_conversation(http, &conv, &[sender.clone(), reader.clone()]).await?;
+        convs.push((ConversationId::parse(&conv)?, sender));
+    }
+    let (mut rtx, mut rx): (Tx, Rx) = connect(target, &token(&reader), Format::MsgPack).await?;
+    for (conv, _) in &convs {
+        rtx.join(&env(ClientEvent::Join(Join { conversation_id: conv.clone(), since_seq: None })), conv).await?;
+    }
+    let mut joined = 0;
+    while joined < CONVERSATIONS {
+        match tokio::time::timeout(Duration::from_secs(20), rx.next()).await {
+            Ok(Some(e)) if matches!(e.event, ServerEvent::Joined(_)) => joined += 1,
+            Ok(Some(_)) => {}
+            _ => return Err("lossy: joins did not complete".into()),
+        }
+    }
+    // Every sender connects first: under loss a handshake can take a second, and nobody would
+    // be reading the receiver meanwhile.
+    let mut conns = Vec::with_capacity(CONVERSATIONS);
+    for (_, sender) in &convs {
+        conns.push(connect(target, &token(sender), Format::MsgPack).await?);
+    }
+    let base = Instant::now();
+    let start = base + Duration::from_millis(300);
+    let end = start + Duration::from_secs_f64(secs);
+    let until = end + Duration::from_secs(10);
+    let period = Duration::from_secs_f64(1.0 / RATE);
+    let mut senders = Vec::new();
+    let sent_count = Arc::new(AtomicU64::new(0));
+    let senders_done = Arc::new(AtomicBool::new(false));
+    for (i, ((conv, _), (mut tx, mut tx_rx))) in convs.iter().zip(conns).enumerate() {
+        let sent_count = Arc::clone(&sent_count);
+        tokio::spawn(async move {
+            while tokio::time::timeout_at(until.into(), tx_rx.next()).await.ok().flatten().is_some() {}
+        });
+        let conv = conv.clone();
+        let offset = period.mul_f64(i as f64 / CONVERSATIONS as f64);
+        senders.push(tokio::spawn(async move {
+            let mut sent = 0u64;
+            loop {
+                let at = start + offset + period * sent as u32;
+                if at >= end {
+                    break;
+                }
+                tokio::time::sleep_until(at.into()).await;
+                let ns = base.elapsed().as_nanos() as u64;
+                let m = SendMessage {
+                    conversation_id: conv.clone(),
+                    content: format!("t{ns} c{i}"),
+                    kind: MessageKind::Text,
+                    metadata: Default::default(),
+                    local_id: None,
+                    reply_to: None,
+                };
+                if tx.send(&env(ClientEvent::Send(m))).await.is_err() {
+                    break;
+                }
+                sent += 1;
+                sent_count.fetch_add(1, Ordering::Relaxed);
+            }
+            (sent, tx)
+        }));
+    }
+    let mut per_conv: Vec<Histogram<u64>> = Vec::new();
+    for _ in 0..CONVERSATIONS {
+        per_conv.push(Histogram::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?);
+    }
+    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
+    let mut received = 0u64;
+    let mut total_sent = 0u64;
+    let receiving = async {
+        // Until everything sent has arrived (or `until`, for what never does).
+        while !(senders_done.load(Ordering::Relaxed) && received >= sent_count.load(Ordering::Relaxed)) {
+            let tick = tokio::time::Instant::now() + Duration::from_millis(200);
+            let next = tokio::time::timeout_at(tick.min(until.into()), rx.next()).await;
+            if Instant::now() >= until {
+                break;
+            }
+            let e = match next {
+                Ok(Some(e)) => e,
+                Ok(None) => break,
+                Err(_) => continue,
+            };
+            let ServerEvent::MessageNew(m) = e.event else { continue };
+            let mut parts = m.message.content.split(' ');
+            let sent_ns = parts.next().and_then(|t| t.strip_prefix('t')).and_then(|t| t.parse::<u64>().ok());
+            let conv = parts.next().and_then(|c| c.strip_prefix('c')).and_then(|c| c.parse::<usize>().ok());
+            if let (Some(sent_ns), Some(c)) = (sent_ns, conv.filter(|c| *c < CONVERSATIONS)) {
+                let us = ((base.elapsed().as_nanos() as u64).saturating_sub(sent_ns) / 1000).max(1);
+                let _ = per_conv[c].record(us);
+                let _ = all.record(us);
+                received += 1;
+            }
+        }
+    };
+    let sending = async {
+        let mut keep = Vec::new();
+        for s in senders {
+            if let Ok((n, tx)) = s.await {
+                total_sent += n;
+                keep.push(tx);
+            }
+        }
+        senders_done.store(true, Ordering::Relaxed);
+        keep
+    };
+    let (keep, ()) = tokio::join!(sending, receiving);
+    drop((keep, rtx));
+    let mut r = crate::scenario::finish(
+        format!("lossy_{CONVERSATIONS}conv_{loss}pct"),
+        target.name(),
+        Format::MsgPack,
+        CONVERSATIONS + 1,
+        (total_sent, received),
+        &all,
+        secs,
+        Some(RATE * CONVERSATIONS as f64),
+    );
+    r.per_conversation_p99_us = Some(per_conv.iter().map(|h| h.value_at_quantile(0.99)).collect());
+    r.loss_percent = Some(loss);
+    Ok(r)
+}
