@@ -157,7 +157,12 @@ impl Drop for Lab {
 }
 
 /// Every loss rate on both transports. A machine where the namespace cannot be made skips.
-pub(crate) async fn run_all(secs: f64, threads: usize, report: fn(Result<Report, String>) -> bool) -> bool {
+pub(crate) async fn run_all(
+    secs: f64,
+    threads: usize,
+    losses: &[u32],
+    report: &impl Fn(Result<Report, String>) -> bool,
+) -> bool {
     let lab = match tokio::task::spawn_blocking(move || Lab::start(threads)).await {
         Ok(Ok(lab)) => lab,
         Ok(Err(e)) => {
@@ -170,7 +175,7 @@ pub(crate) async fn run_all(secs: f64, threads: usize, report: fn(Result<Report,
         }
     };
     let mut ok = true;
-    for loss in [0, 1, 3] {
+    for &loss in losses {
         if let Err(e) = lab.set_loss(loss) {
             eprintln!("lossy: {e}");
             return false;

@@ -25,6 +25,10 @@ struct Args {
     /// A few seconds per scenario instead of ten.
     #[arg(long)]
     quick: bool,
+    /// About a second per scenario, small sizes, and a failure if any message is lost: what CI
+    /// runs so that the benchmark never rots.
+    #[arg(long)]
+    smoke: bool,
     /// Only scenarios whose name contains this.
     #[arg(long)]
     only: Option<String>,
@@ -85,7 +89,20 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run_all(args: &Args, addr: &str, h3: Option<(String, String)>) -> bool {
-    let secs = if args.quick { 3.0 } else { 10.0 };
+    let secs = if args.smoke {
+        1.0
+    } else if args.quick {
+        3.0
+    } else {
+        10.0
+    };
+    let (pairs, rate) = if args.smoke { (4, 200.0) } else { (args.pairs, args.rate) };
+    let report = |r: Result<Report, String>| match r {
+        Ok(r) if args.smoke && r.lost > 0 && !r.transport.ends_with("floor") => {
+            report(Err(format!("{} over {} lost {} of {}", r.scenario, r.transport, r.lost, r.sent)))
+        }
+        r => report(r),
+    };
     let wanted = |name: &str| args.only.as_deref().is_none_or(|o| name.contains(o));
     let mut ok = true;
     eprintln!(
@@ -133,14 +150,14 @@ async fn run_all(args: &Args, addr: &str, h3: Option<(String, String)>) -> bool 
             // The floor first, same transport, codec, pairs and rate: confab's overhead is the ratio.
             let base = match &floor {
                 Some(f) => {
-                    let r = scenario::floor_latency(f, target, args.pairs, args.rate, secs, *format).await;
+                    let r = scenario::floor_latency(f, target, pairs, rate, secs, *format).await;
                     let floor = r.as_ref().ok().map(|r| (r.p50_us, r.p99_us));
                     ok &= report(r);
                     floor
                 }
                 None => None,
             };
-            let mut r = scenario::latency(addr, target, args.pairs, args.rate, secs, *format).await;
+            let mut r = scenario::latency(addr, target, pairs, rate, secs, *format).await;
             if let (Ok(r), Some((p50, p99))) = (&mut r, base) {
                 r.floor_p50_us = Some(p50);
                 r.floor_p99_us = Some(p99);
@@ -150,7 +167,8 @@ async fn run_all(args: &Args, addr: &str, h3: Option<(String, String)>) -> bool 
         }
     }
     if wanted("lossy") {
-        ok &= lossy::run_all(secs, args.server_threads, report).await;
+        let losses: &[u32] = if args.smoke { &[1] } else { &[0, 1, 3] };
+        ok &= lossy::run_all(secs, args.server_threads, losses, &report).await;
     }
     let mut transports = vec![ws];
     transports.extend(wt);
@@ -159,12 +177,19 @@ async fn run_all(args: &Args, addr: &str, h3: Option<(String, String)>) -> bool 
             ok &= report(scenario::throughput(addr, target, 1, 2, 1, 64, secs, Format::MsgPack).await);
         }
         if wanted("throughput_1000conv") {
-            let convs = if args.quick { 200 } else { 1000 };
+            let convs = if args.smoke {
+                10
+            } else if args.quick {
+                200
+            } else {
+                1000
+            };
             ok &= report(scenario::throughput(addr, target, convs, 1, 1, 8, secs, Format::MsgPack).await);
         }
         // Fan-out: one sender (8 messages in flight) in a group of 100 and of 1,000.
-        for members in [100, 1000] {
-            if wanted(&format!("fanout_{members}")) {
+        let groups: &[usize] = if args.smoke { &[20] } else { &[100, 1000] };
+        for &members in groups {
+            if wanted(&format!("fanout_{members}")) || (args.smoke && wanted("fanout")) {
                 ok &= report(scenario::throughput(addr, target, 1, 1, members - 1, 8, secs, Format::MsgPack).await);
             }
         }
