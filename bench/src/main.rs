@@ -5,6 +5,7 @@
 //! `cargo run --release -p confab-bench -- --quick` runs every scenario for a few seconds.
 
 mod client;
+mod density;
 mod floor;
 mod lossy;
 mod scenario;
@@ -49,6 +50,12 @@ struct Args {
     /// `READY http=ADDR h3=ADDR hash=HEX`, and exit when stdin closes.
     #[arg(long, hide = true)]
     serve: Option<String>,
+    /// Idle WebSocket connections in the density scenario (full runs).
+    #[arg(long, default_value_t = 100_000)]
+    density_ws: usize,
+    /// Idle WebTransport sessions in the density scenario (full runs).
+    #[arg(long, default_value_t = 20_000)]
+    density_wt: usize,
     /// Worker threads of the load generator's runtime.
     #[arg(long, default_value_t = 2)]
     client_threads: usize,
@@ -169,6 +176,18 @@ async fn run_all(args: &Args, addr: &str, h3: Option<(String, String)>) -> bool 
     if wanted("lossy") {
         let losses: &[u32] = if args.smoke { &[1] } else { &[0, 1, 3] };
         ok &= lossy::run_all(secs, args.server_threads, losses, &report).await;
+    }
+    if wanted("density") {
+        // Idle connections and the server's memory for each (the server in a child process).
+        let (ws_n, wt_n) = if args.smoke {
+            (200, 50)
+        } else if args.quick {
+            (5_000, 1_000)
+        } else {
+            (args.density_ws, args.density_wt)
+        };
+        ok &= report(density::run(ws_n, true, args.server_threads).await);
+        ok &= report(density::run(wt_n, false, args.server_threads).await);
     }
     let mut transports = vec![ws];
     transports.extend(wt);

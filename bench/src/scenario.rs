@@ -43,6 +43,13 @@ pub(crate) struct Report {
     pub(crate) loss_percent: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) per_conversation_p99_us: Option<Vec<u64>>,
+    /// The density scenario: the server's RSS before and after, and per connection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) rss_before_kib: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) rss_after_kib: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) kib_per_connection: Option<f64>,
 }
 
 /// An empty latency histogram: 1 µs to 60 s, 3 significant digits.
@@ -221,6 +228,9 @@ pub(crate) fn finish(
         p50_vs_floor: None,
         loss_percent: None,
         per_conversation_p99_us: None,
+        rss_before_kib: None,
+        rss_after_kib: None,
+        kib_per_connection: None,
     }
 }
 

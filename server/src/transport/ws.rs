@@ -31,6 +31,8 @@ const PROTOCOLS: [&str; 3] = ["confab.json", "confab.msgpack", "confab.v1"];
 /// Frames larger than this end the connection (1009) before they are read; frames between
 /// the codec's limit (32 KiB) and this get a `MESSAGE_TOO_LARGE` error instead.
 const HARD_FRAME_LIMIT: usize = 1024 * 1024;
+/// The WebSocket read buffer per connection.
+const READ_BUFFER: usize = 4 * 1024;
 /// Events written before a flush when the queue has many waiting.
 const WRITE_BATCH: usize = 64;
 /// How long the final events and the close frame may take to write.
@@ -90,10 +92,15 @@ pub async fn upgrade(
         None => Err(crate::auth::AuthError::Missing),
     };
     let guard = app.ctx.tasks.token();
-    ws.protocols(PROTOCOLS).max_message_size(HARD_FRAME_LIMIT).on_upgrade(move |socket| async move {
-        serve(socket, app, identity, codec).await;
-        drop(guard);
-    })
+    ws.protocols(PROTOCOLS)
+        .max_message_size(HARD_FRAME_LIMIT)
+        // tungstenite allocates its whole read buffer per connection (128 KiB by default): an
+        // idle connection should cost a few KiB, and frames are small (benchmarks.md, density).
+        .read_buffer_size(READ_BUFFER)
+        .on_upgrade(move |socket| async move {
+            serve(socket, app, identity, codec).await;
+            drop(guard);
+        })
 }
 
 async fn serve(

@@ -501,7 +501,8 @@ async fn read_stream(shared: Arc<Shared>, mut recv: WtRecv, me: StreamTx, contro
     let codec = shared.codec;
     let mut frames = FrameDecoder::with_skip_limit(codec.max_frame, HARD_FRAME_LIMIT);
     let mut route = control.then_some(Route::Control);
-    let mut buf = vec![0u8; 16 * 1024];
+    // Per stream: small, since idle connections are the common case (benchmarks.md, density).
+    let mut buf = vec![0u8; 4 * 1024];
     'read: loop {
         let n = tokio::select! {
             biased;
