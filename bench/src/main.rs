@@ -8,6 +8,7 @@ mod client;
 mod density;
 mod floor;
 mod lossy;
+mod plots;
 mod scenario;
 mod setup;
 
@@ -50,6 +51,12 @@ struct Args {
     /// `READY http=ADDR h3=ADDR hash=HEX`, and exit when stdin closes.
     #[arg(long, hide = true)]
     serve: Option<String>,
+    /// Write SVG plots of this run into this folder (`docs/images` for the documentation).
+    #[arg(long)]
+    plots: Option<std::path::PathBuf>,
+    /// Only plot: read the JSON lines of an earlier run from this file (with `--plots`).
+    #[arg(long)]
+    plots_from: Option<std::path::PathBuf>,
     /// Idle WebSocket connections in the density scenario (full runs).
     #[arg(long, default_value_t = 100_000)]
     density_ws: usize,
@@ -65,6 +72,23 @@ fn main() -> std::process::ExitCode {
     let args = Args::parse();
     if let Some(ip) = &args.serve {
         return lossy::serve(ip, args.server_threads);
+    }
+    if let (Some(from), Some(dir)) = (&args.plots_from, &args.plots) {
+        let reports: Vec<Report> = std::fs::read_to_string(from)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        return match plots::write(dir, &reports) {
+            Ok(files) => {
+                eprintln!("wrote {}", files.join(", "));
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("confab-bench: plots: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
     }
     let server = match &args.addr {
         Some(_) => None,
@@ -104,9 +128,14 @@ async fn run_all(args: &Args, addr: &str, h3: Option<(String, String)>) -> bool 
         10.0
     };
     let (pairs, rate) = if args.smoke { (4, 200.0) } else { (args.pairs, args.rate) };
+    let collected = std::cell::RefCell::new(Vec::new());
     let report = |r: Result<Report, String>| match r {
         Ok(r) if args.smoke && r.lost > 0 && !r.transport.ends_with("floor") => {
             report(Err(format!("{} over {} lost {} of {}", r.scenario, r.transport, r.lost, r.sent)))
+        }
+        Ok(r) => {
+            collected.borrow_mut().push(r.clone());
+            report(Ok(r))
         }
         r => report(r),
     };
@@ -210,6 +239,15 @@ async fn run_all(args: &Args, addr: &str, h3: Option<(String, String)>) -> bool 
         for &members in groups {
             if wanted(&format!("fanout_{members}")) || (args.smoke && wanted("fanout")) {
                 ok &= report(scenario::throughput(addr, target, 1, 1, members - 1, 8, secs, Format::MsgPack).await);
+            }
+        }
+    }
+    if let Some(dir) = &args.plots {
+        match plots::write(dir, &collected.borrow()) {
+            Ok(files) => eprintln!("wrote {}", files.join(", ")),
+            Err(e) => {
+                eprintln!("plots: {e}");
+                ok = false;
             }
         }
     }

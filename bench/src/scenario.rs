@@ -13,11 +13,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// One scenario's result: SPEC §8's pinned fields, plus what this scenario adds.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub(crate) struct Report {
     pub(crate) scenario: String,
-    pub(crate) transport: &'static str,
-    pub(crate) codec: &'static str,
+    pub(crate) transport: String,
+    pub(crate) codec: String,
     pub(crate) clients: usize,
     pub(crate) sent: u64,
     pub(crate) received: u64,
@@ -31,24 +31,29 @@ pub(crate) struct Report {
     pub(crate) duration_s: f64,
     /// Bytes per message as framed by the transport (payload plus WebSocket header or QUIC
     /// varint prefix; no TCP/TLS/QUIC packet overhead): sender to server, server to receiver.
+    #[serde(default)]
     pub(crate) frame_bytes_up: Option<f64>,
+    #[serde(default)]
     pub(crate) frame_bytes_down: Option<f64>,
     /// The floor relay's p50/p99 on the same transport in the same run, and confab's p50 as a
     /// multiple of it.
+    #[serde(default)]
     pub(crate) floor_p50_us: Option<u64>,
+    #[serde(default)]
     pub(crate) floor_p99_us: Option<u64>,
+    #[serde(default)]
     pub(crate) p50_vs_floor: Option<f64>,
     /// The lossy scenario: the loss rate, and each conversation's p99.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub(crate) loss_percent: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub(crate) per_conversation_p99_us: Option<Vec<u64>>,
     /// The density scenario: the server's RSS before and after, and per connection.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub(crate) rss_before_kib: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub(crate) rss_after_kib: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub(crate) kib_per_connection: Option<f64>,
 }
 
@@ -208,8 +213,8 @@ pub(crate) fn finish(
 ) -> Report {
     Report {
         scenario,
-        transport,
-        codec: format.name(),
+        transport: transport.to_string(),
+        codec: format.name().to_string(),
         clients,
         sent,
         received,
