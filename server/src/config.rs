@@ -1,5 +1,6 @@
-//! Configuration from flags and `CONFAB_*` environment variables (SPEC §2, §8), checked once
-//! at start with errors that name the setting.
+//! Configuration from flags, `CONFAB_*` environment variables and a TOML file (`--config`,
+//! SPEC §2, §8), checked once at start with errors that name the setting. Precedence: a flag,
+//! then its environment variable, then the file, then the default.
 
 use crate::auth::KeyConfig;
 use crate::limits::Limits;
@@ -16,6 +17,10 @@ pub const DEV_API_KEY: &str = "dev-api-key";
 #[derive(Debug, Clone, Parser)]
 #[command(name = "confab", version, about = "A realtime chat server: WebTransport first, WebSocket fallback.")]
 pub struct Args {
+    /// A TOML file of settings: the keys are the flags' names (`jwt_secret = "..."` or
+    /// `jwt-secret = "..."`); flags and environment variables override it.
+    #[arg(long, env = "CONFAB_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Dev mode: generated defaults and `/dev/token`. Also on when no JWT key and no API key are given.
     #[arg(long, env = "CONFAB_DEV")]
     pub dev: bool,
@@ -96,6 +101,69 @@ pub struct Args {
     /// Log as JSON (the default outside dev mode).
     #[arg(long, env = "CONFAB_LOG_JSON")]
     pub log_json: bool,
+}
+
+/// Parses the command line, with the settings of the `--config` file (or `CONFAB_CONFIG`)
+/// filled in where neither a flag nor an environment variable gives them.
+pub fn parse_args<I, T>(argv: I) -> Result<Args, String>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let argv: Vec<std::ffi::OsString> = argv.into_iter().map(Into::into).collect();
+    let first = match Args::try_parse_from(&argv) {
+        Ok(a) => a,
+        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => {
+            e.exit()
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let Some(path) = first.config.clone() else { return Ok(first) };
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("config {}: {e}", path.display()))?;
+    let file_args = file_arguments(&text, &argv).map_err(|e| format!("config {}: {e}", path.display()))?;
+    let mut merged = argv.iter().take(1).cloned().collect::<Vec<_>>();
+    merged.extend(file_args.into_iter().map(std::ffi::OsString::from));
+    merged.extend(argv.iter().skip(1).cloned());
+    Args::try_parse_from(merged).map_err(|e| format!("config {}: {e}", path.display()))
+}
+
+/// The file's settings as flags, leaving out those a flag or an environment variable gives.
+fn file_arguments(text: &str, argv: &[std::ffi::OsString]) -> Result<Vec<String>, String> {
+    use clap::CommandFactory;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| e.message().to_string())?;
+    let command = Args::command();
+    let mut out = Vec::new();
+    for (key, value) in table {
+        let id = key.replace('-', "_");
+        let arg = command
+            .get_arguments()
+            .find(|a| a.get_id().as_str() == id && id != "config")
+            .ok_or_else(|| format!("unknown key {key:?}"))?;
+        let long = arg.get_long().ok_or_else(|| format!("unknown key {key:?}"))?;
+        let on_command_line = argv
+            .iter()
+            .any(|a| a.to_str().is_some_and(|a| a == format!("--{long}") || a.starts_with(&format!("--{long}="))));
+        let in_environment = arg.get_env().is_some_and(|e| std::env::var_os(e).is_some());
+        if on_command_line || in_environment {
+            continue;
+        }
+        let scalar = |v: &toml::Value| match v {
+            toml::Value::String(s) => Ok(s.clone()),
+            toml::Value::Integer(i) => Ok(i.to_string()),
+            toml::Value::Float(f) => Ok(f.to_string()),
+            other => Err(format!("{key}: expected a string or a number, got {}", other.type_str())),
+        };
+        match &value {
+            toml::Value::Boolean(true) => out.push(format!("--{long}")),
+            toml::Value::Boolean(false) => {}
+            toml::Value::Array(items) => {
+                let items = items.iter().map(scalar).collect::<Result<Vec<_>, _>>()?;
+                out.push(format!("--{long}={}", items.join(",")));
+            }
+            v => out.push(format!("--{long}={}", scalar(v)?)),
+        }
+    }
+    Ok(out)
 }
 
 /// A listener address, or `None` for `off`.

@@ -1,12 +1,18 @@
 //! `confab`: parse the configuration, set up logging, run until SIGINT/SIGTERM.
 
-use clap::Parser;
-use confab_server::config::{Args, Config};
+use confab_server::config::Config;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let config = match Config::from_args(Args::parse()) {
+    let args = match confab_server::config::parse_args(std::env::args_os()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("confab: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let config = match Config::from_args(args) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("confab: configuration: {e}");

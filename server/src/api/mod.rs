@@ -66,6 +66,7 @@ pub fn router(app: App) -> axum::Router {
         .route("/client-config", get(demo::client_config))
         .route("/demo/photo.svg", get(demo::photo))
         .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/v1/chat/conversations", get(client::conversations))
         .route("/v1/chat/conversations/{id}/messages", get(client::messages))

@@ -11,6 +11,27 @@ pub(super) async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// `GET /readyz`: ready to take traffic (the listeners are bound, or this would not answer):
+/// the store answers within a second and the server is not shutting down. 503 otherwise, with
+/// the reason.
+pub(super) async fn readyz(State(app): State<App>) -> (axum::http::StatusCode, Json<Value>) {
+    use axum::http::StatusCode;
+    if app.ctx.shutdown.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false, "reason": "shutting down"})));
+    }
+    let Ok(probe) = confab_codec::ConversationId::parse("readyz-probe") else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"ready": false, "reason": "probe id"})));
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(1), app.ctx.store.conversation(&probe)).await {
+        Ok(Ok(_)) => (StatusCode::OK, Json(json!({"ready": true, "store": "ok"}))),
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false, "reason": format!("store: {e}")}))),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false, "reason": "store did not answer within 1 s"})),
+        ),
+    }
+}
+
 /// Prometheus / OpenMetrics text format.
 pub(super) async fn metrics(State(app): State<App>) -> String {
     let (users, _) = app.ctx.hub.online_count();
