@@ -56,3 +56,50 @@ async fn the_certificate_hash_is_served_and_survives_a_restart() {
     s.restart();
     assert_eq!(s.cert_sha256, before, "a fresh dev certificate is reused");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_certificate_for_new_handshakes_only() {
+    // Two certificates, made the way dev mode makes them (ECDSA P-256, under 14 days, so the
+    // WebTransport client can pin them by hash).
+    let base = std::env::temp_dir().join(format!("confab-reload-{}", std::process::id()));
+    let (a, b) = (
+        confab_server::tls::dev_cert(&base.join("a")).unwrap(),
+        confab_server::tls::dev_cert(&base.join("b")).unwrap(),
+    );
+    assert_ne!(a.sha256_hex(), b.sha256_hex());
+    let live = base.join("live");
+    std::fs::create_dir_all(&live).unwrap();
+    let install = |from: &str| {
+        std::fs::copy(base.join(from).join("dev-cert.pem"), live.join("cert.pem")).unwrap();
+        std::fs::copy(base.join(from).join("dev-key.pem"), live.join("key.pem")).unwrap();
+    };
+    install("a");
+    let (cert, key) = (live.join("cert.pem"), live.join("key.pem"));
+    let s = Server::start(&["--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap()]);
+    assert_eq!(s.cert_sha256, a.sha256_hex());
+    let q = format!("token={}", s.token("alice"));
+    let mut old = support::wt::WtClient::connect(&s.h3_addr, &a.sha256_hex(), &q).await.ready().await;
+
+    install("b");
+    assert!(std::process::Command::new("kill").args(["-HUP", &s.pid().to_string()]).status().unwrap().success());
+    // New handshakes get B (retried while the signal is handled); A is refused.
+    let mut reloaded = false;
+    for _ in 0..50 {
+        if support::wt::WtClient::try_connect(&s.h3_addr, &b.sha256_hex(), &q).await.is_ok() {
+            reloaded = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(reloaded, "no handshake with the new certificate");
+    assert!(support::wt::WtClient::try_connect(&s.h3_addr, &a.sha256_hex(), &q).await.is_err());
+    // The session that started with A is still up.
+    old.send("heartbeat", serde_json::json!({"timestamp": "2026-11-22T10:00:00Z"})).await;
+    assert_eq!(old.expect("heartbeat").await["data"]["timestamp"], "2026-11-22T10:00:00Z");
+    // A file that does not load keeps the current certificate.
+    std::fs::write(&cert, "not a certificate").unwrap();
+    assert!(std::process::Command::new("kill").args(["-HUP", &s.pid().to_string()]).status().unwrap().success());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(support::wt::WtClient::try_connect(&s.h3_addr, &b.sha256_hex(), &q).await.is_ok());
+    let _ = std::fs::remove_dir_all(&base);
+}

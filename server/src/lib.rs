@@ -148,6 +148,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         config::CertSource::Files { cert, key } => Some(tls::load_pem(cert, key).map_err(StartError::Tls)?),
         config::CertSource::Dev(dir) => Some(tls::dev_cert(dir).map_err(StartError::Tls)?),
     };
+    let certs = tls.as_ref().map(tls::CertStore::new).transpose().map_err(StartError::Tls)?;
     let settings = Settings {
         dev: config.dev,
         api_key: config.api_key.clone(),
@@ -165,7 +166,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let mut bound = (None, None);
     for (https, addr, tls_config) in [
         (false, config.http, None),
-        (true, config.https, tls.as_ref().map(tls::TlsMaterial::server_config).transpose().map_err(StartError::Tls)?),
+        (true, config.https, certs.as_ref().map(tls::CertStore::server_config).transpose().map_err(StartError::Tls)?),
     ] {
         let Some(addr) = addr else { continue };
         let listener =
@@ -189,11 +190,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     // WebTransport: UDP on the HTTPS listener's port (SPEC §8: TLS TCP and QUIC UDP on the
     // same address).
     let mut h3 = Vec::new();
-    if let (Some(addr), Some(tls)) = (bound.1, tls.as_ref()) {
-        for endpoint in transport::wt::bind(addr, tls, &app.settings).map_err(StartError::Tls)? {
+    if let (Some(addr), Some(certs)) = (bound.1, certs.as_ref()) {
+        for endpoint in transport::wt::bind(addr, certs, &app.settings).map_err(StartError::Tls)? {
             h3.extend(endpoint.local_addr().ok());
             servers.push(tokio::spawn(transport::wt::serve(endpoint, app.clone())));
         }
+    }
+    if let (Some(certs), config::CertSource::Files { cert, key }) = (certs.clone(), &config.cert) {
+        servers.push(tokio::spawn(reload_on_sighup(certs, cert.clone(), key.clone(), shutdown.clone())));
     }
     tracing::info!(dev = config.dev, data_dir = %config.data_dir.display(), "confab started");
     let done = tokio::spawn(async move {
@@ -216,4 +220,42 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         cert_path: tls.map(|t| t.cert_path),
         done,
     })
+}
+
+/// SIGHUP reloads the PEM certificate and key: new TLS handshakes (TCP and QUIC) get the new
+/// certificate, live connections keep theirs. A file that does not load keeps the old one.
+#[cfg(unix)]
+async fn reload_on_sighup(
+    certs: Arc<tls::CertStore>,
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+    shutdown: CancellationToken,
+) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("no SIGHUP handler: certificates will not be reloaded");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        match tls::load_pem(&cert, &key).and_then(|m| certs.replace(&m).map(|()| m)) {
+            Ok(m) => {
+                println!("certificate reloaded sha256={}", m.sha256_hex());
+                tracing::info!(sha256 = %m.sha256_hex(), "certificate reloaded");
+            }
+            Err(e) => tracing::warn!(error = %e, "certificate reload failed; the current one stays"),
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn reload_on_sighup(
+    _certs: Arc<tls::CertStore>,
+    _cert: std::path::PathBuf,
+    _key: std::path::PathBuf,
+    shutdown: CancellationToken,
+) {
+    shutdown.cancelled().await;
 }

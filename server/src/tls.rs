@@ -46,34 +46,67 @@ impl TlsMaterial {
     pub fn sha256_hex(&self) -> String {
         self.sha256.iter().map(|b| format!("{b:02x}")).collect()
     }
+}
+
+/// The certificate that new TLS handshakes get, over TCP and QUIC alike, replaceable while the
+/// server runs (SIGHUP reloads the PEM files): live connections keep the one they started with.
+#[derive(Debug)]
+pub struct CertStore {
+    current: std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl CertStore {
+    pub fn new(material: &TlsMaterial) -> Result<Arc<Self>, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let key = certified(&provider, material)?;
+        Ok(Arc::new(Self { current: std::sync::RwLock::new(key), provider }))
+    }
+
+    /// Serves `material` to every handshake from now on.
+    pub fn replace(&self, material: &TlsMaterial) -> Result<(), String> {
+        let key = certified(&self.provider, material)?;
+        *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = key;
+        Ok(())
+    }
 
     /// A rustls server configuration for HTTPS/WSS (HTTP/1.1 over TLS).
-    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, String> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    pub fn server_config(self: &Arc<Self>) -> Result<Arc<rustls::ServerConfig>, String> {
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::clone(&self.provider))
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
             .with_no_client_auth()
-            .with_single_cert(self.chain.clone(), self.key())
-            .map_err(|e| format!("certificate and key do not match: {e}"))?;
+            .with_cert_resolver(Arc::clone(self) as Arc<dyn rustls::server::ResolvesServerCert>);
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }
-}
 
-impl TlsMaterial {
     /// The same certificate for QUIC: TLS 1.3 only, ALPN `h3` (WebTransport over HTTP/3).
-    pub fn quic_server_config(&self) -> Result<rustls::ServerConfig, String> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    pub fn quic_server_config(self: &Arc<Self>) -> Result<rustls::ServerConfig, String> {
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::clone(&self.provider))
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| e.to_string())?
             .with_no_client_auth()
-            .with_single_cert(self.chain.clone(), self.key())
-            .map_err(|e| format!("certificate and key do not match: {e}"))?;
+            .with_cert_resolver(Arc::clone(self) as Arc<dyn rustls::server::ResolvesServerCert>);
         config.alpn_protocols = vec![b"h3".to_vec()];
         Ok(config)
     }
+}
+
+impl rustls::server::ResolvesServerCert for CertStore {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(Arc::clone(&self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner)))
+    }
+}
+
+fn certified(
+    provider: &rustls::crypto::CryptoProvider,
+    material: &TlsMaterial,
+) -> Result<Arc<rustls::sign::CertifiedKey>, String> {
+    let key = provider.key_provider.load_private_key(material.key()).map_err(|e| format!("private key: {e}"))?;
+    let certified = rustls::sign::CertifiedKey::new(material.chain.clone(), key);
+    certified.keys_match().map_err(|e| format!("certificate and key do not match: {e}"))?;
+    Ok(Arc::new(certified))
 }
 
 fn material(

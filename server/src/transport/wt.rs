@@ -77,7 +77,7 @@ pub mod stream_code {
 /// counterpart on the same port (Chromium dials `localhost` as `::1` only, with no fallback).
 pub fn bind(
     addr: SocketAddr,
-    tls: &crate::tls::TlsMaterial,
+    tls: &Arc<crate::tls::CertStore>,
     settings: &crate::api::Settings,
 ) -> Result<Vec<quinn::Endpoint>, String> {
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls.quic_server_config()?)
