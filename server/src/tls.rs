@@ -185,7 +185,7 @@ mod tests {
         let a = dev_cert(&dir).unwrap();
         let b = dev_cert(&dir).unwrap();
         assert_eq!(a.sha256, b.sha256);
-        assert!(a.server_config().is_ok());
+        assert!(CertStore::new(&a).and_then(|c| c.server_config()).is_ok());
         let _ = std::fs::remove_dir_all(dir);
     }
 }
