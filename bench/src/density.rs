@@ -4,11 +4,10 @@
 //! source address's port range) or WebTransport sessions (control stream open, nothing sent),
 //! each its own user, and reads the child's RSS before and after.
 
+use crate::child::ChildServer;
 use crate::client::{Rx, Target, Tx, connect};
 use crate::scenario::Report;
 use crate::setup::token;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Connections per source address (the ephemeral port range is about 28,000).
@@ -16,54 +15,12 @@ const PER_SOURCE: usize = 20_000;
 /// Connections opened at once.
 const PARALLEL: usize = 64;
 
-struct Child_ {
-    child: Child,
-    http: String,
-    h3: String,
-    hash: String,
-}
-
-impl Drop for Child_ {
-    fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(threads: usize) -> Result<Child_, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut child = Command::new(exe)
-        .args(["--serve", "0.0.0.0", "--server-threads", &threads.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).map_err(|e| e.to_string())?;
-    let mut c = Child_ { child, http: String::new(), h3: String::new(), hash: String::new() };
-    for part in line.split_whitespace() {
-        if let Some(v) = part.strip_prefix("http=") {
-            c.http = v.replace("0.0.0.0", "127.0.0.1");
-        } else if let Some(v) = part.strip_prefix("h3=") {
-            c.h3 = v.replace("[::]", "127.0.0.1").replace("0.0.0.0", "127.0.0.1");
-        } else if let Some(v) = part.strip_prefix("hash=") {
-            c.hash = v.to_string();
-        }
-    }
-    if c.http.is_empty() {
-        return Err(format!("the server said {line:?}"));
-    }
-    Ok(c)
+fn start(threads: usize) -> Result<ChildServer, String> {
+    let mut server = ChildServer::start(&[], "0.0.0.0", threads)?;
+    // Bound to every address; reached over loopback.
+    server.http = server.http.replace("0.0.0.0", "127.0.0.1");
+    server.h3 = server.h3.replace("[::]", "127.0.0.1").replace("0.0.0.0", "127.0.0.1");
+    Ok(server)
 }
 
 /// The child's resident set, KiB.
@@ -80,7 +37,7 @@ fn rss_kib(pid: u32) -> Result<u64, String> {
 /// Opens `n` idle connections of `transport` and reports the server's memory per connection.
 pub(crate) async fn run(n: usize, websocket: bool, threads: usize) -> Result<Report, String> {
     let server = tokio::task::spawn_blocking(move || start(threads)).await.map_err(|e| e.to_string())??;
-    let pid = server.child.id();
+    let pid = server.pid();
     // Warm-up: one connection, so that the first connection's one-time costs are not counted.
     let target =
         if websocket { Target::Ws(server.http.clone()) } else { Target::Wt(server.h3.clone(), server.hash.clone()) };

@@ -8,14 +8,15 @@
 //! Needs root, `ip` (iproute2) and `nft` (nftables); skips with a message otherwise. Nothing
 //! outside the bench's namespace is touched (the host side only gets one veth end).
 
+use crate::child::ChildServer;
 use crate::client::{Rx, Target, Tx, connect};
 use crate::scenario::Report;
 use crate::setup::{create_conversation, token};
 use confab_codec::event::{ClientEvent, Join, SendMessage, ServerEvent};
 use confab_codec::{ClientEnvelope, ConversationId, Format, MessageKind};
 use hdrhistogram::Histogram;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -55,10 +56,7 @@ fn sh(args: &[&str]) -> Result<(), String> {
 struct Lab {
     ns: String,
     host_if: String,
-    server: Option<Child>,
-    http: String,
-    h3: String,
-    hash: String,
+    server: Option<ChildServer>,
 }
 
 impl Lab {
@@ -69,14 +67,7 @@ impl Lab {
         let net = 16 + (id % 200);
         let (host_ip, ns_ip) = (format!("10.233.{net}.1"), format!("10.233.{net}.2"));
         sh(&["ip", "netns", "add", &ns])?;
-        let mut lab = Self {
-            ns: ns.clone(),
-            host_if: host_if.clone(),
-            server: None,
-            http: String::new(),
-            h3: String::new(),
-            hash: String::new(),
-        };
+        let mut lab = Self { ns: ns.clone(), host_if: host_if.clone(), server: None };
         sh(&["ip", "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if])?;
         sh(&["ip", "link", "set", &ns_if, "netns", &ns])?;
         sh(&["ip", "addr", "add", &format!("{host_ip}/24"), "dev", &host_if])?;
@@ -84,32 +75,7 @@ impl Lab {
         sh(&["ip", "netns", "exec", &ns, "ip", "addr", "add", &format!("{ns_ip}/24"), "dev", &ns_if])?;
         sh(&["ip", "netns", "exec", &ns, "ip", "link", "set", &ns_if, "up"])?;
         sh(&["ip", "netns", "exec", &ns, "ip", "link", "set", "lo", "up"])?;
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &ns])
-            .arg(exe)
-            .args(["--serve", &ns_ip, "--server-threads", &threads.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| e.to_string())?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        lab.server = Some(child);
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map_err(|e| e.to_string())?;
-        for part in line.split_whitespace() {
-            if let Some(v) = part.strip_prefix("http=") {
-                lab.http = v.to_string();
-            } else if let Some(v) = part.strip_prefix("h3=") {
-                lab.h3 = v.to_string();
-            } else if let Some(v) = part.strip_prefix("hash=") {
-                lab.hash = v.to_string();
-            }
-        }
-        if lab.http.is_empty() || lab.h3.is_empty() {
-            return Err(format!("the server in the namespace said {line:?}"));
-        }
+        lab.server = Some(ChildServer::start(&["ip", "netns", "exec", &ns], &ns_ip, threads)?);
         Ok(lab)
     }
 
@@ -139,18 +105,8 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        if let Some(mut c) = self.server.take() {
-            drop(c.stdin.take());
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        // The server first: the namespace goes with its interfaces.
+        drop(self.server.take());
         let _ = sh(&["ip", "link", "del", &self.host_if]);
         let _ = sh(&["ip", "netns", "del", &self.ns]);
     }
@@ -180,8 +136,9 @@ pub(crate) async fn run_all(
             eprintln!("lossy: {e}");
             return false;
         }
-        for target in [Target::Wt(lab.h3.clone(), lab.hash.clone()), Target::Ws(lab.http.clone())] {
-            ok &= report(one(&lab.http, &target, loss, secs).await);
+        let Some(server) = &lab.server else { return false };
+        for target in [Target::Wt(server.h3.clone(), server.hash.clone()), Target::Ws(server.http.clone())] {
+            ok &= report(one(&server.http, &target, loss, secs).await);
         }
     }
     let _ = lab.set_loss(0);

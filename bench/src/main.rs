@@ -4,6 +4,7 @@
 //!
 //! `cargo run --release -p confab-bench -- --quick` runs every scenario for a few seconds.
 
+mod child;
 mod client;
 mod density;
 mod floor;

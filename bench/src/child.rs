@@ -1,0 +1,73 @@
+//! A confab in a child process of its own (this binary's hidden `--serve IP` mode), for the
+//! scenarios that need the server's own RSS (density) or its own network namespace (lossy):
+//! started, its addresses read from its `READY` line, and stopped on drop by closing its stdin.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub(crate) struct ChildServer {
+    child: Child,
+    pub(crate) http: String,
+    pub(crate) h3: String,
+    pub(crate) hash: String,
+}
+
+impl ChildServer {
+    /// Runs `wrapper` (e.g. `ip netns exec NS`, or nothing) followed by this binary `--serve ip`.
+    pub(crate) fn start(wrapper: &[&str], ip: &str, threads: usize) -> Result<Self, String> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(exe);
+                c
+            }
+            None => Command::new(exe),
+        };
+        let mut child = command
+            .args(["--serve", ip, "--server-threads", &threads.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut line = String::new();
+        let read = BufReader::new(stdout).read_line(&mut line);
+        let mut server = Self { child, http: String::new(), h3: String::new(), hash: String::new() };
+        read.map_err(|e| e.to_string())?;
+        for part in line.split_whitespace() {
+            if let Some(v) = part.strip_prefix("http=") {
+                server.http = v.to_string();
+            } else if let Some(v) = part.strip_prefix("h3=") {
+                server.h3 = v.to_string();
+            } else if let Some(v) = part.strip_prefix("hash=") {
+                server.hash = v.to_string();
+            }
+        }
+        if server.http.is_empty() || server.h3.is_empty() {
+            return Err(format!("the child server said {line:?}"));
+        }
+        Ok(server)
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
