@@ -91,8 +91,11 @@ pub struct Outgoing(pub Arc<SharedEvent>, pub Pacing);
 /// How an event's producer deals with a full queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pacing {
-    /// Live traffic: a full queue means a slow consumer (or, for typing, a dropped event).
+    /// Live traffic: a full queue means a slow consumer.
     Live,
+    /// Latest-wins traffic (typing): dropped, not fatal, when a queue is full, and fit for an
+    /// unreliable datagram.
+    Lossy,
     /// Bulk traffic the session produces itself (a `since_seq` replay), paced by the reader:
     /// a transport with queues of its own waits for room too, rather than treating it as live.
     Paced,
@@ -201,7 +204,7 @@ impl Conn {
 
     /// Queues latest-wins traffic (typing): dropped, not fatal, when the queue is full.
     pub fn send_lossy(&self, event: Arc<SharedEvent>) -> Queued {
-        match self.queue.try_send(Outgoing(event, Pacing::Live)) {
+        match self.queue.try_send(Outgoing(event, Pacing::Lossy)) {
             Ok(()) => Queued::Yes,
             Err(mpsc::error::TrySendError::Full(_)) => Queued::Dropped,
             Err(mpsc::error::TrySendError::Closed(_)) => Queued::Gone,

@@ -17,7 +17,7 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use confab_codec::ErrorCode;
+use confab_codec::{Codec, ErrorCode, Format};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,13 +40,29 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Whether a browser page from `origin` may connect (`None`: not a browser, always allowed).
-    pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
+    /// Whether the request's `Origin` may connect (none: not a browser, always allowed; an
+    /// origin that is not text matches nothing).
+    pub fn origin_allowed(&self, headers: &axum::http::HeaderMap) -> bool {
+        let origin = headers.get(axum::http::header::ORIGIN).map(|o| o.to_str().unwrap_or("\u{fffd}"));
         match origin {
             None => true,
             Some(_) if self.allowed_origins.is_empty() => true,
             Some(o) => self.allowed_origins.iter().any(|a| a == o.trim_end_matches('/')),
         }
+    }
+
+    /// A connection's codec from its query's `codec` (or `default`) and `dialect`; `Err` is the
+    /// 400 answer's text. Both transports take these the same way.
+    pub fn codec(&self, query: &std::collections::HashMap<String, String>, default: Format) -> Result<Codec, String> {
+        use confab_codec::Dialect;
+        let format = match query.get("codec") {
+            None => default,
+            Some(c) => Format::from_name(c).ok_or_else(|| format!("unknown codec {c:?}: use json or msgpack"))?,
+        };
+        if let Some(d) = query.get("dialect").filter(|d| Dialect::from_name(d).is_none()) {
+            return Err(format!("unknown dialect {d:?}"));
+        }
+        Ok(Codec::new(Dialect::Winkr, format).with_max_frame(self.max_frame_bytes))
     }
 }
 

@@ -165,10 +165,7 @@ impl Session {
 
     async fn leave(&mut self, c: ConversationId, rid: Option<RequestId>) -> Result<(), SessionError> {
         self.member(&c).await?;
-        self.ctx.hub.leave(&c, &self.conn.id);
-        if self.typing.remove(&c).is_some() {
-            self.broadcast_typing(&c, false);
-        }
+        self.stop_listening(&c);
         self.send(ServerEvent::Left(Left { conversation_id: c.clone(), left_at: now() }), rid, conv_route(&c));
         Ok(())
     }
@@ -176,10 +173,16 @@ impl Session {
     /// A conversation's stream is gone: leave it without an answer (there is nowhere to send
     /// one), as `conversation:leave` would.
     pub(super) fn route_closed(&mut self, route: Route) {
-        let Route::Conversation(c) = route else { return };
-        self.ctx.hub.leave(&c, &self.conn.id);
-        if self.typing.remove(&c).is_some() {
-            self.broadcast_typing(&c, false);
+        if let Route::Conversation(c) = route {
+            self.stop_listening(&c);
+        }
+    }
+
+    /// What leaving means, however it happens: no more live events, and a typing state cleared.
+    fn stop_listening(&mut self, c: &ConversationId) {
+        self.ctx.hub.leave(c, &self.conn.id);
+        if self.typing.remove(c).is_some() {
+            self.broadcast_typing(c, false);
         }
     }
 

@@ -17,7 +17,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use confab_codec::{Codec, Dialect, Format};
+use confab_codec::{Codec, Format};
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use std::collections::HashMap;
@@ -60,11 +60,8 @@ fn offered_protocols(headers: &HeaderMap) -> impl Iterator<Item = &str> {
         .map(str::trim)
 }
 
-fn choose_format(query: &HashMap<String, String>, headers: &HeaderMap) -> Result<Format, String> {
-    if let Some(c) = query.get("codec") {
-        return Format::from_name(c).ok_or_else(|| format!("unknown codec {c:?}: use json or msgpack"));
-    }
-    Ok(if offered_protocols(headers).any(|p| p == "confab.msgpack") { Format::MsgPack } else { Format::Json })
+fn subprotocol_format(headers: &HeaderMap) -> Format {
+    if offered_protocols(headers).any(|p| p == "confab.msgpack") { Format::MsgPack } else { Format::Json }
 }
 
 /// `GET /ws`, `GET /v1/ws`.
@@ -74,18 +71,14 @@ pub async fn upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let origin = headers.get(header::ORIGIN).map(|o| o.to_str().unwrap_or("\u{fffd}"));
-    if !app.settings.origin_allowed(origin) {
+    if !app.settings.origin_allowed(&headers) {
         return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
     }
-    let format = match choose_format(&query, &headers) {
-        Ok(f) => f,
+    // `?codec=` first, then the `confab.msgpack` subprotocol, then JSON.
+    let codec = match app.settings.codec(&query, subprotocol_format(&headers)) {
+        Ok(c) => c,
         Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
     };
-    if let Some(d) = query.get("dialect").filter(|d| Dialect::from_name(d).is_none()) {
-        return (StatusCode::BAD_REQUEST, format!("unknown dialect {d:?}")).into_response();
-    }
-    let codec = Codec::new(Dialect::Winkr, format).with_max_frame(app.settings.max_frame_bytes);
     // Verified before the upgrade, refused after it: a browser only sees close codes.
     let identity = match find_token(&query, &headers) {
         Some(t) => app.ctx.auth.verify(&t),

@@ -22,8 +22,8 @@ use crate::link::{
 use crate::session::{self, Session, now};
 use bytes::Bytes;
 use confab_codec::event::{ClientEvent, ServerEvent};
-use confab_codec::frame::{FrameDecoder, put_varint};
-use confab_codec::{Codec, CodecError, ConversationId, DecodeError, Dialect, Format};
+use confab_codec::frame::{FrameDecoder, encode_frame};
+use confab_codec::{Codec, CodecError, ConversationId, DecodeError, Format};
 use h3::quic::{BidiStream as _, RecvStream as _, SendStream as _};
 use h3_webtransport::server::{AcceptedBi, WebTransportSession};
 use http::{Method, Request, Response, StatusCode};
@@ -160,21 +160,13 @@ fn check_request(req: &Request<()>, app: &App) -> Result<Wanted, (StatusCode, St
     if req.uri().path() != PATH {
         return Err((StatusCode::NOT_FOUND, format!("WebTransport is served on {PATH}")));
     }
-    let origin = req.headers().get(http::header::ORIGIN).map(|o| o.to_str().unwrap_or("\u{fffd}"));
-    if !app.settings.origin_allowed(origin) {
+    if !app.settings.origin_allowed(req.headers()) {
         return Err((StatusCode::FORBIDDEN, "origin not allowed".into()));
     }
     let query: HashMap<String, String> = serde_urlencoded::from_str(req.uri().query().unwrap_or(""))
         .map_err(|e| (StatusCode::BAD_REQUEST, format!("query: {e}")))?;
-    let format = match query.get("codec") {
-        None => Format::MsgPack,
-        Some(c) => Format::from_name(c)
-            .ok_or_else(|| (StatusCode::BAD_REQUEST, format!("unknown codec {c:?}: use msgpack or json")))?,
-    };
-    if let Some(d) = query.get("dialect").filter(|d| Dialect::from_name(d).is_none()) {
-        return Err((StatusCode::BAD_REQUEST, format!("unknown dialect {d:?}")));
-    }
-    let codec = Codec::new(Dialect::Winkr, format).with_max_frame(app.settings.max_frame_bytes);
+    // MessagePack unless `?codec=json` (SPEC §3).
+    let codec = app.settings.codec(&query, Format::MsgPack).map_err(|e| (StatusCode::BAD_REQUEST, e))?;
     Ok(Wanted { token: query.get("token").filter(|t| !t.is_empty()).cloned(), codec })
 }
 
@@ -459,14 +451,10 @@ async fn write_stream(mut send: WtSend, mut rx: mpsc::Receiver<StreamCmd>, kill:
                 // One write per frame, and more frames if they are already waiting: the QUIC
                 // connection's driver may run between two writes and send a packet for each.
                 framed.clear();
-                put_varint(payload.len() as u64, &mut framed);
-                framed.extend_from_slice(&payload);
+                encode_frame(&payload, &mut framed);
                 while framed.len() < 16 * 1024 {
                     match rx.try_recv() {
-                        Ok(StreamCmd::Frame(next)) => {
-                            put_varint(next.len() as u64, &mut framed);
-                            framed.extend_from_slice(&next);
-                        }
+                        Ok(StreamCmd::Frame(next)) => encode_frame(&next, &mut framed),
                         Ok(other) => {
                             pending = Some(other);
                             break;
@@ -687,8 +675,8 @@ async fn dispatch(shared: Arc<Shared>, mut out: ConnOutput, wt: Arc<Wt>, quic: q
             biased;
             _ = out.closer.closed() => break,
             ev = out.queue.recv() => match ev {
-                Some(Outgoing(ev, Pacing::Live)) => route(&shared, &out, &mut datagrams, &quic, ev),
                 Some(Outgoing(ev, Pacing::Paced)) => route_paced(&shared, &out, ev).await,
+                Some(Outgoing(ev, pacing)) => route(&shared, &out, &mut datagrams, &quic, ev, pacing),
                 None => break,
             },
         }
@@ -701,12 +689,22 @@ async fn dispatch(shared: Arc<Shared>, mut out: ConnOutput, wt: Arc<Wt>, quic: q
 
 type Datagrams = h3_datagram::datagram_handler::DatagramSender<h3_quinn::datagram::SendDatagramHandler, Bytes>;
 
-fn route(shared: &Shared, out: &ConnOutput, datagrams: &mut Datagrams, quic: &quinn::Connection, ev: Arc<SharedEvent>) {
-    let bytes = match ev.encoded(&shared.codec) {
-        Ok(b) => b,
-        Err(e) => return tracing::error!(error = %e, "encoding an event"),
-    };
-    let lossy = matches!(ev.envelope.event, ServerEvent::Typing(_));
+/// The event in this connection's format (logged and skipped if it cannot be encoded).
+fn encode(shared: &Shared, ev: &SharedEvent) -> Option<Bytes> {
+    ev.encoded(&shared.codec).map_err(|e| tracing::error!(error = %e, "encoding an event")).ok()
+}
+
+fn route(
+    shared: &Shared,
+    out: &ConnOutput,
+    datagrams: &mut Datagrams,
+    quic: &quinn::Connection,
+    ev: Arc<SharedEvent>,
+    pacing: Pacing,
+) {
+    let Some(bytes) = encode(shared, &ev) else { return };
+    // The hub marks latest-wins traffic (typing); heartbeat answers are as disposable.
+    let lossy = pacing == Pacing::Lossy;
     if (lossy || matches!(ev.envelope.event, ServerEvent::Heartbeat(_))) && shared.datagrams.load(Ordering::Relaxed) {
         let fits = quic.max_datagram_size().is_some_and(|m| bytes.len() + DATAGRAM_HEADER <= m);
         if fits && datagrams.send_datagram(bytes.clone()).is_ok() {
@@ -759,10 +757,7 @@ fn target_for(shared: &Shared, ev: &SharedEvent) -> Option<(StreamTx, bool)> {
 /// A replayed event: waits for room on its stream, as the WebSocket writer waits on its socket
 /// (the session is paced by the reader either way; other streams wait meanwhile).
 async fn route_paced(shared: &Shared, out: &ConnOutput, ev: Arc<SharedEvent>) {
-    let bytes = match ev.encoded(&shared.codec) {
-        Ok(b) => b,
-        Err(e) => return tracing::error!(error = %e, "encoding an event"),
-    };
+    let Some(bytes) = encode(shared, &ev) else { return };
     let Some((target, _)) = target_for(shared, &ev) else { return };
     // Only into the queue's first half: live events that follow the replay (messages sent
     // meanwhile) must still find room, or the stream would be taken for a slow consumer.
@@ -788,8 +783,8 @@ async fn goodbye(
     reason: CloseReason,
 ) {
     if reason != CloseReason::SlowConsumer {
-        while let Ok(Outgoing(ev, _)) = out.queue.try_recv() {
-            route(shared, out, datagrams, quic, ev);
+        while let Ok(Outgoing(ev, pacing)) = out.queue.try_recv() {
+            route(shared, out, datagrams, quic, ev, pacing);
         }
     }
     let (control, bound) = {
