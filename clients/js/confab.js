@@ -406,6 +406,8 @@ export class ConfabClient extends EventTarget {
     if (entry.state === 'failed' || order.indexOf(state) <= order.indexOf(entry.state)) return;
     entry.state = state;
     this.emit('message-state', { localId, id: entry.id, conversationId: entry.conversationId, state });
+    // Read is final: nothing more will happen to it, so the outbox does not grow with the chat.
+    if (state === 'read') this.outbox.delete(localId);
   }
 
   /** A receipt for one of our messages: that message (and, for `read`, every earlier one). */

@@ -27,7 +27,8 @@ pub struct Args {
     /// Plain HTTP + WebSocket listener (port 0 picks a free port; `off` disables it).
     #[arg(long, env = "CONFAB_HTTP", default_value = "127.0.0.1:8080", value_parser = listen_addr)]
     pub http: Listen,
-    /// HTTPS + WSS listener (TCP); `off` disables it.
+    /// HTTPS + WSS listener (TCP), and WebTransport (HTTP/3, UDP) on the same address; `off`
+    /// disables both.
     #[arg(long, env = "CONFAB_HTTPS", default_value = "127.0.0.1:4433", value_parser = listen_addr)]
     pub https: Listen,
     /// PEM certificate chain for HTTPS (production). Without it, dev mode generates one.
