@@ -110,7 +110,7 @@ async fn connect_ws(addr: &str, tls: Option<&str>, token: &str, format: Format) 
     let bytes = Arc::new(FrameBytes::default());
     let codec = codec(format);
     Ok((
-        Tx { inner: TxInner::Ws(sink), codec, bytes: Arc::clone(&bytes) },
+        Tx { inner: TxInner::Ws(sink), codec: codec.clone(), bytes: Arc::clone(&bytes) },
         Rx { inner: RxInner::Ws(stream), codec, bytes },
     ))
 }
@@ -203,9 +203,13 @@ async fn connect_wt(addr: &str, hash: &str, token: &str, format: Format) -> Resu
     let codec = codec(format);
     let bytes = Arc::new(FrameBytes::default());
     let (events, rx) = mpsc::channel(4096);
-    spawn_reader(recv, codec, events.clone(), Arc::clone(&bytes));
+    spawn_reader(recv, codec.clone(), events.clone(), Arc::clone(&bytes));
     Ok((
-        Tx { inner: TxInner::Wt { conn, control, events, _endpoint: endpoint }, codec, bytes: Arc::clone(&bytes) },
+        Tx {
+            inner: TxInner::Wt { conn, control, events, _endpoint: endpoint },
+            codec: codec.clone(),
+            bytes: Arc::clone(&bytes),
+        },
         Rx { inner: RxInner::Wt(rx), codec, bytes },
     ))
 }
@@ -280,7 +284,7 @@ impl Tx {
             return self.send(join).await;
         };
         let (mut send, recv) = conn.open_bi().await.map_err(|e| e.to_string())?.await.map_err(|e| e.to_string())?;
-        spawn_reader(recv, self.codec, events.clone(), Arc::clone(&self.bytes));
+        spawn_reader(recv, self.codec.clone(), events.clone(), Arc::clone(&self.bytes));
         let mut framed = Vec::new();
         encode_frame(&self.codec.encode_client(join).map_err(|e| e.to_string())?, &mut framed);
         send.write_all(&framed).await.map_err(|e| e.to_string())?;
@@ -310,7 +314,7 @@ impl Rx {
                 let header = if bytes.len() < 126 { 2 } else { 4 };
                 self.bytes.received.fetch_add((bytes.len() + header) as u64, Ordering::Relaxed);
                 let format = if matches!(msg, Message::Text(_)) { Format::Json } else { Format::MsgPack };
-                if let Ok(env) = (Codec { format, ..self.codec }).decode_server(bytes) {
+                if let Ok(env) = (Codec { format, ..self.codec.clone() }).decode_server(bytes) {
                     return Some(env);
                 }
             },

@@ -254,7 +254,7 @@ pub(crate) async fn connect(
                 .await
                 .map_err(|e| e.to_string())?;
             let (sink, stream) = ws.split();
-            Ok((FloorTx { conn: FloorTxInner::Ws(sink), codec }, FloorRx { inner: FloorRxInner::Ws(stream), codec }))
+            Ok((FloorTx { conn: FloorTxInner::Ws(sink), codec: codec.clone() }, FloorRx { inner: FloorRxInner::Ws(stream), codec }))
         }
         Target::Wt(addr, hash) => {
             let mut tls = (*crate::client::pinned_tls_config(hash)?).clone();
@@ -270,7 +270,7 @@ pub(crate) async fn connect(
             encode_frame(format!("{me}~{peer}").as_bytes(), &mut hello);
             send.write_all(&hello).await.map_err(|e| e.to_string())?;
             Ok((
-                FloorTx { conn: FloorTxInner::Quic(send, (endpoint, conn)), codec },
+                FloorTx { conn: FloorTxInner::Quic(send, (endpoint, conn)), codec: codec.clone() },
                 FloorRx {
                     inner: FloorRxInner::Quic(recv, FrameDecoder::new(MAX_SERVER_FRAME_BYTES), vec![0u8; 64 * 1024]),
                     codec,

@@ -208,6 +208,7 @@ async fn one(http: &str, target: &Target, loss: u32, secs: f64) -> Result<Report
                     metadata: Default::default(),
                     local_id: None,
                     reply_to: None,
+                    attachments: Vec::new(),
                 };
                 if tx.send(&env(ClientEvent::Send(m))).await.is_err() {
                     break;

@@ -70,6 +70,7 @@ fn send_env(conv: &ConversationId, content: String) -> ClientEnvelope {
         metadata: Default::default(),
         local_id: None,
         reply_to: None,
+        attachments: Vec::new(),
     }))
 }
 

@@ -47,6 +47,7 @@ fn typical_send() -> ClientEnvelope {
             metadata: Default::default(),
             local_id: Some(LocalId::parse("local_7d1f2a").unwrap()),
             reply_to: None,
+            attachments: Vec::new(),
         }),
         request_id: Some(RequestId::parse("msg_1764585000000_k3j9x9q2a").unwrap()),
         sent_at: None,

@@ -81,6 +81,9 @@ fn body(kind: MessageKind, content: &str, metadata: &Metadata) -> Result<(), Cod
         MessageKind::System => {
             Err(CodecError::InvalidMessageType("system messages are sent by the server only".into()))
         }
+        MessageKind::Ai => Err(CodecError::InvalidMessageType(
+            "ai messages are posted by the backend through the server API".into(),
+        )),
     }
 }
 
@@ -128,7 +131,7 @@ pub(crate) fn send(p: SendParts) -> Result<SendMessage, CodecError> {
             _ => None,
         },
     };
-    Ok(SendMessage { conversation_id, content, kind, metadata, local_id, reply_to })
+    Ok(SendMessage { conversation_id, content, kind, metadata, local_id, reply_to, attachments: Vec::new() })
 }
 
 #[cfg(test)]

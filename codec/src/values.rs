@@ -157,11 +157,13 @@ pub enum MessageKind {
     Gift,
     /// Written by the server (or the app backend through the server API), never by a client.
     System,
+    /// Written by an AI assistant through the server API (seed 002's `type: "ai"`).
+    Ai,
 }
 
 impl MessageKind {
-    pub const ALL: [MessageKind; 6] =
-        [Self::Text, Self::Photo, Self::PhotoEphemeral, Self::Location, Self::Gift, Self::System];
+    pub const ALL: [MessageKind; 7] =
+        [Self::Text, Self::Photo, Self::PhotoEphemeral, Self::Location, Self::Gift, Self::System, Self::Ai];
 
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -171,6 +173,7 @@ impl MessageKind {
             Self::Location => "location",
             Self::Gift => "gift",
             Self::System => "system",
+            Self::Ai => "ai",
         }
     }
 

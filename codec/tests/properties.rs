@@ -84,6 +84,7 @@ fn send() -> impl Strategy<Value = SendMessage> {
                 metadata: meta,
                 local_id: local.map(|l| LocalId::parse(&l).unwrap()),
                 reply_to,
+                attachments: Vec::new(),
             }
         },
     )
@@ -233,6 +234,9 @@ proptest! {
             let _ = codec.decode_client(&bytes);
             let _ = codec.decode_server(&bytes);
         }
+        for codec in seed_codecs() {
+            let _ = codec.decode_client(&bytes);
+        }
         let mut d = FrameDecoder::new(64);
         if d.push(&bytes).is_ok() {
             while let Ok(Some(_)) = d.next_frame() {}
@@ -271,6 +275,69 @@ proptest! {
                 prop_assert!(e.request_event.is_some() || matches!(e.error, CodecError::FrameTooLarge { .. }), "{:?}", e);
             }
             let _ = codec.decode_server(&bytes);
+        }
+    }
+}
+
+/// The other seeds' dialects, scoped where their frames need a conversation.
+fn seed_codecs() -> Vec<Codec> {
+    let scope = ConversationId::parse("c1").ok();
+    let mut out = Vec::new();
+    for format in [Format::Json, Format::MsgPack] {
+        for d in [Dialect::Systimz, Dialect::Chatrooms, Dialect::ChatroomsPersonal, Dialect::Actions] {
+            out.push(Codec::new(d, format).with_scope(scope.clone()));
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Seeds 002-004's requests with arbitrary fields: a request or a named refusal that
+    /// carries the request's name, never a panic.
+    #[test]
+    fn arbitrary_seed_dialect_requests_never_panic(
+        kind in prop::sample::select(vec![
+            "message", "status", "avatar_update", "send_message", "direct_message", "typing_indicator",
+            "read_receipt", "typing", "mark_read", "heartbeat", "new_message", "bogus",
+        ]),
+        fields in prop::collection::btree_map(
+            prop::sample::select(vec![
+                "content", "type", "metadata", "status", "message_type", "parent_message_id", "recipient_id",
+                "chat_id", "is_typing", "message_id", "conversation_id", "local_id", "reply_to", "attachments",
+                "message_ids", "file", "filename",
+            ]),
+            prop_oneof![scalar(), prop::collection::vec(scalar(), 0..3).prop_map(Value::from),
+                metadata().prop_map(Value::Object)],
+            0..8,
+        ),
+    ) {
+        let body: Map<String, Value> = fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        let docs = [
+            serde_json::json!({"type": kind, "payload": body.clone(), "id": "r1"}),
+            serde_json::json!({"type": kind, "data": body.clone()}),
+            {
+                let mut flat = body.clone();
+                flat.insert("action".into(), Value::from(kind));
+                Value::Object(flat)
+            },
+        ];
+        for codec in seed_codecs() {
+            for doc in &docs {
+                let mut bytes = Vec::new();
+                match codec.format {
+                    Format::Json => bytes = serde_json::to_vec(doc).unwrap(),
+                    Format::MsgPack => doc.serialize(&mut rmp_serde::Serializer::new(&mut bytes).with_struct_map()).unwrap(),
+                }
+                if let Err(e) = codec.decode_client(&bytes) {
+                    let _ = e.code();
+                    // Only a request whose name is missing or unreadable goes without it.
+                    let nameless = matches!(&e.error, CodecError::MissingType)
+                        || matches!(&e.error, CodecError::InvalidField { field, .. } if field == "type" || field == "action");
+                    prop_assert!(e.request_event.is_some() || nameless, "{:?}", e);
+                }
+            }
         }
     }
 }

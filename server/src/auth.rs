@@ -30,6 +30,10 @@ pub enum AuthError {
     /// Bad signature, algorithm, audience, issuer or claims: `TOKEN_INVALID`, close 4003.
     #[error("invalid token: {0}")]
     Invalid(String),
+    /// A valid token for another user than the endpoint's (seed 003's `/api/v1/ws/{userId}`):
+    /// `FORBIDDEN`, close 4004.
+    #[error("this endpoint belongs to another user")]
+    OtherUser,
 }
 
 impl AuthError {
@@ -38,6 +42,7 @@ impl AuthError {
             Self::Missing => ErrorCode::Unauthorized,
             Self::Expired => ErrorCode::TokenExpired,
             Self::Invalid(_) => ErrorCode::TokenInvalid,
+            Self::OtherUser => ErrorCode::Forbidden,
         }
     }
 }

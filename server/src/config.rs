@@ -99,6 +99,10 @@ pub struct Args {
     /// `Origin` header (native apps) are always allowed: the token is the credential.
     #[arg(long, env = "CONFAB_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+    /// The dialect of `/ws`, `/v1/ws` and `/wt` connections that name none (`?dialect=` or a
+    /// `confab.<dialect>` subprotocol): winkr, systimz, chatrooms or actions (SPEC §7).
+    #[arg(long, env = "CONFAB_DEFAULT_DIALECT", default_value = "winkr")]
+    pub default_dialect: String,
     /// Log as JSON (the default outside dev mode).
     #[arg(long, env = "CONFAB_LOG_JSON")]
     pub log_json: bool,
@@ -202,6 +206,7 @@ pub struct Config {
     pub pong_timeout: Duration,
     pub handshake_timeout: Duration,
     pub allowed_origins: Vec<String>,
+    pub default_dialect: confab_codec::Dialect,
     pub log_json: bool,
 }
 
@@ -248,6 +253,9 @@ impl Config {
             _ if dev || a.https.is_none() => CertSource::Dev(a.dev_cert_dir),
             _ => return Err("cert and key: required for https outside dev mode (or --https off)".into()),
         };
+        let default_dialect = confab_codec::Dialect::from_name(&a.default_dialect).ok_or_else(|| {
+            format!("default-dialect: {:?} is not winkr, systimz, chatrooms or actions", a.default_dialect)
+        })?;
         if a.http.is_none() && a.https.is_none() {
             return Err("http and https: at least one listener is needed".into());
         }
@@ -283,6 +291,7 @@ impl Config {
                 .map(|o| o.trim().trim_end_matches('/').to_owned())
                 .filter(|o| !o.is_empty())
                 .collect(),
+            default_dialect,
             log_json: a.log_json || !dev,
         })
     }

@@ -157,6 +157,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         pong_timeout: config.pong_timeout,
         handshake_timeout: config.handshake_timeout,
         allowed_origins: config.allowed_origins.clone(),
+        default_dialect: config.default_dialect,
         https_port: std::sync::OnceLock::new(),
         cert_sha256: tls.as_ref().map(tls::TlsMaterial::sha256_hex),
     };

@@ -10,7 +10,8 @@ use crate::error::CloseReason;
 use bytes::Bytes;
 use confab_codec::event::{Closed, ServerEnvelope, ServerEvent};
 use confab_codec::{
-    ClientEnvelope, Codec, ConnectionId, ConversationId, DecodeError, EncodeError, Format, Timestamp, UserId,
+    ClientEnvelope, Codec, ConnectionId, ConversationId, DecodeError, Dialect, EncodeError, Format, Seq, Timestamp,
+    UserId,
 };
 use std::sync::{Arc, OnceLock};
 use tokio::sync::mpsc;
@@ -54,29 +55,40 @@ pub enum Inbound {
     Closed,
 }
 
-/// A server event, encoded at most once per format however many connections it goes to
-/// (STYLE 9: a fan-out is encoded once per format, the bytes shared).
+/// An event's bytes in one dialect and format; `None` when the dialect has no form for it.
+type Encoded = Result<Option<Bytes>, EncodeError>;
+
+/// One cache cell per dialect and format.
+const ENCODINGS: usize = Dialect::ALL.len() * 2;
+
+/// A server event, encoded at most once per dialect and format however many connections it
+/// goes to (STYLE 9: a fan-out is encoded once per format, the bytes shared).
 #[derive(Debug)]
 pub struct SharedEvent {
     pub envelope: ServerEnvelope,
     /// The conversation the event belongs to, for routing.
     pub conversation: Option<ConversationId>,
-    json: OnceLock<Result<Bytes, EncodeError>>,
-    msgpack: OnceLock<Result<Bytes, EncodeError>>,
+    encoded: [OnceLock<Encoded>; ENCODINGS],
 }
 
 impl SharedEvent {
     pub fn new(envelope: ServerEnvelope, conversation: Option<ConversationId>) -> Arc<Self> {
-        Arc::new(Self { envelope, conversation, json: OnceLock::new(), msgpack: OnceLock::new() })
+        Arc::new(Self { envelope, conversation, encoded: Default::default() })
     }
 
-    /// The event's bytes in `codec`'s format, encoded on first use.
-    pub fn encoded(&self, codec: &Codec) -> Result<Bytes, EncodeError> {
-        let cell = match codec.format {
-            Format::Json => &self.json,
-            Format::MsgPack => &self.msgpack,
+    /// The event's bytes for `codec`, encoded on first use; `None`: nothing to send on a
+    /// connection of that dialect.
+    pub fn encoded(&self, codec: &Codec) -> Encoded {
+        let format = match codec.format {
+            Format::Json => 0,
+            Format::MsgPack => 1,
         };
-        cell.get_or_init(|| codec.encode_server(&self.envelope).map(Bytes::from)).clone()
+        let cell = &self.encoded[codec.dialect.index() * 2 + format];
+        cell.get_or_init(|| {
+            let mut out = Vec::with_capacity(256);
+            Ok(codec.encode_server_into(&self.envelope, &mut out)?.then(|| Bytes::from(out)))
+        })
+        .clone()
     }
 
     pub fn route(&self) -> Route {
@@ -143,6 +155,9 @@ pub struct Conn {
     pub user_id: UserId,
     pub transport: TransportKind,
     pub codec: Codec,
+    /// For a connection scoped to one conversation (SPEC §7), replay its messages after this
+    /// seq when it starts (`?since_seq=`).
+    pub resume: Option<Seq>,
     queue: mpsc::Sender<Outgoing>,
     pub closer: Arc<Closer>,
 }
@@ -176,7 +191,7 @@ impl Conn {
     ) -> (Self, ConnOutput) {
         let (tx, rx) = mpsc::channel(queue_len.max(1));
         let closer = Arc::new(Closer::default());
-        let conn = Self { id, user_id, transport, codec, queue: tx, closer: Arc::clone(&closer) };
+        let conn = Self { id, user_id, transport, codec, resume: None, queue: tx, closer: Arc::clone(&closer) };
         (conn, ConnOutput { queue: rx, closer })
     }
 

@@ -128,6 +128,33 @@ pub struct SendMessage {
     pub local_id: Option<LocalId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<MessageId>,
+    /// Files sent inline (seed 004); the server stores them and the message carries their URLs.
+    #[serde(skip)]
+    pub attachments: Vec<Attachment>,
+}
+
+/// Most attachments on one message.
+pub const MAX_ATTACHMENTS: usize = 10;
+/// Longest attachment file name, in characters.
+pub const MAX_FILENAME_CHARS: usize = 255;
+
+/// One file sent inline with a message, decoded from base64.
+#[derive(Clone, PartialEq)]
+pub struct Attachment {
+    /// What it is (`image`, `file`, ...), as the client said; 1 to 32 characters.
+    pub kind: String,
+    pub filename: Option<String>,
+    pub bytes: Vec<u8>,
+}
+
+impl std::fmt::Debug for Attachment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attachment")
+            .field("kind", &self.kind)
+            .field("filename", &self.filename)
+            .field("len", &self.bytes.len())
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -106,11 +106,17 @@ server_events! {
     ProfileUpdated(Push) = "profile:updated",
     ProfileOnline(Push) = "profile:online",
     ProfileOffline(Push) = "profile:offline",
+    /// An assistant's avatar state (seed 002), pushed by the backend.
+    AvatarUpdate(Push) = "avatar_update",
+    /// A notice to users (seed 002: `message`, `severity`), pushed by the backend.
+    Broadcast(Push) = "broadcast",
+    /// Planned maintenance (seed 002: `event`, `scheduledTime`, `duration`), pushed by the backend.
+    SystemNotice(Push) = "system",
     Error(ErrorData) = "error",
 }
 
 /// The events the app backend may push to users through the server API (SPEC §5).
-pub const PUSH_EVENT_NAMES: [&str; 7] = [
+pub const PUSH_EVENT_NAMES: [&str; 10] = [
     "match:new",
     "match:updated",
     "match:deleted",
@@ -118,6 +124,9 @@ pub const PUSH_EVENT_NAMES: [&str; 7] = [
     "profile:updated",
     "profile:online",
     "profile:offline",
+    "avatar_update",
+    "broadcast",
+    "system",
 ];
 
 impl ServerEvent {
@@ -132,6 +141,9 @@ impl ServerEvent {
             "profile:updated" => Self::ProfileUpdated(p),
             "profile:online" => Self::ProfileOnline(p),
             "profile:offline" => Self::ProfileOffline(p),
+            "avatar_update" => Self::AvatarUpdate(p),
+            "broadcast" => Self::Broadcast(p),
+            "system" => Self::SystemNotice(p),
             _ => return None,
         })
     }

@@ -79,3 +79,34 @@ pub(super) async fn messages(
     let (messages, has_more) = app.ctx.store.history(&c, page.before_seq.map(Seq), limit).await?;
     Ok(Json(json!({"conversation_id": c, "messages": messages, "has_more": has_more})))
 }
+
+/// `GET /v1/attachments/{id}`: a file sent inline with a message (seed 004). The random id
+/// in the URL is the capability (an `<img src>` cannot send a token); the type is one of a few
+/// safe ones, never HTML, and `nosniff` keeps a browser from guessing otherwise.
+pub(super) async fn attachment(
+    State(app): State<App>,
+    Path(id): Path<String>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let not_found = || ApiError(ErrorCode::NotFound, format!("attachment {id} not found"));
+    if id.len() > 64 || !id.starts_with("att_") {
+        return Err(not_found());
+    }
+    let a = app.ctx.store.attachment(&id).await?.ok_or_else(not_found)?;
+    let ext = a.filename.as_deref().and_then(|f| f.rsplit_once('.')).map(|(_, e)| e.to_ascii_lowercase());
+    let content_type = match ext.as_deref() {
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("png") => "image/png",
+        Some("gif") => "image/gif",
+        Some("webp") => "image/webp",
+        Some("pdf") => "application/pdf",
+        Some("txt") => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    };
+    let headers = [
+        (header::CONTENT_TYPE, content_type),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::CACHE_CONTROL, "private, max-age=31536000, immutable"),
+    ];
+    Ok((headers, a.bytes).into_response())
+}

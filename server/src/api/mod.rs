@@ -17,7 +17,8 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use confab_codec::{Codec, ErrorCode, Format};
+use confab_codec::{Codec, ConversationId, Dialect, ErrorCode, Format, Seq};
+use std::collections::HashMap;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +34,8 @@ pub struct Settings {
     pub handshake_timeout: Duration,
     /// Browser origins allowed to connect; empty: any (see `config`).
     pub allowed_origins: Vec<String>,
+    /// The dialect of connections whose endpoint, query and subprotocols name none.
+    pub default_dialect: Dialect,
     /// The HTTPS (and WebTransport) port once bound, for `/client-config`.
     pub https_port: std::sync::OnceLock<u16>,
     /// The TLS certificate's SHA-256 (hex), for `/cert-hash`.
@@ -51,19 +54,60 @@ impl Settings {
         }
     }
 
-    /// A connection's codec from its query's `codec` (or `default`) and `dialect`; `Err` is the
-    /// 400 answer's text. Both transports take these the same way.
-    pub fn codec(&self, query: &std::collections::HashMap<String, String>, default: Format) -> Result<Codec, String> {
-        use confab_codec::Dialect;
+    /// A connection's codec from its endpoint, its query (`codec`, `dialect`,
+    /// `conversation_id`) and its offered subprotocols; `Err` is the 400 answer's text. Both
+    /// transports take these the same way (SPEC §7: the endpoint's dialect first, then
+    /// `?dialect=`, then a `confab.<dialect>` subprotocol, then the configured default).
+    pub fn codec<'a>(
+        &self,
+        query: &HashMap<String, String>,
+        mut offered: impl Iterator<Item = &'a str>,
+        default_format: Format,
+        endpoint: &Endpoint,
+    ) -> Result<Codec, String> {
         let format = match query.get("codec") {
-            None => default,
+            None => default_format,
             Some(c) => Format::from_name(c).ok_or_else(|| format!("unknown codec {c:?}: use json or msgpack"))?,
         };
-        if let Some(d) = query.get("dialect").filter(|d| Dialect::from_name(d).is_none()) {
-            return Err(format!("unknown dialect {d:?}"));
-        }
-        Ok(Codec::new(Dialect::Winkr, format).with_max_frame(self.max_frame_bytes))
+        let dialect = match (endpoint.dialect, query.get("dialect")) {
+            (Some(d), _) => d,
+            (None, Some(d)) => Dialect::from_name(d)
+                .ok_or_else(|| format!("unknown dialect {d:?}: use winkr, systimz, chatrooms or actions"))?,
+            (None, None) => offered
+                .find_map(|p| p.strip_prefix("confab.").and_then(Dialect::from_name))
+                .unwrap_or(self.default_dialect),
+        };
+        let scope = match endpoint.scope.as_deref().or(query.get("conversation_id").map(String::as_str)) {
+            Some(c) if dialect.needs_scope() => {
+                Some(ConversationId::parse(c).map_err(|r| format!("conversation_id: {r}"))?)
+            }
+            _ => None,
+        };
+        // Seed 004 sends files inline, in base64: its frames may be as large as the transports'
+        // hard limit, not only the contract's 32 KiB.
+        let max_frame =
+            if dialect == Dialect::Actions { self.max_frame_bytes.max(ATTACHMENT_FRAME_BYTES) } else { self.max_frame_bytes };
+        Ok(Codec::new(dialect, format).with_max_frame(max_frame).with_scope(scope))
     }
+
+    /// `?since_seq=`: where a connection scoped to one conversation resumes.
+    pub fn resume(query: &HashMap<String, String>) -> Result<Option<Seq>, String> {
+        query
+            .get("since_seq")
+            .map(|s| s.parse::<u64>().map(Seq).map_err(|_| format!("since_seq: {s:?} is not a non-negative integer")))
+            .transpose()
+    }
+}
+
+/// Largest frame of the actions dialect, whose messages carry files inline (1 MiB, the
+/// transports' hard limit).
+pub const ATTACHMENT_FRAME_BYTES: usize = 1024 * 1024;
+
+/// What a connection's endpoint fixes (seed 003's paths name their dialect and chat).
+#[derive(Debug, Clone, Default)]
+pub struct Endpoint {
+    pub dialect: Option<Dialect>,
+    pub scope: Option<String>,
 }
 
 /// What every handler gets.
@@ -77,6 +121,9 @@ pub fn router(app: App) -> axum::Router {
     let mut r = axum::Router::new()
         .route("/ws", get(crate::transport::ws::upgrade))
         .route("/v1/ws", get(crate::transport::ws::upgrade))
+        .route("/api/v1/ws/chat/{chat_id}", get(crate::transport::ws::upgrade_chat))
+        .route("/api/v1/ws/{user_id}", get(crate::transport::ws::upgrade_personal))
+        .route("/v1/attachments/{id}", get(client::attachment))
         .route("/", get(demo::index))
         .route("/client/confab.js", get(demo::client_module))
         .route("/client-config", get(demo::client_config))

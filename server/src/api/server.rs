@@ -139,10 +139,13 @@ pub(super) struct PostMessage {
     kind: Option<String>,
     #[serde(default)]
     metadata: Metadata,
+    /// Who the message is from: `system` unless given (an AI assistant's id for `type: "ai"`).
+    #[serde(default)]
+    sender_id: Option<String>,
 }
 
-/// `POST /api/v1/conversations/{id}/messages` `{"content", "type": "system"}`: a message from
-/// the server, stored and fanned out like any other (sender `system`).
+/// `POST /api/v1/conversations/{id}/messages` `{"content", "type": "system", "sender_id"?}`: a
+/// message from the backend, stored and fanned out like any other (sender `system` by default).
 pub(super) async fn post_message(
     State(app): State<App>,
     headers: HeaderMap,
@@ -167,13 +170,13 @@ pub(super) async fn post_message(
         .await?
         .ok_or_else(|| ApiError(ErrorCode::ConversationNotFound, format!("conversation {c} not found")))?;
     app.ctx.hub.cache_conversation(info, false);
-    let system = UserId::parse("system").map_err(|r| ApiError(ErrorCode::InternalError, r))?;
+    let sender = super::parse_id("sender_id", req.sender_id.as_deref().unwrap_or("system"), UserId::parse)?;
     let appended = app
         .ctx
         .store
         .append(NewMessage {
             conversation_id: c,
-            sender_id: system,
+            sender_id: sender,
             kind,
             content: req.content,
             metadata: req.metadata,

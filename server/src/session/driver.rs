@@ -15,6 +15,11 @@ pub async fn run(mut session: Session, mut inbound: impl Stream<Item = Inbound> 
         session.conn.closer.close(reason);
         return;
     }
+    if let Err(reason) = session.listen_from_start().await {
+        session.conn.closer.close(reason);
+        session.finish().await;
+        return;
+    }
     loop {
         let deadline = tokio::time::Instant::from_std(session.next_deadline());
         // Every branch is cancel-safe: `closed`/`cancelled` are notifications, a stream's

@@ -23,7 +23,8 @@ use crate::limits::Bucket;
 use crate::link::{Conn, Route, SharedEvent};
 use crate::store::Store;
 use confab_codec::event::{Established, Hello, ServerEnvelope, ServerEvent, Typing, UserOffline, UserOnline};
-use confab_codec::{ConversationId, RequestId, Timestamp, UserId};
+use confab_codec::event::Join;
+use confab_codec::{Codec, ConversationId, RequestId, Timestamp, UserId};
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesOrdered;
 use std::collections::HashMap;
@@ -162,6 +163,46 @@ impl Session {
         Ok(())
     }
 
+    /// For dialects without a join request (SPEC §7): a scoped connection joins its
+    /// conversation (creating the user's own one on first use), replaying after `?since_seq=`;
+    /// an actions or personal connection joins every conversation of its user. A scope the
+    /// user may not join ends the connection (4004) after an `error` event.
+    async fn listen_from_start(&mut self) -> Result<(), CloseReason> {
+        if let Some(c) = self.conn.codec.scope.clone() {
+            if c.as_str() == self.user().as_str() {
+                self.ensure_own_conversation(&c).await;
+            }
+            let join = Join { conversation_id: c, since_seq: self.conn.resume };
+            if let Err(e) = self.join(join, None).await {
+                self.fail(&e, Some("conversation:join"), None, Route::Control);
+                return Err(CloseReason::AccessDenied);
+            }
+        } else if self.conn.codec.dialect.listens_to_all() {
+            for m in self.memberships().await {
+                let c = m.conversation_id;
+                if let Err(e) = self.join(Join { conversation_id: c.clone(), since_seq: None }, None).await {
+                    tracing::debug!(conversation = %c, error = %e, "joining a conversation at start");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The user's own conversation (its id is theirs) exists once they connect to it; the
+    /// backend adds members (an assistant) and posts to it through the server API.
+    async fn ensure_own_conversation(&mut self, c: &ConversationId) {
+        match self.ctx.store.conversation(c).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                let created = self.ctx.store.create_conversation(c.clone(), vec![self.user().clone()], None).await;
+                if let Err(e) = created {
+                    tracing::debug!(conversation = %c, error = %e, "creating the user's own conversation");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "reading a conversation"),
+        }
+    }
+
     /// Unregisters the connection: clears its typing states, and tells contacts the user went
     /// offline if this was their last device.
     async fn finish(&mut self) {
@@ -265,6 +306,17 @@ fn contacts_of(conversations: &[crate::store::Membership], user: &UserId) -> Vec
     out
 }
 
+/// A connection of a dialect whose frames name no conversation, that named none in its URL, is
+/// scoped to the user's own conversation, whose id is the user's id (SPEC §7; protocol.md §11).
+pub fn default_scope(codec: Codec, user: &UserId) -> Codec {
+    if codec.dialect.needs_scope() && codec.scope.is_none() {
+        let own = ConversationId::parse(user.as_str()).ok();
+        codec.with_scope(own)
+    } else {
+        codec
+    }
+}
+
 /// The answer to a connection whose token was refused: an `error` event, then the close.
 pub fn refusal(hub: &Hub, e: &AuthError) -> (Arc<SharedEvent>, CloseReason) {
     let code = e.code();
@@ -273,6 +325,7 @@ pub fn refusal(hub: &Hub, e: &AuthError) -> (Arc<SharedEvent>, CloseReason) {
     let reason = match e {
         AuthError::Expired => CloseReason::TokenExpired,
         AuthError::Missing | AuthError::Invalid(_) => CloseReason::Unauthorized,
+        AuthError::OtherUser => CloseReason::AccessDenied,
     };
     (ev, reason)
 }

@@ -100,7 +100,7 @@ impl Session {
         if is_member { Ok(()) } else { Err(SessionError::NotMember(c.to_string())) }
     }
 
-    async fn join(&mut self, j: Join, rid: Option<RequestId>) -> Result<(), SessionError> {
+    pub(super) async fn join(&mut self, j: Join, rid: Option<RequestId>) -> Result<(), SessionError> {
         let c = j.conversation_id;
         self.member(&c).await?;
         if !self.ctx.hub.join(&c, &self.conn) {
@@ -186,10 +186,13 @@ impl Session {
         }
     }
 
-    async fn send_message(&mut self, s: SendMessage, rid: Option<RequestId>) -> Result<(), SessionError> {
-        let c = s.conversation_id;
+    async fn send_message(&mut self, mut s: SendMessage, rid: Option<RequestId>) -> Result<(), SessionError> {
+        let c = s.conversation_id.clone();
         self.member(&c).await?;
         self.ctx.hub.take_message(self.user(), Instant::now()).map_err(limited)?;
+        if !s.attachments.is_empty() {
+            self.keep_attachments(&mut s).await?;
+        }
         let m = NewMessage {
             conversation_id: c.clone(),
             sender_id: self.user().clone(),
@@ -207,6 +210,34 @@ impl Session {
             let result = store.append(m).await;
             super::SendDone { request_id: rid, conversation_id: c, result }
         }));
+        Ok(())
+    }
+
+    /// Stores a message's inline files and lists them in its metadata as `attachments`
+    /// (`id`, `type`, `url`, `filename`, `size`), which is how every dialect shows them.
+    async fn keep_attachments(&mut self, s: &mut SendMessage) -> Result<(), SessionError> {
+        let mut listed = Vec::with_capacity(s.attachments.len());
+        for a in std::mem::take(&mut s.attachments) {
+            let id = format!("att_{:026x}", rand::random::<u128>() >> 24);
+            listed.push(serde_json::json!({
+                "id": id,
+                "type": a.kind,
+                "url": format!("/v1/attachments/{id}"),
+                "filename": a.filename,
+                "size": a.bytes.len(),
+            }));
+            let kept = crate::store::Attachment {
+                id,
+                conversation_id: s.conversation_id.clone(),
+                uploader: self.user().clone(),
+                kind: a.kind,
+                filename: a.filename,
+                bytes: a.bytes,
+                created_at: now(),
+            };
+            self.ctx.store.put_attachment(kept).await?;
+        }
+        s.metadata.insert("attachments".into(), serde_json::Value::Array(listed));
         Ok(())
     }
 

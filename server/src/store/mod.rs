@@ -112,6 +112,26 @@ impl Photo {
     }
 }
 
+/// A file sent inline with a message (seed 004), kept for its URL.
+#[derive(Clone, PartialEq)]
+pub struct Attachment {
+    /// `att_` and 26 random hex digits: the URL is the capability to read it.
+    pub id: String,
+    pub conversation_id: ConversationId,
+    pub uploader: UserId,
+    /// What the client called it (`image`, `file`, ...).
+    pub kind: String,
+    pub filename: Option<String>,
+    pub bytes: Vec<u8>,
+    pub created_at: Timestamp,
+}
+
+impl std::fmt::Debug for Attachment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attachment").field("id", &self.id).field("len", &self.bytes.len()).finish_non_exhaustive()
+    }
+}
+
 /// An event the app backend published for a user who was offline.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InboxItem {
@@ -164,6 +184,9 @@ pub trait Store: Send + Sync + 'static {
     fn inbox_push(&self, user: &UserId, item: InboxItem) -> StoreFuture<'_, ()>;
     /// Takes (and removes) a user's inbox, oldest first.
     fn inbox_take(&self, user: &UserId) -> StoreFuture<'_, Vec<InboxItem>>;
+    /// Keeps a file durably, before the message that links it is appended.
+    fn put_attachment(&self, a: Attachment) -> StoreFuture<'_, ()>;
+    fn attachment(&self, id: &str) -> StoreFuture<'_, Option<Attachment>>;
 }
 
 impl std::fmt::Debug for dyn Store {

@@ -8,16 +8,16 @@
 //! Per connection: this task reads and decodes frames and drives the session; a writer task
 //! encodes queued events, pings every 30 s and closes the socket when the closer fires.
 
-use crate::api::App;
+use crate::api::{App, Endpoint, Settings};
 use crate::error::CloseReason;
 use crate::link::{Conn, ConnOutput, Inbound, Outgoing, Route, TransportKind, closing_event};
 use crate::session::{self, Session, now};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use confab_codec::{Codec, Format};
+use confab_codec::{Codec, Dialect, Format, Seq};
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use std::collections::HashMap;
@@ -27,7 +27,15 @@ use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Error as WsError;
 
 /// Subprotocols the server selects (the token-carrying `bearer.*` one is never echoed).
-const PROTOCOLS: [&str; 3] = ["confab.json", "confab.msgpack", "confab.v1"];
+const PROTOCOLS: [&str; 7] = [
+    "confab.json",
+    "confab.msgpack",
+    "confab.v1",
+    "confab.winkr",
+    "confab.systimz",
+    "confab.chatrooms",
+    "confab.actions",
+];
 /// Frames larger than this end the connection (1009) before they are read; frames between
 /// the codec's limit (32 KiB) and this get a `MESSAGE_TOO_LARGE` error instead.
 const HARD_FRAME_LIMIT: usize = 1024 * 1024;
@@ -71,19 +79,59 @@ pub async fn upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
+    upgrade_at(app, query, headers, ws, Endpoint::default(), None)
+}
+
+/// `GET /api/v1/ws/chat/{chatId}` (seed 003): the chatrooms dialect, scoped to the chat.
+pub async fn upgrade_chat(
+    State(app): State<App>,
+    Path(chat_id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let endpoint = Endpoint { dialect: Some(Dialect::Chatrooms), scope: Some(chat_id) };
+    upgrade_at(app, query, headers, ws, endpoint, None)
+}
+
+/// `GET /api/v1/ws/{userId}` (seed 003): the user's personal socket; the token must be theirs.
+pub async fn upgrade_personal(
+    State(app): State<App>,
+    Path(user_id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let endpoint = Endpoint { dialect: Some(Dialect::ChatroomsPersonal), scope: None };
+    upgrade_at(app, query, headers, ws, endpoint, Some(user_id))
+}
+
+fn upgrade_at(
+    app: App,
+    query: HashMap<String, String>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+    endpoint: Endpoint,
+    owner: Option<String>,
+) -> Response {
     if !app.settings.origin_allowed(&headers) {
         return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
     }
     // `?codec=` first, then the `confab.msgpack` subprotocol, then JSON.
-    let codec = match app.settings.codec(&query, subprotocol_format(&headers)) {
-        Ok(c) => c,
-        Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
+    let codec = app.settings.codec(&query, offered_protocols(&headers), subprotocol_format(&headers), &endpoint);
+    let (codec, resume) = match (codec, Settings::resume(&query)) {
+        (Ok(c), Ok(r)) => (c, r),
+        (Err(e), _) | (_, Err(e)) => return (StatusCode::BAD_REQUEST, e).into_response(),
     };
     // Verified before the upgrade, refused after it: a browser only sees close codes.
     let identity = match find_token(&query, &headers) {
         Some(t) => app.ctx.auth.verify(&t),
         None => Err(crate::auth::AuthError::Missing),
     };
+    let identity = identity.and_then(|id| match owner {
+        Some(o) if o != id.user_id.as_str() => Err(crate::auth::AuthError::OtherUser),
+        _ => Ok(id),
+    });
     let guard = app.ctx.tasks.token();
     ws.protocols(PROTOCOLS)
         .max_message_size(HARD_FRAME_LIMIT)
@@ -91,7 +139,7 @@ pub async fn upgrade(
         // idle connection should cost a few KiB, and frames are small (benchmarks.md, density).
         .read_buffer_size(READ_BUFFER)
         .on_upgrade(move |socket| async move {
-            serve(socket, app, identity, codec).await;
+            serve(socket, app, identity, codec, resume).await;
             drop(guard);
         })
 }
@@ -101,28 +149,33 @@ async fn serve(
     app: App,
     identity: Result<crate::auth::Identity, crate::auth::AuthError>,
     codec: Codec,
+    resume: Option<Seq>,
 ) {
     let (mut sink, stream) = socket.split();
     let identity = match identity {
         Ok(id) => id,
         Err(e) => {
             let (ev, reason) = session::refusal(&app.ctx.hub, &e);
-            if let Ok(bytes) = ev.encoded(&codec) {
+            if let Ok(Some(bytes)) = ev.encoded(&codec) {
                 let _ = sink.send(frame(&codec, bytes)).await;
             }
             let _ = sink.send(close_message(reason)).await;
             return;
         }
     };
-    let (conn, output) = Conn::new(
+    let codec = session::default_scope(codec, &identity.user_id);
+    let (mut conn, output) = Conn::new(
         app.ctx.hub.connection_id(),
         identity.user_id.clone(),
         TransportKind::WebSocket,
-        codec,
+        codec.clone(),
         app.ctx.hub.limits().outbound_queue,
     );
+    conn.resume = resume;
     let last_pong = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
+    let json = Codec { format: Format::Json, ..codec.clone() };
+    let packed = Codec { format: Format::MsgPack, ..codec.clone() };
     let writer = app.ctx.tasks.spawn(write_loop(
         sink,
         output,
@@ -137,13 +190,9 @@ async fn serve(
         .filter_map(move |msg| {
             let item = match msg {
                 Ok(Message::Text(t)) => {
-                    let json = Codec { format: Format::Json, ..codec };
                     Some(Inbound::Event(Route::Control, Box::new(json.decode_client(t.as_bytes()))))
                 }
-                Ok(Message::Binary(b)) => {
-                    let packed = Codec { format: Format::MsgPack, ..codec };
-                    Some(Inbound::Event(Route::Control, Box::new(packed.decode_client(&b))))
-                }
+                Ok(Message::Binary(b)) => Some(Inbound::Event(Route::Control, Box::new(packed.decode_client(&b)))),
                 Ok(Message::Pong(_)) => {
                     last_pong.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
                     None
@@ -246,14 +295,14 @@ async fn say_goodbye(
     }
     if reason != CloseReason::SlowConsumer {
         while let Ok(Outgoing(ev, _)) = out.queue.try_recv() {
-            if let Ok(bytes) = ev.encoded(codec) {
+            if let Ok(Some(bytes)) = ev.encoded(codec) {
                 if sink.feed(frame(codec, bytes)).await.is_err() {
                     return;
                 }
             }
         }
     }
-    if let Ok(bytes) = closing_event(reason, now()).encoded(codec) {
+    if let Ok(Some(bytes)) = closing_event(reason, now()).encoded(codec) {
         let _ = sink.feed(frame(codec, bytes)).await;
     }
     let _ = sink.send(close_message(reason)).await;
@@ -270,7 +319,8 @@ async fn write_batch(
     let mut n = 0;
     while let Some(Outgoing(ev, _)) = next {
         match ev.encoded(codec) {
-            Ok(bytes) => sink.feed(frame(codec, bytes)).await?,
+            Ok(Some(bytes)) => sink.feed(frame(codec, bytes)).await?,
+            Ok(None) => {}
             Err(e) => tracing::error!(error = %e, "encoding an event"),
         }
         n += 1;

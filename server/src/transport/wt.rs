@@ -13,7 +13,7 @@
 //! session's close, and the dispatcher that routes the session's queue to the streams. No
 //! conversation rule lives here: the session decides, this module routes by conversation id.
 
-use crate::api::App;
+use crate::api::{App, Endpoint, Settings};
 use crate::auth::AuthError;
 use crate::error::CloseReason;
 use crate::link::{
@@ -148,6 +148,7 @@ pub async fn serve(endpoint: quinn::Endpoint, app: App) {
 struct Wanted {
     token: Option<String>,
     codec: Codec,
+    resume: Option<confab_codec::Seq>,
 }
 
 /// Checks the CONNECT request: method and protocol, path, origin, query. `Err` is the status
@@ -165,9 +166,14 @@ fn check_request(req: &Request<()>, app: &App) -> Result<Wanted, (StatusCode, St
     }
     let query: HashMap<String, String> = serde_urlencoded::from_str(req.uri().query().unwrap_or(""))
         .map_err(|e| (StatusCode::BAD_REQUEST, format!("query: {e}")))?;
-    // MessagePack unless `?codec=json` (SPEC §3).
-    let codec = app.settings.codec(&query, Format::MsgPack).map_err(|e| (StatusCode::BAD_REQUEST, e))?;
-    Ok(Wanted { token: query.get("token").filter(|t| !t.is_empty()).cloned(), codec })
+    // MessagePack unless `?codec=json` (SPEC §3); the dialect from `?dialect=` (SPEC §7).
+    let offered = std::iter::empty();
+    let codec = app
+        .settings
+        .codec(&query, offered, Format::MsgPack, &Endpoint::default())
+        .map_err(|e| (StatusCode::BAD_REQUEST, e))?;
+    let resume = Settings::resume(&query).map_err(|e| (StatusCode::BAD_REQUEST, e))?;
+    Ok(Wanted { token: query.get("token").filter(|t| !t.is_empty()).cloned(), codec, resume })
 }
 
 async fn connection(incoming: quinn::Incoming, app: App) {
@@ -306,20 +312,24 @@ impl Shared {
 
 async fn run(wt: Arc<Wt>, quic: quinn::Connection, wanted: Wanted, app: App) {
     let (in_tx, in_rx) = mpsc::channel(INBOUND_QUEUE);
+    let identity = match &wanted.token {
+        Some(t) => app.ctx.auth.verify(t),
+        None => Err(AuthError::Missing),
+    };
+    let codec = match &identity {
+        Ok(i) => session::default_scope(wanted.codec, &i.user_id),
+        Err(_) => wanted.codec,
+    };
     let shared = Arc::new(Shared {
         streams: Mutex::new(Streams::default()),
         inbound: in_tx,
-        codec: wanted.codec,
+        codec,
         datagrams: AtomicBool::new(false),
         queue_len: app.ctx.hub.limits().outbound_queue.max(1),
         closer: OnceLock::new(),
         tasks: TaskTracker::new(),
         done: CancellationToken::new(),
     });
-    let identity = match &wanted.token {
-        Some(t) => app.ctx.auth.verify(t),
-        None => Err(AuthError::Missing),
-    };
 
     // The control stream comes first; the session starts once it is there.
     let control = tokio::select! {
@@ -341,13 +351,14 @@ async fn run(wt: Arc<Wt>, quic: quinn::Connection, wanted: Wanted, app: App) {
         Ok(i) => i,
         Err(e) => return refuse(&app, &wt, &quic, &shared, &control_tx, &e).await,
     };
-    let (conn, output) = Conn::new(
+    let (mut conn, output) = Conn::new(
         app.ctx.hub.connection_id(),
         identity.user_id.clone(),
         TransportKind::WebTransport,
-        shared.codec,
+        shared.codec.clone(),
         shared.queue_len,
     );
+    conn.resume = wanted.resume;
     let closer = Arc::clone(&conn.closer);
     let _ = shared.closer.set(Arc::clone(&closer));
     spawn_accept_loop(&shared, &wt);
@@ -397,7 +408,7 @@ async fn linger_then_close(quic: &quinn::Connection) {
 async fn refuse(app: &App, wt: &Wt, quic: &quinn::Connection, shared: &Shared, control: &StreamTx, e: &AuthError) {
     let (event, reason) = session::refusal(&app.ctx.hub, e);
     for ev in [event, closing_event(reason, now())] {
-        if let Ok(bytes) = ev.encoded(&shared.codec) {
+        if let Ok(Some(bytes)) = ev.encoded(&shared.codec) {
             let _ = control.tx.send(StreamCmd::Frame(bytes)).await;
         }
     }
@@ -487,7 +498,7 @@ async fn write_stream(mut send: WtSend, mut rx: mpsc::Receiver<StreamCmd>, kill:
 }
 
 async fn read_stream(shared: Arc<Shared>, mut recv: WtRecv, me: StreamTx, control: bool) {
-    let codec = shared.codec;
+    let codec = shared.codec.clone();
     let mut frames = FrameDecoder::with_skip_limit(codec.max_frame, HARD_FRAME_LIMIT);
     let mut route = control.then_some(Route::Control);
     // Per stream: small, since idle connections are the common case (benchmarks.md, density).
@@ -689,9 +700,10 @@ async fn dispatch(shared: Arc<Shared>, mut out: ConnOutput, wt: Arc<Wt>, quic: q
 
 type Datagrams = h3_datagram::datagram_handler::DatagramSender<h3_quinn::datagram::SendDatagramHandler, Bytes>;
 
-/// The event in this connection's format (logged and skipped if it cannot be encoded).
+/// The event in this connection's dialect and format; `None` when there is nothing to send
+/// (no form in the dialect, or it cannot be encoded: logged).
 fn encode(shared: &Shared, ev: &SharedEvent) -> Option<Bytes> {
-    ev.encoded(&shared.codec).map_err(|e| tracing::error!(error = %e, "encoding an event")).ok()
+    ev.encoded(&shared.codec).map_err(|e| tracing::error!(error = %e, "encoding an event")).ok().flatten()
 }
 
 fn route(
@@ -797,7 +809,7 @@ async fn goodbye(
         }
     }
     let Some(control) = control else { return };
-    if let Ok(bytes) = closing_event(reason, now()).encoded(&shared.codec) {
+    if let Ok(Some(bytes)) = closing_event(reason, now()).encoded(&shared.codec) {
         let _ = control.tx.send(StreamCmd::Frame(bytes)).await;
     }
     let (ack, acked) = oneshot::channel();

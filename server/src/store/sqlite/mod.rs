@@ -226,6 +226,34 @@ impl Store for SqliteStore {
         self.write(move |r| Write::CreatePhoto(p, r))
     }
 
+    fn put_attachment(&self, a: Attachment) -> StoreFuture<'_, ()> {
+        self.write(move |r| Write::PutAttachment(a, r))
+    }
+
+    fn attachment(&self, id: &str) -> StoreFuture<'_, Option<Attachment>> {
+        let id = id.to_owned();
+        self.read(move |t| {
+            query_row(
+                t,
+                "SELECT id, conversation_id, uploader, kind, filename, bytes, created_at FROM attachments WHERE id = ?1",
+                [id.as_str()],
+                |r| {
+                    Ok(Attachment {
+                        id: r.get(0)?,
+                        conversation_id: parse_col(r.get(1)?, ConversationId::parse, "conversation id")?,
+                        uploader: parse_col(r.get(2)?, UserId::parse, "user id")?,
+                        kind: r.get(3)?,
+                        filename: r.get(4)?,
+                        bytes: r.get(5)?,
+                        created_at: Timestamp::from_millis(r.get(6)?),
+                    })
+                },
+            )
+            .optional()
+            .map_err(db)
+        })
+    }
+
     fn photo(&self, id: &PhotoId) -> StoreFuture<'_, Option<Photo>> {
         let id = id.clone();
         self.read(move |t| photo(t, &id))

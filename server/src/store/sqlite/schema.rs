@@ -49,6 +49,15 @@ CREATE TABLE IF NOT EXISTS inbox (
     data TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS inbox_by_user ON inbox (user_id, id);
+CREATE TABLE IF NOT EXISTS attachments (
+    id TEXT PRIMARY KEY,
+    conversation_id TEXT NOT NULL,
+    uploader TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    filename TEXT,
+    bytes BLOB NOT NULL,
+    created_at INTEGER NOT NULL
+);
 ";
 
 pub(super) const MESSAGE_COLUMNS: &str =

@@ -17,6 +17,7 @@ pub(super) enum Write {
     ViewPhoto(PhotoId, UserId, Timestamp, Reply<Photo>),
     InboxPush(UserId, InboxItem, Reply<()>),
     InboxTake(UserId, Reply<Vec<InboxItem>>),
+    PutAttachment(Attachment, Reply<()>),
 }
 
 pub(super) fn writer_loop(
@@ -104,7 +105,10 @@ pub(super) fn fail_all(batch: Vec<Write>, e: StoreError) {
             Write::MarkRead(.., r) => drop(r.send(Err(e.clone()))),
             Write::MarkDelivered(.., r) => drop(r.send(Err(e.clone()))),
             Write::Create(.., r) | Write::SetMembers(.., r) => drop(r.send(Err(e.clone()))),
-            Write::DeleteConversation(_, r) | Write::CreatePhoto(_, r) | Write::InboxPush(_, _, r) => {
+            Write::DeleteConversation(_, r)
+            | Write::CreatePhoto(_, r)
+            | Write::InboxPush(_, _, r)
+            | Write::PutAttachment(_, r) => {
                 drop(r.send(Err(e.clone())))
             }
             Write::ViewPhoto(.., r) => drop(r.send(Err(e.clone()))),
@@ -183,6 +187,14 @@ pub(super) fn apply_one(tx: &mut Transaction<'_>, w: Write) -> Done {
             for table in ["members", "messages", "photos"] {
                 exec(t, &format!("DELETE FROM {table} WHERE conversation_id = ?1"), [c.as_str()]).map_err(db)?;
             }
+            Ok(())
+        }),
+        Write::PutAttachment(a, reply) => step(tx, reply, |t| {
+            exec(t,
+                "INSERT INTO attachments (id, conversation_id, uploader, kind, filename, bytes, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![a.id, a.conversation_id.as_str(), a.uploader.as_str(), a.kind, a.filename, a.bytes, a.created_at.as_millis()],
+            )
+            .map_err(db)?;
             Ok(())
         }),
         Write::CreatePhoto(p, reply) => step(tx, reply, |t| {
