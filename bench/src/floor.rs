@@ -254,7 +254,10 @@ pub(crate) async fn connect(
                 .await
                 .map_err(|e| e.to_string())?;
             let (sink, stream) = ws.split();
-            Ok((FloorTx { conn: FloorTxInner::Ws(sink), codec: codec.clone() }, FloorRx { inner: FloorRxInner::Ws(stream), codec }))
+            Ok((
+                FloorTx { conn: FloorTxInner::Ws(sink), codec: codec.clone() },
+                FloorRx { inner: FloorRxInner::Ws(stream), codec },
+            ))
         }
         Target::Wt(addr, hash) => {
             let mut tls = (*crate::client::pinned_tls_config(hash)?).clone();

@@ -81,9 +81,9 @@ fn body(kind: MessageKind, content: &str, metadata: &Metadata) -> Result<(), Cod
         MessageKind::System => {
             Err(CodecError::InvalidMessageType("system messages are sent by the server only".into()))
         }
-        MessageKind::Ai => Err(CodecError::InvalidMessageType(
-            "ai messages are posted by the backend through the server API".into(),
-        )),
+        MessageKind::Ai => {
+            Err(CodecError::InvalidMessageType("ai messages are posted by the backend through the server API".into()))
+        }
     }
 }
 

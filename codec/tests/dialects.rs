@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 use std::path::Path;
 
 fn vector(seed: &str, side: &str, name: &str) -> Vec<u8> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors").join(seed).join(side).join(format!("{name}.json"));
+    let p =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors").join(seed).join(side).join(format!("{name}.json"));
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
@@ -140,16 +141,31 @@ fn systimz_server_examples_encode() {
     let at = "2024-01-11T12:00:00Z";
     let mut m = message("msg-1", "conv-1", "assistant", "string", MessageKind::Ai, at);
     m.metadata.insert("text".into(), json!("string"));
-    let mut e = env(ServerEvent::MessageNew(MessageNew { message: m, sender: Sender { id: uid("assistant"), username: None, avatar_url: None } }), at);
+    let mut e = env(
+        ServerEvent::MessageNew(MessageNew {
+            message: m,
+            sender: Sender { id: uid("assistant"), username: None, avatar_url: None },
+        }),
+        at,
+    );
     e.message_id = Some("msg-123".into());
     assert_encodes_as(Dialect::Systimz, &e, "seed002", "message");
 
-    let typing = Typing { conversation_id: cid("conv-1"), user_id: uid("string"), username: None, is_typing: true, timestamp: None };
+    let typing = Typing {
+        conversation_id: cid("conv-1"),
+        user_id: uid("string"),
+        username: None,
+        is_typing: true,
+        timestamp: None,
+    };
     let mut e = env(ServerEvent::Typing(typing), at);
     e.message_id = Some("status-123".into());
     assert_encodes_as(Dialect::Systimz, &e, "seed002", "status");
 
-    let mut e = env(ServerEvent::AvatarUpdate(push(json!({"avatarId": "string", "action": "speaking", "metadata": "string"}))), at);
+    let mut e = env(
+        ServerEvent::AvatarUpdate(push(json!({"avatarId": "string", "action": "speaking", "metadata": "string"}))),
+        at,
+    );
     e.message_id = Some("avatar-123".into());
     assert_encodes_as(Dialect::Systimz, &e, "seed002", "avatar_update");
 
@@ -216,9 +232,14 @@ fn chatrooms_client_examples_decode() {
     let typing = c.decode_client(&vector("seed003", "client", "typing_indicator")).unwrap();
     assert_eq!(typing.event, ClientEvent::TypingStart(ConversationRef { conversation_id: cid("chat-1") }));
     let read = c.decode_client(&vector("seed003", "client", "read_receipt")).unwrap();
-    assert_eq!(read.event, ClientEvent::Read(MessageRef { conversation_id: cid("chat-1"), message_id: MessageId::parse("uuid").unwrap() }));
+    assert_eq!(
+        read.event,
+        ClientEvent::Read(MessageRef { conversation_id: cid("chat-1"), message_id: MessageId::parse("uuid").unwrap() })
+    );
     // The personal socket has no chat: a chat request there names what to do instead.
-    let e = codec(Dialect::ChatroomsPersonal, None).decode_client(&vector("seed003", "client", "send_message")).unwrap_err();
+    let e = codec(Dialect::ChatroomsPersonal, None)
+        .decode_client(&vector("seed003", "client", "send_message"))
+        .unwrap_err();
     assert!(e.error.to_string().contains("/api/v1/ws/chat/"), "{e}");
     // A thread reply keeps its parent.
     let reply = br#"{"type":"send_message","data":{"content":"re","message_type":"text","parent_message_id":"m-1"}}"#;
@@ -299,7 +320,13 @@ fn actions_server_examples_encode() {
     };
     assert_encodes_as(Dialect::Actions, &env(ServerEvent::Error(failed), at), "seed004", "error");
 
-    let typing = Typing { conversation_id: cid("789"), user_id: uid("123"), username: None, is_typing: true, timestamp: Some(t(at)) };
+    let typing = Typing {
+        conversation_id: cid("789"),
+        user_id: uid("123"),
+        username: None,
+        is_typing: true,
+        timestamp: Some(t(at)),
+    };
     assert_encodes_as(Dialect::Actions, &env(ServerEvent::Typing(typing), at), "seed004", "typing_indicator");
 }
 
@@ -315,7 +342,8 @@ fn actions_messages_read_names_the_newest_read() {
         user_id: Some(uid("123")),
         seq: Some(Seq(9)),
     };
-    let bytes = Codec::new(Dialect::Actions, Format::Json).encode_server(&env(ServerEvent::Viewed(viewed), at)).unwrap();
+    let bytes =
+        Codec::new(Dialect::Actions, Format::Json).encode_server(&env(ServerEvent::Viewed(viewed), at)).unwrap();
     let v: Value = serde_json::from_slice(&bytes).unwrap();
     let mut original: Value = serde_json::from_slice(&vector("seed004", "server", "messages_read")).unwrap();
     original["data"]["message_ids"] = json!(["902"]);
@@ -337,14 +365,20 @@ fn actions_refuses_bad_requests_with_named_fields_and_the_local_id() {
         let e = c.decode_client(bytes).unwrap_err();
         assert!(e.error.to_string().starts_with(field), "{}: {e}", String::from_utf8_lossy(bytes));
     }
-    let e = c.decode_client(br#"{"action":"send_message","conversation_id":"c","content":"","local_id":"l1"}"#).unwrap_err();
+    let e = c
+        .decode_client(br#"{"action":"send_message","conversation_id":"c","content":"","local_id":"l1"}"#)
+        .unwrap_err();
     assert_eq!(e.request_id.as_deref(), Some("l1"));
     let e = c.decode_client(br#"{"action":"fly"}"#).unwrap_err();
     assert_eq!(e.error.to_string(), r#"type: unknown event type "fly""#);
     let e = c.decode_client(br#"[1,2]"#).unwrap_err();
     assert_eq!(e.code(), ErrorCode::ValidationError);
     // Files only, no text, is a message too.
-    let ok = c.decode_client(br#"{"action":"send_message","conversation_id":"c","attachments":[{"type":"file","file":"aGk="}]}"#).unwrap();
+    let ok = c
+        .decode_client(
+            br#"{"action":"send_message","conversation_id":"c","attachments":[{"type":"file","file":"aGk="}]}"#,
+        )
+        .unwrap();
     let ClientEvent::Send(s) = ok.event else { panic!() };
     assert_eq!((s.content.as_str(), s.attachments[0].bytes.as_slice()), ("", b"hi".as_slice()));
 }

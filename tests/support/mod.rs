@@ -282,9 +282,14 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(addr: &str, query: &str) -> Client {
-        let url = format!("ws://{addr}/ws?{query}");
+        Client::connect_to(addr, &format!("/ws?{query}")).await
+    }
+
+    /// Connects to any WebSocket endpoint (`/api/v1/ws/chat/c1?token=...`).
+    pub async fn connect_to(addr: &str, path_and_query: &str) -> Client {
+        let url = format!("ws://{addr}{path_and_query}");
         let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("websocket connect");
-        Client { ws, msgpack: query.contains("codec=msgpack"), next_id: 0, seen: Vec::new(), closed: None }
+        Client { ws, msgpack: path_and_query.contains("codec=msgpack"), next_id: 0, seen: Vec::new(), closed: None }
     }
 
     /// Connects and reads `connection:established`.

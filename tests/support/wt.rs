@@ -196,6 +196,12 @@ impl WtClient {
         id
     }
 
+    /// Sends a document as it is (another dialect's request) on the control stream.
+    pub async fn send_value(&mut self, v: &Value) {
+        let bytes = frame(&encode(self.json, v));
+        self.control.write_all(&bytes).await.expect("control stream write");
+    }
+
     /// Writes raw bytes on the control stream.
     pub async fn write_control(&mut self, bytes: &[u8]) -> bool {
         self.control.write_all(bytes).await.is_ok()

@@ -67,7 +67,10 @@ fn send(f: &Fields<'_>) -> Result<ClientEvent, CodecError> {
 fn newest_of(f: &Fields<'_>) -> Result<MessageId, CodecError> {
     let ids = f.array("message_ids")?.ok_or_else(|| CodecError::invalid("message_ids", "required"))?;
     if ids.is_empty() || ids.len() > MAX_READ_IDS {
-        return Err(CodecError::invalid("message_ids", format!("must hold 1 to {MAX_READ_IDS} ids, got {}", ids.len())));
+        return Err(CodecError::invalid(
+            "message_ids",
+            format!("must hold 1 to {MAX_READ_IDS} ids, got {}", ids.len()),
+        ));
     }
     let mut newest = None;
     for (i, v) in ids.iter().enumerate() {
@@ -89,13 +92,18 @@ fn attachments(f: &Fields<'_>) -> Result<Vec<Attachment>, CodecError> {
         .enumerate()
         .map(|(i, v)| {
             let field = |name: &str| format!("attachments[{i}].{name}");
-            let o = v.as_object().ok_or_else(|| CodecError::invalid(format!("attachments[{i}]"), "must be an object"))?;
+            let o =
+                v.as_object().ok_or_else(|| CodecError::invalid(format!("attachments[{i}]"), "must be an object"))?;
             let a = Fields { m: o, path: "" };
             let kind = a.str("type").map_err(|_| CodecError::invalid(field("type"), "required: a string"))?;
-            if kind.is_empty() || char_len(&kind) > 32 || !kind.chars().all(|c| c.is_ascii_alphanumeric() || "-_/.".contains(c)) {
+            if kind.is_empty()
+                || char_len(&kind) > 32
+                || !kind.chars().all(|c| c.is_ascii_alphanumeric() || "-_/.".contains(c))
+            {
                 return Err(CodecError::invalid(field("type"), "must be 1 to 32 characters of A-Z a-z 0-9 - _ / ."));
             }
-            let filename = a.str_opt("filename").map_err(|_| CodecError::invalid(field("filename"), "must be a string"))?;
+            let filename =
+                a.str_opt("filename").map_err(|_| CodecError::invalid(field("filename"), "must be a string"))?;
             let filename = check::short_text(&field("filename"), filename, MAX_FILENAME_CHARS)?;
             if filename.as_deref().is_some_and(|n| n.chars().any(|c| c.is_control() || c == '/' || c == '\\')) {
                 return Err(CodecError::invalid(field("filename"), "must not hold control characters or slashes"));
@@ -106,7 +114,8 @@ fn attachments(f: &Fields<'_>) -> Result<Vec<Attachment>, CodecError> {
                 Some((head, rest)) if head.starts_with("data:") => rest,
                 _ => file.as_str(),
             };
-            let bytes = decode_base64(b64.trim()).map_err(|e| CodecError::invalid(field("file"), format!("not base64: {e}")))?;
+            let bytes = decode_base64(b64.trim())
+                .map_err(|e| CodecError::invalid(field("file"), format!("not base64: {e}")))?;
             if bytes.is_empty() {
                 return Err(CodecError::invalid(field("file"), "must not be empty"));
             }

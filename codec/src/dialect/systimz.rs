@@ -80,7 +80,9 @@ fn status(p: &Fields<'_>, scope: Option<&ConversationId>) -> Result<ClientEvent,
         // Back to plain `online`: the user stopped typing (presence follows the connection).
         "online" => Ok(ClientEvent::TypingStop(here()?)),
         "offline" => Ok(ClientEvent::SetStatus(SetStatus { status: PresenceStatus::Offline, message: None })),
-        other => Err(CodecError::invalid("payload.status", format!("must be typing, online or offline, got {other:?}"))),
+        other => {
+            Err(CodecError::invalid("payload.status", format!("must be typing, online or offline, got {other:?}")))
+        }
     }
 }
 
@@ -126,7 +128,12 @@ pub(crate) fn encode_server(format: Format, env: &ServerEnvelope, out: &mut Vec<
         ServerEvent::Error(e) => ("error", error_payload(e, at)),
         _ => return Ok(false),
     };
-    let id = env.request_id.as_ref().map(|r| r.as_str()).or(env.message_id.as_deref()).unwrap_or("");
+    // The request's own id where this answers one (an error names it in its data).
+    let answered = match &env.event {
+        ServerEvent::Error(e) => e.request_id.as_deref(),
+        _ => None,
+    };
+    let id = env.request_id.as_ref().map(|r| r.as_str()).or(answered).or(env.message_id.as_deref()).unwrap_or("");
     loose::write(format, &Out { kind, payload, timestamp: at, id }, out)
 }
 

@@ -18,8 +18,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use confab_codec::{Codec, ConversationId, Dialect, ErrorCode, Format, Seq};
-use std::collections::HashMap;
 use serde_json::json;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -85,8 +85,11 @@ impl Settings {
         };
         // Seed 004 sends files inline, in base64: its frames may be as large as the transports'
         // hard limit, not only the contract's 32 KiB.
-        let max_frame =
-            if dialect == Dialect::Actions { self.max_frame_bytes.max(ATTACHMENT_FRAME_BYTES) } else { self.max_frame_bytes };
+        let max_frame = if dialect == Dialect::Actions {
+            self.max_frame_bytes.max(ATTACHMENT_FRAME_BYTES)
+        } else {
+            self.max_frame_bytes
+        };
         Ok(Codec::new(dialect, format).with_max_frame(max_frame).with_scope(scope))
     }
 

@@ -108,9 +108,7 @@ pub(super) fn fail_all(batch: Vec<Write>, e: StoreError) {
             Write::DeleteConversation(_, r)
             | Write::CreatePhoto(_, r)
             | Write::InboxPush(_, _, r)
-            | Write::PutAttachment(_, r) => {
-                drop(r.send(Err(e.clone())))
-            }
+            | Write::PutAttachment(_, r) => drop(r.send(Err(e.clone()))),
             Write::ViewPhoto(.., r) => drop(r.send(Err(e.clone()))),
             Write::InboxTake(_, r) => drop(r.send(Err(e.clone()))),
         }
