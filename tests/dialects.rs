@@ -18,6 +18,23 @@ async fn ws(s: &Server, path: &str, user: &str) -> Client {
     Client::connect_to(&s.addr, &format!("{path}{sep}token={}", s.token(user))).await
 }
 
+/// Sends `frame` from `speaker` until `listener` hears `kind` (a typing indicator): then both
+/// sessions have joined their scope (a session reads frames only after its joins), whichever
+/// connected last.
+async fn until_heard(speaker: &mut Client, frame: Value, listener: &mut Client, kind: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + support::WAIT;
+    loop {
+        speaker.send_raw_value(frame.clone()).await;
+        if let Some(e) = listener.recv_within(Duration::from_millis(100)).await {
+            if e["type"] == kind {
+                return e;
+            }
+            listener.seen.push(e);
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{kind} never heard");
+    }
+}
+
 /// Every event of type `kind` that arrives within `QUIET`, after those already seen.
 async fn all_of(c: &mut Client, kind: &str) -> Vec<Value> {
     let mut out: Vec<Value> = Vec::new();
@@ -141,8 +158,8 @@ async fn chatrooms_component_flow_messages_threads_typing_receipts() {
     let mut alice = ws(&s, "/api/v1/ws/chat/chat-1", "alice").await;
     let mut bob = ws(&s, "/api/v1/ws/chat/chat-1", "bob").await;
     // `sendTypingIndicator(true)`: once Alice hears it, both sockets are in the chat.
-    bob.send_raw_value(json!({"type": "typing_indicator", "data": {"is_typing": true, "user_id": "bob"}})).await;
-    let t = alice.expect("typing_indicator").await;
+    let typing = json!({"type": "typing_indicator", "data": {"is_typing": true, "user_id": "bob"}});
+    let t = until_heard(&mut bob, typing, &mut alice, "typing_indicator").await;
     assert_eq!((&t["data"]["is_typing"], &t["data"]["user_id"]), (&json!(true), &json!("bob")));
 
     // `sendMessage(content)`: both sockets get `new_message` once, with the nested sender.
@@ -186,8 +203,11 @@ async fn chatrooms_personal_socket_hears_direct_messages_only() {
     let mut bob_personal = ws(&s, "/api/v1/ws/bob", "bob").await;
     let mut alice = ws(&s, "/api/v1/ws/chat/team", "alice").await;
     let mut bob_team = ws(&s, "/api/v1/ws/chat/team", "bob").await;
-    bob_team.send_raw_value(json!({"type": "typing_indicator", "data": {"is_typing": true}})).await;
-    alice.expect("typing_indicator").await;
+    let typing = json!({"type": "typing_indicator", "data": {"is_typing": true}});
+    until_heard(&mut bob_team, typing, &mut alice, "typing_indicator").await;
+    // The personal socket answers a request it does not know only after its joins.
+    bob_personal.send_raw_value(json!({"type": "ping", "data": {}})).await;
+    bob_personal.expect("error").await;
     // Give the personal socket's joins the same proof: it hears a direct message sent now.
     alice
         .send_raw_value(json!({"type": "direct_message", "data": {"content": "psst", "message_type": "text", "recipient_id": "bob", "chat_id": "dm-ab"}}))
@@ -231,8 +251,8 @@ async fn actions_client_sends_with_local_ids_attachments_and_read_marks() {
     assert_eq!(convs, ["101", "789"]);
     let mut other = ws(&s, "/ws?dialect=actions", "456").await;
     other.expect("connection.established").await;
-    other.send_raw_value(json!({"action": "typing", "conversation_id": "789", "is_typing": true})).await;
-    let t = me.expect("typing_indicator").await;
+    let typing = json!({"action": "typing", "conversation_id": "789", "is_typing": true});
+    let t = until_heard(&mut other, typing, &mut me, "typing_indicator").await;
     assert_eq!(
         (&t["data"]["user_id"], &t["data"]["conversation_id"], &t["data"]["is_typing"]),
         (&json!("456"), &json!("789"), &json!(true))
@@ -311,10 +331,19 @@ async fn one_conversation_every_dialect_each_in_its_own_shape() {
     let q = format!("token={}&dialect=actions", s.token("wt"));
     let mut wt = support::wt::WtClient::connect(&s.h3_addr, &s.cert_sha256, &q).await;
     wt.expect("connection.established").await;
-    // The chatrooms socket has no hello: its first typing indicator, heard by Winkr, says it
-    // is in; the others said hello after joining.
-    ch.send_raw_value(json!({"type": "typing_indicator", "data": {"is_typing": false}})).await;
-    w.expect("typing:indicator").await;
+    // Winkr joined first; a typing indicator from each other client, heard by Winkr, says that
+    // client's session has joined too (it reads frames only after its joins).
+    sy.send_raw_value(json!({"type": "status", "payload": {"status": "typing"}})).await;
+    ch.send_raw_value(json!({"type": "typing_indicator", "data": {"is_typing": true}})).await;
+    ac.send_raw_value(json!({"action": "typing", "conversation_id": "mix", "is_typing": true})).await;
+    wt.send_value(&json!({"action": "typing", "conversation_id": "mix", "is_typing": true})).await;
+    let mut typists = Vec::new();
+    for _ in 0..4 {
+        let e = w.expect("typing:indicator").await;
+        typists.push(e["data"]["user_id"].as_str().unwrap().to_owned());
+    }
+    typists.sort();
+    assert_eq!(typists, ["ac", "ch", "sy", "wt"]);
 
     w.say("mix", "from winkr").await;
     sy.send_raw_value(json!({"type": "message", "payload": {"content": "from systimz", "type": "user"}})).await;
@@ -361,6 +390,31 @@ async fn one_conversation_every_dialect_each_in_its_own_shape() {
         }
     }
     assert_eq!(sorted(over_wt), want);
+}
+
+#[tokio::test]
+async fn dialect_by_subprotocol_and_chatrooms_over_webtransport() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let s = Server::start(&[]);
+    s.conversation("c1", &["ann", "ben"]);
+    // A client that can only name its dialect in `Sec-WebSocket-Protocol`.
+    let mut req = format!("ws://{}/ws?token={}", s.addr, s.token("ann")).into_client_request().unwrap();
+    req.headers_mut().insert("sec-websocket-protocol", "confab.actions".parse().unwrap());
+    let (sock, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(resp.headers().get("sec-websocket-protocol").unwrap(), "confab.actions");
+    let mut ann = Client::from_socket(sock, false);
+    assert_eq!(ann.expect("connection.established").await["data"]["active_conversations"], json!(["c1"]));
+    // Answered after the session's joins: from here Ann hears the conversation.
+    ann.send_raw_value(json!({"action": "heartbeat"})).await;
+    ann.expect("heartbeat").await;
+    // Seed 003's chat socket over WebTransport, in JSON: `?dialect=chatrooms&conversation_id=`.
+    let q = format!("token={}&dialect=chatrooms&conversation_id=c1&codec=json", s.token("ben"));
+    let mut ben = support::wt::WtClient::connect(&s.h3_addr, &s.cert_sha256, &q).await;
+    ben.send_value(&json!({"type": "typing_indicator", "data": {"is_typing": true}})).await;
+    assert_eq!(ann.expect("typing_indicator").await["data"]["user_id"], "ben");
+    ben.send_value(&json!({"type": "send_message", "data": {"content": "over QUIC"}})).await;
+    assert_eq!(ben.expect("new_message").await["data"]["content"], "over QUIC");
+    assert_eq!(ann.expect("chat_message").await["message"]["content"], "over QUIC");
 }
 
 async fn collect(c: &mut Client, kind: &str, f: impl Fn(&Value) -> Value) -> Vec<String> {

@@ -292,6 +292,11 @@ impl Client {
         Client { ws, msgpack: path_and_query.contains("codec=msgpack"), next_id: 0, seen: Vec::new(), closed: None }
     }
 
+    /// Wraps a socket opened by the test itself (custom headers).
+    pub fn from_socket(ws: Ws, msgpack: bool) -> Client {
+        Client { ws, msgpack, next_id: 0, seen: Vec::new(), closed: None }
+    }
+
     /// Connects and reads `connection:established`.
     pub async fn ready(mut self) -> Client {
         self.expect("connection:established").await;

@@ -83,6 +83,10 @@ impl Settings {
             }
             _ => None,
         };
+        // Seed 003 on a generic endpoint: a chat socket with `?conversation_id=`, else the
+        // user's personal socket (the token says whose).
+        let dialect =
+            if dialect == Dialect::Chatrooms && scope.is_none() { Dialect::ChatroomsPersonal } else { dialect };
         // Seed 004 sends files inline, in base64: its frames may be as large as the transports'
         // hard limit, not only the contract's 32 KiB.
         let max_frame = if dialect == Dialect::Actions {
