@@ -103,3 +103,36 @@ async fn sighup_reloads_the_certificate_for_new_handshakes_only() {
     assert!(support::wt::WtClient::try_connect(&s.h3_addr, &b.sha256_hex(), &q).await.is_ok());
     let _ = std::fs::remove_dir_all(&base);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_dev_certificate_is_renewed_in_place() {
+    let s = Server::start(&[]);
+    let before = s.cert_sha256.clone();
+    let q = format!("token={}", s.token("alice"));
+    let mut old = support::wt::WtClient::connect(&s.h3_addr, &before, &q).await.ready().await;
+    // Age the certificate past its renewal age, as 10 days of uptime would; the hourly check
+    // and SIGHUP look the same way, and SIGHUP does not make a test wait an hour.
+    let eleven_days = std::time::Duration::from_secs(11 * 86_400);
+    let file = std::fs::File::options().write(true).open(s.data_dir.join("certs/dev-cert.pem")).unwrap();
+    file.set_modified(std::time::SystemTime::now() - eleven_days).unwrap();
+    assert!(std::process::Command::new("kill").args(["-HUP", &s.pid().to_string()]).status().unwrap().success());
+    let mut now = before.clone();
+    for _ in 0..50 {
+        now = http(&s.addr, "GET", "/cert-hash", None, None).1["hex"].as_str().unwrap().to_owned();
+        if now != before {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_ne!(now, before, "the dev certificate was not renewed");
+    let der = dev_cert(&s);
+    let digest = ring::digest::digest(&ring::digest::SHA256, der.as_ref());
+    assert_eq!(now, digest.as_ref().iter().map(|b| format!("{b:02x}")).collect::<String>(), "served = on disk");
+    assert!(support::wt::WtClient::try_connect(&s.h3_addr, &now, &q).await.is_ok());
+    old.send("heartbeat", serde_json::json!({"timestamp": "t1"})).await;
+    assert_eq!(old.expect("heartbeat").await["data"]["timestamp"], "t1", "live sessions keep theirs");
+    // A fresh certificate is left alone by the next check.
+    assert!(std::process::Command::new("kill").args(["-HUP", &s.pid().to_string()]).status().unwrap().success());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(http(&s.addr, "GET", "/cert-hash", None, None).1["hex"], now.as_str());
+}

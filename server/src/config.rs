@@ -94,6 +94,10 @@ pub struct Args {
     /// Time a client has to finish TLS and send its request headers, milliseconds (SPEC §3: 30 s).
     #[arg(long, env = "CONFAB_HANDSHAKE_TIMEOUT_MS", default_value_t = 30_000)]
     pub handshake_timeout_ms: u64,
+    /// On SIGTERM/SIGINT, how long connections get to be told and closed before the server
+    /// exits anyway, milliseconds (the store's last batch is always committed).
+    #[arg(long, env = "CONFAB_DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
+    pub drain_timeout_ms: u64,
     /// Browser origins allowed to open WebSockets and WebTransport sessions, comma-separated
     /// (`https://app.example.com,http://localhost:3000`). Empty: any origin. Requests without an
     /// `Origin` header (native apps) are always allowed: the token is the credential.
@@ -205,6 +209,7 @@ pub struct Config {
     pub ping_interval: Duration,
     pub pong_timeout: Duration,
     pub handshake_timeout: Duration,
+    pub drain_timeout: Duration,
     pub allowed_origins: Vec<String>,
     pub default_dialect: confab_codec::Dialect,
     pub log_json: bool,
@@ -285,6 +290,7 @@ impl Config {
             ping_interval: Duration::from_millis(a.ping_interval_ms),
             pong_timeout: Duration::from_millis(a.pong_timeout_ms),
             handshake_timeout: Duration::from_millis(a.handshake_timeout_ms.max(1)),
+            drain_timeout: Duration::from_millis(a.drain_timeout_ms),
             allowed_origins: a
                 .allowed_origins
                 .into_iter()

@@ -47,8 +47,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// How long shutdown waits for connections to be told and closed.
-const DRAIN: Duration = Duration::from_secs(10);
+/// How often a dev certificate's age is checked while the server runs.
+const DEV_CERT_CHECK: Duration = Duration::from_secs(3600);
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -159,7 +159,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         allowed_origins: config.allowed_origins.clone(),
         default_dialect: config.default_dialect,
         https_port: std::sync::OnceLock::new(),
-        cert_sha256: tls.as_ref().map(tls::TlsMaterial::sha256_hex),
+        certs: certs.clone(),
     };
     let app = App { ctx, settings: Arc::new(settings) };
     let router = api::router(app.clone());
@@ -197,10 +197,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             servers.push(tokio::spawn(transport::wt::serve(endpoint, app.clone())));
         }
     }
-    if let (Some(certs), config::CertSource::Files { cert, key }) = (certs.clone(), &config.cert) {
-        servers.push(tokio::spawn(reload_on_sighup(certs, cert.clone(), key.clone(), shutdown.clone())));
+    if let Some(certs) = certs.clone() {
+        servers.push(tokio::spawn(reload_on_sighup(certs, config.cert.clone(), shutdown.clone())));
     }
     tracing::info!(dev = config.dev, data_dir = %config.data_dir.display(), "confab started");
+    let drain = config.drain_timeout;
     let done = tokio::spawn(async move {
         shutdown.cancelled().await;
         for s in servers {
@@ -208,7 +209,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         }
         hub.close_all(error::CloseReason::ServerShutdown);
         tasks.close();
-        if tokio::time::timeout(DRAIN, tasks.wait()).await.is_err() {
+        if tokio::time::timeout(drain, tasks.wait()).await.is_err() {
             tracing::warn!("shutdown: connections still open after the drain deadline");
         }
         tracing::info!("confab stopped");
@@ -225,38 +226,41 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
 
 /// SIGHUP reloads the PEM certificate and key: new TLS handshakes (TCP and QUIC) get the new
 /// certificate, live connections keep theirs. A file that does not load keeps the old one.
+/// A dev certificate is renewed instead once it is old (checked hourly and on SIGHUP), so a
+/// dev server that runs for weeks never serves an expired one.
 #[cfg(unix)]
-async fn reload_on_sighup(
-    certs: Arc<tls::CertStore>,
-    cert: std::path::PathBuf,
-    key: std::path::PathBuf,
-    shutdown: CancellationToken,
-) {
+async fn reload_on_sighup(certs: Arc<tls::CertStore>, source: config::CertSource, shutdown: CancellationToken) {
     let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
         tracing::warn!("no SIGHUP handler: certificates will not be reloaded");
         return;
     };
+    let mut hourly = tokio::time::interval_at(tokio::time::Instant::now() + DEV_CERT_CHECK, DEV_CERT_CHECK);
     loop {
-        tokio::select! {
-            _ = hup.recv() => {}
+        let timer = tokio::select! {
+            _ = hup.recv() => false,
+            _ = hourly.tick() => true,
             _ = shutdown.cancelled() => return,
-        }
-        match tls::load_pem(&cert, &key).and_then(|m| certs.replace(&m).map(|()| m)) {
-            Ok(m) => {
-                println!("certificate reloaded sha256={}", m.sha256_hex());
-                tracing::info!(sha256 = %m.sha256_hex(), "certificate reloaded");
-            }
+        };
+        let loaded = match &source {
+            config::CertSource::Files { .. } if timer => continue,
+            config::CertSource::Files { cert, key } => tls::load_pem(cert, key),
+            config::CertSource::Dev(dir) => tls::dev_cert(dir),
+        };
+        match loaded {
+            Ok(m) if m.sha256_hex() == certs.sha256_hex() => {}
+            Ok(m) => match certs.replace(&m) {
+                Ok(()) => {
+                    println!("certificate reloaded sha256={}", m.sha256_hex());
+                    tracing::info!(sha256 = %m.sha256_hex(), "certificate reloaded");
+                }
+                Err(e) => tracing::warn!(error = %e, "certificate reload failed; the current one stays"),
+            },
             Err(e) => tracing::warn!(error = %e, "certificate reload failed; the current one stays"),
         }
     }
 }
 
 #[cfg(not(unix))]
-async fn reload_on_sighup(
-    _certs: Arc<tls::CertStore>,
-    _cert: std::path::PathBuf,
-    _key: std::path::PathBuf,
-    shutdown: CancellationToken,
-) {
+async fn reload_on_sighup(_certs: Arc<tls::CertStore>, _source: config::CertSource, shutdown: CancellationToken) {
     shutdown.cancelled().await;
 }

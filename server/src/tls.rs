@@ -1,7 +1,8 @@
 //! TLS material: PEM files for production, or a development certificate generated on first
 //! start (SPEC §2): ECDSA P-256, valid 12 days and 1 hour in all, because Chromium accepts a
 //! certificate by hash (`serverCertificateHashes`) only when it is ECDSA and valid for under 14
-//! days. A dev certificate older than 10 days is replaced at start, so one in use never expires.
+//! days. A dev certificate older than 10 days is replaced, at start and while the server runs
+//! (checked hourly and on SIGHUP), so one in use never expires.
 
 use rcgen::{CertificateParams, KeyPair};
 use rustls::pki_types::pem::PemObject;
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// Dev certificates are replaced once they are this old.
-const DEV_CERT_MAX_AGE: Duration = Duration::from_secs(10 * 86_400);
+pub const DEV_CERT_MAX_AGE: Duration = Duration::from_secs(10 * 86_400);
 
 /// A certificate chain and key, ready for TLS (TCP now, QUIC later).
 #[derive(Debug, Clone)]
@@ -52,7 +53,7 @@ impl TlsMaterial {
 /// server runs (SIGHUP reloads the PEM files): live connections keep the one they started with.
 #[derive(Debug)]
 pub struct CertStore {
-    current: std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>,
+    current: std::sync::RwLock<(Arc<rustls::sign::CertifiedKey>, String)>,
     provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
@@ -60,14 +61,19 @@ impl CertStore {
     pub fn new(material: &TlsMaterial) -> Result<Arc<Self>, String> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let key = certified(&provider, material)?;
-        Ok(Arc::new(Self { current: std::sync::RwLock::new(key), provider }))
+        Ok(Arc::new(Self { current: std::sync::RwLock::new((key, material.sha256_hex())), provider }))
     }
 
     /// Serves `material` to every handshake from now on.
     pub fn replace(&self, material: &TlsMaterial) -> Result<(), String> {
         let key = certified(&self.provider, material)?;
-        *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = key;
+        *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = (key, material.sha256_hex());
         Ok(())
+    }
+
+    /// The SHA-256 (hex) of the certificate new handshakes get, for `/cert-hash`.
+    pub fn sha256_hex(&self) -> String {
+        self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).1.clone()
     }
 
     /// A rustls server configuration for HTTPS/WSS (HTTP/1.1 over TLS).
@@ -95,7 +101,7 @@ impl CertStore {
 
 impl rustls::server::ResolvesServerCert for CertStore {
     fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
-        Some(Arc::clone(&self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner)))
+        Some(Arc::clone(&self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).0))
     }
 }
 

@@ -52,7 +52,7 @@ pub(super) async fn client_config(State(app): State<App>) -> Json<Value> {
         "webtransport_port": s.https_port.get(),
         "websocket_path": "/ws",
         "dev": s.dev,
-        "cert_sha256": if s.dev { s.cert_sha256.clone() } else { None },
+        "cert_sha256": if s.dev { s.cert_sha256() } else { None },
     }))
 }
 

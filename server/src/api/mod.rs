@@ -38,11 +38,16 @@ pub struct Settings {
     pub default_dialect: Dialect,
     /// The HTTPS (and WebTransport) port once bound, for `/client-config`.
     pub https_port: std::sync::OnceLock<u16>,
-    /// The TLS certificate's SHA-256 (hex), for `/cert-hash`.
-    pub cert_sha256: Option<String>,
+    /// The TLS certificates (replaced on SIGHUP and dev renewal), for `/cert-hash`.
+    pub certs: Option<Arc<crate::tls::CertStore>>,
 }
 
 impl Settings {
+    /// The current certificate's SHA-256 (hex), when there is a TLS listener.
+    pub fn cert_sha256(&self) -> Option<String> {
+        self.certs.as_ref().map(|c| c.sha256_hex())
+    }
+
     /// Whether the request's `Origin` may connect (none: not a browser, always allowed; an
     /// origin that is not text matches nothing).
     pub fn origin_allowed(&self, headers: &axum::http::HeaderMap) -> bool {
