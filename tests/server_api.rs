@@ -146,21 +146,42 @@ async fn clients_list_conversations_and_read_history_over_rest() {
 
 #[tokio::test]
 async fn health_and_metrics_answer() {
-    let s = Server::start(&[]);
+    let s = Server::start(&["--typing-per-minute", "1"]);
     let (status, _) = http(&s.addr, "GET", "/healthz", None, None);
     assert_eq!(status, 200);
-    let mut c = s.client("alice").await.ready().await;
+    let (mut c, mut bob) = s.alice_and_bob("c1").await;
+    c.join("c1").await;
+    bob.join("c1").await;
     c.send("heartbeat", json!({})).await;
     c.expect("heartbeat").await;
     let rid = c.send("history:get", json!({"conversation_id": "bad id"})).await;
     c.expect_error(&rid).await;
+    c.say("c1", "hello").await;
+    bob.expect("message:new").await;
+    c.send("typing:start", json!({"conversation_id": "c1"})).await;
+    let rid = c.send("typing:start", json!({"conversation_id": "c1"})).await;
+    assert_eq!(c.expect_error(&rid).await["code"], "RATE_LIMITED");
     let (status, body) = http(&s.addr, "GET", "/metrics", None, None);
     assert_eq!(status, 200);
     let text = body.as_str().unwrap();
-    assert!(text.contains(r#"confab_connections{transport="websocket",codec="json"} 1"#), "{text}");
-    assert!(text.contains("confab_users_online 1"), "{text}");
-    assert!(text.contains("confab_store_commit_seconds_bucket"), "{text}");
-    assert!(text.contains(r#"confab_events_in_total{event="heartbeat"} 1"#), "{text}");
-    assert!(text.contains(r#"confab_errors_total{code="VALIDATION_ERROR"} 1"#), "{text}");
-    assert!(text.contains(r#"confab_sessions_opened_total{transport="websocket",codec="json"} 1"#), "{text}");
+    let has = |needle: &str| assert!(text.contains(needle), "{needle} missing in {text}");
+    has(r#"confab_connections{transport="websocket",codec="json",dialect="winkr"} 2"#);
+    has("confab_users_online 2");
+    has("confab_store_commit_seconds_bucket");
+    has(r#"confab_events_in_total{event="heartbeat"} 1"#);
+    has(r#"confab_errors_total{code="VALIDATION_ERROR"} 1"#);
+    has(r#"confab_sessions_opened_total{transport="websocket",codec="json",dialect="winkr"} 2"#);
+    has(r#"confab_events_out_total{event="message:new"} 2"#);
+    has(r#"confab_events_out_total{event="message:sent"} 1"#);
+    has(r#"confab_rate_limited_total{limit="typing"} 1"#);
+    has("confab_outbound_queue_depth_count");
+    // Bob's and Alice's copies of the message, each written to its socket.
+    has("confab_message_latency_seconds_count 2");
+    let gauge = |name: &str| -> i64 {
+        let line = text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(gauge("confab_open_fds") > 5, "{text}");
+    assert!(gauge("confab_resident_memory_bytes") > 1_000_000, "{text}");
+    assert!(gauge("confab_tasks") >= 2, "two connections' tasks: {text}");
 }

@@ -7,6 +7,7 @@
 //! Both sides import this module; neither imports the other.
 
 use crate::error::CloseReason;
+use crate::metrics::{EventLabel, Metrics};
 use bytes::Bytes;
 use confab_codec::event::{Closed, ServerEnvelope, ServerEvent};
 use confab_codec::{
@@ -160,6 +161,7 @@ pub struct Conn {
     pub resume: Option<Seq>,
     queue: mpsc::Sender<Outgoing>,
     pub closer: Arc<Closer>,
+    metrics: Arc<Metrics>,
 }
 
 /// The transport's end of a [`Conn`]: what it writes, and how it learns to stop.
@@ -167,6 +169,18 @@ pub struct Conn {
 pub struct ConnOutput {
     pub queue: mpsc::Receiver<Outgoing>,
     pub closer: Arc<Closer>,
+    metrics: Arc<Metrics>,
+}
+
+impl ConnOutput {
+    /// Records that `ev` was handed to the socket or stream: a live message's latency so far
+    /// (a replayed one is old news, not latency).
+    pub fn written(&self, ev: &SharedEvent, pacing: Pacing) {
+        if let (ServerEvent::MessageNew(m), Pacing::Live) = (&ev.envelope.event, pacing) {
+            let ms = crate::session::now().as_millis().saturating_sub(m.message.created_at.as_millis());
+            self.metrics.message_latency_seconds.observe(ms.max(0) as f64 / 1000.0);
+        }
+    }
 }
 
 /// Whether a queued event made it into the connection's queue.
@@ -188,16 +202,34 @@ impl Conn {
         transport: TransportKind,
         codec: Codec,
         queue_len: usize,
+        metrics: Arc<Metrics>,
     ) -> (Self, ConnOutput) {
         let (tx, rx) = mpsc::channel(queue_len.max(1));
         let closer = Arc::new(Closer::default());
-        let conn = Self { id, user_id, transport, codec, resume: None, queue: tx, closer: Arc::clone(&closer) };
-        (conn, ConnOutput { queue: rx, closer })
+        let conn = Self {
+            id,
+            user_id,
+            transport,
+            codec,
+            resume: None,
+            queue: tx,
+            closer: Arc::clone(&closer),
+            metrics: Arc::clone(&metrics),
+        };
+        (conn, ConnOutput { queue: rx, closer, metrics })
+    }
+
+    /// Counts an event joining the queue, and how long the queue was.
+    fn queued(&self, event: &SharedEvent) {
+        let depth = self.queue.max_capacity() - self.queue.capacity();
+        self.metrics.outbound_queue_depth.observe(depth as f64);
+        self.metrics.events_out.get_or_create(&EventLabel { event: event.envelope.event.name() }).inc();
     }
 
     /// Queues an event that must not be lost: if the queue is full the reader is too slow,
     /// and it is disconnected (STYLE 9: never a broadcast that silently skips messages).
     pub fn send(&self, event: Arc<SharedEvent>) -> Queued {
+        self.queued(&event);
         match self.queue.try_send(Outgoing(event, Pacing::Live)) {
             Ok(()) => Queued::Yes,
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -211,6 +243,7 @@ impl Conn {
     /// Queues an event, waiting for room (a replay: bulk traffic the session produces itself,
     /// paced by the reader). False if the connection is gone.
     pub async fn send_waiting(&self, event: Arc<SharedEvent>) -> bool {
+        self.queued(&event);
         tokio::select! {
             r = self.queue.send(Outgoing(event, Pacing::Paced)) => r.is_ok(),
             _ = self.closer.closed() => false,
@@ -219,9 +252,13 @@ impl Conn {
 
     /// Queues latest-wins traffic (typing): dropped, not fatal, when the queue is full.
     pub fn send_lossy(&self, event: Arc<SharedEvent>) -> Queued {
+        self.queued(&event);
         match self.queue.try_send(Outgoing(event, Pacing::Lossy)) {
             Ok(()) => Queued::Yes,
-            Err(mpsc::error::TrySendError::Full(_)) => Queued::Dropped,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.metrics.events_dropped.inc();
+                Queued::Dropped
+            }
             Err(mpsc::error::TrySendError::Closed(_)) => Queued::Gone,
         }
     }

@@ -1,6 +1,8 @@
-//! Prometheus metrics (`GET /metrics`, text format): connections, sessions and why they
-//! closed, events in by type, errors by code, and the store's batches and commit latency.
-//! Label values are the protocol's own static names, so counting allocates nothing.
+//! Prometheus metrics (`GET /metrics`, text format): connections by transport, codec and
+//! dialect, sessions and why they closed, events in and out by type, errors by code, rate-limit
+//! hits, queue depths, message latency, the store's batches and commit latency, and the
+//! process's tasks, file descriptors and memory (to see leaks). Label values are the
+//! protocol's own static names, so counting allocates nothing.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -13,6 +15,13 @@ use prometheus_client::registry::Registry;
 pub struct ConnLabels {
     pub transport: &'static str,
     pub codec: &'static str,
+    pub dialect: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabel {
+    /// `frames`, `messages`, `typing` or `connections`.
+    pub limit: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -39,10 +48,22 @@ pub struct Metrics {
     pub sessions_closed: Family<ReasonLabel, Counter>,
     pub events_in: Family<EventLabel, Counter>,
     pub errors: Family<CodeLabel, Counter>,
+    pub events_out: Family<EventLabel, Counter>,
+    /// Latest-wins events (typing) dropped because a connection's queue was full.
+    pub events_dropped: Counter,
+    pub rate_limited: Family<LimitLabel, Counter>,
+    /// A connection's queue length when an event joins it.
+    pub outbound_queue_depth: Histogram,
+    /// From a message's acceptance (before its commit) to its bytes going to a recipient's
+    /// socket or stream. Millisecond resolution: `created_at` is the message's wall time.
+    pub message_latency_seconds: Histogram,
     pub messages_stored: Counter,
     pub users_online: Gauge,
     pub store_batch_size: Histogram,
     pub store_commit_seconds: Histogram,
+    pub tasks: Gauge,
+    pub open_fds: Gauge,
+    pub resident_memory_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -54,11 +75,20 @@ impl Default for Metrics {
             sessions_closed: Family::default(),
             events_in: Family::default(),
             errors: Family::default(),
+            events_out: Family::default(),
+            events_dropped: Counter::default(),
+            rate_limited: Family::default(),
+            outbound_queue_depth: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            // 1 ms to about 4 s.
+            message_latency_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 13)),
             messages_stored: Counter::default(),
             users_online: Gauge::default(),
             store_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
             // 50 µs to about 0.8 s.
             store_commit_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 15)),
+            tasks: Gauge::default(),
+            open_fds: Gauge::default(),
+            resident_memory_bytes: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("connections", "Open client connections", m.connections.clone());
@@ -66,6 +96,26 @@ impl Default for Metrics {
         registry.register("sessions_closed", "Sessions closed, by close reason", m.sessions_closed.clone());
         registry.register("events_in", "Client events decoded, by type", m.events_in.clone());
         registry.register("errors", "Error events sent to clients, by code", m.errors.clone());
+        registry.register("events_out", "Events queued to connections, by type", m.events_out.clone());
+        registry.register(
+            "events_dropped",
+            "Typing events dropped at a full connection queue",
+            m.events_dropped.clone(),
+        );
+        registry.register("rate_limited", "Requests refused by a rate limit, by limit", m.rate_limited.clone());
+        registry.register(
+            "outbound_queue_depth",
+            "Events already waiting in a connection's queue when another joins it",
+            m.outbound_queue_depth.clone(),
+        );
+        registry.register(
+            "message_latency_seconds",
+            "From a message's acceptance to its write to a recipient's connection",
+            m.message_latency_seconds.clone(),
+        );
+        registry.register("tasks", "Connection and timer tasks the server owns", m.tasks.clone());
+        registry.register("open_fds", "Open file descriptors of the process", m.open_fds.clone());
+        registry.register("resident_memory_bytes", "Resident memory of the process", m.resident_memory_bytes.clone());
         registry.register("messages_stored", "Messages durably committed", m.messages_stored.clone());
         registry.register("users_online", "Users with at least one connection", m.users_online.clone());
         registry.register("store_batch_size", "Requests per store transaction", m.store_batch_size.clone());
@@ -79,6 +129,23 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Samples what is only known by looking (the process's descriptors and memory, on Linux;
+    /// the task count from the caller), just before a scrape.
+    pub fn sample_process(&self, tasks: usize) {
+        self.tasks.set(i64::try_from(tasks).unwrap_or(i64::MAX));
+        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+            self.open_fds.set(dir.count() as i64);
+        }
+        let resident_kib = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
+        });
+        if let Some(kib) = resident_kib {
+            self.resident_memory_bytes.set(kib.saturating_mul(1024));
+        }
+    }
+
     /// The text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();

@@ -36,6 +36,7 @@ pub(super) async fn readyz(State(app): State<App>) -> (axum::http::StatusCode, J
 pub(super) async fn metrics(State(app): State<App>) -> String {
     let (users, _) = app.ctx.hub.online_count();
     app.ctx.metrics.users_online.set(users as i64);
+    app.ctx.metrics.sample_process(app.ctx.tasks.len());
     app.ctx.metrics.render()
 }
 

@@ -7,10 +7,25 @@ use crate::error::CloseReason;
 use crate::link::Inbound;
 use futures_util::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Drives `session` until the connection ends; then unregisters it. The transport's writer
-/// sees the closer and sends the close.
-pub async fn run(mut session: Session, mut inbound: impl Stream<Item = Inbound> + Unpin, shutdown: CancellationToken) {
+/// sees the closer and sends the close. Everything it logs is inside one span per connection
+/// with its ids (never a token or a message's content).
+pub async fn run(session: Session, inbound: impl Stream<Item = Inbound> + Unpin, shutdown: CancellationToken) {
+    let c = &session.conn;
+    let span = tracing::info_span!(
+        "conn",
+        conn = %c.id,
+        user = %c.user_id,
+        transport = c.transport.name(),
+        dialect = c.codec.dialect.name(),
+        codec = c.codec.format.name(),
+    );
+    drive(session, inbound, shutdown).instrument(span).await;
+}
+
+async fn drive(mut session: Session, mut inbound: impl Stream<Item = Inbound> + Unpin, shutdown: CancellationToken) {
     if let Err(reason) = session.start().await {
         session.conn.closer.close(reason);
         return;

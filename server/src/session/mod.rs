@@ -126,7 +126,11 @@ impl Session {
     async fn start(&mut self) -> Result<(), CloseReason> {
         let profile =
             Profile { username: self.identity.username.clone(), avatar_url: self.identity.avatar_url.clone() };
-        let first = self.ctx.hub.register(&self.conn, profile, Instant::now())?;
+        let first = self.ctx.hub.register(&self.conn, profile, Instant::now()).inspect_err(|r| {
+            if *r == CloseReason::TooManyConnections {
+                self.ctx.metrics.rate_limited.get_or_create(&crate::metrics::LimitLabel { limit: "connections" }).inc();
+            }
+        })?;
         let labels = self.conn_labels();
         self.ctx.metrics.connections.get_or_create(&labels).inc();
         self.ctx.metrics.sessions_opened.get_or_create(&labels).inc();
@@ -141,6 +145,7 @@ impl Session {
             timestamp: Some(now()),
         };
         self.send(ServerEvent::Established(established), None, Route::Control);
+        tracing::info!(first_device = first, "connected");
         if first {
             let contacts = contacts_of(&conversations, self.user());
             let ev = ServerEvent::UserOnline(UserOnline {
@@ -225,7 +230,8 @@ impl Session {
             });
             self.ctx.hub.to_users(contacts.iter(), &self.ctx.hub.shared(ev, t, None), None);
         }
-        tracing::debug!(user = %self.user(), conn = %self.conn.id, client = ?self.client, "session ended");
+        let (version, platform) = (self.client.client_version.as_deref(), self.client.platform.as_deref());
+        tracing::info!(reason, client_version = version.unwrap_or(""), platform = platform.unwrap_or(""), "disconnected");
     }
 
     /// The user's conversations and their members; on a store failure, none (presence notices
@@ -269,7 +275,11 @@ impl Session {
     }
 
     fn conn_labels(&self) -> crate::metrics::ConnLabels {
-        crate::metrics::ConnLabels { transport: self.conn.transport.name(), codec: self.conn.codec.format.name() }
+        crate::metrics::ConnLabels {
+            transport: self.conn.transport.name(),
+            codec: self.conn.codec.format.name(),
+            dialect: self.conn.codec.dialect.name(),
+        }
     }
 
     fn fail(&self, e: &SessionError, request_event: Option<&str>, request_id: Option<&RequestId>, route: Route) {

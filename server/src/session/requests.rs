@@ -27,6 +27,12 @@ fn conv_route(c: &ConversationId) -> Route {
 }
 
 impl Session {
+    /// A rate limit refused a request: counted by limit, answered as `RATE_LIMITED`.
+    fn limit_hit(&self, limit: &'static str, e: Exceeded) -> SessionError {
+        self.ctx.metrics.rate_limited.get_or_create(&crate::metrics::LimitLabel { limit }).inc();
+        limited(e)
+    }
+
     /// One input from the transport. Never fails: a refusal is an `error` event.
     pub(super) async fn handle(&mut self, route: Route, input: Result<ClientEnvelope, DecodeError>) {
         // SPEC §4: per connection 10 frames/s with a burst of 20, good frames or bad.
@@ -40,7 +46,7 @@ impl Session {
                 Ok(env) => (Some(env.event.name()), env.request_id.as_ref()),
                 Err(d) => (d.request_event.as_deref(), None),
             };
-            self.fail(&limited(e), event, rid, route);
+            self.fail(&self.limit_hit("frames", e), event, rid, route);
             return;
         }
         self.strikes = 0;
@@ -189,7 +195,7 @@ impl Session {
     async fn send_message(&mut self, mut s: SendMessage, rid: Option<RequestId>) -> Result<(), SessionError> {
         let c = s.conversation_id.clone();
         self.member(&c).await?;
-        self.ctx.hub.take_message(self.user(), Instant::now()).map_err(limited)?;
+        self.ctx.hub.take_message(self.user(), Instant::now()).map_err(|e| self.limit_hit("messages", e))?;
         if !s.attachments.is_empty() {
             self.keep_attachments(&mut s).await?;
         }
@@ -296,7 +302,7 @@ impl Session {
     async fn typing(&mut self, c: ConversationId, is_typing: bool) -> Result<(), SessionError> {
         self.member(&c).await?;
         if is_typing {
-            self.ctx.hub.take_typing(self.user(), Instant::now()).map_err(limited)?;
+            self.ctx.hub.take_typing(self.user(), Instant::now()).map_err(|e| self.limit_hit("typing", e))?;
             self.typing.insert(c.clone(), Instant::now() + TYPING_TIMEOUT);
         } else {
             self.typing.remove(&c);
@@ -324,7 +330,7 @@ impl Session {
     async fn ephemeral_send(&mut self, e: EphemeralSend) -> Result<(), SessionError> {
         let c = e.conversation_id;
         self.member(&c).await?;
-        self.ctx.hub.take_message(self.user(), Instant::now()).map_err(limited)?;
+        self.ctx.hub.take_message(self.user(), Instant::now()).map_err(|e| self.limit_hit("messages", e))?;
         let id = PhotoId::generate("photo_", rand::random::<u128>() >> 32);
         let t = now();
         let photo = Photo {

@@ -170,6 +170,7 @@ async fn serve(
         TransportKind::WebSocket,
         codec.clone(),
         app.ctx.hub.limits().outbound_queue,
+        std::sync::Arc::clone(&app.ctx.metrics),
     );
     conn.resume = resume;
     let last_pong = Arc::new(AtomicU64::new(0));
@@ -317,9 +318,12 @@ async fn write_batch(
 ) -> Result<(), axum::Error> {
     let mut next = Some(first);
     let mut n = 0;
-    while let Some(Outgoing(ev, _)) = next {
+    while let Some(Outgoing(ev, pacing)) = next {
         match ev.encoded(codec) {
-            Ok(Some(bytes)) => sink.feed(frame(codec, bytes)).await?,
+            Ok(Some(bytes)) => {
+                sink.feed(frame(codec, bytes)).await?;
+                out.written(&ev, pacing);
+            }
             Ok(None) => {}
             Err(e) => tracing::error!(error = %e, "encoding an event"),
         }

@@ -357,6 +357,7 @@ async fn run(wt: Arc<Wt>, quic: quinn::Connection, wanted: Wanted, app: App) {
         TransportKind::WebTransport,
         shared.codec.clone(),
         shared.queue_len,
+        Arc::clone(&app.ctx.metrics),
     );
     conn.resume = wanted.resume;
     let closer = Arc::clone(&conn.closer);
@@ -725,7 +726,7 @@ fn route(
     }
     let Some((target, bound)) = target_for(shared, &ev) else { return };
     match target.tx.try_send(StreamCmd::Frame(bytes)) {
-        Ok(()) => {}
+        Ok(()) => out.written(&ev, pacing),
         Err(mpsc::error::TrySendError::Full(_)) if lossy => {}
         Err(mpsc::error::TrySendError::Full(_)) => match ev.conversation.as_ref().filter(|_| bound) {
             Some(c) => {
