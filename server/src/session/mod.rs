@@ -231,7 +231,12 @@ impl Session {
             self.ctx.hub.to_users(contacts.iter(), &self.ctx.hub.shared(ev, t, None), None);
         }
         let (version, platform) = (self.client.client_version.as_deref(), self.client.platform.as_deref());
-        tracing::info!(reason, client_version = version.unwrap_or(""), platform = platform.unwrap_or(""), "disconnected");
+        tracing::info!(
+            reason,
+            client_version = version.unwrap_or(""),
+            platform = platform.unwrap_or(""),
+            "disconnected"
+        );
     }
 
     /// The user's conversations and their members; on a store failure, none (presence notices
