@@ -214,8 +214,8 @@ async fn random_handshakes_and_datagrams_get_answers_and_break_nothing() {
     let heads: Vec<Vec<u8>> = (0..cases).map(|_| request_head().new_tree(&mut runner).unwrap().current()).collect();
     for chunk in heads.chunks(50) {
         let mut tasks = Vec::new();
-        for head in chunk.iter().cloned() {
-            let addr = s.addr.clone();
+        for head in chunk {
+            let (addr, head) = (s.addr.clone(), head.clone());
             tasks.push(tokio::spawn(async move {
                 let mut t = tokio::net::TcpStream::connect(&addr).await.unwrap();
                 let _ = t.write_all(&head).await;
