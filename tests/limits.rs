@@ -69,6 +69,13 @@ async fn ten_new_connections_a_minute() {
     assert_eq!(eleventh.expect_close().await.0, 4008);
 }
 
+fn rss(s: &Server) -> usize {
+    let (_, body) = support::http(&s.addr, "GET", "/metrics", None, None);
+    let text = body.as_str().unwrap().to_owned();
+    let line = text.lines().find(|l| l.starts_with("confab_resident_memory_bytes ")).unwrap();
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
 #[tokio::test]
 async fn a_reader_that_stops_reading_is_disconnected_and_others_keep_up() {
     let s = Server::start(&["--outbound-queue", "64"]);
@@ -80,6 +87,7 @@ async fn a_reader_that_stops_reading_is_disconnected_and_others_keep_up() {
     let mut slow = Client::connect(&s.addr, &format!("token={}", s.token("slow"))).await.ready().await;
     slow.join("c1").await;
     assert_eq!(s.api("GET", "/api/v1/presence/slow", None).1["online"], true);
+    let rss_before = rss(&s);
     // ~28 KiB per message, so the socket buffers fill and the server's queue backs up.
     let pad = "x".repeat(28 * 1024);
     let mut n = 0;
@@ -106,6 +114,19 @@ async fn a_reader_that_stops_reading_is_disconnected_and_others_keep_up() {
     }
     eprintln!("slow reader got {got} of {n} messages before it was cut off");
     assert!(got < n, "the slow reader did not get everything ({got} of {n})");
+    // The flood goes on after the cut: nothing of it stays in the server (the stalled reader's
+    // backlog was bounded by its queue, 64 events, and went with it). Memory grows by the
+    // store's page cache and allocator slack, not by the flood's 20 MB.
+    for _ in 0..600 {
+        n += 1;
+        let data = json!({"conversation_id": "c1", "content": format!("m{n}"), "metadata": {"pad": pad}});
+        alice.send("message:send", data).await;
+        alice.expect("message:sent").await;
+        assert_eq!(bob.expect("message:new").await["data"]["message"]["seq"], n);
+    }
+    let (grew, flood) = (rss(&s).saturating_sub(rss_before), n as usize * 28 * 1024);
+    eprintln!("server memory grew {} KiB during a flood of {} KiB", grew / 1024, flood / 1024);
+    assert!(grew < flood / 2, "memory grew {} KiB during a flood of {} KiB", grew / 1024, flood / 1024);
     if let Some((code, _)) = slow.closed {
         assert_eq!(code, 1008);
     }
