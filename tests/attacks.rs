@@ -261,3 +261,48 @@ async fn random_handshakes_and_datagrams_get_answers_and_break_nothing() {
     assert_eq!(wt.expect("heartbeat").await["data"]["timestamp"], "after");
     check_conversation(bg, &stop).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_webtransport_requests_and_stream_bytes_break_nothing() {
+    let s = Server::start(&[]);
+    let token = s.token("mallory");
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    // CONNECT requests with random paths, queries and headers: refused or served, never a hang.
+    let request = (
+        prop::sample::select(vec!["/wt", "/ws", "/", "/wt/", "/WT", "/wt%00", "/api/v1/ws/chat/c1"]),
+        "[a-z_=&%0-9.~-]{0,60}",
+        prop::collection::vec(
+            (
+                prop::sample::select(vec!["origin", "x-a", "sec-webtransport-http3-draft", "authorization"]),
+                "[ -~]{0,100}",
+            ),
+            0..4,
+        ),
+    );
+    for _ in 0..40 {
+        let (path, query, headers) = request.new_tree(&mut runner).unwrap().current();
+        let url = format!("https://{}{path}?{query}&token={token}", s.h3_addr);
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let attempt = support::wt::try_connect_url(&url, &s.cert_sha256, &headers);
+        let result = tokio::time::timeout(Duration::from_secs(5), attempt).await;
+        assert!(result.is_ok(), "no answer to {url} {headers:?}");
+    }
+    // Random bytes on a live session's control stream (framed and not): errors or a close for
+    // that session only.
+    let frames = prop::collection::vec(any::<u8>(), 0..300);
+    for round in 0..20 {
+        // A user each: closed sessions may still count against a user's 5 connections.
+        let mut wt = s.wt(&format!("mallory{round}")).await;
+        for _ in 0..10 {
+            let garbage = frames.new_tree(&mut runner).unwrap().current();
+            let bytes = if round % 2 == 0 { support::wt::frame(&garbage) } else { garbage };
+            if !wt.write_control(&bytes).await {
+                break;
+            }
+        }
+        wt.close();
+    }
+    let mut ok = s.wt("carol").await;
+    ok.send("heartbeat", json!({"timestamp": "still here"})).await;
+    assert_eq!(ok.expect("heartbeat").await["data"]["timestamp"], "still here");
+}
