@@ -26,10 +26,21 @@ const MAX_BATCH: usize = 1024;
 /// Requests waiting for the writer; senders wait when it is full.
 const QUEUE: usize = 8192;
 
-/// The SQLite store. Cheap to share (`Arc`); the writer thread ends when it is dropped.
+/// How often the WAL is checkpointed into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// A WAL this many frames long (about 256 MB) is checkpointed even if it must wait for
+/// readers, so that it cannot grow without bound.
+const WAL_FRAMES_MAX: i64 = 65_536;
+/// The writer's page cache, KiB: a batch of a thousand messages should not spill mid-commit.
+const WRITER_CACHE_KIB: i64 = 16 * 1024;
+
+/// The SQLite store. Cheap to share (`Arc`); the writer and checkpoint threads end when it is
+/// dropped.
 pub struct SqliteStore {
     writes: mpsc::Sender<Write>,
     reader: Arc<Mutex<Connection>>,
+    /// Dropping it tells the checkpoint thread to do a last checkpoint and end.
+    _checkpoints: std::sync::mpsc::Sender<()>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -47,13 +58,24 @@ impl SqliteStore {
         let writer = open(&path)?;
         writer.execute_batch(SCHEMA).map_err(db)?;
         migrate(&writer)?;
+        // Checkpoints run on a thread of their own (a third of the writer's time when it did
+        // them itself, on the path of every acknowledgement).
+        writer
+            .execute_batch(&format!("PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -{WRITER_CACHE_KIB};"))
+            .map_err(db)?;
         let reader = open(&path)?;
+        let checkpointer = open(&path)?;
         let (tx, rx) = mpsc::channel(QUEUE);
         std::thread::Builder::new()
             .name("confab-store-writer".into())
             .spawn(move || writer_loop(writer, rx, on_commit, &metrics))
             .map_err(|e| StoreError::Database(format!("writer thread: {e}")))?;
-        Ok(Self { writes: tx, reader: Arc::new(Mutex::new(reader)) })
+        let (stop, stopped) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("confab-store-checkpoint".into())
+            .spawn(move || checkpoint_loop(&checkpointer, &stopped))
+            .map_err(|e| StoreError::Database(format!("checkpoint thread: {e}")))?;
+        Ok(Self { writes: tx, reader: Arc::new(Mutex::new(reader)), _checkpoints: stop })
     }
 
     fn write<T: Send + 'static>(&self, make: impl FnOnce(Reply<T>) -> Write + Send + 'static) -> StoreFuture<'_, T> {
@@ -77,6 +99,29 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::Database(e.to_string()))?
         })
+    }
+}
+
+/// Copies the WAL into the database file every second without blocking the writer (PASSIVE),
+/// and waits for readers (RESTART) only when the WAL has grown past [`WAL_FRAMES_MAX`]. Ends,
+/// after a last checkpoint, when the store is dropped.
+fn checkpoint_loop(conn: &Connection, stop: &std::sync::mpsc::Receiver<()>) {
+    loop {
+        let last = !matches!(stop.recv_timeout(CHECKPOINT_EVERY), Err(std::sync::mpsc::RecvTimeoutError::Timeout));
+        let passive: Result<(i64, i64, i64), _> =
+            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)));
+        match passive {
+            Ok((_, frames, _)) if frames > WAL_FRAMES_MAX => {
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, "WAL checkpoint (restart)");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "WAL checkpoint"),
+        }
+        if last {
+            return;
+        }
     }
 }
 
@@ -338,6 +383,64 @@ mod tests {
         assert_eq!(store.mark_read(&c, &b, &first.message.id).await.unwrap(), None, "b sent seq 2, so read 1 already");
         let missing = store.append(new_message(&id("nope", ConversationId::parse), &a, "x", None)).await;
         assert!(matches!(missing, Err(StoreError::ConversationNotFound(_))));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// The writer hands out seqs and writes `last_seq` and read marks once per batch: whatever
+    /// shares a batch with appends, or reads after them, sees what per-append writes would give.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batched_appends_look_like_one_at_a_time() {
+        let dir = std::env::temp_dir().join(format!("confab-store-test-{}", rand::random::<u64>()));
+        let store = Arc::new(SqliteStore::open(&dir, Box::new(|_: &Message| Vec::new()), Default::default()).unwrap());
+        let (c, d) = (id("c1", ConversationId::parse), id("c2", ConversationId::parse));
+        let (a, b) = (id("a", UserId::parse), id("b", UserId::parse));
+        store.create_conversation(c.clone(), vec![a.clone(), b.clone()], None).await.unwrap();
+        store.create_conversation(d.clone(), vec![a.clone()], None).await.unwrap();
+        // Many appends in flight at once (so they share batches), with a member change and a
+        // read in the middle of them.
+        let mut handles = Vec::new();
+        for i in 0..200 {
+            let (s, c, d, a, b) = (Arc::clone(&store), c.clone(), d.clone(), a.clone(), b.clone());
+            handles.push(tokio::spawn(async move {
+                match i {
+                    100 => {
+                        let info = s.set_members(&c, vec![a.clone(), b.clone()]).await.unwrap();
+                        assert!(info.last_seq > Seq(0), "set_members in a batch after appends sees their seqs");
+                    }
+                    _ if i % 3 == 0 => {
+                        s.append(new_message(&d, &a, "d", None)).await.unwrap();
+                    }
+                    _ => {
+                        let sender = if i % 2 == 0 { &a } else { &b };
+                        s.append(new_message(&c, sender, "c", None)).await.unwrap();
+                    }
+                }
+            }));
+        }
+        for h in handles {
+            h.await.unwrap();
+        }
+        let (in_c, in_d) = (
+            store.messages_after(&c, Seq(0), 500).await.unwrap(),
+            store.messages_after(&d, Seq(0), 500).await.unwrap(),
+        );
+        let seqs = |v: &[Message]| v.iter().map(|m| m.seq.unwrap().0).collect::<Vec<_>>();
+        assert_eq!(seqs(&in_c), (1..=in_c.len() as u64).collect::<Vec<_>>());
+        assert_eq!(seqs(&in_d), (1..=in_d.len() as u64).collect::<Vec<_>>());
+        assert_eq!(in_c.len() + in_d.len(), 199);
+        assert_eq!(store.conversation(&c).await.unwrap().unwrap().last_seq, Seq(in_c.len() as u64));
+        assert_eq!(store.conversation(&d).await.unwrap().unwrap().last_seq, Seq(in_d.len() as u64));
+        // Each sender's read mark is its last message's seq.
+        let last_by = |u: &UserId| in_c.iter().filter(|m| &m.sender_id == u).map(|m| m.seq.unwrap()).max().unwrap();
+        for u in [&a, &b] {
+            let summary = store.conversations_of(u).await.unwrap();
+            let row = summary.iter().find(|r| r.id == c).unwrap();
+            assert_eq!(row.read_seq, last_by(u), "{u}");
+        }
+        // A conversation deleted and made again starts from 1.
+        store.delete_conversation(&d).await.unwrap();
+        store.create_conversation(d.clone(), vec![a.clone()], None).await.unwrap();
+        assert_eq!(store.append(new_message(&d, &a, "again", None)).await.unwrap().message.seq, Some(Seq(1)));
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -1,7 +1,80 @@
 //! The one writer thread: batches of requests, each in a savepoint, one commit per batch,
-//! then the commit callback in commit order, then the answers.
+//! then the commit callback in commit order, then the answers. Appends, the hot path, are one
+//! `INSERT` each: the writer hands out seqs itself ([`Seqs`]) and writes the conversations'
+//! `last_seq` and the senders' read marks once per batch.
 
 use super::*;
+use std::collections::HashMap;
+
+/// Conversations whose last seq the writer remembers; past this it forgets them all (a cache
+/// refilled by one indexed read per conversation).
+const SEQ_CACHE: usize = 100_000;
+
+/// The writer's account of each conversation's last seq, and what the batch has not written
+/// yet. Everything pending is written, inside the batch's transaction, before any request
+/// other than an append runs and before the commit, so every reader (in the batch or after
+/// the commit) sees the same state as if each append had written its own. A failed commit
+/// clears it all: the database is the truth.
+#[derive(Default)]
+pub(super) struct Seqs {
+    last: HashMap<ConversationId, i64>,
+    dirty: HashMap<ConversationId, i64>,
+    read_marks: HashMap<(ConversationId, UserId), i64>,
+}
+
+impl Seqs {
+    /// The seq the next message of `c` gets; `ConversationNotFound` if there is no such
+    /// conversation.
+    fn next(&mut self, t: &Connection, c: &ConversationId) -> Result<i64, StoreError> {
+        if let Some(last) = self.last.get(c) {
+            return Ok(last + 1);
+        }
+        let last: Option<i64> =
+            query_row(t, "SELECT last_seq FROM conversations WHERE id = ?1", [c.as_str()], |r| r.get(0))
+                .optional()
+                .map_err(db)?;
+        let last = last.ok_or_else(|| StoreError::ConversationNotFound(c.to_string()))?;
+        if self.last.len() >= SEQ_CACHE && self.dirty.is_empty() {
+            self.last.clear();
+        }
+        self.last.insert(c.clone(), last);
+        Ok(last + 1)
+    }
+
+    /// Records an appended message: its conversation's last seq, and its sender's read mark
+    /// (sending implies having read everything before, SPEC §4 unread counts).
+    fn appended(&mut self, c: &ConversationId, sender: &UserId, seq: i64) {
+        self.last.insert(c.clone(), seq);
+        self.dirty.insert(c.clone(), seq);
+        let mark = self.read_marks.entry((c.clone(), sender.clone())).or_insert(seq);
+        *mark = (*mark).max(seq);
+    }
+
+    /// Writes what the batch's appends have not written yet.
+    fn flush(&mut self, t: &Connection) -> Result<(), StoreError> {
+        for (c, seq) in self.dirty.drain() {
+            exec(t, "UPDATE conversations SET last_seq = ?1 WHERE id = ?2", params![seq, c.as_str()]).map_err(db)?;
+        }
+        for ((c, u), seq) in self.read_marks.drain() {
+            exec(
+                t,
+                "UPDATE members SET read_seq = MAX(read_seq, ?1) WHERE conversation_id = ?2 AND user_id = ?3",
+                params![seq, c.as_str(), u.as_str()],
+            )
+            .map_err(db)?;
+        }
+        Ok(())
+    }
+
+    /// Forgets a conversation that is created or deleted.
+    fn forget(&mut self, c: &ConversationId) {
+        self.last.remove(c);
+    }
+
+    fn reset(&mut self) {
+        *self = Self::default();
+    }
+}
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -29,6 +102,7 @@ pub(super) fn writer_loop(
     // Delivery watermarks the fan-out advanced, written with the next batch rather than in a
     // commit of their own (a crash before then costs a repeated `message:delivered`, not data).
     let mut delivered: Vec<(ConversationId, UserId, Seq)> = Vec::new();
+    let mut seqs = Seqs::default();
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -43,7 +117,7 @@ pub(super) fn writer_loop(
         }
         metrics.store_batch_size.observe(batch.len() as f64);
         let started = std::time::Instant::now();
-        apply_batch(&mut conn, batch, &on_commit, &mut delivered);
+        apply_batch(&mut conn, batch, &on_commit, &mut delivered, &mut seqs);
         metrics.store_commit_seconds.observe(started.elapsed().as_secs_f64());
     }
 }
@@ -59,6 +133,7 @@ pub(super) fn apply_batch(
     batch: Vec<Write>,
     on_commit: &OnCommit,
     delivered: &mut Vec<(ConversationId, UserId, Seq)>,
+    seqs: &mut Seqs,
 ) {
     let mut done = Vec::with_capacity(batch.len());
     let tx = match conn.transaction() {
@@ -69,10 +144,18 @@ pub(super) fn apply_batch(
         }
     };
     let mut tx = tx;
+    let mut flushed: Result<(), StoreError> = Ok(());
     for w in batch {
-        done.push(apply_one(&mut tx, w));
+        if !matches!(w, Write::Append(..)) && flushed.is_ok() {
+            flushed = seqs.flush(&tx);
+        }
+        done.push(apply_one(&mut tx, w, seqs));
     }
-    let committed = tx.commit().map_err(db);
+    // A batch whose seqs could not be written is not committed (dropping it rolls it back).
+    let committed = flushed.and_then(|()| seqs.flush(&tx)).and_then(|()| tx.commit().map_err(db));
+    if committed.is_err() {
+        seqs.reset();
+    }
     for d in done {
         match d {
             Done::Appended(result, reply) => {
@@ -147,13 +230,15 @@ pub(super) fn savepoint<T>(
     end.map_err(db).and(r)
 }
 
-pub(super) fn apply_one(tx: &mut Transaction<'_>, w: Write) -> Done {
+pub(super) fn apply_one(tx: &mut Transaction<'_>, w: Write, seqs: &mut Seqs) -> Done {
     match w {
-        Write::Append(m, reply) => Done::Appended(savepoint(tx, |t| append(t, m)), reply),
+        // One statement (or none, for a repeated `local_id`): atomic without a savepoint.
+        Write::Append(m, reply) => Done::Appended(append(tx, m, seqs), reply),
         Write::Delete(c, m, by, reply) => step(tx, reply, |t| delete_message(t, &c, &m, &by)),
         Write::MarkRead(c, u, m, reply) => step(tx, reply, |t| mark_read(t, &c, &u, &m)),
         Write::MarkDelivered(c, u, seq, reply) => step(tx, reply, |t| mark_delivered(t, &c, &u, seq)),
         Write::Create(c, members, max, reply) => step(tx, reply, |t| {
+            seqs.forget(&c);
             let exists: Option<i64> =
                 query_row(t, "SELECT 1 FROM conversations WHERE id = ?1", [c.as_str()], |r| r.get(0))
                     .optional()
@@ -178,6 +263,7 @@ pub(super) fn apply_one(tx: &mut Transaction<'_>, w: Write) -> Done {
             conversation(t, &c)?.ok_or_else(|| StoreError::ConversationNotFound(c.to_string()))
         }),
         Write::DeleteConversation(c, reply) => step(tx, reply, |t| {
+            seqs.forget(&c);
             let n = exec(t, "DELETE FROM conversations WHERE id = ?1", [c.as_str()]).map_err(db)?;
             if n == 0 {
                 return Err(StoreError::ConversationNotFound(c.to_string()));
@@ -249,7 +335,7 @@ pub(super) fn new_message_id() -> MessageId {
     MessageId::generate("msg_", rand::random::<u128>() >> 32)
 }
 
-pub(super) fn append(t: &Connection, m: NewMessage) -> Result<Appended, StoreError> {
+pub(super) fn append(t: &Connection, m: NewMessage, seqs: &mut Seqs) -> Result<Appended, StoreError> {
     if let Some(local) = &m.local_id {
         let sql = format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND sender_id = ?2 AND local_id = ?3"
@@ -266,15 +352,7 @@ pub(super) fn append(t: &Connection, m: NewMessage) -> Result<Appended, StoreErr
             return Ok(Appended { message: message?, duplicate: true });
         }
     }
-    let seq: Option<i64> = query_row(
-        t,
-        "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = ?1 RETURNING last_seq",
-        [m.conversation_id.as_str()],
-        |r| r.get(0),
-    )
-    .optional()
-    .map_err(db)?;
-    let seq = seq.ok_or_else(|| StoreError::ConversationNotFound(m.conversation_id.to_string()))?;
+    let seq = seqs.next(t, &m.conversation_id)?;
     let id = new_message_id();
     let metadata = serde_json::to_string(&m.metadata).map_err(|e| StoreError::Database(e.to_string()))?;
     exec(
@@ -294,13 +372,7 @@ pub(super) fn append(t: &Connection, m: NewMessage) -> Result<Appended, StoreErr
         ],
     )
     .map_err(db)?;
-    // Sending implies having read everything before (SPEC §4 unread counts).
-    exec(
-        t,
-        "UPDATE members SET read_seq = MAX(read_seq, ?1) WHERE conversation_id = ?2 AND user_id = ?3",
-        params![seq, m.conversation_id.as_str(), m.sender_id.as_str()],
-    )
-    .map_err(db)?;
+    seqs.appended(&m.conversation_id, &m.sender_id, seq);
     let message = Message {
         id,
         conversation_id: m.conversation_id,
