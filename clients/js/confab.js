@@ -29,6 +29,8 @@ const TYPING_IDLE_MS = 3000;
 const BACKOFF_MIN_MS = 1000;
 const BACKOFF_MAX_MS = 30000;
 const REQUEST_TIMEOUT_MS = 15000;
+// Message ids kept for deduplication; older ones are forgotten.
+const SEEN_MAX = 10000;
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -198,7 +200,7 @@ export class ConfabClient extends EventTarget {
     this.userId = null;
     this.joined = new Set();
     this.lastSeq = new Map(); // conversation -> highest seq seen
-    this.seen = new Set(); // message ids already given to the app
+    this.seen = new Set(); // message ids already given to the app (the newest SEEN_MAX)
     this.outbox = new Map(); // local_id -> {conversationId, content, type, metadata, state, id}
     this.pending = new Map(); // request id -> {resolve, reject, timer}
     this.typingTimers = new Map();
@@ -371,7 +373,7 @@ export class ConfabClient extends EventTarget {
           entry.id = d.id;
           this.setState(d.local_id, entry, 'sent');
         }
-        this.seen.add(d.id);
+        this.remember(d.id);
         break;
       }
       case 'message:delivered': this.markOwn(d.message_id, 'delivered'); break;
@@ -397,8 +399,21 @@ export class ConfabClient extends EventTarget {
     if (!message) return;
     this.noteSeq(message.conversation_id, message.seq);
     if (this.seen.has(message.id)) return;
-    this.seen.add(message.id);
+    this.remember(message.id);
     this.emit('message', { message, sender });
+  }
+
+  /** Remembers a message id for deduplication; a Set keeps insertion order, so the oldest go
+   * first once there are SEEN_MAX (a repeat is only ever of a recent message: a replay after
+   * a reconnect starts at the last seq seen). */
+  remember(id) {
+    this.seen.add(id);
+    if (this.seen.size > SEEN_MAX) {
+      for (const old of this.seen) {
+        this.seen.delete(old);
+        if (this.seen.size <= SEEN_MAX) break;
+      }
+    }
   }
 
   setState(localId, entry, state) {
@@ -518,7 +533,7 @@ export class ConfabClient extends EventTarget {
     if (beforeSeq != null) data.before_seq = beforeSeq;
     if (limit != null) data.limit = limit;
     return this.request('history:get', data).then((ev) => {
-      for (const m of ev.data.messages) { this.noteSeq(conversationId, m.seq); this.seen.add(m.id); }
+      for (const m of ev.data.messages) { this.noteSeq(conversationId, m.seq); this.remember(m.id); }
       return ev.data;
     });
   }

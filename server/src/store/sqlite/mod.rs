@@ -388,6 +388,46 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
+    /// A data directory from before `delivered_seq` (and before attachments) opens, keeps its
+    /// messages and marks, and works with every current request.
+    #[tokio::test]
+    async fn an_older_data_directory_is_migrated() {
+        let dir = std::env::temp_dir().join(format!("confab-store-test-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        {
+            let old = Connection::open(dir.join("confab.db")).unwrap();
+            old.execute_batch(
+                "CREATE TABLE conversations (id TEXT PRIMARY KEY, max_members INTEGER, last_seq INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL);
+                 CREATE TABLE members (conversation_id TEXT NOT NULL, user_id TEXT NOT NULL, read_seq INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (conversation_id, user_id)) WITHOUT ROWID;
+                 CREATE TABLE messages (conversation_id TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL UNIQUE, sender_id TEXT NOT NULL, kind TEXT NOT NULL, content TEXT NOT NULL, metadata TEXT NOT NULL, created_at INTEGER NOT NULL, local_id TEXT, reply_to TEXT, deleted_at INTEGER, PRIMARY KEY (conversation_id, seq)) WITHOUT ROWID;
+                 INSERT INTO conversations VALUES ('c1', NULL, 1, 1);
+                 INSERT INTO members VALUES ('c1', 'a', 1), ('c1', 'b', 0);
+                 INSERT INTO messages VALUES ('c1', 1, 'msg_old', 'a', 'text', 'from before', '{}', 1, NULL, NULL, NULL);",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&dir, Box::new(|_: &Message| Vec::new()), Default::default()).unwrap();
+        let (c, a, b) = (id("c1", ConversationId::parse), id("a", UserId::parse), id("b", UserId::parse));
+        let old = store.messages_after(&c, Seq(0), 10).await.unwrap();
+        assert_eq!((old.len(), old[0].content.as_str()), (1, "from before"));
+        let next = store.append(new_message(&c, &b, "after", None)).await.unwrap();
+        assert_eq!(next.message.seq, Some(Seq(2)), "the sequence goes on");
+        store.mark_delivered(&c, &a, Seq(2)).await.unwrap();
+        assert_eq!(store.mark_read(&c, &a, &next.message.id).await.unwrap(), Some(Seq(2)));
+        let kept = Attachment {
+            id: "att_1".into(),
+            conversation_id: c.clone(),
+            uploader: b.clone(),
+            kind: "file".into(),
+            filename: None,
+            bytes: vec![1, 2, 3],
+            created_at: Timestamp::from_millis(1),
+        };
+        store.put_attachment(kept).await.unwrap();
+        assert_eq!(store.attachment("att_1").await.unwrap().unwrap().bytes, vec![1, 2, 3]);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     /// The writer hands out seqs and writes `last_seq` and read marks once per batch: whatever
     /// shares a batch with appends, or reads after them, sees what per-append writes would give.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
