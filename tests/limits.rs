@@ -116,7 +116,7 @@ async fn a_reader_that_stops_reading_is_disconnected_and_others_keep_up() {
     assert!(got < n, "the slow reader did not get everything ({got} of {n})");
     // The flood goes on after the cut: nothing of it stays in the server (the stalled reader's
     // backlog was bounded by its queue, 64 events, and went with it). Memory grows by the
-    // store's page caches (16 MiB for the writer, 2 for the reader) and allocator slack, not
+    // store's page caches (2 MiB each for the writer and the reader) and allocator slack, not
     // by the flood's 56 MB.
     for _ in 0..1900 {
         n += 1;
@@ -126,7 +126,7 @@ async fn a_reader_that_stops_reading_is_disconnected_and_others_keep_up() {
         assert_eq!(bob.expect("message:new").await["data"]["message"]["seq"], n);
     }
     let (grew, flood) = (rss(&s).saturating_sub(rss_before), n as usize * 28 * 1024);
-    assert!(flood > 3 * 18 * 1024 * 1024, "the flood must dwarf the page caches");
+    assert!(flood > 12 * 4 * 1024 * 1024, "the flood must dwarf the page caches");
     eprintln!("server memory grew {} KiB during a flood of {} KiB", grew / 1024, flood / 1024);
     assert!(grew < flood / 2, "memory grew {} KiB during a flood of {} KiB", grew / 1024, flood / 1024);
     if let Some((code, _)) = slow.closed {

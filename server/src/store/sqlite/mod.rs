@@ -33,8 +33,6 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// writes a passive checkpoint rarely catches up, so the WAL grows to this; a smaller bound
 /// (16 MB, every 250 ms) measured 15% slower than this one: the RESTART stalls the writer.
 const WAL_FRAMES_MAX: i64 = 65_536;
-/// The writer's page cache, KiB: a batch of a thousand messages should not spill mid-commit.
-const WRITER_CACHE_KIB: i64 = 16 * 1024;
 
 /// The SQLite store. Cheap to share (`Arc`); the writer and checkpoint threads end when it is
 /// dropped.
@@ -62,9 +60,9 @@ impl SqliteStore {
         migrate(&writer)?;
         // Checkpoints run on a thread of their own (a third of the writer's time when it did
         // them itself, on the path of every acknowledgement).
-        writer
-            .execute_batch(&format!("PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -{WRITER_CACHE_KIB};"))
-            .map_err(db)?;
+        // (SQLite's default page cache, 2 MiB: a 16 MiB one measured no clearly faster, and it
+        // kept filling for the ten minutes of the soak, RSS +22%; docs/benchmarks.md.)
+        writer.execute_batch("PRAGMA wal_autocheckpoint = 0;").map_err(db)?;
         let reader = open(&path)?;
         let checkpointer = open(&path)?;
         let (tx, rx) = mpsc::channel(QUEUE);
