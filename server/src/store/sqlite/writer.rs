@@ -136,7 +136,11 @@ pub(super) fn apply_batch(
     seqs: &mut Seqs,
 ) {
     let mut done = Vec::with_capacity(batch.len());
-    let tx = match conn.transaction() {
+    // IMMEDIATE: the write lock is taken (waiting up to the busy timeout) before the batch reads
+    // anything. A deferred transaction that has read cannot wait for the lock: while the
+    // checkpoint thread held it for a RESTART, a batch failed at once with "database is locked"
+    // (found by the 10-minute soak, where the WAL reaches the RESTART bound).
+    let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
             fail_all(batch, db(e));
