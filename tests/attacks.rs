@@ -13,15 +13,8 @@ use proptest::strategy::ValueTree;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{Client, JWT_SECRET, Server, http};
+use support::{Client, JWT_SECRET, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn gauge(s: &Server, name: &str) -> i64 {
-    let (_, body) = http(&s.addr, "GET", "/metrics", None, None);
-    let text = body.as_str().unwrap().to_owned();
-    let line = text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}: {text}"));
-    line.rsplit(' ').next().unwrap().parse().unwrap()
-}
 
 /// Alice talks to Bob every 20 ms until told to stop; returns what Bob received, in order.
 fn conversation_in_the_background(
@@ -56,7 +49,7 @@ async fn check_conversation(bg: tokio::task::JoinHandle<(u32, Vec<String>)>, sto
 async fn ten_thousand_connections_without_a_token_are_refused_and_others_are_served() {
     let s = Server::start(&[]);
     let (alice, bob) = s.alice_and_bob("c1").await;
-    let fds_before = gauge(&s, "confab_open_fds");
+    let fds_before = s.metric("confab_open_fds");
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let bg = conversation_in_the_background(alice, bob, Arc::clone(&stop));
     // 10,000 upgrades without a token, 200 at a time (the test's own descriptors are bounded).
@@ -80,13 +73,13 @@ async fn ten_thousand_connections_without_a_token_are_refused_and_others_are_ser
     assert_eq!(refused, 10_000);
     check_conversation(bg, &stop).await;
     // Every refused connection is gone from the server.
-    let mut fds = gauge(&s, "confab_open_fds");
+    let mut fds = s.metric("confab_open_fds");
     for _ in 0..50 {
         if fds <= fds_before + 10 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        fds = gauge(&s, "confab_open_fds");
+        fds = s.metric("confab_open_fds");
     }
     assert!(fds <= fds_before + 10, "descriptors: {fds_before} before, {fds} after");
 }

@@ -69,13 +69,6 @@ async fn ten_new_connections_a_minute() {
     assert_eq!(eleventh.expect_close().await.0, 4008);
 }
 
-fn rss(s: &Server) -> usize {
-    let (_, body) = support::http(&s.addr, "GET", "/metrics", None, None);
-    let text = body.as_str().unwrap().to_owned();
-    let line = text.lines().find(|l| l.starts_with("confab_resident_memory_bytes ")).unwrap();
-    line.rsplit(' ').next().unwrap().parse().unwrap()
-}
-
 #[tokio::test]
 async fn a_reader_that_stops_reading_is_disconnected_and_others_keep_up() {
     let s = Server::start(&["--outbound-queue", "64"]);
@@ -87,7 +80,7 @@ async fn a_reader_that_stops_reading_is_disconnected_and_others_keep_up() {
     let mut slow = Client::connect(&s.addr, &format!("token={}", s.token("slow"))).await.ready().await;
     slow.join("c1").await;
     assert_eq!(s.api("GET", "/api/v1/presence/slow", None).1["online"], true);
-    let rss_before = rss(&s);
+    let rss_before = s.metric("confab_resident_memory_bytes") as usize;
     // ~28 KiB per message, so the socket buffers fill and the server's queue backs up.
     let pad = "x".repeat(28 * 1024);
     let mut n = 0;
@@ -125,7 +118,8 @@ async fn a_reader_that_stops_reading_is_disconnected_and_others_keep_up() {
         alice.expect("message:sent").await;
         assert_eq!(bob.expect("message:new").await["data"]["message"]["seq"], n);
     }
-    let (grew, flood) = (rss(&s).saturating_sub(rss_before), n as usize * 28 * 1024);
+    let (grew, flood) =
+        ((s.metric("confab_resident_memory_bytes") as usize).saturating_sub(rss_before), n as usize * 28 * 1024);
     assert!(flood > 12 * 4 * 1024 * 1024, "the flood must dwarf the page caches");
     eprintln!("server memory grew {} KiB during a flood of {} KiB", grew / 1024, flood / 1024);
     assert!(grew < flood / 2, "memory grew {} KiB during a flood of {} KiB", grew / 1024, flood / 1024);

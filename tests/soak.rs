@@ -15,7 +15,7 @@ use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
-use support::{Client, Server, http};
+use support::{Client, Server};
 
 const CONVS: usize = 50;
 const PER_CONV: usize = 10;
@@ -23,13 +23,6 @@ const PER_CONV: usize = 10;
 const RUN: u8 = 0;
 const HOLD: u8 = 1;
 const LEAVE: u8 = 2;
-
-fn metric(s: &Server, name: &str) -> i64 {
-    let (_, body) = http(&s.addr, "GET", "/metrics", None, None);
-    let text = body.as_str().unwrap().to_owned();
-    let line = text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}: {text}"));
-    line.rsplit(' ').next().unwrap().parse().unwrap()
-}
 
 #[derive(Debug, Default)]
 struct Outcome {
@@ -135,7 +128,7 @@ async fn hold(phase: &AtomicU8, held: &tokio::sync::Semaphore, n: usize) {
 async fn five_hundred_clients_with_reconnects_leak_nothing() {
     let secs: u64 = std::env::var("CONFAB_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
     let s = Server::start(&[]);
-    let tasks_before = metric(&s, "confab_tasks");
+    let tasks_before = s.metric("confab_tasks");
     let mut tokens = Vec::new();
     for c in 0..CONVS {
         let members: Vec<String> = (0..PER_CONV).map(|k| format!("s{c}_{k}")).collect();
@@ -155,14 +148,14 @@ async fn five_hundred_clients_with_reconnects_leak_nothing() {
 
     tokio::time::sleep(Duration::from_secs(secs / 3)).await;
     hold(&phase, &held, n).await;
-    let warm = (metric(&s, "confab_resident_memory_bytes"), metric(&s, "confab_open_fds"), metric(&s, "confab_tasks"));
-    assert_eq!(metric(&s, "confab_users_online"), n as i64);
+    let warm = (s.metric("confab_resident_memory_bytes"), s.metric("confab_open_fds"), s.metric("confab_tasks"));
+    assert_eq!(s.metric("confab_users_online"), n as i64);
     phase.store(RUN, Ordering::Relaxed);
 
     tokio::time::sleep(Duration::from_secs(secs - secs / 3)).await;
     hold(&phase, &held, n).await;
-    let end = (metric(&s, "confab_resident_memory_bytes"), metric(&s, "confab_open_fds"), metric(&s, "confab_tasks"));
-    let stored = metric(&s, "confab_messages_stored_total");
+    let end = (s.metric("confab_resident_memory_bytes"), s.metric("confab_open_fds"), s.metric("confab_tasks"));
+    let stored = s.metric("confab_messages_stored_total");
     println!(
         "soak {secs} s: rss {} -> {} KiB, fds {} -> {}, tasks {} -> {}, {stored} messages",
         warm.0 / 1024,
@@ -192,13 +185,13 @@ async fn five_hundred_clients_with_reconnects_leak_nothing() {
         // Every member saw every message of its conversation, the last one included.
         assert!(lasts.iter().all(|l| l == acked), "s{c}: {acked} sent, members saw up to {lasts:?}");
     }
-    let mut tasks = metric(&s, "confab_tasks");
+    let mut tasks = s.metric("confab_tasks");
     for _ in 0..50 {
         if tasks <= tasks_before {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        tasks = metric(&s, "confab_tasks");
+        tasks = s.metric("confab_tasks");
     }
     assert!(tasks <= tasks_before, "tasks after everyone left: {tasks}, before anyone came: {tasks_before}");
 }

@@ -178,6 +178,15 @@ impl Server {
         assert_eq!(status, 201, "{body}");
     }
 
+    /// One unlabelled value of `/metrics` (`confab_open_fds`, `confab_tasks`, ...).
+    pub fn metric(&self, name: &str) -> i64 {
+        let (_, body) = http(&self.addr, "GET", "/metrics", None, None);
+        let text = body.as_str().unwrap_or_default().to_owned();
+        let line =
+            text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}: {text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    }
+
     pub fn api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         http(&self.addr, method, path, Some(&format!("ApiKey {API_KEY}")), body)
     }

@@ -19,10 +19,10 @@ use serde_json::{Value, json};
 pub(crate) const MAX_READ_IDS: usize = 100;
 
 pub(crate) fn decode_client(format: Format, bytes: &[u8]) -> Result<ClientEnvelope, DecodeError> {
-    let m = loose::object(format, bytes)?;
-    let kind = loose::kind(&m, "action")?;
+    let (m, kind, local_id) = loose::request(format, bytes, "action", Some("local_id"))?;
     let f = Fields { m: &m, path: "" };
-    let request_id = if kind == "send_message" { loose::request_id(&m, "local_id") } else { None };
+    // `local_id` names a send; other actions carry none.
+    let request_id = local_id.filter(|_| kind == "send_message");
     let fail = loose::in_request(&kind, request_id.as_ref());
     let conversation = || f.id("conversation_id", ConversationId::parse);
     let event = match kind.as_str() {

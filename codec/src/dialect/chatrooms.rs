@@ -22,8 +22,7 @@ pub(crate) fn decode_client(
     bytes: &[u8],
     scope: Option<&ConversationId>,
 ) -> Result<ClientEnvelope, DecodeError> {
-    let m = loose::object(format, bytes)?;
-    let kind = loose::kind(&m, "type")?;
+    let (m, kind, _) = loose::request(format, bytes, "type", None)?;
     let fail = loose::in_request(&kind, None);
     let empty = Object::new();
     let data = loose::nested(&m, "data", &empty).map_err(&fail)?;

@@ -15,7 +15,7 @@ use std::marker::PhantomData;
 pub(crate) type Object = Map<String, Value>;
 
 /// Parses a frame that must hold one object.
-pub(crate) fn object(format: Format, bytes: &[u8]) -> Result<Object, DecodeError> {
+fn object(format: Format, bytes: &[u8]) -> Result<Object, DecodeError> {
     let value = format
         .deserialize_seed(bytes, PhantomData::<Value>)
         .map_err(|e| CodecError::Malformed { format: format.name(), reason: e.0 })?;
@@ -25,8 +25,22 @@ pub(crate) fn object(format: Format, bytes: &[u8]) -> Result<Object, DecodeError
     }
 }
 
+/// A request's document, its name (under `name_key`) and its id (under `id_key`, if the dialect
+/// has one): what every dialect's decoder reads first.
+pub(crate) fn request(
+    format: Format,
+    bytes: &[u8],
+    name_key: &str,
+    id_key: Option<&str>,
+) -> Result<(Object, String, Option<RequestId>), DecodeError> {
+    let m = object(format, bytes)?;
+    let name = kind(&m, name_key)?;
+    let id = id_key.and_then(|k| request_id(&m, k));
+    Ok((m, name, id))
+}
+
 /// The request's name under `key` (`type` or `action`).
-pub(crate) fn kind(m: &Object, key: &str) -> Result<String, DecodeError> {
+fn kind(m: &Object, key: &str) -> Result<String, DecodeError> {
     match m.get(key) {
         None | Some(Value::Null) => Err(CodecError::MissingType.into()),
         Some(Value::String(s)) => Ok(s.clone()),
@@ -36,7 +50,7 @@ pub(crate) fn kind(m: &Object, key: &str) -> Result<String, DecodeError> {
 
 /// A client-chosen request id under `key`, if it follows the id rule (one that does not is
 /// not echoed, and is not an error: these dialects' ids are informational).
-pub(crate) fn request_id(m: &Object, key: &str) -> Option<RequestId> {
+fn request_id(m: &Object, key: &str) -> Option<RequestId> {
     m.get(key).and_then(Value::as_str).and_then(|s| RequestId::parse(s).ok())
 }
 

@@ -19,9 +19,7 @@ pub(crate) fn decode_client(
     bytes: &[u8],
     scope: Option<&ConversationId>,
 ) -> Result<ClientEnvelope, DecodeError> {
-    let m = loose::object(format, bytes)?;
-    let kind = loose::kind(&m, "type")?;
-    let request_id = loose::request_id(&m, "id");
+    let (m, kind, request_id) = loose::request(format, bytes, "type", Some("id"))?;
     let fail = loose::in_request(&kind, request_id.as_ref());
     let empty = Object::new();
     let payload = loose::nested(&m, "payload", &empty).map_err(&fail)?;
