@@ -483,6 +483,39 @@ mod tests {
         assert_eq!(store.append(new_message(&d, &a, "again", None)).await.unwrap().message.seq, Some(Seq(1)));
         let _ = std::fs::remove_dir_all(dir);
     }
+
+    /// The fan-out's delivery marks, one per member however many messages reached it, are
+    /// written with the next batch: the highest seq, never lowered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn delivery_marks_are_written_with_the_next_batch() {
+        let dir = std::env::temp_dir().join(format!("confab-store-test-{}", rand::random::<u64>()));
+        let b = id("b", UserId::parse);
+        let reached = b.clone();
+        let on_commit: OnCommit = Box::new(move |_: &Message| vec![reached.clone()]);
+        let store = Arc::new(SqliteStore::open(&dir, on_commit, Default::default()).unwrap());
+        let (c, a) = (id("c1", ConversationId::parse), id("a", UserId::parse));
+        store.create_conversation(c.clone(), vec![a.clone(), b.clone()], None).await.unwrap();
+        let handles: Vec<_> = (0..50)
+            .map(|_| {
+                let (s, c, a) = (Arc::clone(&store), c.clone(), a.clone());
+                tokio::spawn(async move { s.append(new_message(&c, &a, "m", None)).await.unwrap() })
+            })
+            .collect();
+        for h in handles {
+            h.await.unwrap();
+        }
+        // The next write carries the marks of the 50 commits before it.
+        store.append(new_message(&c, &a, "last", None)).await.unwrap();
+        let info = store.conversation(&c).await.unwrap().unwrap();
+        let mark = |u: &UserId| info.members.iter().find(|m| &m.user_id == u).unwrap().delivered;
+        assert_eq!(mark(&b), Seq(50));
+        assert_eq!(mark(&a), Seq(0), "only the members the fan-out reached");
+        // A mark for an older seq does not lower it.
+        store.mark_delivered(&c, &b, Seq(3)).await.unwrap();
+        let info = store.conversation(&c).await.unwrap().unwrap();
+        assert!(info.members.iter().any(|m| m.user_id == b && m.delivered == Seq(51)));
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 #[cfg(test)]

@@ -20,6 +20,12 @@ pub(super) struct Seqs {
     last: HashMap<ConversationId, i64>,
     dirty: HashMap<ConversationId, i64>,
     read_marks: HashMap<(ConversationId, UserId), i64>,
+    /// Delivery watermarks the fan-out advanced after earlier commits, highest per member:
+    /// written with the next batch rather than in a commit of their own (a crash before then
+    /// costs a repeated `message:delivered`, not data), and once per member however many
+    /// messages reached it (one `UPDATE` per delivery was half the writer's statements when a
+    /// conversation is busy, a thousand per message in a group of a thousand).
+    delivered: HashMap<(ConversationId, UserId), i64>,
 }
 
 impl Seqs {
@@ -50,7 +56,13 @@ impl Seqs {
         *mark = (*mark).max(seq);
     }
 
-    /// Writes what the batch's appends have not written yet.
+    /// Records that `user` has been handed every message of `c` up to `seq`.
+    fn delivered(&mut self, c: &ConversationId, user: UserId, seq: i64) {
+        let mark = self.delivered.entry((c.clone(), user)).or_insert(seq);
+        *mark = (*mark).max(seq);
+    }
+
+    /// Writes what the batch's appends (and earlier fan-outs) have not written yet.
     fn flush(&mut self, t: &Connection) -> Result<(), StoreError> {
         for (c, seq) in self.dirty.drain() {
             exec(t, "UPDATE conversations SET last_seq = ?1 WHERE id = ?2", params![seq, c.as_str()]).map_err(db)?;
@@ -62,6 +74,9 @@ impl Seqs {
                 params![seq, c.as_str(), u.as_str()],
             )
             .map_err(db)?;
+        }
+        for ((c, u), seq) in self.delivered.drain() {
+            mark_delivered(t, &c, &u, Seq(seq as u64))?;
         }
         Ok(())
     }
@@ -99,9 +114,6 @@ pub(super) fn writer_loop(
     on_commit: OnCommit,
     metrics: &crate::metrics::Metrics,
 ) {
-    // Delivery watermarks the fan-out advanced, written with the next batch rather than in a
-    // commit of their own (a crash before then costs a repeated `message:delivered`, not data).
-    let mut delivered: Vec<(ConversationId, UserId, Seq)> = Vec::new();
     let mut seqs = Seqs::default();
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
@@ -111,13 +123,9 @@ pub(super) fn writer_loop(
                 Err(_) => break,
             }
         }
-        for (c, u, seq) in delivered.drain(..) {
-            let (tx, _rx) = oneshot::channel();
-            batch.push(Write::MarkDelivered(c, u, seq, tx));
-        }
         metrics.store_batch_size.observe(batch.len() as f64);
         let started = std::time::Instant::now();
-        apply_batch(&mut conn, batch, &on_commit, &mut delivered, &mut seqs);
+        apply_batch(&mut conn, batch, &on_commit, &mut seqs);
         metrics.store_commit_seconds.observe(started.elapsed().as_secs_f64());
     }
 }
@@ -128,13 +136,7 @@ pub(super) enum Done {
     Other(Box<dyn FnOnce(Option<StoreError>) + Send>),
 }
 
-pub(super) fn apply_batch(
-    conn: &mut Connection,
-    batch: Vec<Write>,
-    on_commit: &OnCommit,
-    delivered: &mut Vec<(ConversationId, UserId, Seq)>,
-    seqs: &mut Seqs,
-) {
+pub(super) fn apply_batch(conn: &mut Connection, batch: Vec<Write>, on_commit: &OnCommit, seqs: &mut Seqs) {
     let mut done = Vec::with_capacity(batch.len());
     // IMMEDIATE: the write lock is taken (waiting up to the busy timeout) before the batch reads
     // anything. A deferred transaction that has read cannot wait for the lock: while the
@@ -168,9 +170,9 @@ pub(super) fn apply_batch(
                     (Ok(()), Ok(a)) => {
                         if !a.duplicate {
                             // In commit order, before the sender hears `message:sent`.
-                            let seq = a.message.seq.unwrap_or_default();
+                            let seq = a.message.seq.unwrap_or_default().0 as i64;
                             for user in on_commit(&a.message) {
-                                delivered.push((a.message.conversation_id.clone(), user, seq));
+                                seqs.delivered(&a.message.conversation_id, user, seq);
                             }
                         }
                         Ok(a)
@@ -335,33 +337,34 @@ pub(super) fn now_ms() -> i64 {
 }
 
 pub(super) fn new_message_id() -> MessageId {
-    // 96 random bits; the prefix keeps ids recognisable in logs.
-    MessageId::generate("msg_", rand::random::<u128>() >> 32)
+    // The milliseconds first, then 56 random bits: ids made later sort after earlier ones (the
+    // hex has the same length until the year 2527), so the `id` index grows at its right edge
+    // and a batch dirties one or two of its pages instead of one random page per message (a
+    // WAL frame each). The prefix keeps ids recognisable in logs.
+    let random = rand::random::<u64>() >> 8;
+    MessageId::generate("msg_", (u128::from(now_ms().max(0) as u64) << 56) | u128::from(random))
 }
 
+static INSERT_MESSAGE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+         ON CONFLICT (conversation_id, sender_id, local_id) WHERE local_id IS NOT NULL DO NOTHING"
+    )
+});
+
+static BY_LOCAL_ID: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND sender_id = ?2 AND local_id = ?3")
+});
+
 pub(super) fn append(t: &Connection, m: NewMessage, seqs: &mut Seqs) -> Result<Appended, StoreError> {
-    if let Some(local) = &m.local_id {
-        let sql = format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND sender_id = ?2 AND local_id = ?3"
-        );
-        let existing = query_row(
-            t,
-            &sql,
-            params![m.conversation_id.as_str(), m.sender_id.as_str(), local.as_str()],
-            row_to_message,
-        )
-        .optional()
-        .map_err(db)?;
-        if let Some(message) = existing {
-            return Ok(Appended { message: message?, duplicate: true });
-        }
-    }
     let seq = seqs.next(t, &m.conversation_id)?;
     let id = new_message_id();
     let metadata = serde_json::to_string(&m.metadata).map_err(|e| StoreError::Database(e.to_string()))?;
-    exec(
+    // A repeated `local_id` is found by the insert itself (the unique index), so the common case,
+    // a new message, is one statement; only a retry pays the lookup of what was stored.
+    let inserted = exec(
         t,
-        &format!("INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+        &INSERT_MESSAGE,
         params![
             id.as_str(),
             m.conversation_id.as_str(),
@@ -376,6 +379,19 @@ pub(super) fn append(t: &Connection, m: NewMessage, seqs: &mut Seqs) -> Result<A
         ],
     )
     .map_err(db)?;
+    if inserted == 0 {
+        let local = m.local_id.as_ref().map(|l| l.as_str());
+        let existing = query_row(
+            t,
+            &BY_LOCAL_ID,
+            params![m.conversation_id.as_str(), m.sender_id.as_str(), local],
+            row_to_message,
+        )
+        .optional()
+        .map_err(db)?
+        .ok_or_else(|| StoreError::Database("message insert ignored without a matching local_id".into()))?;
+        return Ok(Appended { message: existing?, duplicate: true });
+    }
     seqs.appended(&m.conversation_id, &m.sender_id, seq);
     let message = Message {
         id,
