@@ -61,6 +61,10 @@ struct State {
     buckets: HashMap<UserId, UserBuckets>,
     last_seen: HashMap<UserId, Timestamp>,
     convs: HashMap<ConversationId, ConvEntry>,
+    /// The conversations each connection joined, so that a disconnect touches those only (it
+    /// used to walk every cached conversation: with tens of thousands cached, that showed in
+    /// profiles of the benchmark's teardowns).
+    joins: HashMap<ConnectionId, HashSet<ConversationId>>,
 }
 
 /// What a user looks like to others right now.
@@ -159,8 +163,10 @@ impl Hub {
     /// Removes a connection everywhere. `true` if it was the user's last (they went offline).
     pub fn unregister(&self, conn: &Conn, now: Timestamp) -> bool {
         let mut s = self.lock();
-        for c in s.convs.values_mut() {
-            c.joined.remove(&conn.id);
+        for c in s.joins.remove(&conn.id).unwrap_or_default() {
+            if let Some(entry) = s.convs.get_mut(&c) {
+                entry.joined.remove(&conn.id);
+            }
         }
         let last = match s.users.get_mut(&conn.user_id) {
             Some(u) => {
@@ -253,7 +259,14 @@ impl Hub {
 
     /// Drops a deleted conversation; returns the connections that had joined it.
     pub fn forget_conversation(&self, c: &ConversationId) -> Vec<Conn> {
-        self.lock().convs.remove(c).map(|e| e.joined.into_values().map(|j| j.conn).collect()).unwrap_or_default()
+        let mut s = self.lock();
+        let Some(entry) = s.convs.remove(c) else { return Vec::new() };
+        for conn in entry.joined.keys() {
+            if let Some(joins) = s.joins.get_mut(conn) {
+                joins.remove(c);
+            }
+        }
+        entry.joined.into_values().map(|j| j.conn).collect()
     }
 
     /// Joins `conn` to a (cached) conversation. Live events are held back until
@@ -262,6 +275,7 @@ impl Hub {
         let mut s = self.lock();
         let Some(entry) = s.convs.get_mut(c) else { return false };
         entry.joined.insert(conn.id.clone(), Joined { conn: conn.clone(), replay: Some(Vec::new()) });
+        s.joins.entry(conn.id.clone()).or_default().insert(c.clone());
         true
     }
 
@@ -281,7 +295,11 @@ impl Hub {
     }
 
     pub fn leave(&self, c: &ConversationId, conn: &ConnectionId) -> bool {
-        self.lock().convs.get_mut(c).is_some_and(|e| e.joined.remove(conn).is_some())
+        let mut s = self.lock();
+        if let Some(joins) = s.joins.get_mut(conn) {
+            joins.remove(c);
+        }
+        s.convs.get_mut(c).is_some_and(|e| e.joined.remove(conn).is_some())
     }
 
     pub fn set_read(&self, c: &ConversationId, user: &UserId, seq: Seq) {
