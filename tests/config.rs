@@ -54,6 +54,11 @@ fn a_bad_file_stops_the_server_naming_the_key() {
             "http = \"127.0.0.1:0\"\nhttps = \"off\"\nmax_frame_bytes = 10\n",
             "max-frame-bytes: must be at least 1024",
         ),
+        (
+            "sync",
+            "http = \"127.0.0.1:0\"\nhttps = \"off\"\nsync = \"sometimes\"\n",
+            "sync: \"sometimes\" is not full or normal",
+        ),
     ] {
         let path = write_config(name, text);
         let out = Command::new(env!("CARGO_BIN_EXE_confab"))

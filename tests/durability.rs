@@ -80,7 +80,18 @@ fn burst(n: usize) -> Value {
 
 #[tokio::test]
 async fn kill_9_during_a_burst_loses_nothing_that_was_acknowledged() {
-    let mut s = Server::start(&[]);
+    burst_then_kill_9(&[]).await;
+}
+
+/// `--sync normal` acknowledges before the disk has the commit, but a crash of the process
+/// alone (the kernel keeps the written WAL) must still lose nothing acknowledged.
+#[tokio::test]
+async fn kill_9_with_sync_normal_loses_nothing_that_was_acknowledged() {
+    burst_then_kill_9(&["--sync", "normal"]).await;
+}
+
+async fn burst_then_kill_9(args: &[&str]) {
+    let mut s = Server::start(args);
     s.conversation("c1", &["alice", "bob"]);
     let mut alice = s.client("alice").await.ready().await;
     // Fire 300 sends without waiting, then kill the server while answers are in flight.

@@ -107,6 +107,11 @@ pub struct Args {
     /// `confab.<dialect>` subprotocol): winkr, systimz, chatrooms or actions (SPEC §7).
     #[arg(long, env = "CONFAB_DEFAULT_DIALECT", default_value = "winkr")]
     pub default_dialect: String,
+    /// When a message counts as stored, and `message:sent` goes out: `full`, synced to disk
+    /// (survives a power loss); `normal`, written to the OS and synced at checkpoints (survives
+    /// a crash of confab, `kill -9`, but not of the machine; about half the latency).
+    #[arg(long, env = "CONFAB_SYNC", default_value = "full")]
+    pub sync: String,
     /// Log as JSON (the default outside dev mode).
     #[arg(long, env = "CONFAB_LOG_JSON")]
     pub log_json: bool,
@@ -212,6 +217,7 @@ pub struct Config {
     pub drain_timeout: Duration,
     pub allowed_origins: Vec<String>,
     pub default_dialect: confab_codec::Dialect,
+    pub sync: crate::store::sqlite::SyncMode,
     pub log_json: bool,
 }
 
@@ -261,6 +267,8 @@ impl Config {
         let default_dialect = confab_codec::Dialect::from_name(&a.default_dialect).ok_or_else(|| {
             format!("default-dialect: {:?} is not winkr, systimz, chatrooms or actions", a.default_dialect)
         })?;
+        let sync = crate::store::sqlite::SyncMode::from_name(&a.sync)
+            .ok_or_else(|| format!("sync: {:?} is not full or normal", a.sync))?;
         if a.http.is_none() && a.https.is_none() {
             return Err("http and https: at least one listener is needed".into());
         }
@@ -298,6 +306,7 @@ impl Config {
                 .filter(|o| !o.is_empty())
                 .collect(),
             default_dialect,
+            sync,
             log_json: a.log_json || !dev,
         })
     }

@@ -129,7 +129,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         stored.inc();
         fanout_hub.dispatch_message(m.clone(), session::now())
     });
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir, on_commit, Arc::clone(&metrics))?);
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(&config.data_dir, config.sync, on_commit, Arc::clone(&metrics))?);
     let auth = Auth::new(&config.jwt, config.jwt_audience.as_deref(), config.jwt_issuer.as_deref())
         .map_err(StartError::Auth)?;
     let tasks = TaskTracker::new();

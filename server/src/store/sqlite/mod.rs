@@ -1,4 +1,4 @@
-//! The embedded store: SQLite (bundled) in WAL mode with `synchronous = FULL`.
+//! The embedded store: SQLite (bundled) in WAL mode, `synchronous = FULL` unless `--sync normal`.
 //!
 //! Why SQLite: one file, transactions, secondary indexes and ad-hoc queries (history pages,
 //! unread counts, a conversation list) without hand-built indexes, and a schema that maps
@@ -20,6 +20,27 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 use writer::*;
+
+/// When a commit counts as done (`--sync`, docs/operations.md "Storage").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SyncMode {
+    /// Synced to disk before the ack: survives a crash of the process and of the machine.
+    #[default]
+    Full,
+    /// Written to the OS before the ack, synced at checkpoints: survives a crash of the
+    /// process (`kill -9`), not a power loss or a kernel crash. About half the 1:1 latency.
+    Normal,
+}
+
+impl SyncMode {
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "full" => Some(Self::Full),
+            "normal" => Some(Self::Normal),
+            _ => None,
+        }
+    }
+}
 
 /// Most requests applied in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -52,10 +73,15 @@ impl std::fmt::Debug for SqliteStore {
 impl SqliteStore {
     /// Opens (or creates) `dir/confab.db`. Each committed message is passed to `on_commit`, in
     /// commit order, before its `append` call returns.
-    pub fn open(dir: &Path, on_commit: OnCommit, metrics: Arc<crate::metrics::Metrics>) -> Result<Self, StoreError> {
+    pub fn open(
+        dir: &Path,
+        sync: SyncMode,
+        on_commit: OnCommit,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(format!("{}: {e}", dir.display())))?;
         let path = dir.join("confab.db");
-        let writer = open(&path)?;
+        let writer = open(&path, sync)?;
         writer.execute_batch(SCHEMA).map_err(db)?;
         migrate(&writer)?;
         // Checkpoints run on a thread of their own (a third of the writer's time when it did
@@ -63,8 +89,8 @@ impl SqliteStore {
         // (SQLite's default page cache, 2 MiB: a 16 MiB one measured no clearly faster, and it
         // kept filling for the ten minutes of the soak, RSS +22%; docs/benchmarks.md.)
         writer.execute_batch("PRAGMA wal_autocheckpoint = 0;").map_err(db)?;
-        let reader = open(&path)?;
-        let checkpointer = open(&path)?;
+        let reader = open(&path, sync)?;
+        let checkpointer = open(&path, sync)?;
         let (tx, rx) = mpsc::channel(QUEUE);
         std::thread::Builder::new()
             .name("confab-store-writer".into())
@@ -358,6 +384,7 @@ mod tests {
         let (feed_tx, mut feed) = mpsc::unbounded_channel();
         let store = SqliteStore::open(
             &dir,
+            SyncMode::Full,
             Box::new(move |m: &Message| {
                 let _ = feed_tx.send(m.clone());
                 Vec::new()
@@ -404,7 +431,8 @@ mod tests {
             )
             .unwrap();
         }
-        let store = SqliteStore::open(&dir, Box::new(|_: &Message| Vec::new()), Default::default()).unwrap();
+        let store =
+            SqliteStore::open(&dir, SyncMode::Full, Box::new(|_: &Message| Vec::new()), Default::default()).unwrap();
         let (c, a, b) = (id("c1", ConversationId::parse), id("a", UserId::parse), id("b", UserId::parse));
         let old = store.messages_after(&c, Seq(0), 10).await.unwrap();
         assert_eq!((old.len(), old[0].content.as_str()), (1, "from before"));
@@ -431,7 +459,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn batched_appends_look_like_one_at_a_time() {
         let dir = std::env::temp_dir().join(format!("confab-store-test-{}", rand::random::<u64>()));
-        let store = Arc::new(SqliteStore::open(&dir, Box::new(|_: &Message| Vec::new()), Default::default()).unwrap());
+        let store = Arc::new(
+            SqliteStore::open(&dir, SyncMode::Full, Box::new(|_: &Message| Vec::new()), Default::default()).unwrap(),
+        );
         let (c, d) = (id("c1", ConversationId::parse), id("c2", ConversationId::parse));
         let (a, b) = (id("a", UserId::parse), id("b", UserId::parse));
         store.create_conversation(c.clone(), vec![a.clone(), b.clone()], None).await.unwrap();
@@ -492,7 +522,7 @@ mod tests {
         let b = id("b", UserId::parse);
         let reached = b.clone();
         let on_commit: OnCommit = Box::new(move |_: &Message| vec![reached.clone()]);
-        let store = Arc::new(SqliteStore::open(&dir, on_commit, Default::default()).unwrap());
+        let store = Arc::new(SqliteStore::open(&dir, SyncMode::Full, on_commit, Default::default()).unwrap());
         let (c, a) = (id("c1", ConversationId::parse), id("a", UserId::parse));
         store.create_conversation(c.clone(), vec![a.clone(), b.clone()], None).await.unwrap();
         let handles: Vec<_> = (0..50)
@@ -526,7 +556,8 @@ mod timing {
     #[ignore = "a measurement, not a test: cargo test --release -p confab-server append_latency -- --ignored --nocapture"]
     async fn append_latency() {
         let dir = std::env::temp_dir().join(format!("confab-store-timing-{}", rand::random::<u64>()));
-        let store = SqliteStore::open(&dir, Box::new(|_: &Message| Vec::new()), Default::default()).unwrap();
+        let store =
+            SqliteStore::open(&dir, SyncMode::Full, Box::new(|_: &Message| Vec::new()), Default::default()).unwrap();
         let c = ConversationId::parse("c").unwrap();
         let u = UserId::parse("u").unwrap();
         store.create_conversation(c.clone(), vec![u.clone()], None).await.unwrap();

@@ -63,11 +63,16 @@ CREATE TABLE IF NOT EXISTS attachments (
 pub(super) const MESSAGE_COLUMNS: &str =
     "id, conversation_id, seq, sender_id, content, kind, metadata, created_at, local_id, reply_to";
 
-pub(super) fn open(path: &Path) -> Result<Connection, StoreError> {
+pub(super) fn open(path: &Path, sync: SyncMode) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).map_err(db)?;
-    // WAL + FULL: a commit is on disk when it returns, even across power loss.
-    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;")
-        .map_err(db)?;
+    let pragmas = match sync {
+        // A commit is on disk when it returns, even across a power loss.
+        SyncMode::Full => "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;",
+        // A commit is in the WAL file (the OS's page cache) when it returns: it survives the
+        // process (kill -9), not the machine; the WAL is synced at checkpoints.
+        SyncMode::Normal => "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;",
+    };
+    conn.execute_batch(pragmas).map_err(db)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
