@@ -78,6 +78,14 @@ enum RxInner {
 }
 
 /// Server frames can exceed the client limit (history); nothing here sends them.
+/// The benchmark's WebSocket settings, client and floor relay alike: tungstenite zeroes its
+/// whole read buffer (128 KiB by default) before every read, and with thousands of sockets on
+/// the same two cores as the server that was a tenth of all CPU time; confab's own WebSocket
+/// reads into 4 KiB (`server/src/transport/ws.rs`), and so does the benchmark.
+pub(crate) fn ws_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096)
+}
+
 fn codec(format: Format) -> Codec {
     Codec::new(Dialect::Winkr, format).with_max_frame(MAX_SERVER_FRAME_BYTES)
 }
@@ -105,7 +113,8 @@ async fn connect_ws(addr: &str, tls: Option<&str>, token: &str, format: Format) 
             tokio_tungstenite::MaybeTlsStream::Rustls(tls)
         }
     };
-    let (ws, _) = tokio_tungstenite::client_async(url, stream).await.map_err(|e| e.to_string())?;
+    let (ws, _) =
+        tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config())).await.map_err(|e| e.to_string())?;
     let (sink, stream) = ws.split();
     let bytes = Arc::new(FrameBytes::default());
     let codec = codec(format);

@@ -64,7 +64,12 @@ impl Floor {
         let stopped = stop.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
-            let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .thread_name("floor-relay")
+                .worker_threads(threads)
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => return drop(tx.send(Err(e.to_string()))),
             };
@@ -124,7 +129,11 @@ async fn ws_relay(listener: tokio::net::TcpListener) {
                 route = req.uri().query().and_then(|q| q.strip_prefix("token=")).map(str::to_string);
                 Ok(resp)
             };
-            let Ok(ws) = tokio_tungstenite::accept_hdr_async(tcp, callback).await else { return };
+            let Ok(ws) =
+                tokio_tungstenite::accept_hdr_async_with_config(tcp, callback, Some(crate::client::ws_config())).await
+            else {
+                return;
+            };
             let Some((me, peer)) = route.as_deref().and_then(|r| r.split_once('~')) else { return };
             let (me, peer) = (me.to_string(), peer.to_string());
             let (mut sink, mut stream) = ws.split();
@@ -250,9 +259,13 @@ pub(crate) async fn connect(
             let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
             tcp.set_nodelay(true).map_err(|e| e.to_string())?;
             let url = format!("ws://{addr}/?token={me}~{peer}");
-            let (ws, _) = tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(tcp))
-                .await
-                .map_err(|e| e.to_string())?;
+            let (ws, _) = tokio_tungstenite::client_async_with_config(
+                url,
+                tokio_tungstenite::MaybeTlsStream::Plain(tcp),
+                Some(crate::client::ws_config()),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
             let (sink, stream) = ws.split();
             Ok((
                 FloorTx { conn: FloorTxInner::Ws(sink), codec: codec.clone() },

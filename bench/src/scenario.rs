@@ -276,6 +276,65 @@ pub(crate) async fn latency(
     Ok(r)
 }
 
+/// Throughput as issue 6 defines it: the highest rate at which every message arrives and the
+/// p99 stays under `p99_limit_us`, `convs` conversations of one sender and one receiver, open
+/// loop (the senders keep their schedule whatever the server does, so an overloaded server
+/// shows as latency, not as a slower sender). The rate grows by half while a step passes, then
+/// `refine` steps bisect between the last pass and the first failure (a failing first rate
+/// is halved until one passes); each step is a fresh set
+/// of connections and conversations, so one step's backlog cannot spill into the next. Returns
+/// the best passing step, named `throughput_{convs}conv` (or the first step if none passed).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn throughput_slo(
+    http: &str,
+    target: &Target,
+    convs: usize,
+    start_rate: f64,
+    max_steps: usize,
+    refine: usize,
+    p99_limit_us: u64,
+    secs: f64,
+    format: Format,
+) -> Result<Report, String> {
+    let passes = |r: &Report| r.lost == 0 && r.p99_us < p99_limit_us;
+    let mut best: Option<Report> = None;
+    let mut first_failure: Option<Report> = None;
+    let mut failed_at = f64::MAX;
+    let mut rate = start_rate;
+    let mut refined = 0;
+    for _ in 0..max_steps {
+        let r = latency(http, target, convs, rate, secs, format).await?;
+        let ok = passes(&r);
+        eprintln!(
+            "  ({} over {convs} conversations at {rate:.0} msg/s: p99 {} µs, lost {}: {})",
+            target.name(),
+            r.p99_us,
+            r.lost,
+            if ok { "pass" } else { "fail" }
+        );
+        if ok {
+            best = Some(r);
+        } else {
+            failed_at = failed_at.min(rate);
+            first_failure.get_or_insert(r);
+        }
+        let passed_at = best.as_ref().and_then(|b| b.target_rate);
+        rate = match passed_at {
+            _ if failed_at == f64::MAX => rate * 1.5,
+            // Not even the first rate passed: look below it.
+            None => rate / 2.0,
+            Some(_) if refined == refine => break,
+            Some(low) => {
+                refined += 1;
+                (low + failed_at) / 2.0
+            }
+        };
+    }
+    let mut r = best.or(first_failure).ok_or("no step ran")?;
+    r.scenario = format!("throughput_{convs}conv");
+    Ok(r)
+}
+
 /// The same 1:1 latency through the floor relay for `target`'s transport.
 pub(crate) async fn floor_latency(
     floor: &crate::floor::Floor,
@@ -459,7 +518,7 @@ pub(crate) async fn throughput(
     // `sent` counts deliveries owed: each acknowledged message to each reader of its conversation.
     let owed = sent.load(Ordering::Relaxed) * readers as u64;
     let name =
-        if readers > 1 { format!("fanout_{}members", senders + readers) } else { format!("throughput_{convs}conv") };
+        if readers > 1 { format!("fanout_{}members", senders + readers) } else { format!("saturation_{convs}conv") };
     Ok(finish(name, target.name(), format, clients, (owed, received), &h, secs, None))
 }
 

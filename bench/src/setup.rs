@@ -73,14 +73,18 @@ impl LocalServer {
         let stop = shutdown.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
-            let rt =
-                match tokio::runtime::Builder::new_multi_thread().worker_threads(worker_threads).enable_all().build() {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = tx.send(Err(e.to_string()));
-                        return;
-                    }
-                };
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .thread_name("confab-server")
+                .worker_threads(worker_threads)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
             rt.block_on(async move {
                 match confab_server::start(config, stop).await {
                     Ok(running) => {
