@@ -49,10 +49,17 @@ const QUEUE: usize = 8192;
 
 /// How often the WAL is checkpointed into the database file.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
-/// A WAL this many frames long (about 256 MB) is checkpointed even if it must wait for
-/// readers and block the writer (RESTART), so that it cannot grow without bound. Under steady
-/// writes a passive checkpoint rarely catches up, so the WAL grows to this; a smaller bound
-/// (16 MB, every 250 ms) measured 15% slower than this one: the RESTART stalls the writer.
+/// Past this many WAL frames (about 64 MB) the writer is asked to rewind the WAL. Under steady
+/// writes the checkpoint thread's passive checkpoints never catch up with the last frame (the
+/// writer keeps appending while they copy), and SQLite only starts the WAL over once every
+/// frame is copied. So the thread copies the bulk, off the writer's path, and then the writer,
+/// between two batches, copies the few frames written since and starts the WAL over with its
+/// next batch: a stall of milliseconds. (Before, the WAL grew to [`WAL_FRAMES_MAX`] and a
+/// RESTART checkpoint blocked the writer for the whole copy: 250 ms and more, which showed as
+/// the p99 of the open-loop throughput runs, docs/benchmarks.md.)
+const WAL_FRAMES_REWIND: i64 = 16_384;
+/// The backstop: a WAL this many frames long (about 256 MB) is checkpointed even if it must
+/// wait for readers and block the writer (RESTART), so that it cannot grow without bound.
 const WAL_FRAMES_MAX: i64 = 65_536;
 
 /// The SQLite store. Cheap to share (`Arc`); the writer and checkpoint threads end when it is
@@ -88,18 +95,21 @@ impl SqliteStore {
         // them itself, on the path of every acknowledgement).
         // (SQLite's default page cache, 2 MiB: a 16 MiB one measured no clearly faster, and it
         // kept filling for the ten minutes of the soak, RSS +22%; docs/benchmarks.md.)
-        writer.execute_batch("PRAGMA wal_autocheckpoint = 0;").map_err(db)?;
+        // A rewound WAL file is cut back to this size, so that disk use follows the bound.
+        writer.execute_batch("PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;").map_err(db)?;
         let reader = open(&path, sync)?;
         let checkpointer = open(&path, sync)?;
         let (tx, rx) = mpsc::channel(QUEUE);
+        let rewind = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer_rewind = Arc::clone(&rewind);
         std::thread::Builder::new()
             .name("confab-store-writer".into())
-            .spawn(move || writer_loop(writer, rx, on_commit, &metrics))
+            .spawn(move || writer_loop(writer, rx, on_commit, &metrics, &writer_rewind))
             .map_err(|e| StoreError::Database(format!("writer thread: {e}")))?;
         let (stop, stopped) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("confab-store-checkpoint".into())
-            .spawn(move || checkpoint_loop(&checkpointer, &stopped))
+            .spawn(move || checkpoint_loop(&checkpointer, &stopped, &rewind))
             .map_err(|e| StoreError::Database(format!("checkpoint thread: {e}")))?;
         Ok(Self { writes: tx, reader: Arc::new(Mutex::new(reader)), _checkpoints: stop })
     }
@@ -129,9 +139,10 @@ impl SqliteStore {
 }
 
 /// Copies the WAL into the database file every second without blocking the writer (PASSIVE),
-/// and waits for readers (RESTART) only when the WAL has grown past [`WAL_FRAMES_MAX`]. Ends,
-/// after a last checkpoint, when the store is dropped.
-fn checkpoint_loop(conn: &Connection, stop: &std::sync::mpsc::Receiver<()>) {
+/// asks the writer to rewind it past [`WAL_FRAMES_REWIND`], and waits for readers (RESTART)
+/// only when it has grown past [`WAL_FRAMES_MAX`] all the same. Ends, after a last checkpoint,
+/// when the store is dropped.
+fn checkpoint_loop(conn: &Connection, stop: &std::sync::mpsc::Receiver<()>, rewind: &std::sync::atomic::AtomicBool) {
     loop {
         let last = !matches!(stop.recv_timeout(CHECKPOINT_EVERY), Err(std::sync::mpsc::RecvTimeoutError::Timeout));
         let passive: Result<(i64, i64, i64), _> =
@@ -141,6 +152,9 @@ fn checkpoint_loop(conn: &Connection, stop: &std::sync::mpsc::Receiver<()>) {
                 if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
                     tracing::warn!(error = %e, "WAL checkpoint (restart)");
                 }
+            }
+            Ok((_, frames, _)) if frames > WAL_FRAMES_REWIND => {
+                rewind.store(true, std::sync::atomic::Ordering::Relaxed)
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "WAL checkpoint"),

@@ -113,6 +113,7 @@ pub(super) fn writer_loop(
     mut rx: mpsc::Receiver<Write>,
     on_commit: OnCommit,
     metrics: &crate::metrics::Metrics,
+    rewind: &std::sync::atomic::AtomicBool,
 ) {
     let mut seqs = Seqs::default();
     while let Some(first) = rx.blocking_recv() {
@@ -127,6 +128,14 @@ pub(super) fn writer_loop(
         let started = std::time::Instant::now();
         apply_batch(&mut conn, batch, &on_commit, &mut seqs);
         metrics.store_commit_seconds.observe(started.elapsed().as_secs_f64());
+        if rewind.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            // The checkpoint thread has copied all but the last frames; copying those here,
+            // where no batch is writing, lets the next batch start the WAL over (mod.rs).
+            let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0));
+            if let Err(e) = done {
+                tracing::warn!(error = %e, "WAL rewind checkpoint");
+            }
+        }
     }
 }
 
