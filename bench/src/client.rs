@@ -77,7 +77,6 @@ enum RxInner {
     Wt(mpsc::Receiver<ServerEnvelope>),
 }
 
-/// Server frames can exceed the client limit (history); nothing here sends them.
 /// The benchmark's WebSocket settings, client and floor relay alike: tungstenite zeroes its
 /// whole read buffer (128 KiB by default) before every read, and with thousands of sockets on
 /// the same two cores as the server that was a tenth of all CPU time; confab's own WebSocket
@@ -86,6 +85,7 @@ pub(crate) fn ws_config() -> tokio_tungstenite::tungstenite::protocol::WebSocket
     tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096)
 }
 
+/// Server frames can exceed the client limit (history); nothing here sends them.
 fn codec(format: Format) -> Codec {
     Codec::new(Dialect::Winkr, format).with_max_frame(MAX_SERVER_FRAME_BYTES)
 }

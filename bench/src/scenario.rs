@@ -280,10 +280,10 @@ pub(crate) async fn latency(
 /// p99 stays under `p99_limit_us`, `convs` conversations of one sender and one receiver, open
 /// loop (the senders keep their schedule whatever the server does, so an overloaded server
 /// shows as latency, not as a slower sender). The rate grows by half while a step passes, then
-/// `refine` steps bisect between the last pass and the first failure (a failing first rate
-/// is halved until one passes); each step is a fresh set
-/// of connections and conversations, so one step's backlog cannot spill into the next. Returns
-/// the best passing step, named `throughput_{convs}conv` (or the first step if none passed).
+/// `refine` steps bisect between the last pass and the first failure (a failing first rate is
+/// halved until one passes); each step is a fresh set of connections and conversations, so one
+/// step's backlog cannot spill into the next. Returns the best passing step, named
+/// `throughput_{convs}conv` (or the first failure if none passed).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn throughput_slo(
     http: &str,

@@ -22,10 +22,9 @@ use tokio::sync::{mpsc, oneshot};
 use writer::*;
 
 /// When a commit counts as done (`--sync`, docs/operations.md "Storage").
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyncMode {
     /// Synced to disk before the ack: survives a crash of the process and of the machine.
-    #[default]
     Full,
     /// Written to the OS before the ack, synced at checkpoints: survives a crash of the
     /// process (`kill -9`), not a power loss or a kernel crash. About half the 1:1 latency.

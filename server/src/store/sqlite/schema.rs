@@ -65,14 +65,17 @@ pub(super) const MESSAGE_COLUMNS: &str =
 
 pub(super) fn open(path: &Path, sync: SyncMode) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).map_err(db)?;
-    let pragmas = match sync {
-        // A commit is on disk when it returns, even across a power loss.
-        SyncMode::Full => "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;",
-        // A commit is in the WAL file (the OS's page cache) when it returns: it survives the
-        // process (kill -9), not the machine; the WAL is synced at checkpoints.
-        SyncMode::Normal => "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;",
+    // FULL: a commit is on disk when it returns, even across a power loss. NORMAL: it is in
+    // the WAL file (the OS's page cache), which survives the process (kill -9) but not the
+    // machine; the WAL is synced at checkpoints.
+    let synchronous = match sync {
+        SyncMode::Full => "FULL",
+        SyncMode::Normal => "NORMAL",
     };
-    conn.execute_batch(pragmas).map_err(db)?;
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA busy_timeout = 5000;"
+    ))
+    .map_err(db)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }

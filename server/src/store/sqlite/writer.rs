@@ -1,7 +1,8 @@
-//! The one writer thread: batches of requests, each in a savepoint, one commit per batch,
-//! then the commit callback in commit order, then the answers. Appends, the hot path, are one
-//! `INSERT` each: the writer hands out seqs itself ([`Seqs`]) and writes the conversations'
-//! `last_seq` and the senders' read marks once per batch.
+//! The one writer thread: batches of requests (each but an append in a savepoint), one
+//! commit per batch, then the commit callback in commit order, then the answers. Appends, the
+//! hot path, are one `INSERT` each: the writer hands out seqs itself ([`Seqs`]) and writes the
+//! conversations' `last_seq`, the senders' read marks and the fan-out's delivery marks once
+//! per batch.
 
 use super::*;
 use std::collections::HashMap;
@@ -10,8 +11,8 @@ use std::collections::HashMap;
 /// refilled by one indexed read per conversation).
 const SEQ_CACHE: usize = 100_000;
 
-/// The writer's account of each conversation's last seq, and what the batch has not written
-/// yet. Everything pending is written, inside the batch's transaction, before any request
+/// The writer's account of each conversation's last seq, and the marks (seqs, read and
+/// delivery watermarks) not written yet. Everything pending is written, inside the batch's transaction, before any request
 /// other than an append runs and before the commit, so every reader (in the batch or after
 /// the commit) sees the same state as if each append had written its own. A failed commit
 /// clears it all: the database is the truth.
