@@ -185,3 +185,58 @@ async fn health_and_metrics_answer() {
     assert!(gauge("confab_resident_memory_bytes") > 1_000_000, "{text}");
     assert!(gauge("confab_tasks") >= 2, "two connections' tasks: {text}");
 }
+
+/// Dialects without a join request (seed 003's personal socket, seed 004) listen to all of
+/// their user's conversations: one created, or one the user is added to, after the connection
+/// opened is heard at once, on both transports; Winkr hears its unread count.
+#[tokio::test]
+async fn conversations_created_or_joined_later_are_heard_at_once_on_every_dialect() {
+    let s = Server::start(&[]);
+    s.conversation("first", &["alice", "bob"]);
+    let mut alice = s.client("alice").await.ready().await;
+    let token = s.token("bob");
+    let ws = |path: &str| {
+        let url = format!("{path}token={token}");
+        let addr = s.addr.clone();
+        async move { support::Client::connect_to(&addr, &url).await }
+    };
+    let mut actions = ws("/ws?dialect=actions&").await;
+    actions.expect("connection.established").await;
+    let mut personal = ws("/api/v1/ws/bob?").await;
+    // A member with no connection that listens to all hears Winkr's unread counts.
+    let mut winkr = s.client("dave").await.ready().await;
+    let mut actions_wt = support::wt::WtClient::connect(
+        &s.h3_addr,
+        &s.cert_sha256,
+        &format!("dialect=actions&codec=json&token={token}"),
+    )
+    .await;
+    actions_wt.expect("connection.established").await;
+
+    // A conversation created after they connected.
+    s.conversation("later", &["alice", "bob", "dave"]);
+    let later = json!({"conversation_id": "later", "content": "new chat", "metadata": {"recipient_id": "bob"}});
+    alice.send("message:send", later).await;
+    assert_eq!(actions.expect("chat_message").await["message"]["content"], "new chat");
+    assert_eq!(actions_wt.expect("chat_message").await["message"]["content"], "new chat");
+    assert_eq!(personal.expect("new_direct_message").await["data"]["chat_id"], "later");
+    assert_eq!(winkr.expect("conversation:unread").await["data"]["conversation_id"], "later");
+
+    // An existing conversation bob is added to.
+    s.conversation("team", &["alice", "carol"]);
+    let (status, body) =
+        s.api("PUT", "/api/v1/conversations/team/members", Some(json!({"members": ["alice", "bob", "carol", "dave"]})));
+    assert_eq!(status, 200, "{body}");
+    let team = json!({"conversation_id": "team", "content": "welcome", "metadata": {"recipient_id": "bob"}});
+    alice.send("message:send", team).await;
+    assert_eq!(actions.expect("chat_message").await["message"]["conversation_id"], "team");
+    assert_eq!(actions_wt.expect("chat_message").await["message"]["conversation_id"], "team");
+    assert_eq!(personal.expect("new_direct_message").await["data"]["chat_id"], "team");
+    assert_eq!(winkr.expect("conversation:unread").await["data"]["conversation_id"], "team");
+
+    // Removed again: nothing more from it.
+    s.api("PUT", "/api/v1/conversations/team/members", Some(json!({"members": ["alice", "carol"]})));
+    alice.send("message:send", json!({"conversation_id": "team", "content": "bye bob"})).await;
+    alice.expect("message:sent").await;
+    actions.expect_none("chat_message", Duration::from_millis(300)).await;
+}

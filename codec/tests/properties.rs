@@ -159,9 +159,17 @@ fn server_event() -> impl Strategy<Value = ServerEvent> {
         (conv(), any::<u64>(), proptest::option::of(message())).prop_map(|(conversation_id, unread_count, m)| {
             ServerEvent::Unread(Unread { conversation_id, unread_count, last_message: m.map(|m| m.preview()) })
         }),
-        (msg_id(), conv(), time(), proptest::option::of(user())).prop_map(
-            |(message_id, conversation_id, delivered_at, user_id)| {
-                ServerEvent::Delivered(Delivered { message_id, conversation_id, delivered_at, user_id })
+        (msg_id(), conv(), time(), proptest::option::of(user()), proptest::option::of(any::<u32>())).prop_map(
+            |(message_id, conversation_id, delivered_at, user_id, count)| {
+                ServerEvent::Delivered(Delivered {
+                    message_id,
+                    conversation_id,
+                    delivered_at,
+                    user_id,
+                    seq: count.map(|n| Seq(u64::from(n) + 1)),
+                    delivered_count: count,
+                    recipient_count: count.map(|n| n.saturating_add(1)),
+                })
             }
         ),
         ("\\PC{0,40}", proptest::option::of("[a-z_]{1,10}")).prop_map(|(message, field)| {

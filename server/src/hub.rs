@@ -4,19 +4,26 @@
 //! only puts events into connections' bounded queues.
 //!
 //! Messages reach the hub through [`Hub::dispatch_message`], called in commit order by the
-//! store's commit callback, so every connection sees a conversation's messages in seq order. A connection that joins with `since_seq` is fed its replay by its session
-//! while live messages for it are held back; [`Hub::finish_replay`] then releases those past
-//! the replay, so nothing is missed or repeated (SPEC §4 recovery). A broker for several nodes
-//! would call `dispatch_message` from its subscription instead of the local feed.
+//! store's commit callback, so every connection sees a conversation's messages in seq order.
+//! The sending connection's `message:sent` is queued there too, ahead of the fan-out, so that
+//! no receipt for a message reaches its sender before the message's id does. A connection
+//! that joins with `since_seq` is fed its replay by its session while live messages for it are
+//! held back; [`Hub::finish_replay`] then releases those past the replay, so nothing is missed
+//! or repeated (SPEC §4 recovery). A broker for several nodes would call `dispatch_message`
+//! from its subscription instead of the local feed.
+//!
+//! Receipts (`message:delivered`) wait in the sender's queue coalesced, the newest winning
+//! (`Conn::send_receipt`): one per recipient in a conversation of up to
+//! [`RECEIPTS_PER_RECIPIENT_UP_TO`] other members (seed 001's form), one per message with
+//! counts in a bigger one. A group of any size costs its sender a bounded number of slots.
 
 use crate::error::CloseReason;
 use crate::limits::{Exceeded, Limits, UserBuckets};
-use crate::link::{Conn, Queued, SharedEvent};
-use crate::store::ConversationInfo;
+use crate::link::{Conn, IdMint, Queued, SharedEvent};
+use crate::store::{ConversationInfo, Requester};
 use confab_codec::event::{Delivered, Message, MessageNew, Sender, ServerEnvelope, ServerEvent, Unread};
 use confab_codec::{ConnectionId, ConversationId, PresenceStatus, RequestId, Seq, Timestamp, UserId};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -77,6 +84,11 @@ pub struct Presence {
     pub connections: usize,
 }
 
+/// Conversations with up to this many members besides the sender give it one receipt per
+/// recipient (seed 001); in bigger ones a receipt is per message, with how many members have
+/// it, so that the sender's queue never holds more receipts than this per conversation.
+pub const RECEIPTS_PER_RECIPIENT_UP_TO: u32 = 32;
+
 /// How often (in ids handed out) idle per-user state is pruned.
 const PRUNE_EVERY: u64 = 4096;
 
@@ -93,13 +105,17 @@ fn prune(s: &mut State, now: Instant) {
 pub struct Hub {
     state: Mutex<State>,
     limits: Limits,
-    boot: u64,
-    next_id: AtomicU64,
+    ids: Arc<IdMint>,
 }
 
 impl Hub {
     pub fn new(limits: Limits) -> Self {
-        Self { state: Mutex::default(), limits, boot: rand::random::<u32>().into(), next_id: AtomicU64::new(1) }
+        Self { state: Mutex::default(), limits, ids: Arc::default() }
+    }
+
+    /// The server's id mint, which connections share for their own events.
+    pub fn ids(&self) -> &Arc<IdMint> {
+        &self.ids
     }
 
     pub fn limits(&self) -> &Limits {
@@ -112,21 +128,9 @@ impl Hub {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// A fresh connection id.
-    pub fn connection_id(&self) -> ConnectionId {
-        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-        ConnectionId::generate("conn_", (u128::from(self.boot) << 64) | u128::from(n))
-    }
-
     /// Wraps an event in an envelope with a fresh server id.
     pub fn envelope(&self, event: ServerEvent, now: Timestamp, request_id: Option<RequestId>) -> ServerEnvelope {
-        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-        ServerEnvelope {
-            event,
-            timestamp: Some(now),
-            message_id: Some(format!("srv_{:x}{n:x}", self.boot)),
-            request_id,
-        }
+        self.ids.envelope(event, now, request_id)
     }
 
     /// An envelope ready to share between connections.
@@ -139,7 +143,7 @@ impl Hub {
     /// Adds a connection. `Ok(true)` if it is the user's first (they just came online).
     pub fn register(&self, conn: &Conn, profile: Profile, now: Instant) -> Result<bool, CloseReason> {
         let mut s = self.lock();
-        if self.next_id.load(Ordering::Relaxed) % PRUNE_EVERY == 0 {
+        if self.ids.count() % PRUNE_EVERY == 0 {
             prune(&mut s, now);
         }
         let buckets = s.buckets.entry(conn.user_id.clone()).or_insert_with(|| UserBuckets::new(&self.limits, now));
@@ -237,6 +241,11 @@ impl Hub {
         self.lock().convs.get(c).map(|e| e.members.contains_key(user))
     }
 
+    /// How many members, if cached.
+    pub fn member_count(&self, c: &ConversationId) -> Option<usize> {
+        self.lock().convs.get(c).map(|e| e.members.len())
+    }
+
     /// The members, if cached.
     pub fn members(&self, c: &ConversationId) -> Option<Vec<UserId>> {
         self.lock().convs.get(c).map(|e| e.members.keys().cloned().collect())
@@ -244,9 +253,12 @@ impl Hub {
 
     /// Caches a conversation read from the store; `replace` when it comes from a change (the
     /// server API), otherwise only if absent so a stale read never overwrites a newer change.
+    /// A change also joins the members' connections that listen to all their conversations
+    /// (dialects without a join request), so that they hear a new conversation at once.
     pub fn cache_conversation(&self, info: ConversationInfo, replace: bool) {
         let mut s = self.lock();
-        let entry = s.convs.entry(info.id.clone()).or_default();
+        let c = info.id.clone();
+        let entry = s.convs.entry(c.clone()).or_default();
         if !replace && !entry.members.is_empty() {
             return;
         }
@@ -255,6 +267,19 @@ impl Hub {
         // Connections of users who are no longer members stop receiving it.
         let members = &entry.members;
         entry.joined.retain(|_, j| members.contains_key(&j.conn.user_id));
+        if !replace {
+            return;
+        }
+        let State { users, convs, joins, .. } = &mut *s;
+        let Some(entry) = convs.get_mut(&c) else { return };
+        for user in entry.members.keys() {
+            for conn in users.get(user).map(|u| u.conns.as_slice()).unwrap_or_default() {
+                if conn.listens_to_all() && !entry.joined.contains_key(&conn.id) {
+                    entry.joined.insert(conn.id.clone(), Joined { conn: conn.clone(), replay: None });
+                    joins.entry(conn.id.clone()).or_default().insert(c.clone());
+                }
+            }
+        }
     }
 
     /// Drops a deleted conversation; returns the connections that had joined it.
@@ -323,31 +348,73 @@ impl Hub {
         }
     }
 
-    /// Tells the sender's connections that `recipient` got `message`.
+    /// Tells the sender's connections that `recipient` got `message` (and so every message of
+    /// the conversation up to it).
     pub fn tell_delivered(&self, message: &Message, recipient: UserId, now: Timestamp) {
-        let c = message.conversation_id.clone();
-        let ev = self.shared(
-            ServerEvent::Delivered(Delivered {
-                message_id: message.id.clone(),
-                conversation_id: c.clone(),
-                delivered_at: now,
-                user_id: Some(recipient),
-            }),
-            now,
-            Some(c),
-        );
-        self.to_users(std::iter::once(&message.sender_id), &ev, None);
+        let s = self.lock();
+        self.receipts(&s, message, &[recipient], now);
     }
 
-    /// Fans out a committed message: `message:new` to every connection that joined the
+    /// `message:delivered` to the sender's connections for the `recipients` whose devices just
+    /// got `message`, each with how many of the other members' devices have had it: one per
+    /// recipient in a conversation of up to [`RECEIPTS_PER_RECIPIENT_UP_TO`] other members,
+    /// else one for them all (naming the recipient only if there is one).
+    fn receipts(&self, s: &State, message: &Message, recipients: &[UserId], now: Timestamp) {
+        let c = &message.conversation_id;
+        let seq = message.seq.unwrap_or_default();
+        let (delivered, others) = s.convs.get(c).map_or((0, 0), |e| {
+            let others = e.members.iter().filter(|(u, _)| **u != message.sender_id);
+            others.fold((0u32, 0u32), |(d, n), (_, m)| (d + u32::from(m.delivered >= seq), n + 1))
+        });
+        let conns = s.users.get(&message.sender_id).map(|u| u.conns.as_slice()).unwrap_or_default();
+        // Keyed by recipient only in a small conversation: in a big one every receipt takes
+        // the conversation's one slot, whoever it names.
+        let per_recipient = others <= RECEIPTS_PER_RECIPIENT_UP_TO;
+        let one = |recipient: Option<&UserId>| {
+            let ev = self.shared(
+                ServerEvent::Delivered(Delivered {
+                    message_id: message.id.clone(),
+                    conversation_id: c.clone(),
+                    delivered_at: now,
+                    user_id: recipient.cloned(),
+                    seq: message.seq,
+                    delivered_count: Some(delivered),
+                    recipient_count: Some(others),
+                }),
+                now,
+                Some(c.clone()),
+            );
+            let key = (c.clone(), recipient.filter(|_| per_recipient).cloned());
+            for conn in conns {
+                conn.send_receipt(key.clone(), seq, Arc::clone(&ev));
+            }
+        };
+        if per_recipient {
+            recipients.iter().for_each(|r| one(Some(r)));
+        } else if let [r] = recipients {
+            one(Some(r));
+        } else if !recipients.is_empty() {
+            one(None);
+        }
+    }
+
+    /// Fans out a committed message: `message:sent` to the connection that sent it (first, so
+    /// that it precedes every receipt), `message:new` to every connection that joined the
     /// conversation (the sender's too: seed 001 clients take it as the confirmation),
-    /// `conversation:unread` to members online without the conversation joined, and
-    /// `message:delivered` to the sender once per recipient that has a device online and had
-    /// not had it yet. Returns the recipients whose delivery watermark moved.
-    pub fn dispatch_message(&self, message: Message, now: Timestamp) -> Vec<UserId> {
+    /// `conversation:unread` to members online without the conversation joined, and one
+    /// `message:delivered` to the sender if any recipient's device got it for the first time.
+    /// Returns the recipients whose delivery watermark moved.
+    pub fn dispatch_message(&self, message: Message, requester: Option<&Requester>, now: Timestamp) -> Vec<UserId> {
         let c = message.conversation_id.clone();
         let sender_id = message.sender_id.clone();
         let mut s = self.lock();
+        if let Some(r) = requester {
+            let conn = s.users.get(&sender_id).and_then(|u| u.conns.iter().find(|conn| conn.id == r.connection));
+            if let Some(conn) = conn {
+                let env = self.envelope(ServerEvent::MessageSent(message.clone()), now, r.request_id.clone());
+                conn.send(SharedEvent::new(env, Some(c.clone())));
+            }
+        }
         let profile = s.users.get(&sender_id).map(|u| u.profile.clone()).unwrap_or_default();
         let Some(entry) = s.convs.get_mut(&c) else { return Vec::new() };
         if let Some(seq) = message.seq {
@@ -414,10 +481,7 @@ impl Hub {
                 }
             }
         }
-        drop(s);
-        for user in &advanced {
-            self.tell_delivered(&message, user.clone(), now);
-        }
+        self.receipts(&s, &message, &advanced, now);
         advanced
     }
 

@@ -125,9 +125,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let metrics = Arc::new(metrics::Metrics::default());
     let stored = metrics.messages_stored.clone();
     let fanout_hub = Arc::clone(&hub);
-    let on_commit = Box::new(move |m: &confab_codec::event::Message| {
+    let on_commit = Box::new(move |m: &confab_codec::event::Message, requester: Option<&store::Requester>| {
         stored.inc();
-        fanout_hub.dispatch_message(m.clone(), session::now())
+        fanout_hub.dispatch_message(m.clone(), requester, session::now())
     });
     let store: Arc<dyn Store> =
         Arc::new(SqliteStore::open(&config.data_dir, config.sync, on_commit, Arc::clone(&metrics))?);

@@ -5,16 +5,24 @@
 //! and a [`Closer`] that ends the connection with a [`CloseReason`]. The session never sees a
 //! socket, a stream id or a byte; a transport never sees a conversation rule.
 //! Both sides import this module; neither imports the other.
+//!
+//! Two orderings are the link's own, so that no transport has to know them: a connection's
+//! greeting (`connection:established`) is the first event it writes, whatever the hub queued
+//! before it ([`Conn::greet`]); and receipts to a sender are coalesced, one waiting per
+//! conversation, the newest winning ([`Conn::send_receipt`]), so that a receipt per member of
+//! a big group never fills the sender's queue.
 
 use crate::error::CloseReason;
 use crate::metrics::{EventLabel, Metrics};
 use bytes::Bytes;
 use confab_codec::event::{Closed, ServerEnvelope, ServerEvent};
 use confab_codec::{
-    ClientEnvelope, Codec, ConnectionId, ConversationId, DecodeError, Dialect, EncodeError, Format, Seq, Timestamp,
-    UserId,
+    ClientEnvelope, Codec, ConnectionId, ConversationId, DecodeError, Dialect, EncodeError, Format, RequestId, Seq,
+    Timestamp, UserId,
 };
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -31,6 +39,43 @@ impl TransportKind {
             Self::WebSocket => "websocket",
             Self::WebTransport => "webtransport",
         }
+    }
+}
+
+/// Hands out the server's ids: connection ids and envelope ids (`srv_...`), unique for the
+/// life of the process and, with a random boot prefix, across restarts.
+#[derive(Debug)]
+pub struct IdMint {
+    boot: u64,
+    next: AtomicU64,
+}
+
+impl Default for IdMint {
+    fn default() -> Self {
+        Self { boot: rand::random::<u32>().into(), next: AtomicU64::new(1) }
+    }
+}
+
+impl IdMint {
+    /// How many ids were handed out so far.
+    pub fn count(&self) -> u64 {
+        self.next.load(Ordering::Relaxed)
+    }
+
+    pub fn connection_id(&self) -> ConnectionId {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        ConnectionId::generate("conn_", (u128::from(self.boot) << 64) | u128::from(n))
+    }
+
+    /// A fresh envelope id.
+    pub fn event_id(&self) -> String {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        format!("srv_{:x}{n:x}", self.boot)
+    }
+
+    /// Wraps an event in an envelope with a fresh id.
+    pub fn envelope(&self, event: ServerEvent, now: Timestamp, request_id: Option<RequestId>) -> ServerEnvelope {
+        ServerEnvelope { event, timestamp: Some(now), message_id: Some(self.event_id()), request_id }
     }
 }
 
@@ -143,10 +188,35 @@ impl Closer {
 }
 
 /// The `connection:closed` event that precedes the close frame.
-pub fn closing_event(reason: CloseReason, now: Timestamp) -> Arc<SharedEvent> {
+pub fn closing_event(ids: &IdMint, reason: CloseReason, now: Timestamp) -> Arc<SharedEvent> {
     let event =
         ServerEvent::Closed(Closed { reason: reason.as_str().into(), code: reason.code(), timestamp: Some(now) });
-    SharedEvent::new(ServerEnvelope { event, timestamp: Some(now), message_id: None, request_id: None }, None)
+    SharedEvent::new(ids.envelope(event, now, None), None)
+}
+
+/// What travels in a connection's queue.
+#[derive(Debug)]
+enum Item {
+    Event(Outgoing),
+    /// The newest receipt for this key waits in the connection's [`Held`] slots.
+    Receipt(ReceiptKey),
+}
+
+/// What a receipt is about: a conversation, and the recipient when receipts go per recipient.
+pub type ReceiptKey = (ConversationId, Option<UserId>);
+
+/// What a connection holds outside its queue: its greeting until it is given, and the newest
+/// receipt per conversation until the transport takes it.
+#[derive(Debug, Default)]
+struct Held {
+    greeting: Mutex<Option<Arc<SharedEvent>>>,
+    greeted: CancellationToken,
+    receipts: Mutex<HashMap<ReceiptKey, (Arc<SharedEvent>, Seq)>>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Plain data, consistent between statements: a panic elsewhere leaves it usable.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A connection as the hub and the session see it.
@@ -159,7 +229,8 @@ pub struct Conn {
     /// For a connection scoped to one conversation (SPEC §7), replay its messages after this
     /// seq when it starts (`?since_seq=`).
     pub resume: Option<Seq>,
-    queue: mpsc::Sender<Outgoing>,
+    queue: mpsc::Sender<Item>,
+    held: Arc<Held>,
     pub closer: Arc<Closer>,
     metrics: Arc<Metrics>,
 }
@@ -167,12 +238,71 @@ pub struct Conn {
 /// The transport's end of a [`Conn`]: what it writes, and how it learns to stop.
 #[derive(Debug)]
 pub struct ConnOutput {
-    pub queue: mpsc::Receiver<Outgoing>,
+    queue: mpsc::Receiver<Item>,
+    held: Arc<Held>,
+    /// Whether the greeting was handed out (or there will be none).
+    greeted: bool,
     pub closer: Arc<Closer>,
+    ids: Arc<IdMint>,
     metrics: Arc<Metrics>,
 }
 
 impl ConnOutput {
+    /// The next event to write: the greeting first (nothing is written before it), then the
+    /// queue in order. `None` once the session has gone. Cancel-safe: an event is taken only
+    /// when this returns.
+    pub async fn recv(&mut self) -> Option<Outgoing> {
+        if !self.greeted {
+            self.held.greeted.cancelled().await;
+            if let Some(first) = self.take_greeting() {
+                return Some(first);
+            }
+        }
+        loop {
+            let item = self.queue.recv().await?;
+            if let Some(out) = self.resolve(item) {
+                return Some(out);
+            }
+        }
+    }
+
+    /// The next event if one is waiting. Used to batch writes after [`ConnOutput::recv`] and
+    /// to flush at close, when a greeting that never came no longer holds the queue back.
+    pub fn try_recv(&mut self) -> Option<Outgoing> {
+        if let Some(first) = self.take_greeting() {
+            return Some(first);
+        }
+        loop {
+            let item = self.queue.try_recv().ok()?;
+            if let Some(out) = self.resolve(item) {
+                return Some(out);
+            }
+        }
+    }
+
+    fn take_greeting(&mut self) -> Option<Outgoing> {
+        if self.greeted {
+            return None;
+        }
+        let first = locked(&self.held.greeting).take();
+        if first.is_some() || self.held.greeted.is_cancelled() {
+            self.greeted = true;
+        }
+        first.map(|ev| Outgoing(ev, Pacing::Live))
+    }
+
+    fn resolve(&self, item: Item) -> Option<Outgoing> {
+        match item {
+            Item::Event(out) => Some(out),
+            Item::Receipt(c) => locked(&self.held.receipts).remove(&c).map(|(ev, _)| Outgoing(ev, Pacing::Live)),
+        }
+    }
+
+    /// The `connection:closed` event that precedes the transport's close.
+    pub fn closing_event(&self, reason: CloseReason) -> Arc<SharedEvent> {
+        closing_event(&self.ids, reason, crate::session::now())
+    }
+
     /// Records that `ev` was handed to the socket or stream: a live message's latency so far
     /// (a replayed one is old news, not latency).
     pub fn written(&self, ev: &SharedEvent, pacing: Pacing) {
@@ -197,7 +327,7 @@ pub enum Queued {
 
 impl Conn {
     pub fn new(
-        id: ConnectionId,
+        ids: &Arc<IdMint>,
         user_id: UserId,
         transport: TransportKind,
         codec: Codec,
@@ -206,17 +336,60 @@ impl Conn {
     ) -> (Self, ConnOutput) {
         let (tx, rx) = mpsc::channel(queue_len.max(1));
         let closer = Arc::new(Closer::default());
+        let held = Arc::new(Held::default());
         let conn = Self {
-            id,
+            id: ids.connection_id(),
             user_id,
             transport,
             codec,
             resume: None,
             queue: tx,
+            held: Arc::clone(&held),
             closer: Arc::clone(&closer),
             metrics: Arc::clone(&metrics),
         };
-        (conn, ConnOutput { queue: rx, closer, metrics })
+        let output = ConnOutput { queue: rx, held, greeted: false, closer, ids: Arc::clone(ids), metrics };
+        (conn, output)
+    }
+
+    /// Whether this connection hears every conversation of its user from the start: a dialect
+    /// without a join request, not scoped to one conversation (SPEC §7).
+    pub fn listens_to_all(&self) -> bool {
+        self.codec.scope.is_none() && self.codec.dialect.listens_to_all()
+    }
+
+    /// Gives the connection its greeting, the first event it writes, and lets the transport
+    /// write what was queued behind it. A connection must be listening (registered, its
+    /// conversations joined) before its client is told it is ready; events that reach it in
+    /// between wait in its queue.
+    pub fn greet(&self, event: Arc<SharedEvent>) {
+        self.queued(&event);
+        *locked(&self.held.greeting) = Some(event);
+        self.held.greeted.cancel();
+    }
+
+    /// Releases the queue without a greeting (a connection refused before it was ready).
+    pub fn no_greeting(&self) {
+        self.held.greeted.cancel();
+    }
+
+    /// Queues a receipt for one of this user's messages, covering every message of its
+    /// conversation up to `seq`. At most one receipt per key waits in the queue: a newer one
+    /// takes the place of the one waiting (the latest watermark wins), so however many
+    /// receipts the hub produces, a sender's queue holds one per key.
+    pub fn send_receipt(&self, key: ReceiptKey, seq: Seq, event: Arc<SharedEvent>) -> Queued {
+        {
+            let mut receipts = locked(&self.held.receipts);
+            if let Some(waiting) = receipts.get_mut(&key) {
+                if seq >= waiting.1 {
+                    *waiting = (event, seq);
+                }
+                return Queued::Yes;
+            }
+            receipts.insert(key.clone(), (Arc::clone(&event), seq));
+        }
+        self.queued(&event);
+        self.push(Item::Receipt(key), Pacing::Live)
     }
 
     /// Counts an event joining the queue, and how long the queue was.
@@ -230,8 +403,16 @@ impl Conn {
     /// and it is disconnected (STYLE 9: never a broadcast that silently skips messages).
     pub fn send(&self, event: Arc<SharedEvent>) -> Queued {
         self.queued(&event);
-        match self.queue.try_send(Outgoing(event, Pacing::Live)) {
+        self.push(Item::Event(Outgoing(event, Pacing::Live)), Pacing::Live)
+    }
+
+    fn push(&self, item: Item, pacing: Pacing) -> Queued {
+        match self.queue.try_send(item) {
             Ok(()) => Queued::Yes,
+            Err(mpsc::error::TrySendError::Full(_)) if pacing == Pacing::Lossy => {
+                self.metrics.events_dropped.inc();
+                Queued::Dropped
+            }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.closer.close(CloseReason::SlowConsumer);
                 Queued::SlowConsumer
@@ -245,7 +426,7 @@ impl Conn {
     pub async fn send_waiting(&self, event: Arc<SharedEvent>) -> bool {
         self.queued(&event);
         tokio::select! {
-            r = self.queue.send(Outgoing(event, Pacing::Paced)) => r.is_ok(),
+            r = self.queue.send(Item::Event(Outgoing(event, Pacing::Paced))) => r.is_ok(),
             _ = self.closer.closed() => false,
         }
     }
@@ -253,13 +434,6 @@ impl Conn {
     /// Queues latest-wins traffic (typing): dropped, not fatal, when the queue is full.
     pub fn send_lossy(&self, event: Arc<SharedEvent>) -> Queued {
         self.queued(&event);
-        match self.queue.try_send(Outgoing(event, Pacing::Lossy)) {
-            Ok(()) => Queued::Yes,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.metrics.events_dropped.inc();
-                Queued::Dropped
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Queued::Gone,
-        }
+        self.push(Item::Event(Outgoing(event, Pacing::Lossy)), Pacing::Lossy)
     }
 }

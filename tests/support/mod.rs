@@ -172,6 +172,15 @@ impl Server {
         body["token"].as_str().unwrap().to_string()
     }
 
+    /// A token signed here with the test secret: no request to the server, for tests that
+    /// connect thousands of users.
+    pub fn mint(&self, user: &str) -> String {
+        let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600;
+        let claims = json!({"sub": user, "exp": exp, "username": user});
+        let key = jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes());
+        jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
+    }
+
     /// Creates a conversation through the server API.
     pub fn conversation(&self, id: &str, members: &[&str]) {
         let (status, body) = self.api("POST", "/api/v1/conversations", Some(json!({"id": id, "members": members})));
@@ -299,6 +308,18 @@ impl Client {
         let url = format!("ws://{addr}{path_and_query}");
         let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("websocket connect");
         Client { ws, msgpack: path_and_query.contains("codec=msgpack"), next_id: 0, seen: Vec::new(), closed: None }
+    }
+
+    /// Connects with small buffers, for tests that hold thousands of connections (the
+    /// library's default read buffer is 128 KiB a connection).
+    pub async fn connect_lean(addr: &str, path_and_query: &str) -> Client {
+        let url = format!("ws://{addr}{path_and_query}");
+        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .read_buffer_size(4096)
+            .write_buffer_size(0);
+        let (ws, _) =
+            tokio_tungstenite::connect_async_with_config(url, Some(config), false).await.expect("websocket connect");
+        Client { ws, msgpack: false, next_id: 0, seen: Vec::new(), closed: None }
     }
 
     /// Wraps a socket opened by the test itself (custom headers).

@@ -283,9 +283,19 @@ pub struct Delivered {
     pub message_id: MessageId,
     pub conversation_id: ConversationId,
     pub delivered_at: Timestamp,
-    /// The recipient whose device got the message.
+    /// The recipient whose device got the message, when one member's delivery is the news (in
+    /// a conversation of two, always).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<UserId>,
+    /// The message's seq: the receipt covers the sender's messages up to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<Seq>,
+    /// How many of the other members' devices have had the message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_count: Option<u32>,
+    /// How many other members the conversation has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipient_count: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -183,6 +183,7 @@ pub(super) async fn post_message(
             local_id: None,
             reply_to: None,
             created_at: now(),
+            requester: None,
         })
         .await?;
     Ok((StatusCode::CREATED, Json(json!({"message": appended.message}))))

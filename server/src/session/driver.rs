@@ -9,33 +9,20 @@ use futures_util::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-/// Drives `session` until the connection ends; then unregisters it. The transport's writer
-/// sees the closer and sends the close. Everything it logs is inside one span per connection
-/// with its ids (never a token or a message's content).
+/// Drives an opened `session` (`session::open`) until the connection ends; then unregisters
+/// it. The transport's writer sees the closer and sends the close. Everything it logs is
+/// inside the session's span.
 pub async fn run(session: Session, inbound: impl Stream<Item = Inbound> + Unpin, shutdown: CancellationToken) {
-    let c = &session.conn;
-    let span = tracing::info_span!(
-        "conn",
-        conn = %c.id,
-        user = %c.user_id,
-        transport = c.transport.name(),
-        dialect = c.codec.dialect.name(),
-        codec = c.codec.format.name(),
-    );
+    let span = session.span.clone();
     drive(session, inbound, shutdown).instrument(span).await;
 }
 
 async fn drive(mut session: Session, mut inbound: impl Stream<Item = Inbound> + Unpin, shutdown: CancellationToken) {
-    if let Err(reason) = session.start().await {
-        session.conn.closer.close(reason);
-        return;
+    // Refused at opening (or closed since): nothing to run.
+    if !session.conn.closer.is_closed() {
+        session.catch_up_resumes().await;
     }
-    if let Err(reason) = session.listen_from_start().await {
-        session.conn.closer.close(reason);
-        session.finish().await;
-        return;
-    }
-    loop {
+    while !session.conn.closer.is_closed() {
         let deadline = tokio::time::Instant::from_std(session.next_deadline());
         // Every branch is cancel-safe: `closed`/`cancelled` are notifications, a stream's
         // `next` (the inbound frames, the pending sends) loses nothing when dropped, and

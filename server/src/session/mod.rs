@@ -2,12 +2,16 @@
 //! client events, applies the conversation rules (membership, limits, receipts, presence) and
 //! answers through the hub and the connection's queue.
 //!
-//! - `mod.rs`: the session's state, its start and end (presence, inbox), replies and timers;
+//! - `mod.rs`: the session's state, its opening and end (presence, inbox), replies and timers;
 //! - `requests`: what each client event does (SPEC §4 table);
 //! - `driver`: the loop that feeds a session its inputs, its timers and shutdown;
 //! - `expiry`: ephemeral photo timers.
 //!
 //! A session never sees a socket: it gets [`Inbound`] items and writes to its [`Conn`].
+//!
+//! A session is opened ([`open`]) before its transport tells the client that it is ready (the
+//! upgrade's answer, the CONNECT's, the greeting): from that instant on, everything sent to
+//! the connection reaches it. Then [`run`] drives it until it ends.
 
 mod driver;
 mod expiry;
@@ -20,11 +24,10 @@ use crate::auth::{Auth, AuthError, Identity};
 use crate::error::{CloseReason, SessionError};
 use crate::hub::{Hub, Profile};
 use crate::limits::Bucket;
-use crate::link::{Conn, Route, SharedEvent};
+use crate::link::{Conn, ConnOutput, Route, SharedEvent, TransportKind};
 use crate::store::Store;
-use confab_codec::event::Join;
 use confab_codec::event::{Established, Hello, ServerEnvelope, ServerEvent, Typing, UserOffline, UserOnline};
-use confab_codec::{Codec, ConversationId, RequestId, Timestamp, UserId};
+use confab_codec::{Codec, ConversationId, RequestId, Seq, Timestamp, UserId};
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesOrdered;
 use std::collections::HashMap;
@@ -32,6 +35,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 /// Seconds between client heartbeats the server advertises (SPEC §3: pings every 30 s).
 pub const HEARTBEAT_INTERVAL_S: u32 = 30;
@@ -75,6 +79,12 @@ pub struct Session {
     /// next frames are read meanwhile (up to [`MAX_PENDING_SENDS`]), so one sender's messages
     /// share group commits instead of waiting for one commit each.
     pending: FuturesOrdered<BoxFuture<'static, SendDone>>,
+    /// Whether the hub knows this connection: it must be unregistered, however the session ends.
+    registered: bool,
+    /// Joins made at opening whose replay (`?since_seq=`) waits until the client is ready.
+    resumes: Vec<(ConversationId, Seq)>,
+    /// Everything the session logs is inside this span (never a token or a message's content).
+    span: tracing::Span,
 }
 
 /// Sends in flight per connection before the session stops reading its frames.
@@ -100,6 +110,14 @@ impl Session {
         let rate =
             Bucket::new(limits.conn_rate.round().max(1.0) as u32, Duration::from_secs(1), limits.conn_burst, now);
         let token_deadline = deadline_for(identity.expires_at, now);
+        let span = tracing::info_span!(
+            "conn",
+            conn = %conn.id,
+            user = %conn.user_id,
+            transport = conn.transport.name(),
+            dialect = conn.codec.dialect.name(),
+            codec = conn.codec.format.name(),
+        );
         Self {
             ctx,
             conn,
@@ -110,6 +128,9 @@ impl Session {
             strikes: 0,
             client: Hello::default(),
             pending: FuturesOrdered::new(),
+            registered: false,
+            resumes: Vec::new(),
+            span,
         }
     }
 
@@ -121,9 +142,23 @@ impl Session {
         &self.identity.user_id
     }
 
-    /// Registers the connection, says `connection:established`, tells contacts the user came
-    /// online (first device only), and delivers what waited in the user's inbox.
-    async fn start(&mut self) -> Result<(), CloseReason> {
+    /// Makes the connection listen, then greets it: registers it (presence, limits), joins
+    /// what its dialect listens to from the start, queues `connection:established` as its
+    /// first event, tells contacts the user came online (first device only), and delivers what
+    /// waited in the user's inbox. Events that reach the connection before the greeting wait
+    /// behind it. On `Err` the connection is closed with that reason (after an `error` event
+    /// where there is one to give) and never greeted.
+    async fn open(&mut self) -> Result<(), CloseReason> {
+        let span = self.span.clone();
+        let opened = self.listen_and_greet().instrument(span).await;
+        if let Err(reason) = opened {
+            self.conn.no_greeting();
+            self.conn.closer.close(reason);
+        }
+        opened
+    }
+
+    async fn listen_and_greet(&mut self) -> Result<(), CloseReason> {
         let profile =
             Profile { username: self.identity.username.clone(), avatar_url: self.identity.avatar_url.clone() };
         let first = self.ctx.hub.register(&self.conn, profile, Instant::now()).inspect_err(|r| {
@@ -131,10 +166,14 @@ impl Session {
                 self.ctx.metrics.rate_limited.get_or_create(&crate::metrics::LimitLabel { limit: "connections" }).inc();
             }
         })?;
+        self.registered = true;
         let labels = self.conn_labels();
         self.ctx.metrics.connections.get_or_create(&labels).inc();
         self.ctx.metrics.sessions_opened.get_or_create(&labels).inc();
+        // Read after registering: a conversation the server API creates from here on joins
+        // this connection itself (`Hub::cache_conversation`), one created before is read here.
         let conversations = self.memberships().await;
+        self.listen_from_start(&conversations).await?;
         let established = Established {
             user_id: self.user().clone(),
             connection_id: self.conn.id.clone(),
@@ -144,7 +183,8 @@ impl Session {
             codec: Some(self.conn.codec.format.name().into()),
             timestamp: Some(now()),
         };
-        self.send(ServerEvent::Established(established), None, Route::Control);
+        let env = self.ctx.hub.envelope(ServerEvent::Established(established), now(), None);
+        self.conn.greet(SharedEvent::new(env, None));
         tracing::info!(first_device = first, "connected");
         if first {
             let contacts = contacts_of(&conversations, self.user());
@@ -168,29 +208,44 @@ impl Session {
         Ok(())
     }
 
-    /// For dialects without a join request (SPEC §7): a scoped connection joins its
-    /// conversation (creating the user's own one on first use), replaying after `?since_seq=`;
-    /// an actions or personal connection joins every conversation of its user. A scope the
-    /// user may not join ends the connection (4004) after an `error` event.
-    async fn listen_from_start(&mut self) -> Result<(), CloseReason> {
+    /// For dialects without a join request (SPEC §7): a scoped connection listens to its
+    /// conversation (creating the user's own one on first use); an actions or personal
+    /// connection listens to every conversation of its user. A scope the user may not join
+    /// ends the connection (4004) after an `error` event. A replay asked with `?since_seq=`
+    /// waits until the client is ready ([`Session::catch_up_resumes`]); live events are held
+    /// back until it is done.
+    async fn listen_from_start(&mut self, conversations: &[crate::store::Membership]) -> Result<(), CloseReason> {
         if let Some(c) = self.conn.codec.scope.clone() {
             if c.as_str() == self.user().as_str() {
                 self.ensure_own_conversation(&c).await;
             }
-            let join = Join { conversation_id: c, since_seq: self.conn.resume };
-            if let Err(e) = self.join(join, None).await {
+            if let Err(e) = self.listen(&c).await {
                 self.fail(&e, Some("conversation:join"), None, Route::Control);
                 return Err(CloseReason::AccessDenied);
             }
-        } else if self.conn.codec.dialect.listens_to_all() {
-            for m in self.memberships().await {
-                let c = m.conversation_id;
-                if let Err(e) = self.join(Join { conversation_id: c.clone(), since_seq: None }, None).await {
-                    tracing::debug!(conversation = %c, error = %e, "joining a conversation at start");
+            match self.conn.resume {
+                Some(since) => self.resumes.push((c, since)),
+                None => self.ctx.hub.finish_replay(&c, &self.conn.id, Seq::ZERO),
+            }
+        } else if self.conn.listens_to_all() {
+            for m in conversations {
+                let c = &m.conversation_id;
+                match self.listen(c).await {
+                    Ok(()) => self.ctx.hub.finish_replay(c, &self.conn.id, Seq::ZERO),
+                    Err(e) => tracing::debug!(conversation = %c, error = %e, "listening to a conversation at start"),
                 }
             }
         }
         Ok(())
+    }
+
+    /// Replays what scoped connections asked for with `?since_seq=`, once the client is ready.
+    async fn catch_up_resumes(&mut self) {
+        for (c, since) in std::mem::take(&mut self.resumes) {
+            if let Err(e) = self.catch_up(&c, Some(since)).await {
+                self.fail(&e, Some("conversation:join"), None, Route::Control);
+            }
+        }
     }
 
     /// The user's own conversation (its id is theirs) exists once they connect to it; the
@@ -211,32 +266,37 @@ impl Session {
     /// Unregisters the connection: clears its typing states, and tells contacts the user went
     /// offline if this was their last device.
     async fn finish(&mut self) {
-        let typing: Vec<ConversationId> = self.typing.drain().map(|(c, _)| c).collect();
-        for c in typing {
-            self.broadcast_typing(&c, false);
+        if let Some(offline) = self.unregister() {
+            offline.tell(&self.ctx).await;
         }
-        let last = self.ctx.hub.unregister(&self.conn, now());
-        self.ctx.metrics.connections.get_or_create(&self.conn_labels()).dec();
         let reason = self.conn.closer.reason().map_or("normal_closure", CloseReason::as_str);
-        self.ctx.metrics.sessions_closed.get_or_create(&crate::metrics::ReasonLabel { reason }).inc();
-        if last {
-            let contacts = contacts_of(&self.memberships().await, self.user());
-            let t = now();
-            let ev = ServerEvent::UserOffline(UserOffline {
-                user_id: self.user().clone(),
-                username: self.identity.username.clone(),
-                offline_at: t,
-                last_seen: Some(t),
-            });
-            self.ctx.hub.to_users(contacts.iter(), &self.ctx.hub.shared(ev, t, None), None);
-        }
         let (version, platform) = (self.client.client_version.as_deref(), self.client.platform.as_deref());
         tracing::info!(
+            parent: &self.span,
             reason,
             client_version = version.unwrap_or(""),
             platform = platform.unwrap_or(""),
             "disconnected"
         );
+    }
+
+    /// The part of the end that needs no waiting (also run when a session is dropped before it
+    /// ran, as when an upgrade fails after the session was opened); the user's offline notice,
+    /// if this was their last connection, is what is left to do.
+    fn unregister(&mut self) -> Option<Offline> {
+        if !std::mem::take(&mut self.registered) {
+            return None;
+        }
+        let typing: Vec<ConversationId> = self.typing.drain().map(|(c, _)| c).collect();
+        for c in typing {
+            self.broadcast_typing(&c, false);
+        }
+        let t = now();
+        let last = self.ctx.hub.unregister(&self.conn, t);
+        self.ctx.metrics.connections.get_or_create(&self.conn_labels()).dec();
+        let reason = self.conn.closer.reason().map_or("normal_closure", CloseReason::as_str);
+        self.ctx.metrics.sessions_closed.get_or_create(&crate::metrics::ReasonLabel { reason }).inc();
+        last.then(|| Offline { user: self.user().clone(), username: self.identity.username.clone(), at: t })
     }
 
     /// The user's conversations and their members; on a store failure, none (presence notices
@@ -305,6 +365,63 @@ impl Session {
         let shared = self.ctx.hub.shared(ev, t, Some(c.clone()));
         self.ctx.hub.to_joined(c, &shared, Some(self.user()), true);
     }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let Some(offline) = self.unregister() else { return };
+        tracing::debug!(parent: &self.span, "session dropped before it ran");
+        let ctx = self.ctx.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            self.ctx.tasks.spawn_on(async move { offline.tell(&ctx).await }, &runtime);
+        }
+    }
+}
+
+/// A user's last connection ended: their contacts hear `user:offline`.
+#[derive(Debug)]
+struct Offline {
+    user: UserId,
+    username: Option<String>,
+    at: Timestamp,
+}
+
+impl Offline {
+    async fn tell(self, ctx: &Ctx) {
+        let conversations = ctx.store.memberships(&self.user).await.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "listing the user's conversations");
+            Vec::new()
+        });
+        let contacts = contacts_of(&conversations, &self.user);
+        let ev = ServerEvent::UserOffline(UserOffline {
+            user_id: self.user,
+            username: self.username,
+            offline_at: self.at,
+            last_seen: Some(self.at),
+        });
+        ctx.hub.to_users(contacts.iter(), &ctx.hub.shared(ev, self.at, None), None);
+    }
+}
+
+/// Creates a connection and opens its session (see [`Session::open`]). The transport calls it
+/// before it tells the client that the connection is ready, then writes what the output gives
+/// and runs the session with [`run`]. A session refused here (too many connections, a scope
+/// it may not join) has its connection closed already: the transport says goodbye.
+pub async fn open(
+    ctx: &Ctx,
+    identity: Identity,
+    transport: TransportKind,
+    codec: Codec,
+    resume: Option<Seq>,
+) -> (Session, ConnOutput) {
+    let codec = default_scope(codec, &identity.user_id);
+    let queue = ctx.hub.limits().outbound_queue;
+    let (mut conn, output) =
+        Conn::new(ctx.hub.ids(), identity.user_id.clone(), transport, codec, queue, Arc::clone(&ctx.metrics));
+    conn.resume = resume;
+    let mut session = Session::new(ctx.clone(), conn, identity);
+    let _ = session.open().await;
+    (session, output)
 }
 
 fn deadline_for(expires_at: Timestamp, now_i: Instant) -> Instant {

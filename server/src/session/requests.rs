@@ -6,9 +6,10 @@ use super::{MAX_STRIKES, Session, TYPING_TIMEOUT, now};
 use crate::error::{CloseReason, SessionError};
 use crate::limits::Exceeded;
 use crate::link::{Route, SharedEvent};
-use crate::store::{NewMessage, Photo};
+use crate::store::{NewMessage, Photo, Requester};
 use confab_codec::event::*;
-use confab_codec::{ClientEnvelope, ConversationId, DecodeError, ErrorCode, PhotoId, RequestId, Seq};
+use confab_codec::{ClientEnvelope, ConversationId, DecodeError, ErrorCode, PhotoId, RequestId, Seq, UserId};
+use std::collections::HashMap;
 use std::time::Instant;
 
 /// Messages read from the store per page when replaying a join with `since_seq`.
@@ -106,23 +107,35 @@ impl Session {
         if is_member { Ok(()) } else { Err(SessionError::NotMember(c.to_string())) }
     }
 
-    pub(super) async fn join(&mut self, j: Join, rid: Option<RequestId>) -> Result<(), SessionError> {
+    /// `conversation:join`: listen, answer `conversation:joined`, then replay what the client
+    /// missed (`since_seq`) before the live events held back meanwhile.
+    async fn join(&mut self, j: Join, rid: Option<RequestId>) -> Result<(), SessionError> {
         let c = j.conversation_id;
-        self.member(&c).await?;
-        if !self.ctx.hub.join(&c, &self.conn) {
-            return Err(SessionError::ConversationNotFound(c.to_string()));
-        }
+        self.listen(&c).await?;
         let last_seq = self.ctx.store.conversation(&c).await?.map(|i| i.last_seq);
         let joined = Joined { conversation_id: c.clone(), joined_at: now(), last_seq };
         self.send(ServerEvent::Joined(joined), rid, conv_route(&c));
-        let Some(since) = j.since_seq else {
+        self.catch_up(&c, j.since_seq).await
+    }
+
+    /// Starts listening to `c` (a member only): its live events are held back from now on until
+    /// [`Session::catch_up`] (or the hub's `finish_replay`) releases them.
+    pub(super) async fn listen(&mut self, c: &ConversationId) -> Result<(), SessionError> {
+        self.member(c).await?;
+        if self.ctx.hub.join(c, &self.conn) { Ok(()) } else { Err(SessionError::ConversationNotFound(c.to_string())) }
+    }
+
+    /// Replays every message after `since` (if asked), then releases the live events held back
+    /// since [`Session::listen`], skipping those the replay sent.
+    pub(super) async fn catch_up(&mut self, c: &ConversationId, since: Option<Seq>) -> Result<(), SessionError> {
+        let Some(since) = since else {
             // No replay asked: everything held back since the join is new to the client.
-            self.ctx.hub.finish_replay(&c, &self.conn.id, Seq::ZERO);
+            self.ctx.hub.finish_replay(c, &self.conn.id, Seq::ZERO);
             return Ok(());
         };
-        let result = self.replay(&c, since).await;
+        let result = self.replay(c, since).await;
         let replayed_up_to = result.as_ref().copied().unwrap_or(since);
-        self.ctx.hub.finish_replay(&c, &self.conn.id, replayed_up_to);
+        self.ctx.hub.finish_replay(c, &self.conn.id, replayed_up_to);
         result.map(|_| ())
     }
 
@@ -147,12 +160,13 @@ impl Session {
         loop {
             let page = self.ctx.store.messages_after(c, *after, REPLAY_PAGE).await?;
             let full = page.len() == REPLAY_PAGE as usize;
+            // The newest message of each sender that none of this user's devices had yet: its
+            // sender hears it once per page (a receipt covers the messages before it).
+            let mut receipts: HashMap<UserId, Message> = HashMap::new();
             for m in page {
                 *after = m.seq.unwrap_or(*after);
-                // A message none of this user's devices had yet: its sender hears it now
-                // (SPEC §4 `message:delivered`, once per recipient).
                 if m.sender_id != self.identity.user_id && self.ctx.hub.advance_delivered(c, self.user(), *after) {
-                    self.ctx.hub.tell_delivered(&m, self.user().clone(), now());
+                    receipts.insert(m.sender_id.clone(), m.clone());
                     *delivered = *after;
                 }
                 let profile = self.ctx.hub.profile(&m.sender_id);
@@ -162,6 +176,9 @@ impl Session {
                 if !self.conn.send_waiting(SharedEvent::new(ev, Some(c.clone()))).await {
                     return Ok(());
                 }
+            }
+            for m in receipts.values() {
+                self.ctx.hub.tell_delivered(m, self.user().clone(), now());
             }
             if !full {
                 return Ok(());
@@ -208,9 +225,11 @@ impl Session {
             local_id: s.local_id,
             reply_to: s.reply_to,
             created_at: now(),
+            requester: Some(Requester { connection: self.conn.id.clone(), request_id: rid.clone() }),
         };
-        // Durable before acknowledged (SPEC §6): answered in `send_committed`; the hub fans out
-        // from the store's commit callback.
+        // Durable before acknowledged (SPEC §6): the store's commit callback queues
+        // `message:sent` for this connection, ahead of the fan-out and so of every receipt;
+        // `send_committed` answers the rest (a repeated `local_id`, a failure).
         let store = std::sync::Arc::clone(&self.ctx.store);
         self.pending.push_back(Box::pin(async move {
             let result = store.append(m).await;
@@ -247,7 +266,9 @@ impl Session {
         Ok(())
     }
 
-    /// Answers a send once its commit is done, in the order the sends came.
+    /// Finishes a send once its commit is done, in the order the sends came: a new message was
+    /// acknowledged at its commit; a repeated `local_id` is acknowledged with the original; a
+    /// failure is an `error`.
     pub(super) fn send_committed(&mut self, done: super::SendDone) {
         let c = done.conversation_id;
         match done.result {
@@ -255,7 +276,9 @@ impl Session {
                 if self.typing.remove(&c).is_some() {
                     self.broadcast_typing(&c, false);
                 }
-                self.send(ServerEvent::MessageSent(appended.message), done.request_id, conv_route(&c));
+                if appended.duplicate {
+                    self.send(ServerEvent::MessageSent(appended.message), done.request_id, conv_route(&c));
+                }
             }
             Err(e) => {
                 let e = SessionError::from(e);
@@ -279,8 +302,14 @@ impl Session {
             user_id: Some(self.user().clone()),
             seq: Some(seq),
         });
-        // The other members, and the reader's other devices.
-        self.ctx.hub.to_members(&c, &self.ctx.hub.shared(ev, t, Some(c.clone())), Some(&self.conn.id));
+        // The other members, and the reader's other devices; in a big group only the latter
+        // (SMALL_GROUP_MAX: every member's read to every member grows with the group's square).
+        let ev = self.ctx.hub.shared(ev, t, Some(c.clone()));
+        if self.ctx.hub.member_count(&c).is_some_and(|n| n > crate::store::SMALL_GROUP_MAX) {
+            self.ctx.hub.to_users(std::iter::once(self.user()), &ev, Some(&self.conn.id));
+        } else {
+            self.ctx.hub.to_members(&c, &ev, Some(&self.conn.id));
+        }
         Ok(())
     }
 

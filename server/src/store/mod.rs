@@ -9,7 +9,9 @@
 pub mod sqlite;
 
 use confab_codec::event::{Message, Metadata};
-use confab_codec::{ConversationId, LocalId, MessageId, MessageKind, PhotoId, Seq, Timestamp, UserId};
+use confab_codec::{
+    ConnectionId, ConversationId, LocalId, MessageId, MessageKind, PhotoId, RequestId, Seq, Timestamp, UserId,
+};
 use std::future::Future;
 use std::pin::Pin;
 
@@ -47,6 +49,16 @@ pub struct NewMessage {
     pub local_id: Option<LocalId>,
     pub reply_to: Option<MessageId>,
     pub created_at: Timestamp,
+    /// Who to acknowledge the commit to (`message:sent`); none for the server API's messages.
+    /// The store only hands it to the commit callback with the committed message.
+    pub requester: Option<Requester>,
+}
+
+/// The connection that asked for an append, and the request it answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Requester {
+    pub connection: ConnectionId,
+    pub request_id: Option<RequestId>,
 }
 
 /// The stored message, and whether it was already there (same sender and `local_id`).
@@ -75,7 +87,15 @@ pub struct Member {
     pub delivered: Seq,
 }
 
-/// A conversation the user is in, with everyone in it.
+/// Conversations of up to this many members are where presence and reads travel: their
+/// members hear each other come and go (`user:online`, `user:offline`, `status:update`) and
+/// read (`message:viewed`). In a bigger group each would be a notice to every member for every
+/// member's every connect or read, a cost that grows with the square of the group.
+pub const SMALL_GROUP_MAX: usize = 100;
+
+/// A conversation the user is in, with everyone in it when it has at most
+/// [`SMALL_GROUP_MAX`] members (else none are listed: reading ten thousand members at
+/// every connect would serve nothing).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Membership {
     pub conversation_id: ConversationId,
@@ -139,11 +159,12 @@ pub struct InboxItem {
     pub data: Metadata,
 }
 
-/// Called with each newly committed message, in commit order, before its `append` returns.
-/// It runs on the store's writer, so it must not block (the hub only fills bounded queues).
-/// It returns the members whose delivery watermark the message advanced; the store records
-/// them with its next batch.
-pub type OnCommit = Box<dyn Fn(&Message) -> Vec<UserId> + Send + 'static>;
+/// Called with each newly committed message (and who asked for it), in commit order, before
+/// its `append` returns. It runs on the store's writer, so it must not block (the hub only
+/// fills bounded queues). It returns the members whose delivery watermark the message
+/// advanced; the store records them with its next batch. A repeated `local_id` is not a new
+/// message: its append returns the original, and its requester is answered by the caller.
+pub type OnCommit = Box<dyn Fn(&Message, Option<&Requester>) -> Vec<UserId> + Send + 'static>;
 
 /// The durable store.
 pub trait Store: Send + Sync + 'static {
@@ -163,8 +184,9 @@ pub trait Store: Send + Sync + 'static {
     fn conversation(&self, c: &ConversationId) -> StoreFuture<'_, Option<ConversationInfo>>;
     /// The user's conversations with unread counts and last messages (the REST list).
     fn conversations_of(&self, user: &UserId) -> StoreFuture<'_, Vec<ConversationSummary>>;
-    /// The user's conversations and their members, most recently active first: one query,
-    /// for what every connect, disconnect and status change needs.
+    /// The user's conversations and their members (for conversations of up to
+    /// [`SMALL_GROUP_MAX`] members), most recently active first: one query, for what every
+    /// connect, disconnect and status change needs.
     fn memberships(&self, user: &UserId) -> StoreFuture<'_, Vec<Membership>>;
     fn create_conversation(
         &self,

@@ -5,19 +5,21 @@
 //! MessagePack binary frames with `?codec=msgpack` or the subprotocol `confab.msgpack`.
 //! Whatever was negotiated, a text frame is read as JSON and a binary one as MessagePack.
 //!
-//! Per connection: this task reads and decodes frames and drives the session; a writer task
-//! encodes queued events, pings every 30 s and closes the socket when the closer fires.
+//! The session is opened (registered, listening) before the upgrade is answered: a seed 003
+//! client takes the completed upgrade as its ready signal. Per connection: this task reads
+//! and decodes frames and drives the session; a writer task encodes queued events, pings every
+//! 30 s and closes the socket when the closer fires.
 
 use crate::api::{App, Endpoint, Settings};
 use crate::error::CloseReason;
-use crate::link::{Conn, ConnOutput, Inbound, Outgoing, Route, TransportKind, closing_event};
-use crate::session::{self, Session, now};
+use crate::link::{ConnOutput, Inbound, Outgoing, Route, TransportKind};
+use crate::session::{self, Session};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use confab_codec::{Codec, Dialect, Format, Seq};
+use confab_codec::{Codec, Dialect, Format};
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use std::collections::HashMap;
@@ -79,7 +81,7 @@ pub async fn upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    upgrade_at(app, query, headers, ws, Endpoint::default(), None)
+    upgrade_at(app, query, headers, ws, Endpoint::default(), None).await
 }
 
 /// `GET /api/v1/ws/chat/{chatId}` (seed 003): the chatrooms dialect, scoped to the chat.
@@ -91,7 +93,7 @@ pub async fn upgrade_chat(
     ws: WebSocketUpgrade,
 ) -> Response {
     let endpoint = Endpoint { dialect: Some(Dialect::Chatrooms), scope: Some(chat_id) };
-    upgrade_at(app, query, headers, ws, endpoint, None)
+    upgrade_at(app, query, headers, ws, endpoint, None).await
 }
 
 /// `GET /api/v1/ws/{userId}` (seed 003): the user's personal socket; the token must be theirs.
@@ -103,10 +105,13 @@ pub async fn upgrade_personal(
     ws: WebSocketUpgrade,
 ) -> Response {
     let endpoint = Endpoint { dialect: Some(Dialect::ChatroomsPersonal), scope: None };
-    upgrade_at(app, query, headers, ws, endpoint, Some(user_id))
+    upgrade_at(app, query, headers, ws, endpoint, Some(user_id)).await
 }
 
-fn upgrade_at(
+/// A connection's session, opened before the upgrade is answered, or why it was refused.
+type Opened = Result<(Session, ConnOutput), crate::auth::AuthError>;
+
+async fn upgrade_at(
     app: App,
     query: HashMap<String, String>,
     headers: HeaderMap,
@@ -133,27 +138,27 @@ fn upgrade_at(
         _ => Ok(id),
     });
     let guard = app.ctx.tasks.token();
+    // Listening before the client can know it is connected. Should the upgrade fail from here
+    // on, dropping the session unregisters it.
+    let opened = match identity {
+        Ok(id) => Ok(session::open(&app.ctx, id, TransportKind::WebSocket, codec.clone(), resume).await),
+        Err(e) => Err(e),
+    };
     ws.protocols(PROTOCOLS)
         .max_message_size(HARD_FRAME_LIMIT)
         // tungstenite allocates its whole read buffer per connection (128 KiB by default): an
         // idle connection should cost a few KiB, and frames are small (benchmarks.md, density).
         .read_buffer_size(READ_BUFFER)
         .on_upgrade(move |socket| async move {
-            serve(socket, app, identity, codec, resume).await;
+            serve(socket, app, opened, codec).await;
             drop(guard);
         })
 }
 
-async fn serve(
-    socket: WebSocket,
-    app: App,
-    identity: Result<crate::auth::Identity, crate::auth::AuthError>,
-    codec: Codec,
-    resume: Option<Seq>,
-) {
+async fn serve(socket: WebSocket, app: App, opened: Opened, codec: Codec) {
     let (mut sink, stream) = socket.split();
-    let identity = match identity {
-        Ok(id) => id,
+    let (session, output) = match opened {
+        Ok(o) => o,
         Err(e) => {
             let (ev, reason) = session::refusal(&app.ctx.hub, &e);
             if let Ok(Some(bytes)) = ev.encoded(&codec) {
@@ -163,16 +168,7 @@ async fn serve(
             return;
         }
     };
-    let codec = session::default_scope(codec, &identity.user_id);
-    let (mut conn, output) = Conn::new(
-        app.ctx.hub.connection_id(),
-        identity.user_id.clone(),
-        TransportKind::WebSocket,
-        codec.clone(),
-        app.ctx.hub.limits().outbound_queue,
-        std::sync::Arc::clone(&app.ctx.metrics),
-    );
-    conn.resume = resume;
+    let codec = session.conn().codec.clone();
     let last_pong = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let json = Codec { format: Format::Json, ..codec.clone() };
@@ -186,7 +182,7 @@ async fn serve(
         Arc::clone(&last_pong),
         started,
     ));
-    let closer = Arc::clone(&conn.closer);
+    let closer = Arc::clone(&session.conn().closer);
     let inbound = stream
         .filter_map(move |msg| {
             let item = match msg {
@@ -212,7 +208,6 @@ async fn serve(
         })
         .boxed();
     let mut inbound = inbound;
-    let session = Session::new(app.ctx.clone(), conn, identity);
     session::run(session, &mut inbound, app.ctx.shutdown.clone()).await;
     // Keep reading while the writer says goodbye, until the peer's close frame (or a
     // deadline): closing the socket with the peer's frames unread would reset the connection,
@@ -252,12 +247,13 @@ async fn write_loop(
     started: Instant,
 ) {
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+    let closer = Arc::clone(&out.closer);
     loop {
         // Cancel-safe: `recv` and `tick` lose nothing when another branch wins.
         tokio::select! {
             biased;
-            _ = out.closer.closed() => break,
-            ev = out.queue.recv() => {
+            _ = closer.closed() => break,
+            ev = out.recv() => {
                 let Some(first) = ev else { break };
                 if write_batch(&mut sink, &mut out, &codec, first).await.is_err() {
                     out.closer.close(CloseReason::Normal);
@@ -295,7 +291,7 @@ async fn say_goodbye(
         return;
     }
     if reason != CloseReason::SlowConsumer {
-        while let Ok(Outgoing(ev, _)) = out.queue.try_recv() {
+        while let Some(Outgoing(ev, _)) = out.try_recv() {
             if let Ok(Some(bytes)) = ev.encoded(codec) {
                 if sink.feed(frame(codec, bytes)).await.is_err() {
                     return;
@@ -303,7 +299,7 @@ async fn say_goodbye(
             }
         }
     }
-    if let Ok(Some(bytes)) = closing_event(reason, now()).encoded(codec) {
+    if let Ok(Some(bytes)) = out.closing_event(reason).encoded(codec) {
         let _ = sink.feed(frame(codec, bytes)).await;
     }
     let _ = sink.send(close_message(reason)).await;
@@ -328,7 +324,7 @@ async fn write_batch(
             Err(e) => tracing::error!(error = %e, "encoding an event"),
         }
         n += 1;
-        next = if n < WRITE_BATCH { out.queue.try_recv().ok() } else { None };
+        next = if n < WRITE_BATCH { out.try_recv() } else { None };
     }
     sink.flush().await
 }

@@ -1,8 +1,10 @@
 //! The WebTransport transport (SPEC §3): HTTP/3 extended CONNECT on `/wt` over QUIC, on the
 //! TLS listener's port number (UDP).
 //!
-//! One session per QUIC connection. The first bidirectional stream the client opens is the
-//! control stream; every further one is bound to the conversation its first frame joins, and
+//! One session per QUIC connection, opened (registered, listening) before the CONNECT is
+//! answered, so that a client never hears "ready" before its connection listens; events that
+//! arrive before the control stream wait in the connection's queue. The first bidirectional
+//! stream the client opens is the control stream; every further one is bound to the conversation its first frame joins, and
 //! carries that conversation's events for this client, in order. Frames are length-prefixed
 //! envelopes (`confab_codec::frame`), MessagePack unless `?codec=json`. Typing indicators and
 //! heartbeat answers go as datagrams once the client has sent a datagram.
@@ -16,9 +18,7 @@
 use crate::api::{App, Endpoint, Settings};
 use crate::auth::AuthError;
 use crate::error::CloseReason;
-use crate::link::{
-    Closer, Conn, ConnOutput, Inbound, Outgoing, Pacing, Route, SharedEvent, TransportKind, closing_event,
-};
+use crate::link::{Closer, ConnOutput, Inbound, Outgoing, Pacing, Route, SharedEvent, TransportKind, closing_event};
 use crate::session::{self, Session, now};
 use bytes::Bytes;
 use confab_codec::event::{ClientEvent, ServerEvent};
@@ -38,6 +38,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 type Wt = WebTransportSession<h3_quinn::Connection, Bytes>;
+type H3 = h3::server::Connection<h3_quinn::Connection, Bytes>;
+type ConnectStream = h3::server::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
 type WtBidi = h3_webtransport::stream::BidiStream<h3_quinn::BidiStream<Bytes>, Bytes>;
 type WtSend = h3_webtransport::stream::SendStream<h3_quinn::SendStream<Bytes>, Bytes>;
 type WtRecv = h3_webtransport::stream::RecvStream<h3_quinn::RecvStream, Bytes>;
@@ -209,19 +211,41 @@ async fn connection(incoming: quinn::Incoming, app: App) {
         Err(_) => return tracing::debug!("quic handshake timed out"),
     };
     let quic = conn.clone();
-    let accepted = tokio::select! {
-        r = tokio::time::timeout(handshake, accept_session(conn, &app)) => r.ok().flatten(),
+    let connect = tokio::select! {
+        r = tokio::time::timeout(handshake, next_connect(conn, &app)) => r.ok().flatten(),
         _ = app.ctx.shutdown.cancelled() => None,
     };
+    let Some((req, stream, h3, wanted)) = connect else {
+        return quic.close(0u32.into(), b"");
+    };
+    let identity = match &wanted.token {
+        Some(t) => app.ctx.auth.verify(t),
+        None => Err(AuthError::Missing),
+    };
+    let codec = match &identity {
+        Ok(i) => session::default_scope(wanted.codec.clone(), &i.user_id),
+        Err(_) => wanted.codec.clone(),
+    };
+    // Listening before the CONNECT is answered. Should the session not get going from here on,
+    // dropping it unregisters it.
+    let opened = match identity {
+        Ok(id) => Ok(session::open(&app.ctx, id, TransportKind::WebTransport, wanted.codec, wanted.resume).await),
+        Err(e) => Err(e),
+    };
+    let accepted = tokio::time::timeout(handshake, WebTransportSession::accept(req, stream, h3)).await;
     match accepted {
-        Some((wt, wanted)) => run(Arc::new(wt), quic, wanted, app).await,
-        None => quic.close(0u32.into(), b""),
+        Ok(Ok(wt)) => run(Arc::new(wt), quic, codec, opened, app).await,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "webtransport accept");
+            quic.close(0u32.into(), b"");
+        }
+        Err(_) => quic.close(0u32.into(), b""),
     }
 }
 
-/// Serves HTTP/3 requests until one is a good WebTransport CONNECT; the others are answered
-/// with their error status.
-async fn accept_session(conn: quinn::Connection, app: &App) -> Option<(Wt, Wanted)> {
+/// Serves HTTP/3 requests until one is a good WebTransport CONNECT, which it returns
+/// unanswered; the others are answered with their error status.
+async fn next_connect(conn: quinn::Connection, app: &App) -> Option<(Request<()>, ConnectStream, H3, Wanted)> {
     let mut h3 = h3::server::builder()
         .enable_webtransport(true)
         .enable_extended_connect(true)
@@ -236,13 +260,7 @@ async fn accept_session(conn: quinn::Connection, app: &App) -> Option<(Wt, Wante
         let resolver = h3.accept().await.map_err(|e| tracing::debug!(error = %e, "h3 accept")).ok()??;
         let Ok((req, mut stream)) = resolver.resolve_request().await else { continue };
         match check_request(&req, app) {
-            Ok(wanted) => {
-                return WebTransportSession::accept(req, stream, h3)
-                    .await
-                    .map_err(|e| tracing::debug!(error = %e, "webtransport accept"))
-                    .ok()
-                    .map(|wt| (wt, wanted));
-            }
+            Ok(wanted) => return Some((req, stream, h3, wanted)),
             Err((status, why)) => {
                 tracing::debug!(%status, why, path = req.uri().path(), "h3 request refused");
                 let resp = Response::builder().status(status).body(());
@@ -335,16 +353,11 @@ impl Shared {
     }
 }
 
-async fn run(wt: Arc<Wt>, quic: quinn::Connection, wanted: Wanted, app: App) {
+/// A session opened before the CONNECT was answered, or why it was refused.
+type Opened = Result<(Session, ConnOutput), AuthError>;
+
+async fn run(wt: Arc<Wt>, quic: quinn::Connection, codec: Codec, opened: Opened, app: App) {
     let (in_tx, in_rx) = mpsc::channel(INBOUND_QUEUE);
-    let identity = match &wanted.token {
-        Some(t) => app.ctx.auth.verify(t),
-        None => Err(AuthError::Missing),
-    };
-    let codec = match &identity {
-        Ok(i) => session::default_scope(wanted.codec, &i.user_id),
-        Err(_) => wanted.codec,
-    };
     let shared = Arc::new(Shared {
         streams: Mutex::new(Streams::default()),
         inbound: in_tx,
@@ -356,7 +369,7 @@ async fn run(wt: Arc<Wt>, quic: quinn::Connection, wanted: Wanted, app: App) {
         done: CancellationToken::new(),
     });
 
-    // The control stream comes first; the session starts once it is there.
+    // The control stream comes first; the session runs once it is there.
     let control = tokio::select! {
         r = tokio::time::timeout(app.settings.handshake_timeout, wt.accept_bi()) => match r {
             Ok(Ok(Some(AcceptedBi::BidiStream(_, s)))) => Some(s),
@@ -372,20 +385,11 @@ async fn run(wt: Arc<Wt>, quic: quinn::Connection, wanted: Wanted, app: App) {
     let control_tx = open_stream(&shared, control, control_id, true);
     shared.streams().control = Some(control_tx.clone());
 
-    let identity = match identity {
-        Ok(i) => i,
+    let (session, output) = match opened {
+        Ok(o) => o,
         Err(e) => return refuse(&app, &wt, &quic, &shared, &control_tx, &e).await,
     };
-    let (mut conn, output) = Conn::new(
-        app.ctx.hub.connection_id(),
-        identity.user_id.clone(),
-        TransportKind::WebTransport,
-        shared.codec.clone(),
-        shared.queue_len,
-        Arc::clone(&app.ctx.metrics),
-    );
-    conn.resume = wanted.resume;
-    let closer = Arc::clone(&conn.closer);
+    let closer = Arc::clone(&session.conn().closer);
     let _ = shared.closer.set(Arc::clone(&closer));
     spawn_accept_loop(&shared, &wt);
     spawn_datagram_reader(&shared, &wt);
@@ -394,7 +398,7 @@ async fn run(wt: Arc<Wt>, quic: quinn::Connection, wanted: Wanted, app: App) {
 
     let mut in_rx = in_rx;
     let inbound = futures_util::stream::poll_fn(move |cx| in_rx.poll_recv(cx));
-    session::run(Session::new(app.ctx.clone(), conn, identity), inbound, app.ctx.shutdown.clone()).await;
+    session::run(session, inbound, app.ctx.shutdown.clone()).await;
     // The dispatcher says goodbye on the control stream unless the client left first.
     let _ = dispatcher.await;
     let reason = closer.reason().unwrap_or(CloseReason::Normal);
@@ -433,7 +437,7 @@ async fn linger_then_close(quic: &quinn::Connection) {
 /// then the close capsule (4001/4003), as the WebSocket transport does with a close frame.
 async fn refuse(app: &App, wt: &Wt, quic: &quinn::Connection, shared: &Shared, control: &StreamTx, e: &AuthError) {
     let (event, reason) = session::refusal(&app.ctx.hub, e);
-    for ev in [event, closing_event(reason, now())] {
+    for ev in [event, closing_event(app.ctx.hub.ids(), reason, now())] {
         if let Ok(Some(bytes)) = ev.encoded(&shared.codec) {
             let _ = control.tx.send(StreamCmd::Frame(bytes)).await;
         }
@@ -707,11 +711,12 @@ fn spawn_close_watcher(shared: &Arc<Shared>, wt: &Arc<Wt>, quic: &quinn::Connect
 /// re-joins with `since_seq`); a full control stream makes the connection a slow consumer.
 async fn dispatch(shared: Arc<Shared>, mut out: ConnOutput, wt: Arc<Wt>, quic: quinn::Connection) {
     let mut datagrams = wt.datagram_sender();
+    let closer = Arc::clone(&out.closer);
     loop {
         tokio::select! {
             biased;
-            _ = out.closer.closed() => break,
-            ev = out.queue.recv() => match ev {
+            _ = closer.closed() => break,
+            ev = out.recv() => match ev {
                 Some(Outgoing(ev, Pacing::Paced)) => route_paced(&shared, &out, ev).await,
                 Some(Outgoing(ev, pacing)) => route(&shared, &out, &mut datagrams, &quic, ev, pacing),
                 None => break,
@@ -821,7 +826,7 @@ async fn goodbye(
     reason: CloseReason,
 ) {
     if reason != CloseReason::SlowConsumer {
-        while let Ok(Outgoing(ev, pacing)) = out.queue.try_recv() {
+        while let Some(Outgoing(ev, pacing)) = out.try_recv() {
             route(shared, out, datagrams, quic, ev, pacing);
         }
     }
@@ -835,7 +840,7 @@ async fn goodbye(
         }
     }
     let Some(control) = control else { return };
-    if let Ok(Some(bytes)) = closing_event(reason, now()).encoded(&shared.codec) {
+    if let Ok(Some(bytes)) = out.closing_event(reason).encoded(&shared.codec) {
         let _ = control.tx.send(StreamCmd::Frame(bytes)).await;
     }
     let (ack, acked) = oneshot::channel();

@@ -259,28 +259,39 @@ impl Store for SqliteStore {
     fn memberships(&self, user: &UserId) -> StoreFuture<'_, Vec<Membership>> {
         let user = user.clone();
         self.read(move |t| {
+            // Each conversation's size is counted once, and only up to the bound (MATERIALIZED:
+            // not once per member row); a bigger one comes back as one row without members.
             let mut stmt = t
                 .prepare_cached(
-                    "SELECT c.id, other.user_id FROM members me
-                     JOIN conversations c ON c.id = me.conversation_id
-                     JOIN members other ON other.conversation_id = me.conversation_id
-                     WHERE me.user_id = ?1 ORDER BY c.last_seq DESC, c.id",
+                    "WITH mine AS MATERIALIZED (
+                         SELECT me.conversation_id AS id,
+                                (SELECT COUNT(*) FROM (SELECT 1 FROM members m
+                                  WHERE m.conversation_id = me.conversation_id LIMIT ?2)) AS n
+                         FROM members me WHERE me.user_id = ?1)
+                     SELECT c.id, other.user_id FROM mine
+                     JOIN conversations c ON c.id = mine.id
+                     LEFT JOIN members other ON mine.n < ?2 AND other.conversation_id = mine.id
+                     ORDER BY c.last_seq DESC, c.id",
                 )
                 .map_err(db)?;
+            let bound = SMALL_GROUP_MAX as i64 + 1;
             let rows = stmt
-                .query_map([user.as_str()], |r| {
+                .query_map(params![user.as_str(), bound], |r| {
+                    let member: Option<String> = r.get(1)?;
                     Ok((
                         parse_col(r.get(0)?, ConversationId::parse, "conversation id")?,
-                        parse_col(r.get(1)?, UserId::parse, "user id")?,
+                        member.map(|m| parse_col(m, UserId::parse, "user id")).transpose()?,
                     ))
                 })
                 .map_err(db)?;
             let mut out: Vec<Membership> = Vec::new();
             for row in rows {
                 let (c, member) = row.map_err(db)?;
-                match out.last_mut() {
-                    Some(m) if m.conversation_id == c => m.members.push(member),
-                    _ => out.push(Membership { conversation_id: c, members: vec![member] }),
+                if out.last().is_none_or(|m| m.conversation_id != c) {
+                    out.push(Membership { conversation_id: c, members: Vec::new() });
+                }
+                if let (Some(m), Some(member)) = (out.last_mut(), member) {
+                    m.members.push(member);
                 }
             }
             Ok(out)
@@ -388,6 +399,7 @@ mod tests {
             local_id: local.map(|l| id(l, LocalId::parse)),
             reply_to: None,
             created_at: Timestamp::from_millis(1_000),
+            requester: None,
         }
     }
 
@@ -398,7 +410,7 @@ mod tests {
         let store = SqliteStore::open(
             &dir,
             SyncMode::Full,
-            Box::new(move |m: &Message| {
+            Box::new(move |m: &Message, _: Option<&Requester>| {
                 let _ = feed_tx.send(m.clone());
                 Vec::new()
             }),
@@ -444,8 +456,13 @@ mod tests {
             )
             .unwrap();
         }
-        let store =
-            SqliteStore::open(&dir, SyncMode::Full, Box::new(|_: &Message| Vec::new()), Default::default()).unwrap();
+        let store = SqliteStore::open(
+            &dir,
+            SyncMode::Full,
+            Box::new(|_: &Message, _: Option<&Requester>| Vec::new()),
+            Default::default(),
+        )
+        .unwrap();
         let (c, a, b) = (id("c1", ConversationId::parse), id("a", UserId::parse), id("b", UserId::parse));
         let old = store.messages_after(&c, Seq(0), 10).await.unwrap();
         assert_eq!((old.len(), old[0].content.as_str()), (1, "from before"));
@@ -473,7 +490,13 @@ mod tests {
     async fn batched_appends_look_like_one_at_a_time() {
         let dir = std::env::temp_dir().join(format!("confab-store-test-{}", rand::random::<u64>()));
         let store = Arc::new(
-            SqliteStore::open(&dir, SyncMode::Full, Box::new(|_: &Message| Vec::new()), Default::default()).unwrap(),
+            SqliteStore::open(
+                &dir,
+                SyncMode::Full,
+                Box::new(|_: &Message, _: Option<&Requester>| Vec::new()),
+                Default::default(),
+            )
+            .unwrap(),
         );
         let (c, d) = (id("c1", ConversationId::parse), id("c2", ConversationId::parse));
         let (a, b) = (id("a", UserId::parse), id("b", UserId::parse));
@@ -534,7 +557,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("confab-store-test-{}", rand::random::<u64>()));
         let b = id("b", UserId::parse);
         let reached = b.clone();
-        let on_commit: OnCommit = Box::new(move |_: &Message| vec![reached.clone()]);
+        let on_commit: OnCommit = Box::new(move |_: &Message, _: Option<&Requester>| vec![reached.clone()]);
         let store = Arc::new(SqliteStore::open(&dir, SyncMode::Full, on_commit, Default::default()).unwrap());
         let (c, a) = (id("c1", ConversationId::parse), id("a", UserId::parse));
         store.create_conversation(c.clone(), vec![a.clone(), b.clone()], None).await.unwrap();
@@ -569,8 +592,13 @@ mod timing {
     #[ignore = "a measurement, not a test: cargo test --release -p confab-server append_latency -- --ignored --nocapture"]
     async fn append_latency() {
         let dir = std::env::temp_dir().join(format!("confab-store-timing-{}", rand::random::<u64>()));
-        let store =
-            SqliteStore::open(&dir, SyncMode::Full, Box::new(|_: &Message| Vec::new()), Default::default()).unwrap();
+        let store = SqliteStore::open(
+            &dir,
+            SyncMode::Full,
+            Box::new(|_: &Message, _: Option<&Requester>| Vec::new()),
+            Default::default(),
+        )
+        .unwrap();
         let c = ConversationId::parse("c").unwrap();
         let u = UserId::parse("u").unwrap();
         store.create_conversation(c.clone(), vec![u.clone()], None).await.unwrap();
@@ -585,6 +613,7 @@ mod timing {
                 local_id: None,
                 reply_to: None,
                 created_at: Timestamp::from_millis(1),
+                requester: None,
             };
             let t = std::time::Instant::now();
             store.append(m).await.unwrap();
