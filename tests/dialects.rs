@@ -112,6 +112,8 @@ async fn systimz_chat_client_talks_to_its_assistant() {
     s.terminate();
     let sys = bob.expect("system").await;
     assert_eq!(sys["payload"]["event"], "shutdown");
+    // Every frame has a real id, the goodbye too.
+    assert!(sys["id"].as_str().is_some_and(|id| id.starts_with("srv_")), "{sys}");
     assert_eq!(bob.expect_close().await.0, 1001);
 }
 
@@ -236,6 +238,46 @@ async fn chatrooms_personal_socket_hears_direct_messages_only() {
 }
 
 // ---- seed 004: actions ----
+
+/// Seed 004 pairs `mark_read ["901","902"]` with `messages_read ["901","902"]`: every id the
+/// client marked that exists is reported, whatever the order, and the watermark moves to the
+/// newest of them.
+#[tokio::test]
+async fn actions_mark_read_reports_every_message_named_in_any_order() {
+    let s = Server::start(&[]);
+    s.conversation("789", &["123", "456"]);
+    let mut me = ws(&s, "/ws?dialect=actions", "123").await;
+    me.expect("connection.established").await;
+    let mut other = ws(&s, "/ws?dialect=actions", "456").await;
+    other.expect("connection.established").await;
+    let mut ids = Vec::new();
+    for text in ["one", "two", "three"] {
+        me.send_raw_value(json!({"action": "send_message", "conversation_id": "789", "content": text})).await;
+        loop {
+            let m = other.expect("chat_message").await;
+            if m["message"]["content"] == text {
+                ids.push(m["message"]["id"].clone());
+                break;
+            }
+        }
+    }
+    // Newest first, as a client that walks its list from the bottom sends them.
+    let marked = json!([ids[1], ids[0]]);
+    other.send_raw_value(json!({"action": "mark_read", "conversation_id": "789", "message_ids": marked})).await;
+    let read = me.expect("messages_read").await;
+    assert_eq!(read["data"]["message_ids"], marked, "both ids, in the request's order: {read}");
+    // The watermark is at the second message: the REST list counts one unread.
+    let (_, list) = http(&s.addr, "GET", "/v1/chat/conversations", Some(&format!("Bearer {}", s.token("456"))), None);
+    assert_eq!(list["conversations"][0]["unread_count"], 1, "{list}");
+    // An id that is not there is left out; the ones that are, are reported.
+    let marked = json!(["nope", ids[2]]);
+    other.send_raw_value(json!({"action": "mark_read", "conversation_id": "789", "message_ids": marked})).await;
+    assert_eq!(me.expect("messages_read").await["data"]["message_ids"], json!([ids[2]]));
+    // None there at all: an error, and nobody is told.
+    other.send_raw_value(json!({"action": "mark_read", "conversation_id": "789", "message_ids": ["a", "b"]})).await;
+    assert_eq!(other.expect("error").await["error"]["code"], "NOT_FOUND");
+    me.expect_none("messages_read", QUIET).await;
+}
 
 #[tokio::test]
 async fn actions_client_sends_with_local_ids_attachments_and_read_marks() {

@@ -232,10 +232,7 @@ fn chatrooms_client_examples_decode() {
     let typing = c.decode_client(&vector("seed003", "client", "typing_indicator")).unwrap();
     assert_eq!(typing.event, ClientEvent::TypingStart(ConversationRef { conversation_id: cid("chat-1") }));
     let read = c.decode_client(&vector("seed003", "client", "read_receipt")).unwrap();
-    assert_eq!(
-        read.event,
-        ClientEvent::Read(MessageRef { conversation_id: cid("chat-1"), message_id: MessageId::parse("uuid").unwrap() })
-    );
+    assert_eq!(read.event, ClientEvent::Read(ReadMark::new(cid("chat-1"), MessageId::parse("uuid").unwrap())));
     // The personal socket has no chat: a chat request there names what to do instead.
     let e = codec(Dialect::ChatroomsPersonal, None)
         .decode_client(&vector("seed003", "client", "send_message"))
@@ -282,7 +279,12 @@ fn actions_client_examples_decode() {
     let typing = c.decode_client(&vector("seed004", "client", "typing")).unwrap();
     assert_eq!(typing.event, ClientEvent::TypingStart(ConversationRef { conversation_id: cid("789") }));
     let read = c.decode_client(&vector("seed004", "client", "mark_read")).unwrap();
-    let expected = MessageRef { conversation_id: cid("789"), message_id: MessageId::parse("902").unwrap() };
+    // Both ids the seed lists, in its order: the server reports each one read.
+    let expected = ReadMark {
+        conversation_id: cid("789"),
+        message_id: MessageId::parse("902").unwrap(),
+        others: vec![MessageId::parse("901").unwrap()],
+    };
     assert_eq!(read.event, ClientEvent::Read(expected));
     let hb = c.decode_client(&vector("seed004", "client", "heartbeat")).unwrap();
     assert!(matches!(hb.event, ClientEvent::Heartbeat(_)));
@@ -331,9 +333,9 @@ fn actions_server_examples_encode() {
 }
 
 #[test]
-fn actions_messages_read_names_the_newest_read() {
-    // The model keeps one read watermark: the seed's example lists two ids, the server names
-    // the newest (everything up to it is read). Documented in tests/vectors/README.md.
+fn actions_messages_read_names_every_message_read() {
+    // Seed 004 pairs `mark_read ["901","902"]` with `messages_read ["901","902"]`: every id
+    // the request named; a read of one message (another dialect's) names that one.
     let at = "2023-12-01T12:00:00Z";
     let viewed = Viewed {
         message_id: MessageId::parse("902").unwrap(),
@@ -341,13 +343,16 @@ fn actions_messages_read_names_the_newest_read() {
         viewed_at: t(at),
         user_id: Some(uid("123")),
         seq: Some(Seq(9)),
+        message_ids: vec![MessageId::parse("901").unwrap(), MessageId::parse("902").unwrap()],
     };
-    let bytes =
-        Codec::new(Dialect::Actions, Format::Json).encode_server(&env(ServerEvent::Viewed(viewed), at)).unwrap();
+    let codec = Codec::new(Dialect::Actions, Format::Json);
+    let bytes = codec.encode_server(&env(ServerEvent::Viewed(viewed.clone()), at)).unwrap();
     let v: Value = serde_json::from_slice(&bytes).unwrap();
-    let mut original: Value = serde_json::from_slice(&vector("seed004", "server", "messages_read")).unwrap();
-    original["data"]["message_ids"] = json!(["902"]);
+    let original: Value = serde_json::from_slice(&vector("seed004", "server", "messages_read")).unwrap();
     assert_contained(&original, &v, "seed004/messages_read");
+    let one = Viewed { message_ids: Vec::new(), ..viewed };
+    let v: Value = serde_json::from_slice(&codec.encode_server(&env(ServerEvent::Viewed(one), at)).unwrap()).unwrap();
+    assert_eq!(v["data"]["message_ids"], json!(["902"]));
 }
 
 #[test]

@@ -101,7 +101,7 @@ fn client_event() -> impl Strategy<Value = ClientEvent> {
             .prop_map(|(conversation_id, s)| ClientEvent::Join(Join { conversation_id, since_seq: s.map(Seq) })),
         conv_ref().prop_map(ClientEvent::Leave),
         send().prop_map(ClientEvent::Send),
-        msg_ref().prop_map(ClientEvent::Read),
+        msg_ref().prop_map(|m| ClientEvent::Read(ReadMark::new(m.conversation_id, m.message_id))),
         msg_ref().prop_map(ClientEvent::Delete),
         conv_ref().prop_map(ClientEvent::TypingStart),
         conv_ref().prop_map(ClientEvent::TypingStop),

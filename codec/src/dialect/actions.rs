@@ -7,7 +7,7 @@ use super::loose::{self, Fields};
 use crate::check::{self, SendParts};
 use crate::error::{CodecError, DecodeError};
 use crate::event::client::*;
-use crate::event::server::{ErrorData, Message, ServerEnvelope, ServerEvent};
+use crate::event::server::{ErrorData, Message, ServerEnvelope, ServerEvent, Viewed};
 use crate::format::{EncodeError, Format};
 use crate::ids::{ConversationId, MessageId, RequestId};
 use crate::values::{Timestamp, char_len};
@@ -31,9 +31,7 @@ pub(crate) fn decode_client(format: Format, bytes: &[u8]) -> Result<ClientEnvelo
             let r = ConversationRef { conversation_id };
             Ok(if f.bool("is_typing")? { ClientEvent::TypingStart(r) } else { ClientEvent::TypingStop(r) })
         }),
-        "mark_read" => conversation().and_then(|conversation_id| {
-            Ok(ClientEvent::Read(MessageRef { conversation_id, message_id: newest_of(&f)? }))
-        }),
+        "mark_read" => conversation().and_then(|conversation_id| read_mark(&f, conversation_id)),
         "heartbeat" => Ok(ClientEvent::Heartbeat(Heartbeat::default())),
         other => Err(CodecError::UnknownType(other.to_owned())),
     }
@@ -62,9 +60,9 @@ fn send(f: &Fields<'_>) -> Result<ClientEvent, CodecError> {
     Ok(ClientEvent::Send(msg))
 }
 
-/// `mark_read` names the messages read; the model keeps a read watermark, so the request
-/// moves it to the last id listed (clients list them oldest first).
-fn newest_of(f: &Fields<'_>) -> Result<MessageId, CodecError> {
+/// `mark_read` names the messages read, in any order. Every one is kept (a repeated id once):
+/// the server reports each one that exists as read, and moves the watermark to the newest.
+fn read_mark(f: &Fields<'_>, conversation_id: ConversationId) -> Result<ClientEvent, CodecError> {
     let ids = f.array("message_ids")?.ok_or_else(|| CodecError::invalid("message_ids", "required"))?;
     if ids.is_empty() || ids.len() > MAX_READ_IDS {
         return Err(CodecError::invalid(
@@ -72,12 +70,16 @@ fn newest_of(f: &Fields<'_>) -> Result<MessageId, CodecError> {
             format!("must hold 1 to {MAX_READ_IDS} ids, got {}", ids.len()),
         ));
     }
-    let mut newest = None;
+    let mut listed: Vec<MessageId> = Vec::with_capacity(ids.len());
     for (i, v) in ids.iter().enumerate() {
         let s = v.as_str().ok_or_else(|| CodecError::invalid(format!("message_ids[{i}]"), "must be a string"))?;
-        newest = Some(MessageId::parse(s).map_err(|r| CodecError::invalid(format!("message_ids[{i}]"), r))?);
+        let id = MessageId::parse(s).map_err(|r| CodecError::invalid(format!("message_ids[{i}]"), r))?;
+        if !listed.contains(&id) {
+            listed.push(id);
+        }
     }
-    newest.ok_or_else(|| CodecError::invalid("message_ids", "required"))
+    let last = listed.pop().ok_or_else(|| CodecError::invalid("message_ids", "required"))?;
+    Ok(ClientEvent::Read(ReadMark { conversation_id, message_id: last, others: listed }))
 }
 
 fn attachments(f: &Fields<'_>) -> Result<Vec<Attachment>, CodecError> {
@@ -190,12 +192,17 @@ pub(crate) fn encode_server(format: Format, env: &ServerEnvelope, out: &mut Vec<
         ),
         ServerEvent::Viewed(v) => (
             "messages_read",
-            json!({"user_id": v.user_id, "conversation_id": v.conversation_id, "message_ids": [v.message_id], "timestamp": v.viewed_at}),
+            json!({"user_id": v.user_id, "conversation_id": v.conversation_id, "message_ids": read_ids(v), "timestamp": v.viewed_at}),
         ),
         ServerEvent::Heartbeat(h) => ("heartbeat", json!({"server_time": h.server_time.unwrap_or(at)})),
         _ => return Ok(false),
     };
     loose::write(format, &Out { kind, data }, out)
+}
+
+/// Every message a read names: those its request listed, or the one it read up to.
+fn read_ids(v: &Viewed) -> &[MessageId] {
+    if v.message_ids.is_empty() { std::slice::from_ref(&v.message_id) } else { &v.message_ids }
 }
 
 fn message(m: &Message) -> Value {

@@ -37,7 +37,7 @@ pub(crate) fn decode_client(
             Ok(if d.bool("is_typing")? { ClientEvent::TypingStart(r) } else { ClientEvent::TypingStop(r) })
         }),
         "read_receipt" => here().and_then(|conversation_id| {
-            Ok(ClientEvent::Read(MessageRef { conversation_id, message_id: d.id("message_id", MessageId::parse)? }))
+            Ok(ClientEvent::Read(ReadMark::new(conversation_id, d.id("message_id", MessageId::parse)?)))
         }),
         "new_message" | "new_direct_message" => {
             Err(CodecError::InvalidMessageType(format!("{kind} events are sent by the server only")))

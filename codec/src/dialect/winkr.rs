@@ -123,7 +123,8 @@ pub(crate) fn encode_client(format: Format, env: &ClientEnvelope, out: &mut Vec<
                 ClientEvent::Join(d) => d.serialize(s),
                 ClientEvent::Leave(d) | ClientEvent::TypingStart(d) | ClientEvent::TypingStop(d) => d.serialize(s),
                 ClientEvent::Send(d) => d.serialize(s),
-                ClientEvent::Read(d) | ClientEvent::Delete(d) => d.serialize(s),
+                ClientEvent::Read(d) => d.serialize(s),
+                ClientEvent::Delete(d) => d.serialize(s),
                 ClientEvent::SetStatus(d) => d.serialize(s),
                 ClientEvent::EphemeralSend(d) => d.serialize(s),
                 ClientEvent::EphemeralView(d) => d.serialize(s),
@@ -164,7 +165,9 @@ impl EventSet for Checked {
             "typing:start" => ConvW::deserialize(d)?.check().map(ClientEvent::TypingStart),
             "typing:stop" => ConvW::deserialize(d)?.check().map(ClientEvent::TypingStop),
             "message:send" => SendW::deserialize(d)?.check(),
-            "message:read" | "message:viewed" => MessageRefW::deserialize(d)?.check().map(ClientEvent::Read),
+            "message:read" | "message:viewed" => MessageRefW::deserialize(d)?
+                .check()
+                .map(|m| ClientEvent::Read(ReadMark::new(m.conversation_id, m.message_id))),
             "message:delete" => MessageRefW::deserialize(d)?.check().map(ClientEvent::Delete),
             "status:update" | "user:status" => StatusW::deserialize(d)?.check(),
             "ephemeral_photo:send" => EphemeralSendW::deserialize(d)?.check(),

@@ -40,7 +40,7 @@ pub enum ClientEvent {
     /// `message:send`
     Send(SendMessage),
     /// `message:read` (alias `message:viewed`): read up to and including a message.
-    Read(MessageRef),
+    Read(ReadMark),
     /// `message:delete`
     Delete(MessageRef),
     /// `typing:start`
@@ -161,6 +161,29 @@ impl std::fmt::Debug for Attachment {
 pub struct MessageRef {
     pub conversation_id: ConversationId,
     pub message_id: MessageId,
+}
+
+/// What a client has read: everything up to and including `message_id`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReadMark {
+    pub conversation_id: ConversationId,
+    /// The message read up to (seed 004: the last one its request lists).
+    pub message_id: MessageId,
+    /// Seed 004's `mark_read` names every message read, in any order: the others it listed, in
+    /// its order. The server works out which is the newest.
+    #[serde(skip)]
+    pub others: Vec<MessageId>,
+}
+
+impl ReadMark {
+    pub fn new(conversation_id: ConversationId, message_id: MessageId) -> Self {
+        Self { conversation_id, message_id, others: Vec::new() }
+    }
+
+    /// Every message named, in the request's order.
+    pub fn ids(&self) -> impl Iterator<Item = &MessageId> {
+        self.others.iter().chain(std::iter::once(&self.message_id))
+    }
 }
 
 /// Longest status message, in characters.

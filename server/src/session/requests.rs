@@ -8,7 +8,9 @@ use crate::limits::Exceeded;
 use crate::link::{Route, SharedEvent};
 use crate::store::{NewMessage, Photo, Requester};
 use confab_codec::event::*;
-use confab_codec::{ClientEnvelope, ConversationId, DecodeError, ErrorCode, PhotoId, RequestId, Seq, UserId};
+use confab_codec::{
+    ClientEnvelope, ConversationId, DecodeError, ErrorCode, MessageId, PhotoId, RequestId, Seq, UserId,
+};
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -287,20 +289,35 @@ impl Session {
         }
     }
 
-    async fn read(&mut self, m: MessageRef) -> Result<(), SessionError> {
-        let c = m.conversation_id;
+    /// Moves the reader's watermark to the newest message named (seed 004 names several, in
+    /// any order) and tells who should hear it, naming every message of the request that
+    /// exists. Nothing moves, and nobody is told, when the reader had read that far already.
+    async fn read(&mut self, r: ReadMark) -> Result<(), SessionError> {
+        let c = r.conversation_id.clone();
         self.member(&c).await?;
-        let Some(seq) = self.ctx.store.mark_read(&c, self.user(), &m.message_id).await? else {
+        let (newest, named) = if r.others.is_empty() {
+            (r.message_id, Vec::new())
+        } else {
+            let ids: Vec<MessageId> = r.ids().cloned().collect();
+            let found = self.ctx.store.message_seqs(&c, &ids).await?;
+            let Some((newest, _)) = found.iter().max_by_key(|(_, seq)| *seq).cloned() else {
+                return Err(SessionError::NotFound(format!("none of these messages is in conversation {c}")));
+            };
+            // The request's order, those that exist.
+            (newest, ids.into_iter().filter(|id| found.iter().any(|(f, _)| f == id)).collect())
+        };
+        let Some(seq) = self.ctx.store.mark_read(&c, self.user(), &newest).await? else {
             return Ok(()); // already read that far: nothing moves, nobody is told
         };
         self.ctx.hub.set_read(&c, self.user(), seq);
         let t = now();
         let ev = ServerEvent::Viewed(Viewed {
-            message_id: m.message_id,
+            message_id: newest,
             conversation_id: c.clone(),
             viewed_at: t,
             user_id: Some(self.user().clone()),
             seq: Some(seq),
+            message_ids: named,
         });
         // The other members, and the reader's other devices; in a big group only the latter
         // (SMALL_GROUP_MAX: every member's read to every member grows with the group's square).

@@ -176,6 +176,8 @@ pub trait Store: Send + Sync + 'static {
     fn mark_read(&self, c: &ConversationId, user: &UserId, m: &MessageId) -> StoreFuture<'_, Option<Seq>>;
     /// Moves a member's delivery watermark forward to `seq`.
     fn mark_delivered(&self, c: &ConversationId, user: &UserId, seq: Seq) -> StoreFuture<'_, ()>;
+    /// The seqs of those of `ids` that are messages of `c` (not deleted), in no order.
+    fn message_seqs(&self, c: &ConversationId, ids: &[MessageId]) -> StoreFuture<'_, Vec<(MessageId, Seq)>>;
     /// Messages with seq greater than `after`, oldest first, at most `limit`.
     fn messages_after(&self, c: &ConversationId, after: Seq, limit: u32) -> StoreFuture<'_, Vec<Message>>;
     /// Messages with seq less than `before` (the newest if `None`), oldest first; and whether

@@ -184,6 +184,26 @@ impl Store for SqliteStore {
         self.write(move |r| Write::MarkDelivered(c, u, seq, r))
     }
 
+    fn message_seqs(&self, c: &ConversationId, ids: &[MessageId]) -> StoreFuture<'_, Vec<(MessageId, Seq)>> {
+        let (c, ids) = (c.clone(), ids.to_vec());
+        self.read(move |t| {
+            let mut stmt = t
+                .prepare_cached(
+                    "SELECT seq FROM messages WHERE id = ?1 AND conversation_id = ?2 AND deleted_at IS NULL",
+                )
+                .map_err(db)?;
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                let seq: Option<i64> =
+                    stmt.query_row(params![id.as_str(), c.as_str()], |r| r.get(0)).optional().map_err(db)?;
+                if let Some(seq) = seq {
+                    out.push((id, Seq(seq.max(0) as u64)));
+                }
+            }
+            Ok(out)
+        })
+    }
+
     fn messages_after(&self, c: &ConversationId, after: Seq, limit: u32) -> StoreFuture<'_, Vec<Message>> {
         let c = c.clone();
         self.read(move |t| {
