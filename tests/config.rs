@@ -55,6 +55,11 @@ fn a_bad_file_stops_the_server_naming_the_key() {
             "max-frame-bytes: must be at least 1024",
         ),
         (
+            "public_url",
+            "http = \"127.0.0.1:0\"\nhttps = \"off\"\npublic_url = \"ftp://files.example.com\"\n",
+            "public-url: \"ftp://files.example.com\" must start with http:// or https://",
+        ),
+        (
             "sync",
             "http = \"127.0.0.1:0\"\nhttps = \"off\"\nsync = \"sometimes\"\n",
             "sync: \"sometimes\" is not full or normal",

@@ -239,6 +239,32 @@ async fn chatrooms_personal_socket_hears_direct_messages_only() {
 
 // ---- seed 004: actions ----
 
+/// Attachment URLs are absolute: on the configured public URL when there is one, else on the
+/// connection's own scheme and host (WebTransport's is https).
+#[tokio::test]
+async fn actions_attachment_urls_are_absolute_on_the_public_url_or_the_connection() {
+    let file = json!([{"type": "file", "file": base64_encode(b"hello"), "filename": "a.txt"}]);
+    let send = json!({"action": "send_message", "conversation_id": "789", "content": "", "attachments": file});
+    let url = |m: &Value| m["message"]["attachments"][0]["url"].as_str().unwrap().to_string();
+
+    let s = Server::start(&["--public-url", "https://chat.example.com/"]);
+    s.conversation("789", &["123"]);
+    let mut me = ws(&s, "/ws?dialect=actions", "123").await;
+    me.expect("connection.established").await;
+    me.send_raw_value(send.clone()).await;
+    let got = url(&me.expect("chat_message").await);
+    assert!(got.starts_with("https://chat.example.com/v1/attachments/att_"), "{got}");
+
+    let s = Server::start(&[]);
+    s.conversation("789", &["123"]);
+    let q = format!("dialect=actions&codec=json&token={}", s.token("123"));
+    let mut wt = support::wt::WtClient::connect(&s.h3_addr, &s.cert_sha256, &q).await;
+    wt.expect("connection.established").await;
+    wt.send_value(&send).await;
+    let got = url(&wt.expect("chat_message").await);
+    assert!(got.starts_with(&format!("https://{}/v1/attachments/att_", s.h3_addr)), "{got}");
+}
+
 /// Seed 004 pairs `mark_read ["901","902"]` with `messages_read ["901","902"]`: every id the
 /// client marked that exists is reported, whatever the order, and the watermark moves to the
 /// newest of them.
@@ -319,7 +345,11 @@ async fn actions_client_sends_with_local_ids_attachments_and_read_marks() {
     assert_eq!(got[0]["message"]["id"], m["id"]);
     let att = &got[0]["message"]["attachments"][0];
     assert_eq!((&att["type"], &att["filename"], &att["size"]), (&json!("image"), &json!("photo.png"), &json!(3000)));
-    let (status, headers, body) = get_bytes(&s.addr, att["url"].as_str().unwrap());
+    // Absolute (seed 004's app has no page origin), on the connection's own scheme and host.
+    let url = att["url"].as_str().unwrap();
+    let path = url.strip_prefix(&format!("http://{}", s.addr)).unwrap_or_else(|| panic!("not absolute: {url}"));
+    assert!(path.starts_with("/v1/attachments/att_"), "{url}");
+    let (status, headers, body) = get_bytes(&s.addr, path);
     assert_eq!(status, 200);
     assert!(headers.contains("image/png") && headers.contains("nosniff"), "{headers}");
     assert_eq!(body, png, "the file comes back as sent");

@@ -98,6 +98,11 @@ pub struct Args {
     /// exits anyway, milliseconds (the store's last batch is always committed).
     #[arg(long, env = "CONFAB_DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
     pub drain_timeout_ms: u64,
+    /// The server's public base URL (`https://chat.example.com`), for the absolute URLs it
+    /// gives out (attachments). Unset: each connection's own scheme and `Host`, which a client
+    /// controls, so set it in production, and behind a proxy.
+    #[arg(long, env = "CONFAB_PUBLIC_URL")]
+    pub public_url: Option<String>,
     /// Browser origins allowed to open WebSockets and WebTransport sessions, comma-separated
     /// (`https://app.example.com,http://localhost:3000`). Empty: any origin. Requests without an
     /// `Origin` header (native apps) are always allowed: the token is the credential.
@@ -180,6 +185,23 @@ fn file_arguments(text: &str, argv: &[std::ffi::OsString]) -> Result<Vec<String>
     Ok(out)
 }
 
+/// A public base URL: `http` or `https`, a host, perhaps a port and a path; no query.
+fn public_url(s: &str) -> Result<String, String> {
+    let bad = |why: &str| format!("public-url: {s:?} {why} (use https://HOST[:PORT][/PATH])");
+    let uri: http::Uri = s.parse().map_err(|_| bad("is not a URL"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(bad("must start with http:// or https://"));
+    }
+    match uri.authority() {
+        Some(a) if !a.as_str().contains('@') && !a.host().is_empty() => {}
+        _ => return Err(bad("needs a host")),
+    }
+    if uri.query().is_some() {
+        return Err(bad("must not have a query"));
+    }
+    Ok(s.trim_end_matches('/').to_owned())
+}
+
 /// A listener address, or `None` for `off`.
 pub type Listen = Option<SocketAddr>;
 
@@ -216,6 +238,8 @@ pub struct Config {
     pub handshake_timeout: Duration,
     pub drain_timeout: Duration,
     pub allowed_origins: Vec<String>,
+    /// Without a trailing slash.
+    pub public_url: Option<String>,
     pub default_dialect: confab_codec::Dialect,
     pub sync: crate::store::sqlite::SyncMode,
     pub log_json: bool,
@@ -272,6 +296,7 @@ impl Config {
         if a.http.is_none() && a.https.is_none() {
             return Err("http and https: at least one listener is needed".into());
         }
+        let public_url = a.public_url.as_deref().map(public_url).transpose()?;
         let limits = Limits {
             conn_rate: a.conn_rate,
             conn_burst: a.conn_burst.max(1),
@@ -305,6 +330,7 @@ impl Config {
                 .map(|o| o.trim().trim_end_matches('/').to_owned())
                 .filter(|o| !o.is_empty())
                 .collect(),
+            public_url,
             default_dialect,
             sync,
             log_json: a.log_json || !dev,

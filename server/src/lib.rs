@@ -158,6 +158,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         pong_timeout: config.pong_timeout,
         handshake_timeout: config.handshake_timeout,
         allowed_origins: config.allowed_origins.clone(),
+        public_url: config.public_url.clone(),
         default_dialect: config.default_dialect,
         https_port: std::sync::OnceLock::new(),
         certs: certs.clone(),
@@ -180,9 +181,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         } else {
             bound.0 = Some(local);
         }
+        // Handlers learn which listener a request came on (the scheme of the URLs they give).
+        let scheme = api::Scheme(if https { "https" } else { "http" });
         servers.push(tokio::spawn(serve::serve(
             listener,
-            router.clone(),
+            router.clone().layer(axum::Extension(scheme)),
             tls_config,
             config.handshake_timeout,
             shutdown.clone(),

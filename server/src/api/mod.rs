@@ -36,6 +36,8 @@ pub struct Settings {
     pub allowed_origins: Vec<String>,
     /// The dialect of connections whose endpoint, query and subprotocols name none.
     pub default_dialect: Dialect,
+    /// The configured public base URL (no trailing slash).
+    pub public_url: Option<String>,
     /// The HTTPS (and WebTransport) port once bound, for `/client-config`.
     pub https_port: std::sync::OnceLock<u16>,
     /// The TLS certificates (replaced on SIGHUP and dev renewal), for `/cert-hash`.
@@ -102,6 +104,20 @@ impl Settings {
         Ok(Codec::new(dialect, format).with_max_frame(max_frame).with_scope(scope))
     }
 
+    /// The base of the absolute URLs a connection is given (attachments): the configured public
+    /// URL, else the connection's own `scheme://host`; `None` when the request names no
+    /// usable host (a client that sends none gets paths).
+    pub fn base_url(&self, scheme: &str, host: Option<&str>) -> Option<Arc<str>> {
+        if let Some(u) = &self.public_url {
+            return Some(u.as_str().into());
+        }
+        let host = host?.trim();
+        // An authority and nothing else: no user info, path or spaces.
+        let ok = !host.is_empty()
+            && host.parse::<axum::http::uri::Authority>().is_ok_and(|a| a.as_str() == host && !host.contains('@'));
+        ok.then(|| format!("{scheme}://{host}").into())
+    }
+
     /// `?since_seq=`: where a connection scoped to one conversation resumes.
     pub fn resume(query: &HashMap<String, String>) -> Result<Option<Seq>, String> {
         query
@@ -114,6 +130,10 @@ impl Settings {
 /// Largest frame of the actions dialect, whose messages carry files inline (1 MiB, the
 /// transports' hard limit).
 pub const ATTACHMENT_FRAME_BYTES: usize = 1024 * 1024;
+
+/// The scheme of the listener a request came on (an extension the accept loop's router adds).
+#[derive(Debug, Clone, Copy)]
+pub struct Scheme(pub &'static str);
 
 /// What a connection's endpoint fixes (seed 003's paths name their dialect and chat).
 #[derive(Debug, Clone, Default)]

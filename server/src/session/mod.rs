@@ -85,6 +85,8 @@ pub struct Session {
     resumes: Vec<(ConversationId, Seq)>,
     /// Everything the session logs is inside this span (never a token or a message's content).
     span: tracing::Span,
+    /// The base of the absolute URLs this connection is given (attachments).
+    base_url: Option<Arc<str>>,
 }
 
 /// Sends in flight per connection before the session stops reading its frames.
@@ -131,6 +133,7 @@ impl Session {
             registered: false,
             resumes: Vec::new(),
             span,
+            base_url: None,
         }
     }
 
@@ -403,23 +406,29 @@ impl Offline {
     }
 }
 
+/// What a transport knows of a connection when it opens its session.
+#[derive(Debug, Clone)]
+pub struct Opening {
+    pub transport: TransportKind,
+    pub codec: Codec,
+    /// For a connection scoped to one conversation, replay after this seq (`?since_seq=`).
+    pub resume: Option<Seq>,
+    /// The base of the absolute URLs the connection is given (`Settings::base_url`).
+    pub base_url: Option<Arc<str>>,
+}
+
 /// Creates a connection and opens its session (see [`Session::open`]). The transport calls it
 /// before it tells the client that the connection is ready, then writes what the output gives
 /// and runs the session with [`run`]. A session refused here (too many connections, a scope
 /// it may not join) has its connection closed already: the transport says goodbye.
-pub async fn open(
-    ctx: &Ctx,
-    identity: Identity,
-    transport: TransportKind,
-    codec: Codec,
-    resume: Option<Seq>,
-) -> (Session, ConnOutput) {
-    let codec = default_scope(codec, &identity.user_id);
+pub async fn open(ctx: &Ctx, identity: Identity, o: Opening) -> (Session, ConnOutput) {
+    let codec = default_scope(o.codec, &identity.user_id);
     let queue = ctx.hub.limits().outbound_queue;
     let (mut conn, output) =
-        Conn::new(ctx.hub.ids(), identity.user_id.clone(), transport, codec, queue, Arc::clone(&ctx.metrics));
-    conn.resume = resume;
+        Conn::new(ctx.hub.ids(), identity.user_id.clone(), o.transport, codec, queue, Arc::clone(&ctx.metrics));
+    conn.resume = o.resume;
     let mut session = Session::new(ctx.clone(), conn, identity);
+    session.base_url = o.base_url;
     let _ = session.open().await;
     (session, output)
 }

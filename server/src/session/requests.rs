@@ -241,7 +241,9 @@ impl Session {
     }
 
     /// Stores a message's inline files and lists them in its metadata as `attachments`
-    /// (`id`, `type`, `url`, `filename`, `size`), which is how every dialect shows them.
+    /// (`id`, `type`, `url`, `filename`, `size`), which is how every dialect shows them. The
+    /// URL is absolute (seed 004's React Native client has no page origin to resolve a path
+    /// against), on the sender's connection's base.
     async fn keep_attachments(&mut self, s: &mut SendMessage) -> Result<(), SessionError> {
         let mut listed = Vec::with_capacity(s.attachments.len());
         for a in std::mem::take(&mut s.attachments) {
@@ -249,7 +251,7 @@ impl Session {
             listed.push(serde_json::json!({
                 "id": id,
                 "type": a.kind,
-                "url": format!("/v1/attachments/{id}"),
+                "url": format!("{}/v1/attachments/{id}", self.base_url.as_deref().unwrap_or("")),
                 "filename": a.filename,
                 "size": a.bytes.len(),
             }));

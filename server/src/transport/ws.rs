@@ -10,12 +10,12 @@
 //! and decodes frames and drives the session; a writer task encodes queued events, pings every
 //! 30 s and closes the socket when the closer fires.
 
-use crate::api::{App, Endpoint, Settings};
+use crate::api::{App, Endpoint, Scheme, Settings};
 use crate::error::CloseReason;
 use crate::link::{ConnOutput, Inbound, Outgoing, Route, TransportKind};
-use crate::session::{self, Session};
+use crate::session::{self, Opening, Session};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -79,9 +79,10 @@ pub async fn upgrade(
     State(app): State<App>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
+    scheme: Option<Extension<Scheme>>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    upgrade_at(app, query, headers, ws, Endpoint::default(), None).await
+    upgrade_at(app, query, headers, ws, Endpoint::default(), None, scheme).await
 }
 
 /// `GET /api/v1/ws/chat/{chatId}` (seed 003): the chatrooms dialect, scoped to the chat.
@@ -90,10 +91,11 @@ pub async fn upgrade_chat(
     Path(chat_id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
+    scheme: Option<Extension<Scheme>>,
     ws: WebSocketUpgrade,
 ) -> Response {
     let endpoint = Endpoint { dialect: Some(Dialect::Chatrooms), scope: Some(chat_id) };
-    upgrade_at(app, query, headers, ws, endpoint, None).await
+    upgrade_at(app, query, headers, ws, endpoint, None, scheme).await
 }
 
 /// `GET /api/v1/ws/{userId}` (seed 003): the user's personal socket; the token must be theirs.
@@ -102,10 +104,11 @@ pub async fn upgrade_personal(
     Path(user_id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
+    scheme: Option<Extension<Scheme>>,
     ws: WebSocketUpgrade,
 ) -> Response {
     let endpoint = Endpoint { dialect: Some(Dialect::ChatroomsPersonal), scope: None };
-    upgrade_at(app, query, headers, ws, endpoint, Some(user_id)).await
+    upgrade_at(app, query, headers, ws, endpoint, Some(user_id), scheme).await
 }
 
 /// A connection's session, opened before the upgrade is answered, or why it was refused.
@@ -118,6 +121,7 @@ async fn upgrade_at(
     ws: WebSocketUpgrade,
     endpoint: Endpoint,
     owner: Option<String>,
+    scheme: Option<Extension<Scheme>>,
 ) -> Response {
     if !app.settings.origin_allowed(&headers) {
         return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
@@ -141,7 +145,13 @@ async fn upgrade_at(
     // Listening before the client can know it is connected. Should the upgrade fail from here
     // on, dropping the session unregisters it.
     let opened = match identity {
-        Ok(id) => Ok(session::open(&app.ctx, id, TransportKind::WebSocket, codec.clone(), resume).await),
+        Ok(id) => {
+            let scheme = scheme.map_or("http", |Extension(Scheme(s))| s);
+            let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+            let base_url = app.settings.base_url(scheme, host);
+            let opening = Opening { transport: TransportKind::WebSocket, codec: codec.clone(), resume, base_url };
+            Ok(session::open(&app.ctx, id, opening).await)
+        }
         Err(e) => Err(e),
     };
     ws.protocols(PROTOCOLS)

@@ -19,7 +19,7 @@ use crate::api::{App, Endpoint, Settings};
 use crate::auth::AuthError;
 use crate::error::CloseReason;
 use crate::link::{Closer, ConnOutput, Inbound, Outgoing, Pacing, Route, SharedEvent, TransportKind, closing_event};
-use crate::session::{self, Session, now};
+use crate::session::{self, Opening, Session, now};
 use bytes::Bytes;
 use confab_codec::event::{ClientEvent, ServerEvent};
 use confab_codec::frame::{FrameDecoder, encode_frame};
@@ -229,7 +229,16 @@ async fn connection(incoming: quinn::Incoming, app: App) {
     // Listening before the CONNECT is answered. Should the session not get going from here on,
     // dropping it unregisters it.
     let opened = match identity {
-        Ok(id) => Ok(session::open(&app.ctx, id, TransportKind::WebTransport, wanted.codec, wanted.resume).await),
+        Ok(id) => {
+            let base_url = app.settings.base_url("https", req.uri().authority().map(|a| a.as_str()));
+            let opening = Opening {
+                transport: TransportKind::WebTransport,
+                codec: wanted.codec,
+                resume: wanted.resume,
+                base_url,
+            };
+            Ok(session::open(&app.ctx, id, opening).await)
+        }
         Err(e) => Err(e),
     };
     let accepted = tokio::time::timeout(handshake, WebTransportSession::accept(req, stream, h3)).await;
