@@ -87,3 +87,56 @@ fn readyz_says_ready_when_the_store_answers() {
     let (status, _) = support::http(&s.addr, "GET", "/healthz", None, None);
     assert_eq!(status, 200);
 }
+
+/// Without keys, dev mode (which hands a token to anyone) is implied only when every listener
+/// is on a loopback address: on another address the server refuses to start and names the
+/// missing settings, unless `--dev` is given, and then it warns and uses a random API key.
+#[test]
+fn without_keys_a_server_on_a_public_address_refuses_to_start_unless_dev_is_asked_for() {
+    use std::io::{BufRead, BufReader};
+    let dir = std::env::temp_dir().join(format!("confab-public-{}", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_confab"))
+        .args(["--http", "0.0.0.0:0", "--https", "off", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for named in ["jwt-secret", "api-key", "--http 0.0.0.0:0", "--dev"] {
+        assert!(stderr.contains(named), "{named} in: {stderr}");
+    }
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_confab"))
+        .args(["--dev", "--http", "0.0.0.0:0", "--https", "off", "--data-dir"])
+        .arg(&dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (mut port, mut key) = (None, None);
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if let Some(a) = line.strip_prefix("listening http=") {
+            port = a.rsplit(':').next().map(str::to_owned);
+        }
+        if let Some(rest) = line.strip_prefix("DEV MODE: dev JWT secret and API key \"") {
+            key = rest.split('"').next().map(str::to_owned);
+            break;
+        }
+    }
+    let (port, key) = (port.expect("listening line"), key.expect("the API key is printed"));
+    assert_ne!(key, "dev-api-key", "a well-known key on a public address");
+    let addr = format!("127.0.0.1:{port}");
+    let create = |k: &str| {
+        let body = Some(json!({"members": ["alice"]}));
+        support::http(&addr, "POST", "/api/v1/conversations", Some(&format!("ApiKey {k}")), body).0
+    };
+    assert_eq!(create("dev-api-key"), 401);
+    assert_eq!(create(&key), 201);
+    let _ = child.kill();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(stderr.contains("WARNING: DEV MODE ON AN ADDRESS OTHERS CAN REACH"), "{stderr}");
+}

@@ -21,7 +21,8 @@ pub struct Args {
     /// `jwt-secret = "..."`); flags and environment variables override it.
     #[arg(long, env = "CONFAB_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Dev mode: generated defaults and `/dev/token`. Also on when no JWT key and no API key are given.
+    /// Dev mode: generated defaults and `/dev/token`. Also on when no JWT key and no API key are
+    /// given and every listener is on a loopback address; elsewhere it must be asked for.
     #[arg(long, env = "CONFAB_DEV")]
     pub dev: bool,
     /// Plain HTTP + WebSocket listener (port 0 picks a free port; `off` disables it).
@@ -223,6 +224,9 @@ pub enum CertSource {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub dev: bool,
+    /// Dev mode asked for on a listener others can reach: said loudly at start, and the API
+    /// key is a random one (printed) rather than the well-known default.
+    pub dev_exposed: bool,
     pub http: Listen,
     pub https: Listen,
     pub cert: CertSource,
@@ -248,7 +252,22 @@ pub struct Config {
 impl Config {
     /// Checks the arguments; the error names the setting.
     pub fn from_args(a: Args) -> Result<Self, String> {
-        let dev = a.dev || (a.jwt_secret.is_none() && a.jwt_public_key.is_none() && a.api_key.is_none());
+        let no_keys = a.jwt_secret.is_none() && a.jwt_public_key.is_none() && a.api_key.is_none();
+        // Dev mode hands a token to anyone who asks: without keys it is only implied where no one
+        // else can reach the server (SPEC §2).
+        let exposed: Vec<String> = [("http", a.http), ("https", a.https)]
+            .into_iter()
+            .filter_map(|(name, l)| l.filter(|addr| !addr.ip().is_loopback()).map(|addr| format!("--{name} {addr}")))
+            .collect();
+        if no_keys && !a.dev && !exposed.is_empty() {
+            return Err(format!(
+                "jwt-secret (or jwt-public-key) and api-key: required on a non-loopback address ({}); \
+                 or give --dev to run in dev mode there (anyone who can reach it gets tokens)",
+                exposed.join(", ")
+            ));
+        }
+        let dev = a.dev || no_keys;
+        let dev_exposed = dev && !exposed.is_empty();
         let jwt = match (&a.jwt_secret, &a.jwt_public_key) {
             (Some(_), Some(_)) => return Err("jwt-secret and jwt-public-key: give one, not both".into()),
             (Some(s), None) if s.len() < 16 && !dev => return Err("jwt-secret: use at least 16 bytes".into()),
@@ -268,6 +287,7 @@ impl Config {
         let api_key = match a.api_key {
             Some(k) if k.is_empty() => return Err("api-key: must not be empty".into()),
             Some(k) => k,
+            None if dev_exposed => format!("dev-{:032x}", rand::random::<u128>()),
             None if dev => DEV_API_KEY.into(),
             None => return Err("api-key: required outside dev mode".into()),
         };
@@ -310,6 +330,7 @@ impl Config {
         };
         Ok(Self {
             dev,
+            dev_exposed,
             http: a.http,
             https: a.https,
             cert,

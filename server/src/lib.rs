@@ -86,7 +86,7 @@ impl Running {
 /// Runs the server until `shutdown` fires, printing where it listens (SPEC §8's
 /// `listening http=ADDR` lines) and, in dev mode, how to get a token.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
-    let dev = config.dev;
+    let (dev, dev_exposed) = (config.dev, config.dev_exposed);
     let api_key = config.api_key.clone();
     let running = start(config, shutdown).await?;
     if let Some(a) = running.http {
@@ -110,6 +110,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         println!(
             "DEV MODE: dev JWT secret and API key {api_key:?}; get a token: curl '{base}/dev/token?user_id=alice'"
         );
+        if dev_exposed {
+            let warning = "DEV MODE ON AN ADDRESS OTHERS CAN REACH: anyone who reaches it can get a token for any user \
+                           (/dev/token); the API key above is random. Never run a public server like this.";
+            eprintln!("WARNING: {warning}");
+            tracing::warn!("{warning}");
+        }
     }
     running.wait().await;
     Ok(())
