@@ -305,3 +305,28 @@ async fn an_offline_recipient_triggers_delivered_when_it_catches_up_and_only_onc
     again.expect("message:new").await;
     alice.expect_none("message:delivered", Duration::from_millis(300)).await;
 }
+
+/// A phone whose clock was reset still sends: the envelope's `timestamp` is informational
+/// (protocol.md §1), so one before 1970 is taken as it is clamped, never refused, and the
+/// message's `created_at` is the server's. In Winkr and in the seed dialects alike.
+#[tokio::test]
+async fn a_client_clock_before_1970_does_not_stop_a_message() {
+    let s = Server::start(&[]);
+    let (mut alice, _bob) = s.alice_and_bob("c1").await;
+    for (i, clock) in ["1970-01-01T00:00:00+02:00", "0001-01-01T00:00:00Z"].into_iter().enumerate() {
+        let rid = format!("clock-{i}");
+        let data = json!({"conversation_id": "c1", "content": format!("sent at {clock}")});
+        alice
+            .send_raw_value(json!({"type": "message:send", "data": data, "message_id": rid, "timestamp": clock}))
+            .await;
+        let sent = alice.expect("message:sent").await;
+        assert_eq!(sent["request_id"], rid.as_str(), "{sent}");
+        assert!(sent["data"]["created_at"].as_str().unwrap() > "2026", "the server's clock: {sent}");
+    }
+    let path = format!("/ws?dialect=actions&token={}", s.token("alice"));
+    let mut actions = support::Client::connect_to(&s.addr, &path).await;
+    actions.expect("connection.established").await;
+    let send = json!({"action": "send_message", "conversation_id": "c1", "content": "old phone", "local_id": "l1", "timestamp": "0001-01-01T00:00:00Z"});
+    actions.send_raw_value(send).await;
+    assert_eq!(actions.expect("chat_message").await["message"]["local_id"], "l1");
+}

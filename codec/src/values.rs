@@ -46,6 +46,18 @@ impl Timestamp {
         Ok(Self(ms as i64))
     }
 
+    /// Parses RFC 3339 of any year, clamped to years 1970..=9999: for a client's own clock
+    /// (an informational `timestamp`), which may be reset to 1970 in its time zone, or to Go's
+    /// zero time, and must never decide whether a request is accepted.
+    pub fn parse_clamped(s: &str) -> Result<Self, String> {
+        if let Some(t) = parse_utc_fast(s.as_bytes()) {
+            return Ok(t);
+        }
+        let t = OffsetDateTime::parse(s, &Rfc3339).map_err(|e| format!("not an RFC 3339 time ({e})"))?;
+        let ms = (t.unix_timestamp_nanos() / 1_000_000).clamp(0, i128::from(MAX_MILLIS));
+        Ok(Self(ms as i64))
+    }
+
     /// Adds whole milliseconds, saturating at the ends of the range.
     pub fn plus_millis(self, ms: i64) -> Self {
         Self::from_millis(self.0.saturating_add(ms))
@@ -259,6 +271,15 @@ mod tests {
         assert!(Timestamp::parse("yesterday").is_err());
         assert_eq!(Timestamp::from_millis(i64::MAX).to_string(), "9999-12-31T23:59:59.999Z");
         assert_eq!(Timestamp::from_millis(-5), Timestamp::EPOCH);
+    }
+
+    #[test]
+    fn a_clients_clock_before_1970_is_clamped_not_refused() {
+        for s in ["1970-01-01T00:00:00+02:00", "0001-01-01T00:00:00Z", "1969-12-31T23:59:59Z"] {
+            assert_eq!(Timestamp::parse_clamped(s), Ok(Timestamp::EPOCH), "{s}");
+        }
+        assert_eq!(Timestamp::parse_clamped("2025-01-01T14:00:00+02:00"), Timestamp::parse("2025-01-01T12:00:00Z"));
+        assert!(Timestamp::parse_clamped("yesterday").is_err(), "still RFC 3339");
     }
 
     #[test]

@@ -58,7 +58,9 @@ fn request_id(m: &Object, key: &str) -> Option<RequestId> {
 pub(crate) fn sent_at(m: &Object) -> Result<Option<Timestamp>, CodecError> {
     match m.get("timestamp") {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Timestamp::parse(s).map(Some).map_err(|r| CodecError::invalid("timestamp", r)),
+        Some(Value::String(s)) => {
+            Timestamp::parse_clamped(s).map(Some).map_err(|r| CodecError::invalid("timestamp", r))
+        }
         Some(_) => Err(CodecError::invalid("timestamp", "must be an RFC 3339 string")),
     }
 }

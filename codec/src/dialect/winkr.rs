@@ -50,7 +50,8 @@ pub(crate) fn decode_client(format: Format, bytes: &[u8]) -> Result<ClientEnvelo
         Some(Err(e)) => return Err(fail(e, None)),
     };
     let event = checked.map_err(|e| fail(e, message_id.clone()))?;
-    let sent_at = match timestamp.as_deref().map(Timestamp::parse) {
+    // The client's clock: informational, clamped rather than refused (docs/protocol.md §1).
+    let sent_at = match timestamp.as_deref().map(Timestamp::parse_clamped) {
         None => None,
         Some(Ok(t)) => Some(t),
         Some(Err(r)) => return Err(fail(CodecError::invalid("timestamp", r), message_id)),
