@@ -40,6 +40,9 @@ pub enum ErrorCode {
     ConnectionError,
     /// The server failed; the request may be retried.
     InternalError,
+    /// The server cannot store anything right now (its disk is full, its store unreachable):
+    /// nothing was stored. Retry after `details.retry_after` seconds; it resumes by itself.
+    ServiceUnavailable,
 }
 
 impl ErrorCode {
@@ -60,6 +63,7 @@ impl ErrorCode {
             Self::ConversationFull => "CONVERSATION_FULL",
             Self::ConnectionError => "CONNECTION_ERROR",
             Self::InternalError => "INTERNAL_ERROR",
+            Self::ServiceUnavailable => "SERVICE_UNAVAILABLE",
         }
     }
 }

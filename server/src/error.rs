@@ -33,10 +33,16 @@ pub enum SessionError {
     /// The refreshed token is not valid.
     #[error("{message}")]
     Token { code: ErrorCode, message: String },
+    /// The store cannot write now (disk full, I/O error); nothing was stored. Retryable.
+    #[error("the server cannot store this now, retry later: {0}")]
+    Unavailable(String),
     /// The store failed; nothing was acknowledged.
     #[error("internal error: {0}")]
     Internal(String),
 }
+
+/// Seconds a client is told to wait before retrying what the store could not take.
+pub const UNAVAILABLE_RETRY_AFTER_S: u64 = 5;
 
 impl From<StoreError> for SessionError {
     fn from(e: StoreError) -> Self {
@@ -44,6 +50,7 @@ impl From<StoreError> for SessionError {
             StoreError::ConversationNotFound(c) => Self::ConversationNotFound(c),
             StoreError::NotFound(what) => Self::NotFound(what),
             StoreError::NotOwner => Self::PermissionDenied("only the sender may delete a message".into()),
+            StoreError::Unavailable(why) => Self::Unavailable(why),
             other => Self::Internal(other.to_string()),
         }
     }
@@ -60,6 +67,7 @@ impl SessionError {
             Self::PermissionDenied(_) => ErrorCode::PermissionDenied,
             Self::RateLimited { .. } => ErrorCode::RateLimited,
             Self::Token { code, .. } => *code,
+            Self::Unavailable(_) => ErrorCode::ServiceUnavailable,
             Self::Internal(_) => ErrorCode::InternalError,
         }
     }
@@ -77,6 +85,9 @@ impl SessionError {
                 request_event,
                 request_id,
             ),
+            Self::Unavailable(_) => {
+                (Some(json!({"retry_after": UNAVAILABLE_RETRY_AFTER_S})), request_event, request_id)
+            }
             Self::ConversationNotFound(c) | Self::NotMember(c) => {
                 (Some(json!({"conversation_id": c})), request_event, request_id)
             }

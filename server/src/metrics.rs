@@ -61,6 +61,8 @@ pub struct Metrics {
     pub users_online: Gauge,
     pub store_batch_size: Histogram,
     pub store_commit_seconds: Histogram,
+    pub store_writable: Gauge,
+    pub store_write_refusals: Counter,
     pub tasks: Gauge,
     pub open_fds: Gauge,
     pub resident_memory_bytes: Gauge,
@@ -86,6 +88,8 @@ impl Default for Metrics {
             store_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
             // 50 µs to about 0.8 s.
             store_commit_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 15)),
+            store_writable: Gauge::default(),
+            store_write_refusals: Counter::default(),
             tasks: Gauge::default(),
             open_fds: Gauge::default(),
             resident_memory_bytes: Gauge::default(),
@@ -123,6 +127,16 @@ impl Default for Metrics {
             "store_commit_seconds",
             "Time to apply and commit one store batch",
             m.store_commit_seconds.clone(),
+        );
+        registry.register(
+            "store_writable",
+            "1 while the store takes writes, 0 while they fail (disk full, I/O errors)",
+            m.store_writable.clone(),
+        );
+        registry.register(
+            "store_write_refusals",
+            "Store requests refused because the store could not write (disk full, I/O errors)",
+            m.store_write_refusals.clone(),
         );
         Self { registry, ..m }
     }

@@ -51,6 +51,8 @@ pub struct Server {
     pub cert_sha256: String,
     pub data_dir: PathBuf,
     args: Vec<String>,
+    /// Where the server's standard error goes (`start_logged`), else the test's own.
+    pub log: Option<PathBuf>,
 }
 
 static NEXT_DIR: AtomicU64 = AtomicU64::new(0);
@@ -64,6 +66,12 @@ impl Server {
             NEXT_DIR.fetch_add(1, Ordering::Relaxed),
             rand_suffix()
         ));
+        Server::start_at(dir, None, extra)
+    }
+
+    /// Starts a server on the data directory `dir`, its standard error written to `log` (at
+    /// level info) when given.
+    pub fn start_at(dir: PathBuf, log: Option<PathBuf>, extra: &[&str]) -> Server {
         let mut args: Vec<String> =
             vec!["--dev", "--jwt-secret", JWT_SECRET, "--api-key", API_KEY].into_iter().map(String::from).collect();
         // Generous limits, except those the test sets itself.
@@ -82,6 +90,7 @@ impl Server {
             cert_sha256: String::new(),
             data_dir: dir,
             args,
+            log,
         };
         s.spawn("127.0.0.1:0", "127.0.0.1:0");
         s
@@ -96,17 +105,29 @@ impl Server {
             .arg(https)
             .arg("--data-dir")
             .arg(&self.data_dir)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", if self.log.is_some() { "info" } else { "warn" })
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(match &self.log {
+                Some(path) => {
+                    let file = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("log file");
+                    Stdio::from(file)
+                }
+                None => Stdio::inherit(),
+            })
             .spawn()
             .expect("start confab");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        // The log lines come on standard output too (after the addresses, as the server runs).
+        let mut copy =
+            self.log.as_ref().map(|p| std::fs::OpenOptions::new().create(true).append(true).open(p).unwrap());
         std::thread::spawn(move || {
             let mut found = (String::new(), String::new(), String::new());
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
+                if let Some(f) = copy.as_mut() {
+                    let _ = std::io::Write::write_all(f, format!("{line}\n").as_bytes());
+                }
                 if let Some(a) = line.strip_prefix("listening http=") {
                     found.0 = a.to_string();
                 } else if let Some(a) = line.strip_prefix("listening https=") {
@@ -397,6 +418,22 @@ impl Client {
                 Some(e) if e["type"] == kind => return e,
                 Some(e) => self.seen.push(e),
                 None => panic!("no {kind} within {WAIT:?}; closed: {:?}; seen: {:#?}", self.closed, self.seen),
+            }
+        }
+    }
+
+    /// The next event of any of `kinds`, keeping the others in `seen`. Panics after `WAIT`.
+    pub async fn expect_any(&mut self, kinds: &[&str]) -> Value {
+        if let Some(i) = self.seen.iter().position(|e| kinds.iter().any(|k| e["type"] == *k)) {
+            return self.seen.remove(i);
+        }
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.recv_within(left).await {
+                Some(e) if kinds.iter().any(|k| e["type"] == *k) => return e,
+                Some(e) => self.seen.push(e),
+                None => panic!("none of {kinds:?} within {WAIT:?}; closed: {:?}; seen: {:#?}", self.closed, self.seen),
             }
         }
     }

@@ -167,7 +167,7 @@ fn error_payload(e: &ErrorData, at: Timestamp) -> Value {
     let code = match e.code {
         ErrorCode::Unauthorized | ErrorCode::TokenExpired | ErrorCode::TokenInvalid => "AUTH_FAILED",
         ErrorCode::RateLimited => "RATE_LIMIT",
-        ErrorCode::InternalError | ErrorCode::ConnectionError => "SERVER_ERROR",
+        ErrorCode::InternalError | ErrorCode::ConnectionError | ErrorCode::ServiceUnavailable => "SERVER_ERROR",
         _ => "INVALID_MESSAGE",
     };
     let mut details = match &e.details {

@@ -196,6 +196,7 @@ impl IntoResponse for ApiError {
             ErrorCode::ConversationFull => StatusCode::CONFLICT,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::ConnectionError | ErrorCode::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         };
         (status, Json(json!({"error": {"code": self.0, "message": self.1}}))).into_response()
     }
@@ -209,6 +210,7 @@ impl From<crate::store::StoreError> for ApiError {
             S::NotFound(_) => ErrorCode::NotFound,
             S::ConversationExists(_) => ErrorCode::ValidationError,
             S::NotOwner => ErrorCode::PermissionDenied,
+            S::Unavailable(_) => ErrorCode::ServiceUnavailable,
             S::Database(_) | S::Closed => ErrorCode::InternalError,
         };
         ApiError(code, e.to_string())

@@ -12,12 +12,21 @@ pub(super) async fn healthz() -> &'static str {
 }
 
 /// `GET /readyz`: ready to take traffic (the listeners are bound, or this would not answer):
-/// the store answers within a second and the server is not shutting down. 503 otherwise, with
-/// the reason.
+/// the store answers within a second, takes writes, and the server is not shutting down. 503
+/// otherwise, with the reason.
 pub(super) async fn readyz(State(app): State<App>) -> (axum::http::StatusCode, Json<Value>) {
     use axum::http::StatusCode;
     if app.ctx.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false, "reason": "shutting down"})));
+    }
+    // Writes have been failing (a full disk): try one, since a node out of rotation may get
+    // none from clients to learn that they work again.
+    if let Err(why) = app.ctx.store.writable() {
+        let probe = tokio::time::timeout(std::time::Duration::from_secs(1), app.ctx.store.probe_write()).await;
+        if !matches!(probe, Ok(Ok(()))) {
+            let reason = format!("store refusing writes: {why}");
+            return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false, "reason": reason})));
+        }
     }
     let Ok(probe) = confab_codec::ConversationId::parse("readyz-probe") else {
         return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"ready": false, "reason": "probe id"})));

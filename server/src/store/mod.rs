@@ -33,6 +33,10 @@ pub enum StoreError {
     /// The database failed; the request was not applied.
     #[error("database: {0}")]
     Database(String),
+    /// The store cannot write now (its disk is full, an I/O error): nothing was applied. It
+    /// passes by itself once the cause does; the request may be retried.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
     /// The store is shutting down.
     #[error("store closed")]
     Closed,
@@ -211,6 +215,12 @@ pub trait Store: Send + Sync + 'static {
     /// Keeps a file durably, before the message that links it is appended.
     fn put_attachment(&self, a: Attachment) -> StoreFuture<'_, ()>;
     fn attachment(&self, id: &str) -> StoreFuture<'_, Option<Attachment>>;
+    /// `Err(reason)` while writes fail as [`StoreError::Unavailable`]: from the first such
+    /// failure until a write succeeds again.
+    fn writable(&self) -> Result<(), String>;
+    /// A small write of no consequence, to learn whether writes work again when no client is
+    /// writing (the node is not ready meanwhile, so none may be).
+    fn probe_write(&self) -> StoreFuture<'_, ()>;
 }
 
 impl std::fmt::Debug for dyn Store {

@@ -66,6 +66,7 @@ const WAL_FRAMES_MAX: i64 = 65_536;
 pub struct SqliteStore {
     writes: mpsc::Sender<Write>,
     reader: Arc<Mutex<Connection>>,
+    health: Arc<WriteHealth>,
     /// Dropping it tells the checkpoint thread to do a last checkpoint and end.
     _checkpoints: std::sync::mpsc::Sender<()>,
 }
@@ -101,16 +102,18 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel(QUEUE);
         let rewind = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let writer_rewind = Arc::clone(&rewind);
+        let health = Arc::new(WriteHealth::default());
+        let writer_health = Arc::clone(&health);
         std::thread::Builder::new()
             .name("confab-store-writer".into())
-            .spawn(move || writer_loop(writer, rx, on_commit, &metrics, &writer_rewind))
+            .spawn(move || writer_loop(writer, rx, on_commit, &metrics, &writer_rewind, &writer_health))
             .map_err(|e| StoreError::Database(format!("writer thread: {e}")))?;
         let (stop, stopped) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("confab-store-checkpoint".into())
             .spawn(move || checkpoint_loop(&checkpointer, &stopped, &rewind))
             .map_err(|e| StoreError::Database(format!("checkpoint thread: {e}")))?;
-        Ok(Self { writes: tx, reader: Arc::new(Mutex::new(reader)), _checkpoints: stop })
+        Ok(Self { writes: tx, reader: Arc::new(Mutex::new(reader)), health, _checkpoints: stop })
     }
 
     fn write<T: Send + 'static>(&self, make: impl FnOnce(Reply<T>) -> Write + Send + 'static) -> StoreFuture<'_, T> {
@@ -142,10 +145,13 @@ impl SqliteStore {
 /// only when it has grown past [`WAL_FRAMES_MAX`] all the same. Ends, after a last checkpoint,
 /// when the store is dropped.
 fn checkpoint_loop(conn: &Connection, stop: &std::sync::mpsc::Receiver<()>, rewind: &std::sync::atomic::AtomicBool) {
+    // A failure (a full disk) is logged when it begins and when it ends, not every second.
+    let mut failing = false;
     loop {
         let last = !matches!(stop.recv_timeout(CHECKPOINT_EVERY), Err(std::sync::mpsc::RecvTimeoutError::Timeout));
         let passive: Result<(i64, i64, i64), _> =
             conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)));
+        let worked = passive.is_ok();
         match passive {
             Ok((_, frames, _)) if frames > WAL_FRAMES_MAX => {
                 if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
@@ -156,8 +162,13 @@ fn checkpoint_loop(conn: &Connection, stop: &std::sync::mpsc::Receiver<()>, rewi
                 rewind.store(true, std::sync::atomic::Ordering::Relaxed)
             }
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "WAL checkpoint"),
+            Err(e) if !failing => tracing::warn!(error = %e, "WAL checkpoint fails (logged again when it works)"),
+            Err(_) => {}
         }
+        if failing && worked {
+            tracing::info!("WAL checkpoint works again");
+        }
+        failing = !worked;
         if last {
             return;
         }
@@ -367,6 +378,14 @@ impl Store for SqliteStore {
             .optional()
             .map_err(db)
         })
+    }
+
+    fn writable(&self) -> Result<(), String> {
+        self.health.state()
+    }
+
+    fn probe_write(&self) -> StoreFuture<'_, ()> {
+        self.write(Write::Probe)
     }
 
     fn photo(&self, id: &PhotoId) -> StoreFuture<'_, Option<Photo>> {

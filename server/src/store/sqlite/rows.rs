@@ -2,8 +2,17 @@
 
 use super::*;
 
+/// A SQLite error as the store's: the ones that come from the machine (a full disk, an I/O
+/// error, a read-only file system, a lock held too long) pass by themselves and are
+/// `Unavailable`; the rest are `Database`.
 pub(super) fn db(e: rusqlite::Error) -> StoreError {
-    StoreError::Database(e.to_string())
+    use rusqlite::ErrorCode as C;
+    match e.sqlite_error_code() {
+        Some(C::DiskFull | C::SystemIoFailure | C::ReadOnly | C::CannotOpen | C::DatabaseBusy | C::DatabaseLocked) => {
+            StoreError::Unavailable(e.to_string())
+        }
+        _ => StoreError::Database(e.to_string()),
+    }
 }
 
 /// Runs a statement from the connection's statement cache: the hot paths run the same few

@@ -49,6 +49,10 @@ CREATE TABLE IF NOT EXISTS inbox (
     data TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS inbox_by_user ON inbox (user_id, id);
+CREATE TABLE IF NOT EXISTS probe (
+    id INTEGER PRIMARY KEY,
+    at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS attachments (
     id TEXT PRIMARY KEY,
     conversation_id TEXT NOT NULL,

@@ -107,6 +107,50 @@ pub(super) enum Write {
     InboxPush(UserId, InboxItem, Reply<()>),
     InboxTake(UserId, Reply<Vec<InboxItem>>),
     PutAttachment(Attachment, Reply<()>),
+    /// A write of no consequence (`Store::probe_write`).
+    Probe(Reply<()>),
+}
+
+/// Whether the writer's last batch could be written: from the first batch refused as
+/// `Unavailable` (a full disk, an I/O error) until one commits again. Logged once per episode
+/// and counted, not once per message.
+#[derive(Debug, Default)]
+pub(super) struct WriteHealth {
+    /// The reason, and how many requests were refused since it began.
+    failing: Mutex<Option<(String, u64)>>,
+}
+
+impl WriteHealth {
+    pub(super) fn state(&self) -> Result<(), String> {
+        match &*self.failing.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
+            Some((why, _)) => Err(why.clone()),
+            None => Ok(()),
+        }
+    }
+
+    fn committed(&self, metrics: &crate::metrics::Metrics) {
+        let mut failing = self.failing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((why, refused)) = failing.take() {
+            metrics.store_writable.set(1);
+            tracing::warn!(refused, was = %why, "store: writes succeed again");
+        }
+    }
+
+    fn refused(&self, why: &str, requests: usize, metrics: &crate::metrics::Metrics) {
+        metrics.store_write_refusals.inc_by(requests as u64);
+        let mut failing = self.failing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &mut *failing {
+            Some((_, refused)) => *refused += requests as u64,
+            None => {
+                metrics.store_writable.set(0);
+                tracing::error!(
+                    reason = why,
+                    "store: writes fail; requests are refused with SERVICE_UNAVAILABLE until one succeeds"
+                );
+                *failing = Some((why.to_owned(), requests as u64));
+            }
+        }
+    }
 }
 
 pub(super) fn writer_loop(
@@ -115,8 +159,10 @@ pub(super) fn writer_loop(
     on_commit: OnCommit,
     metrics: &crate::metrics::Metrics,
     rewind: &std::sync::atomic::AtomicBool,
+    health: &WriteHealth,
 ) {
     let mut seqs = Seqs::default();
+    metrics.store_writable.set(1);
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -125,9 +171,14 @@ pub(super) fn writer_loop(
                 Err(_) => break,
             }
         }
-        metrics.store_batch_size.observe(batch.len() as f64);
+        let requests = batch.len();
+        metrics.store_batch_size.observe(requests as f64);
         let started = std::time::Instant::now();
-        apply_batch(&mut conn, batch, &on_commit, &mut seqs);
+        match apply_batch(&mut conn, batch, &on_commit, &mut seqs) {
+            Ok(()) => health.committed(metrics),
+            Err(StoreError::Unavailable(why)) => health.refused(&why, requests, metrics),
+            Err(_) => {}
+        }
         metrics.store_commit_seconds.observe(started.elapsed().as_secs_f64());
         if rewind.swap(false, std::sync::atomic::Ordering::Relaxed) {
             // The checkpoint thread has copied all but the last frames; copying those here,
@@ -151,7 +202,13 @@ pub(super) enum Done {
     Other(Box<dyn FnOnce(Option<StoreError>) + Send>),
 }
 
-pub(super) fn apply_batch(conn: &mut Connection, batch: Vec<Write>, on_commit: &OnCommit, seqs: &mut Seqs) {
+/// Applies and commits one batch, answers every request in it, and returns how the commit went.
+pub(super) fn apply_batch(
+    conn: &mut Connection,
+    batch: Vec<Write>,
+    on_commit: &OnCommit,
+    seqs: &mut Seqs,
+) -> Result<(), StoreError> {
     let mut done = Vec::with_capacity(batch.len());
     // IMMEDIATE: the write lock is taken (waiting up to the busy timeout) before the batch reads
     // anything. A deferred transaction that has read cannot wait for the lock: while the
@@ -160,17 +217,28 @@ pub(super) fn apply_batch(conn: &mut Connection, batch: Vec<Write>, on_commit: &
     let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
-            fail_all(batch, db(e));
-            return;
+            let e = db(e);
+            fail_all(batch, e.clone());
+            return Err(e);
         }
     };
     let mut tx = tx;
     let mut flushed: Result<(), StoreError> = Ok(());
-    for w in batch {
+    let mut requests = batch.into_iter();
+    while let Some(w) = requests.next() {
         if !matches!(w, Write::Append(..)) && flushed.is_ok() {
             flushed = seqs.flush(&tx);
         }
         done.push(apply_one(&mut tx, w, seqs));
+        // SQLite may roll the whole transaction back itself on a full disk or an I/O error;
+        // statements after that would each commit on their own. Nothing more runs, and the
+        // batch fails whole: nothing of it is stored, nothing acknowledged.
+        if tx.is_autocommit() {
+            let e = StoreError::Unavailable("the store rolled the batch back (disk full or I/O error)".into());
+            fail_all(requests.collect(), e.clone());
+            flushed = Err(e);
+            break;
+        }
     }
     // A batch whose seqs could not be written is not committed (dropping it rolls it back).
     let committed = flushed.and_then(|()| seqs.flush(&tx)).and_then(|()| tx.commit().map_err(db));
@@ -199,6 +267,7 @@ pub(super) fn apply_batch(conn: &mut Connection, batch: Vec<Write>, on_commit: &
             Done::Other(finish) => finish(committed.as_ref().err().cloned()),
         }
     }
+    committed
 }
 
 pub(super) fn fail_all(batch: Vec<Write>, e: StoreError) {
@@ -215,6 +284,7 @@ pub(super) fn fail_all(batch: Vec<Write>, e: StoreError) {
             | Write::PutAttachment(_, r) => drop(r.send(Err(e.clone()))),
             Write::ViewPhoto(.., r) => drop(r.send(Err(e.clone()))),
             Write::InboxTake(_, r) => drop(r.send(Err(e.clone()))),
+            Write::Probe(r) => drop(r.send(Err(e.clone()))),
         }
     }
 }
@@ -295,6 +365,10 @@ pub(super) fn apply_one(tx: &mut Transaction<'_>, w: Write, seqs: &mut Seqs) -> 
             for table in ["members", "messages", "photos"] {
                 exec(t, &format!("DELETE FROM {table} WHERE conversation_id = ?1"), [c.as_str()]).map_err(db)?;
             }
+            Ok(())
+        }),
+        Write::Probe(reply) => step(tx, reply, |t| {
+            exec(t, "INSERT OR REPLACE INTO probe (id, at) VALUES (1, ?1)", [now_ms()]).map_err(db)?;
             Ok(())
         }),
         Write::PutAttachment(a, reply) => step(tx, reply, |t| {
