@@ -330,3 +330,27 @@ async fn a_client_clock_before_1970_does_not_stop_a_message() {
     actions.send_raw_value(send).await;
     assert_eq!(actions.expect("chat_message").await["message"]["local_id"], "l1");
 }
+
+/// A client that was away (a reload, a reconnect) learns at its join how far everyone else has
+/// read and received, so its own messages' ticks are right without the receipts it missed.
+#[tokio::test]
+async fn a_join_tells_how_far_the_others_have_read_and_received() {
+    let s = Server::start(&[]);
+    let (mut alice, mut bob) = s.alice_and_bob("c1").await;
+    bob.join("c1").await;
+    let first = alice.say("c1", "one").await;
+    alice.say("c1", "two").await;
+    bob.expect("message:new").await;
+    bob.expect("message:new").await;
+    bob.send("message:read", json!({"conversation_id": "c1", "message_id": first["id"]})).await;
+    alice.expect("message:viewed").await;
+    alice.close().await;
+
+    let mut alice = s.client("alice").await.ready().await;
+    let joined = alice.join("c1").await;
+    assert_eq!(
+        (&joined["data"]["last_seq"], &joined["data"]["others_read_seq"], &joined["data"]["others_delivered_seq"]),
+        (&json!(2), &json!(1), &json!(2)),
+        "{joined}"
+    );
+}

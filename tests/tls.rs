@@ -51,6 +51,13 @@ async fn the_certificate_hash_is_served_and_survives_a_restart() {
     let digest = ring::digest::digest(&ring::digest::SHA256, der.as_ref());
     let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(hex, s.cert_sha256);
+    // The greeting says it too, on both transports: a client pinning a hash for WebTransport
+    // that had to fall back to WebSocket can tell a wrong hash from blocked UDP.
+    let mut ws = s.client("alice").await;
+    let est = ws.expect("connection:established").await;
+    assert_eq!(est["data"]["certificate_sha256"], s.cert_sha256.as_str());
+    let mut wt = support::wt::WtClient::connect(&s.h3_addr, &s.cert_sha256, &format!("token={}", s.token("bob"))).await;
+    assert_eq!(wt.expect("connection:established").await["data"]["certificate_sha256"], s.cert_sha256.as_str());
     let before = s.cert_sha256.clone();
     s.kill9();
     s.restart();

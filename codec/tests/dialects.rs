@@ -188,6 +188,7 @@ fn systimz_server_examples_encode() {
         transport: None,
         codec: None,
         timestamp: Some(t(at)),
+        certificate_sha256: None,
     };
     assert_encodes_as(Dialect::Systimz, &env(ServerEvent::Established(est), at), "seed002", "connection");
     let b = push(json!({"message": "New features are live", "severity": "info"}));
@@ -212,7 +213,13 @@ fn systimz_maps_errors_and_shutdown_to_its_own_events() {
     let v: Value = serde_json::from_slice(&c.encode_server(&env(ServerEvent::Closed(closed), at)).unwrap()).unwrap();
     assert_eq!((v["type"].as_str(), v["payload"]["event"].as_str()), (Some("system"), Some("shutdown")));
     // Events the dialect has no form for are skipped, not sent in another dialect's shape.
-    let joined = Joined { conversation_id: cid("c"), joined_at: t(at), last_seq: None };
+    let joined = Joined {
+        conversation_id: cid("c"),
+        joined_at: t(at),
+        last_seq: None,
+        others_read_seq: None,
+        others_delivered_seq: None,
+    };
     assert!(!c.encode_server_into(&env(ServerEvent::Joined(joined), at), &mut Vec::new()).unwrap());
 }
 
@@ -305,6 +312,7 @@ fn actions_server_examples_encode() {
         transport: Some("websocket".into()),
         codec: Some("json".into()),
         timestamp: Some(t(at)),
+        certificate_sha256: None,
     };
     assert_encodes_as(Dialect::Actions, &env(ServerEvent::Established(est), at), "seed004", "connection_established");
 

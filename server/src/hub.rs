@@ -241,6 +241,17 @@ impl Hub {
         self.lock().convs.get(c).map(|e| e.members.contains_key(user))
     }
 
+    /// The lowest read and delivery watermarks among the members other than `user`, if the
+    /// conversation is cached and has other members.
+    pub fn others_marks(&self, c: &ConversationId, user: &UserId) -> Option<(Seq, Seq)> {
+        let s = self.lock();
+        let others = s.convs.get(c)?.members.iter().filter(|(u, _)| *u != user).map(|(_, m)| *m);
+        others.fold(None, |acc, m| {
+            let (read, delivered) = acc.unwrap_or((m.read, m.delivered));
+            Some((read.min(m.read), delivered.min(m.delivered)))
+        })
+    }
+
     /// How many members, if cached.
     pub fn member_count(&self, c: &ConversationId) -> Option<usize> {
         self.lock().convs.get(c).map(|e| e.members.len())

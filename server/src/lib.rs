@@ -139,6 +139,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         Arc::new(SqliteStore::open(&config.data_dir, config.sync, on_commit, Arc::clone(&metrics))?);
     let auth = Auth::new(&config.jwt, config.jwt_audience.as_deref(), config.jwt_issuer.as_deref())
         .map_err(StartError::Auth)?;
+    let tls = match &config.cert {
+        _ if config.https.is_none() => None,
+        config::CertSource::Files { cert, key } => Some(tls::load_pem(cert, key).map_err(StartError::Tls)?),
+        config::CertSource::Dev(dir) => Some(tls::dev_cert(dir).map_err(StartError::Tls)?),
+    };
+    let certs = tls.as_ref().map(tls::CertStore::new).transpose().map_err(StartError::Tls)?;
     let tasks = TaskTracker::new();
     let ctx = Ctx {
         hub: Arc::clone(&hub),
@@ -147,15 +153,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         metrics,
         tasks: tasks.clone(),
         shutdown: shutdown.clone(),
+        certs: certs.clone(),
     };
     session::rearm_all(&ctx).await;
 
-    let tls = match &config.cert {
-        _ if config.https.is_none() => None,
-        config::CertSource::Files { cert, key } => Some(tls::load_pem(cert, key).map_err(StartError::Tls)?),
-        config::CertSource::Dev(dir) => Some(tls::dev_cert(dir).map_err(StartError::Tls)?),
-    };
-    let certs = tls.as_ref().map(tls::CertStore::new).transpose().map_err(StartError::Tls)?;
     let settings = Settings {
         dev: config.dev,
         api_key: config.api_key.clone(),

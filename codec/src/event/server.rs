@@ -166,6 +166,10 @@ pub struct Established {
     pub codec: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<Timestamp>,
+    /// SHA-256 (hex) of the server's TLS certificate, when it has one: a client that pins a
+    /// hash for WebTransport and had to fall back can tell a wrong hash from blocked UDP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -191,6 +195,13 @@ pub struct Joined {
     /// The conversation's newest seq when the join happened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seq: Option<Seq>,
+    /// The seq up to which every other member has read: a client ticks its own messages up to
+    /// it as read, after a reload or a time offline as well.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub others_read_seq: Option<Seq>,
+    /// The seq up to which every other member's devices have had the messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub others_delivered_seq: Option<Seq>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -53,6 +53,8 @@ pub struct Ctx {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Owns the timers sessions start (ephemeral photo expiry), so shutdown waits for them.
     pub tasks: TaskTracker,
+    /// The TLS certificates, when there is a TLS listener (their hash is in the greeting).
+    pub certs: Option<Arc<crate::tls::CertStore>>,
     pub shutdown: CancellationToken,
 }
 
@@ -185,6 +187,7 @@ impl Session {
             transport: Some(self.conn.transport.name().into()),
             codec: Some(self.conn.codec.format.name().into()),
             timestamp: Some(now()),
+            certificate_sha256: self.ctx.certs.as_ref().map(|c| c.sha256_hex()),
         };
         let env = self.ctx.hub.envelope(ServerEvent::Established(established), now(), None);
         self.conn.greet(SharedEvent::new(env, None));

@@ -115,7 +115,12 @@ impl Session {
         let c = j.conversation_id;
         self.listen(&c).await?;
         let last_seq = self.ctx.store.conversation(&c).await?.map(|i| i.last_seq);
-        let joined = Joined { conversation_id: c.clone(), joined_at: now(), last_seq };
+        // The client's own messages up to these are read (delivered) by everyone else, whatever
+        // receipts it missed while away. From the hub, whose delivery marks are ahead of the
+        // store's by up to one batch.
+        let (others_read_seq, others_delivered_seq) = self.ctx.hub.others_marks(&c, self.user()).unzip();
+        let joined =
+            Joined { conversation_id: c.clone(), joined_at: now(), last_seq, others_read_seq, others_delivered_seq };
         self.send(ServerEvent::Joined(joined), rid, conv_route(&c));
         self.catch_up(&c, j.since_seq).await
     }
