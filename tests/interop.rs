@@ -126,6 +126,7 @@ fn the_demo_page_chats_across_transports_and_survives_a_restart() {
         "presence: ok",
         "typing: ok",
         "messages and read ticks: ok",
+        "reload: ok",
         "ephemeral photo: ok",
         "fallback: ok",
         "token refresh: ok",
@@ -135,4 +136,51 @@ fn the_demo_page_chats_across_transports_and_survives_a_restart() {
         assert!(out.contains(step), "missing {step:?} in:\n{out}");
     }
     assert!(shot.metadata().unwrap().len() > 10_000, "the screenshot was saved");
+}
+
+/// The browser client where things go wrong (tests/clients/client_edges.mjs): refusals stop it
+/// and reject `connect()`, `connect()` settles with no server, a wrong certificate hash is
+/// reported, a frozen server is noticed by heartbeats, offline it waits and queues, and back
+/// online it reconnects at once. FREEZE and THAW stop and continue the server process.
+#[test]
+fn the_browser_client_settles_notices_dead_paths_and_recovers() {
+    use std::io::{BufRead, BufReader, Write};
+    let Some(clients) = browser_clients() else { return };
+    let s = Server::start(&[]);
+    s.conversation("edges", &["alice", "bob"]);
+    s.conversation("secret", &["carol"]);
+    let http_port = s.addr.rsplit(':').next().unwrap().to_string();
+    let mut node = Command::new("node")
+        .arg(clients.join("client_edges.mjs"))
+        .arg(&http_port)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start node");
+    let mut stdin = node.stdin.take().unwrap();
+    let mut out = String::new();
+    let signal = |sig: &str| {
+        let ok = Command::new("kill").arg(sig).arg(s.pid().to_string()).status().is_ok_and(|st| st.success());
+        assert!(ok, "kill {sig}");
+    };
+    for line in BufReader::new(node.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        eprintln!("{line}");
+        match line.as_str() {
+            "FREEZE" => signal("-STOP"),
+            "THAW" => signal("-CONT"),
+            _ => {}
+        }
+        if line == "FREEZE" || line == "THAW" {
+            writeln!(stdin, "DONE").unwrap();
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    signal("-CONT");
+    let status = node.wait().unwrap();
+    assert!(status.success(), "the browser test failed:\n{out}");
+    for step in ["refused: ok", "settles: ok", "cert hash: ok", "liveness: ok", "offline: ok", "back online: ok", "queued and refused: ok"] {
+        assert!(out.contains(step), "missing {step:?} in:\n{out}");
+    }
 }

@@ -67,6 +67,20 @@ try {
   await bob.waitForSelector('.bubble.mine .tick[data-state="read"]', T);
   console.log('messages and read ticks: ok');
 
+  // A reload: the history reads oldest first, Alice's own message keeps its read tick (the
+  // server's watermarks at the join), and every presence dot of Bob agrees.
+  await alice.reload();
+  await alice.waitForSelector('#transport[data-transport="webtransport"]', T);
+  await alice.waitForFunction(() => document.querySelectorAll('.bubble .text').length >= 2, null, T);
+  const order = await alice.evaluate(() => [...document.querySelectorAll('.bubble .text')].map((e) => e.textContent));
+  check(order[0] === 'Hi Bob' && order[1].startsWith('Hey Alice!'), `history after a reload: ${JSON.stringify(order)}`);
+  await alice.waitForSelector('.bubble.mine .tick[data-state="read"]', T);
+  await alice.waitForFunction(() => {
+    const dots = [...document.querySelectorAll('.dot[data-user="bob"]')];
+    return dots.length >= 2 && dots.every((d) => d.classList.contains('online'));
+  }, null, T);
+  console.log('reload: ok (oldest first, ticks kept, header and sidebar dots agree)');
+
   // An ephemeral photo: Bob views it and sees its countdown.
   await alice.click('#photo');
   await bob.waitForSelector('.bubble.photo button', T);
@@ -108,6 +122,8 @@ try {
   console.log('RESTART');
   await alice.waitForSelector('#transport.offline', T);
   await bob.waitForSelector('#transport.offline', T);
+  const myDot = await alice.evaluate(() => document.querySelector('#me .dot').classList.contains('online'));
+  check(!myDot, 'my own presence dot stays green while the page reconnects');
   for (const t of ['away 1', 'away 2', 'away 3']) { await alice.fill('#text', t); await alice.press('#text', 'Enter'); }
   await bob.fill('#text', 'bob away');
   await bob.press('#text', 'Enter');
