@@ -91,17 +91,14 @@ fn chromium_speaks_webtransport_with_confab() {
     }
 }
 
-#[test]
-fn the_demo_page_chats_across_transports_and_survives_a_restart() {
+/// Runs a browser script that asks the test for things by printing a line (`RESTART`,
+/// `FREEZE`, ...): `answer` does it and returns the line to write back. Returns everything the
+/// script printed, once it exited with success.
+fn drive(script: &Path, args: &[&str], mut answer: impl FnMut(&str) -> Option<&'static str>) -> String {
     use std::io::{BufRead, BufReader, Write};
-    let Some(clients) = browser_clients() else { return };
-    let mut s = Server::start(&[]);
-    let http_port = s.addr.rsplit(':').next().unwrap().to_string();
-    let shot = root().join("docs/images/demo.png");
-    std::fs::create_dir_all(shot.parent().unwrap()).unwrap();
     let mut node = Command::new("node")
-        .arg(clients.join("demo_chat.mjs"))
-        .args([&http_port, shot.to_str().unwrap()])
+        .arg(script)
+        .args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -111,16 +108,31 @@ fn the_demo_page_chats_across_transports_and_survives_a_restart() {
     for line in BufReader::new(node.stdout.take().unwrap()).lines() {
         let line = line.unwrap();
         eprintln!("{line}");
-        if line == "RESTART" {
-            s.terminate();
-            s.restart();
-            writeln!(stdin, "RESTARTED").unwrap();
+        if let Some(reply) = answer(&line) {
+            writeln!(stdin, "{reply}").unwrap();
         }
         out.push_str(&line);
         out.push('\n');
     }
     let status = node.wait().unwrap();
     assert!(status.success(), "the browser test failed:\n{out}");
+    out
+}
+
+#[test]
+fn the_demo_page_chats_across_transports_and_survives_a_restart() {
+    let Some(clients) = browser_clients() else { return };
+    let mut s = Server::start(&[]);
+    let http_port = s.addr.rsplit(':').next().unwrap().to_string();
+    let shot = root().join("docs/images/demo.png");
+    std::fs::create_dir_all(shot.parent().unwrap()).unwrap();
+    let out = drive(&clients.join("demo_chat.mjs"), &[&http_port, shot.to_str().unwrap()], |line| {
+        (line == "RESTART").then(|| {
+            s.terminate();
+            s.restart();
+            "RESTARTED"
+        })
+    });
     for step in [
         "transports: ok",
         "presence: ok",
@@ -144,43 +156,27 @@ fn the_demo_page_chats_across_transports_and_survives_a_restart() {
 /// online it reconnects at once. FREEZE and THAW stop and continue the server process.
 #[test]
 fn the_browser_client_settles_notices_dead_paths_and_recovers() {
-    use std::io::{BufRead, BufReader, Write};
     let Some(clients) = browser_clients() else { return };
     let s = Server::start(&[]);
     s.conversation("edges", &["alice", "bob"]);
     s.conversation("secret", &["carol"]);
     let http_port = s.addr.rsplit(':').next().unwrap().to_string();
-    let mut node = Command::new("node")
-        .arg(clients.join("client_edges.mjs"))
-        .arg(&http_port)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("start node");
-    let mut stdin = node.stdin.take().unwrap();
-    let mut out = String::new();
     let signal = |sig: &str| {
         let ok = Command::new("kill").arg(sig).arg(s.pid().to_string()).status().is_ok_and(|st| st.success());
         assert!(ok, "kill {sig}");
     };
-    for line in BufReader::new(node.stdout.take().unwrap()).lines() {
-        let line = line.unwrap();
-        eprintln!("{line}");
-        match line.as_str() {
-            "FREEZE" => signal("-STOP"),
-            "THAW" => signal("-CONT"),
-            _ => {}
-        }
-        if line == "FREEZE" || line == "THAW" {
-            writeln!(stdin, "DONE").unwrap();
-        }
-        out.push_str(&line);
-        out.push('\n');
-    }
+    let out = drive(&clients.join("client_edges.mjs"), &[&http_port], |line| {
+        let sig = match line {
+            "FREEZE" => "-STOP",
+            "THAW" => "-CONT",
+            _ => return None,
+        };
+        signal(sig);
+        Some("DONE")
+    });
     signal("-CONT");
-    let status = node.wait().unwrap();
-    assert!(status.success(), "the browser test failed:\n{out}");
-    for step in ["refused: ok", "settles: ok", "cert hash: ok", "liveness: ok", "offline: ok", "back online: ok", "queued and refused: ok"] {
+    let steps = ["refused: ok", "settles: ok", "cert hash: ok", "liveness: ok", "offline: ok", "back online: ok"];
+    for step in steps.into_iter().chain(["queued and refused: ok"]) {
         assert!(out.contains(step), "missing {step:?} in:\n{out}");
     }
 }

@@ -16,7 +16,20 @@ use support::{Client, Server};
 
 const TRIES: usize = 40;
 
-/// The events about message `rid` a sender reads, in order, until its receipt.
+/// What a sender reads, in order, up to the first receipt.
+async fn until_a_receipt(mut next: impl AsyncFnMut() -> Value) -> Vec<Value> {
+    let mut events = Vec::new();
+    loop {
+        let e = next().await;
+        let done = e["type"] == "message:delivered";
+        events.push(e);
+        if done {
+            return events;
+        }
+    }
+}
+
+/// Whether `message:sent` for request `rid` came before any receipt for its message.
 fn sent_then_delivered(events: &[Value], rid: &str) -> Result<(), String> {
     let sent = events.iter().position(|e| e["type"] == "message:sent" && e["request_id"] == rid);
     let Some(sent) = sent else { return Err("no message:sent".into()) };
@@ -35,15 +48,8 @@ async fn message_sent_comes_before_any_receipt_for_it_over_websocket() {
     let mut wrong = Vec::new();
     for i in 0..TRIES {
         let rid = alice.send("message:send", json!({"conversation_id": "c1", "content": format!("m{i}")})).await;
-        let mut events = Vec::new();
-        loop {
-            let e = alice.recv_within(support::WAIT).await.expect("alice heard nothing");
-            let done = e["type"] == "message:delivered";
-            events.push(e);
-            if done {
-                break;
-            }
-        }
+        let events =
+            until_a_receipt(async || alice.recv_within(support::WAIT).await.expect("alice heard nothing")).await;
         if let Err(why) = sent_then_delivered(&events, &rid) {
             wrong.push(format!("try {i}: {why}"));
         }
@@ -60,15 +66,8 @@ async fn message_sent_comes_before_any_receipt_for_it_over_webtransport() {
     for i in 0..TRIES {
         let rid =
             alice.send_on("c1", "message:send", json!({"conversation_id": "c1", "content": format!("m{i}")})).await;
-        let mut events = Vec::new();
-        loop {
-            let (_, e) = alice.recv_within(support::WAIT).await.expect("alice heard nothing");
-            let done = e["type"] == "message:delivered";
-            events.push(e);
-            if done {
-                break;
-            }
-        }
+        let events =
+            until_a_receipt(async || alice.recv_within(support::WAIT).await.expect("alice heard nothing").1).await;
         if let Err(why) = sent_then_delivered(&events, &rid) {
             wrong.push(format!("try {i}: {why}"));
         }

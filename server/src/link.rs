@@ -8,9 +8,10 @@
 //!
 //! Two orderings are the link's own, so that no transport has to know them: a connection's
 //! greeting (`connection:established`) is the first event it writes, whatever the hub queued
-//! before it ([`Conn::greet`]); and receipts to a sender are coalesced, one waiting per
-//! conversation, the newest winning ([`Conn::send_receipt`]), so that a receipt per member of
-//! a big group never fills the sender's queue.
+//! before it ([`Conn::greet`]); and receipts to a sender are coalesced, one waiting per key
+//! (a conversation, and in a small one a recipient), the newest winning
+//! ([`Conn::send_receipt`]), so that receipts never fill a sender's queue however many there
+//! are.
 
 use crate::error::CloseReason;
 use crate::metrics::{EventLabel, Metrics};
@@ -206,7 +207,7 @@ enum Item {
 pub type ReceiptKey = (ConversationId, Option<UserId>);
 
 /// What a connection holds outside its queue: its greeting until it is given, and the newest
-/// receipt per conversation until the transport takes it.
+/// receipt per key until the transport takes it.
 #[derive(Debug, Default)]
 struct Held {
     greeting: Mutex<Option<Arc<SharedEvent>>>,

@@ -9,18 +9,11 @@
 //
 // Usage: node chromium_wt.mjs HTTP_PORT H3_PORT CERT_SHA256 ALICE_TOKEN BOB_TOKEN
 
-import { chromium } from 'playwright-core';
+import { launch } from './browser.mjs';
 
 const [httpPort, h3Port, certHash, aliceToken, bobToken] = process.argv.slice(2);
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: [
-    '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync',
-  ],
-});
+const browser = await launch();
 let failed = false;
 try {
   const page = await browser.newPage();

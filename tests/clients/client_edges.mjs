@@ -15,28 +15,17 @@
 //
 // Usage: node client_edges.mjs HTTP_PORT (the Rust test answers FREEZE/THAW lines with DONE)
 
-import { chromium } from 'playwright-core';
-import { createInterface } from 'node:readline';
+import { check, driver, launch } from './browser.mjs';
 
 const [port] = process.argv.slice(2);
 const base = `http://localhost:${port}`;
-const lines = createInterface({ input: process.stdin });
-const nextLine = () => new Promise((resolve) => lines.once('line', resolve));
-const ask = async (what) => { console.log(what); await nextLine(); };
-
-function check(cond, what) {
-  if (!cond) throw new Error(what);
-}
+const test = driver();
+const ask = test.ask;
 
 // A client that never settles must fail the test, not hang it.
 setTimeout(() => { console.log('FAILED: timed out (a promise of the client never settled)'); process.exit(1); }, 90000).unref();
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync'],
-});
+const browser = await launch();
 let failed = false;
 try {
   const ctx = await browser.newContext();
@@ -208,6 +197,6 @@ try {
   failed = true;
 } finally {
   await browser.close();
-  lines.close();
+  test.close();
 }
 process.exit(failed ? 1 : 0);

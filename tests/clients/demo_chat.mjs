@@ -9,26 +9,15 @@
 //
 // Usage: node demo_chat.mjs HTTP_PORT SCREENSHOT
 
-import { chromium } from 'playwright-core';
-import { createInterface } from 'node:readline';
+import { check, driver, launch } from './browser.mjs';
 
 const [port, screenshot] = process.argv.slice(2);
 const base = `http://localhost:${port}`;
 const conv = 'demo-alice-bob';
 const T = { timeout: 10000 };
-const lines = createInterface({ input: process.stdin });
-const nextLine = () => new Promise((resolve) => lines.once('line', resolve));
+const test = driver();
 
-function check(cond, what) {
-  if (!cond) throw new Error(what);
-}
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync'],
-});
+const browser = await launch();
 let failed = false;
 try {
   const open = async (user, extra = '') => {
@@ -119,7 +108,7 @@ try {
   await bob.fill('#text', '');
 
   // The server goes away and comes back; meanwhile both send.
-  console.log('RESTART');
+  const restarted = test.ask('RESTART');
   await alice.waitForSelector('#transport.offline', T);
   await bob.waitForSelector('#transport.offline', T);
   const myDot = await alice.evaluate(() => document.querySelector('#me .dot').classList.contains('online'));
@@ -127,7 +116,7 @@ try {
   for (const t of ['away 1', 'away 2', 'away 3']) { await alice.fill('#text', t); await alice.press('#text', 'Enter'); }
   await bob.fill('#text', 'bob away');
   await bob.press('#text', 'Enter');
-  await nextLine();
+  await restarted;
   await alice.waitForSelector('#transport[data-transport="webtransport"]', { timeout: 30000 });
   await bob.waitForSelector('#transport[data-transport="websocket"]', { timeout: 30000 });
   console.log('reconnect: ok');
@@ -151,6 +140,6 @@ try {
   failed = true;
 } finally {
   await browser.close();
-  lines.close();
+  test.close();
 }
 process.exit(failed ? 1 : 0);

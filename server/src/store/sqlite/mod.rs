@@ -420,6 +420,13 @@ impl Store for SqliteStore {
     }
 }
 
+/// A store whose commits go nowhere (no hub), for tests of the store alone.
+#[cfg(test)]
+fn open_without_fanout(dir: &Path) -> SqliteStore {
+    let on_commit: OnCommit = Box::new(|_: &Message, _: Option<&Requester>| Vec::new());
+    SqliteStore::open(dir, SyncMode::Full, on_commit, Default::default()).unwrap_or_else(|e| panic!("open: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -495,13 +502,7 @@ mod tests {
             )
             .unwrap();
         }
-        let store = SqliteStore::open(
-            &dir,
-            SyncMode::Full,
-            Box::new(|_: &Message, _: Option<&Requester>| Vec::new()),
-            Default::default(),
-        )
-        .unwrap();
+        let store = open_without_fanout(&dir);
         let (c, a, b) = (id("c1", ConversationId::parse), id("a", UserId::parse), id("b", UserId::parse));
         let old = store.messages_after(&c, Seq(0), 10).await.unwrap();
         assert_eq!((old.len(), old[0].content.as_str()), (1, "from before"));
@@ -528,15 +529,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn batched_appends_look_like_one_at_a_time() {
         let dir = std::env::temp_dir().join(format!("confab-store-test-{}", rand::random::<u64>()));
-        let store = Arc::new(
-            SqliteStore::open(
-                &dir,
-                SyncMode::Full,
-                Box::new(|_: &Message, _: Option<&Requester>| Vec::new()),
-                Default::default(),
-            )
-            .unwrap(),
-        );
+        let store = Arc::new(open_without_fanout(&dir));
         let (c, d) = (id("c1", ConversationId::parse), id("c2", ConversationId::parse));
         let (a, b) = (id("a", UserId::parse), id("b", UserId::parse));
         store.create_conversation(c.clone(), vec![a.clone(), b.clone()], None).await.unwrap();
@@ -631,13 +624,7 @@ mod timing {
     #[ignore = "a measurement, not a test: cargo test --release -p confab-server append_latency -- --ignored --nocapture"]
     async fn append_latency() {
         let dir = std::env::temp_dir().join(format!("confab-store-timing-{}", rand::random::<u64>()));
-        let store = SqliteStore::open(
-            &dir,
-            SyncMode::Full,
-            Box::new(|_: &Message, _: Option<&Requester>| Vec::new()),
-            Default::default(),
-        )
-        .unwrap();
+        let store = open_without_fanout(&dir);
         let c = ConversationId::parse("c").unwrap();
         let u = UserId::parse("u").unwrap();
         store.create_conversation(c.clone(), vec![u.clone()], None).await.unwrap();
