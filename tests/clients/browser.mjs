@@ -18,6 +18,25 @@ export function check(cond, what) {
   if (!cond) throw new Error(what);
 }
 
+/**
+ * Runs a script's steps in a fresh browser: a step that throws prints `FAILED: why` and the
+ * process exits non-zero; the browser and the line protocol are closed either way.
+ */
+export async function run(steps, test) {
+  const browser = await launch();
+  let failed = false;
+  try {
+    await steps(browser);
+  } catch (e) {
+    console.log(`FAILED: ${e.message || e}`);
+    failed = true;
+  } finally {
+    await browser.close();
+    test?.close();
+  }
+  process.exit(failed ? 1 : 0);
+}
+
 /** The test's answers: `ask(line)` prints a request and resolves with the answer. */
 export function driver() {
   const lines = createInterface({ input: process.stdin });

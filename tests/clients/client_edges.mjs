@@ -15,7 +15,7 @@
 //
 // Usage: node client_edges.mjs HTTP_PORT (the Rust test answers FREEZE/THAW lines with DONE)
 
-import { check, driver, launch } from './browser.mjs';
+import { check, driver, run } from './browser.mjs';
 
 const [port] = process.argv.slice(2);
 const base = `http://localhost:${port}`;
@@ -25,9 +25,7 @@ const ask = test.ask;
 // A client that never settles must fail the test, not hang it.
 setTimeout(() => { console.log('FAILED: timed out (a promise of the client never settled)'); process.exit(1); }, 90000).unref();
 
-const browser = await launch();
-let failed = false;
-try {
+await run(async (browser) => {
   const ctx = await browser.newContext();
   const page = await ctx.newPage();
   page.on('pageerror', (e) => console.log(`page error: ${e.message}`));
@@ -192,11 +190,4 @@ try {
   check(back.viewed, 'the read mark made offline reached the sender');
   check(back.forbidden === 1 && !back.joined.includes('secret'), `refused join made again: ${JSON.stringify(back)}`);
   console.log('queued and refused: ok (the offline read mark arrived; the refused join was not made again)');
-} catch (e) {
-  console.log(`FAILED: ${e.message || e}`);
-  failed = true;
-} finally {
-  await browser.close();
-  test.close();
-}
-process.exit(failed ? 1 : 0);
+}, test);

@@ -9,7 +9,7 @@
 //
 // Usage: node demo_chat.mjs HTTP_PORT SCREENSHOT
 
-import { check, driver, launch } from './browser.mjs';
+import { check, driver, run } from './browser.mjs';
 
 const [port, screenshot] = process.argv.slice(2);
 const base = `http://localhost:${port}`;
@@ -17,9 +17,7 @@ const conv = 'demo-alice-bob';
 const T = { timeout: 10000 };
 const test = driver();
 
-const browser = await launch();
-let failed = false;
-try {
+await run(async (browser) => {
   const open = async (user, extra = '') => {
     const ctx = await browser.newContext({ viewport: { width: 1000, height: 640 } });
     const page = await ctx.newPage();
@@ -135,11 +133,4 @@ try {
   }
   await alice.waitForFunction(() => [...document.querySelectorAll('.bubble.mine .tick')].every((t) => t.dataset.state !== 'sending'), null, T);
   console.log('after restart: every message once, in order: ok');
-} catch (e) {
-  console.log(`FAILED: ${e.message || e}`);
-  failed = true;
-} finally {
-  await browser.close();
-  test.close();
-}
-process.exit(failed ? 1 : 0);
+}, test);
