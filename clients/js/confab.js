@@ -356,6 +356,8 @@ export class ConfabClient extends EventTarget {
     }
     this.token = token;
     const q = `token=${encodeURIComponent(token)}&codec=json`;
+    // The app's URL may carry a query of its own (`?dialect=`, `?conversation_id=`).
+    const withQuery = (url) => `${url}${url.includes('?') ? '&' : '?'}${q}`;
     const tryWt = this.o.transport !== 'websocket' && this.o.webTransportUrl && typeof WebTransport !== 'undefined'
       && !this.wtRefused;
     const onEvent = (ev) => this.onEvent(ev);
@@ -363,14 +365,14 @@ export class ConfabClient extends EventTarget {
     let opened = null;
     let wtFailure = null;
     if (tryWt) {
-      opened = await this.openLink(() => new WtLink(`${this.o.webTransportUrl}?${q}`, this.certHash, onEvent, onClose),
+      opened = await this.openLink(() => new WtLink(withQuery(this.o.webTransportUrl), this.certHash, onEvent, onClose),
         this.o.fallbackMs);
       if (opened.final) return this.fail(opened.final);
       wtFailure = opened.failure;
       if (wtFailure) opened = null;
     }
     if (!opened && this.o.transport !== 'webtransport' && this.o.webSocketUrl) {
-      opened = await this.openLink(() => new WsLink(`${this.o.webSocketUrl}?${q}`, onEvent, onClose),
+      opened = await this.openLink(() => new WsLink(withQuery(this.o.webSocketUrl), onEvent, onClose),
         this.o.connectTimeoutMs);
       if (opened.final) return this.fail(opened.final);
       if (opened.failure) opened = null;

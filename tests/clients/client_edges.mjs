@@ -1,8 +1,9 @@
 // The browser client's edges in headless Chromium, driven by tests/interop.rs: what a user
 // meets when things go wrong. Each step prints `name: ok` or the script exits non-zero.
 //
-// - refused: a bad token over WebTransport and over WebSocket: `connect()` rejects with the
-//   server's code, `close` says willReconnect false, and no second try is made.
+// - refused: a bad token over WebTransport and over WebSocket (4003), and a socket the user may
+//   not have (4004): `connect()` rejects with the server's code, `close` says willReconnect
+//   false, and no second try is made.
 // - settles: nothing listens: `connect()` rejects (CONNECTION_ERROR) at its timeout.
 // - cert hash: the JSON of GET /cert-hash is taken as `certHash`; a malformed one throws; a
 //   wrong one falls back to WebSocket saying CERT_HASH_MISMATCH with the served hash.
@@ -76,8 +77,18 @@ await run(async (browser) => {
       const closes = c.log.filter((e) => e.type === 'close');
       out[transport] = { error, took, tokens, closes, state: c.connectionState };
     }
+    // 4004: a good token, a socket the user may not have (a chat it is not a member of).
+    const denied = window.make('alice', { transport: 'websocket', webSocketUrl: `ws://${location.host}/api/v1/ws/chat/secret` });
+    try { await denied.connect(); } catch (e) { out.denied = { code: e.code, closeCode: e.details.closeCode }; }
+    await window.wait(1500);
+    out.denied.closes = denied.log.filter((e) => e.type === 'close').map((e) => [e.code, e.willReconnect]);
+    out.denied.state = denied.connectionState;
     return out;
   });
+  const denied = refused.denied;
+  delete refused.denied;
+  check(denied.code === 'FORBIDDEN' && denied.closeCode === 4004 && JSON.stringify(denied.closes) === '[[4004,false]]'
+    && denied.state === 'closed', `refused with 4004: ${JSON.stringify(denied)}`);
   for (const [transport, r] of Object.entries(refused)) {
     check(r.error && ['TOKEN_INVALID', 'UNAUTHORIZED'].includes(r.error.code) && r.error.closeCode === 4003,
       `refused over ${transport}: connect() ${JSON.stringify(r.error)}`);
@@ -85,7 +96,7 @@ await run(async (browser) => {
       `refused over ${transport}: close ${JSON.stringify(r.closes)}`);
     check(r.tokens === 1 && r.state === 'closed', `refused over ${transport}: tried again ${JSON.stringify(r)}`);
   }
-  console.log(`refused: ok (rejected in ${Math.round(refused.auto.took)} ms over WebTransport, ${Math.round(refused.websocket.took)} ms over WebSocket, no retry)`);
+  console.log(`refused: ok (4003 rejected in ${Math.round(refused.auto.took)} ms over WebTransport, ${Math.round(refused.websocket.took)} ms over WebSocket, 4004 as FORBIDDEN; no retry)`);
 
   // ---- settles: no server at all ----
   const settles = await page.evaluate(async () => {
