@@ -350,8 +350,8 @@ export class ConfabClient extends EventTarget {
     let token;
     try {
       token = await this.o.getToken();
-    } catch (e) {
-      this.lastFailure = `token: ${e.message}`;
+    } catch {
+      // The app's token source failed: try again later, as for a server that did not answer.
       return this.retry();
     }
     this.token = token;

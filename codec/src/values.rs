@@ -35,11 +35,7 @@ impl Timestamp {
 
     /// Parses RFC 3339 (any offset; converted to UTC, sub-millisecond digits dropped).
     pub fn parse(s: &str) -> Result<Self, String> {
-        if let Some(t) = parse_utc_fast(s.as_bytes()) {
-            return Ok(t);
-        }
-        let t = OffsetDateTime::parse(s, &Rfc3339).map_err(|e| format!("not an RFC 3339 time ({e})"))?;
-        let ms = t.unix_timestamp_nanos() / 1_000_000;
+        let ms = parse_millis(s)?;
         if !(0..=i128::from(MAX_MILLIS)).contains(&ms) {
             return Err("must be between 1970 and 9999".into());
         }
@@ -50,18 +46,23 @@ impl Timestamp {
     /// (an informational `timestamp`), which may be reset to 1970 in its time zone, or to Go's
     /// zero time, and must never decide whether a request is accepted.
     pub fn parse_clamped(s: &str) -> Result<Self, String> {
-        if let Some(t) = parse_utc_fast(s.as_bytes()) {
-            return Ok(t);
-        }
-        let t = OffsetDateTime::parse(s, &Rfc3339).map_err(|e| format!("not an RFC 3339 time ({e})"))?;
-        let ms = (t.unix_timestamp_nanos() / 1_000_000).clamp(0, i128::from(MAX_MILLIS));
-        Ok(Self(ms as i64))
+        Ok(Self(parse_millis(s)?.clamp(0, i128::from(MAX_MILLIS)) as i64))
     }
 
     /// Adds whole milliseconds, saturating at the ends of the range.
     pub fn plus_millis(self, ms: i64) -> Self {
         Self::from_millis(self.0.saturating_add(ms))
     }
+}
+
+/// RFC 3339 (any offset, any year) as milliseconds since the epoch, sub-millisecond digits
+/// dropped: the common form on the fast path, the rest through the general parser.
+fn parse_millis(s: &str) -> Result<i128, String> {
+    if let Some(t) = parse_utc_fast(s.as_bytes()) {
+        return Ok(i128::from(t.0));
+    }
+    let t = OffsetDateTime::parse(s, &Rfc3339).map_err(|e| format!("not an RFC 3339 time ({e})"))?;
+    Ok(t.unix_timestamp_nanos() / 1_000_000)
 }
 
 /// The form every server and browser writes (`YYYY-MM-DDTHH:MM:SS[.fff]Z`), parsed without the

@@ -227,9 +227,6 @@ pub struct Conn {
     pub user_id: UserId,
     pub transport: TransportKind,
     pub codec: Codec,
-    /// For a connection scoped to one conversation (SPEC §7), replay its messages after this
-    /// seq when it starts (`?since_seq=`).
-    pub resume: Option<Seq>,
     queue: mpsc::Sender<Item>,
     held: Arc<Held>,
     pub closer: Arc<Closer>,
@@ -343,7 +340,6 @@ impl Conn {
             user_id,
             transport,
             codec,
-            resume: None,
             queue: tx,
             held: Arc::clone(&held),
             closer: Arc::clone(&closer),

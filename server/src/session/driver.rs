@@ -20,7 +20,7 @@ pub async fn run(session: Session, inbound: impl Stream<Item = Inbound> + Unpin,
 async fn drive(mut session: Session, mut inbound: impl Stream<Item = Inbound> + Unpin, shutdown: CancellationToken) {
     // Refused at opening (or closed since): nothing to run.
     if !session.conn.closer.is_closed() {
-        session.catch_up_resumes().await;
+        session.catch_up_resume().await;
     }
     while !session.conn.closer.is_closed() {
         let deadline = tokio::time::Instant::from_std(session.next_deadline());

@@ -83,8 +83,9 @@ pub struct Session {
     pending: FuturesOrdered<BoxFuture<'static, SendDone>>,
     /// Whether the hub knows this connection: it must be unregistered, however the session ends.
     registered: bool,
-    /// Joins made at opening whose replay (`?since_seq=`) waits until the client is ready.
-    resumes: Vec<(ConversationId, Seq)>,
+    /// For a connection scoped to one conversation (SPEC §7), replay its messages after this
+    /// seq once the client is ready (`?since_seq=`).
+    resume: Option<Seq>,
     /// Everything the session logs is inside this span (never a token or a message's content).
     span: tracing::Span,
     /// The base of the absolute URLs this connection is given (attachments).
@@ -108,7 +109,7 @@ impl std::fmt::Debug for SendDone {
 }
 
 impl Session {
-    pub fn new(ctx: Ctx, conn: Conn, identity: Identity) -> Self {
+    fn new(ctx: Ctx, conn: Conn, identity: Identity, resume: Option<Seq>, base_url: Option<Arc<str>>) -> Self {
         let now = Instant::now();
         let limits = ctx.hub.limits();
         let rate =
@@ -133,9 +134,9 @@ impl Session {
             client: Hello::default(),
             pending: FuturesOrdered::new(),
             registered: false,
-            resumes: Vec::new(),
+            resume,
             span,
-            base_url: None,
+            base_url,
         }
     }
 
@@ -218,7 +219,7 @@ impl Session {
     /// conversation (creating the user's own one on first use); an actions or personal
     /// connection listens to every conversation of its user. A scope the user may not join
     /// ends the connection (4004) after an `error` event. A replay asked with `?since_seq=`
-    /// waits until the client is ready ([`Session::catch_up_resumes`]); live events are held
+    /// waits until the client is ready ([`Session::catch_up_resume`]); live events are held
     /// back until it is done.
     async fn listen_from_start(&mut self, conversations: &[crate::store::Membership]) -> Result<(), CloseReason> {
         if let Some(c) = self.conn.codec.scope.clone() {
@@ -229,9 +230,8 @@ impl Session {
                 self.fail(&e, Some("conversation:join"), None, Route::Control);
                 return Err(CloseReason::AccessDenied);
             }
-            match self.conn.resume {
-                Some(since) => self.resumes.push((c, since)),
-                None => self.ctx.hub.finish_replay(&c, &self.conn.id, Seq::ZERO),
+            if self.resume.is_none() {
+                self.ctx.hub.finish_replay(&c, &self.conn.id, Seq::ZERO);
             }
         } else if self.conn.listens_to_all() {
             for m in conversations {
@@ -245,12 +245,11 @@ impl Session {
         Ok(())
     }
 
-    /// Replays what scoped connections asked for with `?since_seq=`, once the client is ready.
-    async fn catch_up_resumes(&mut self) {
-        for (c, since) in std::mem::take(&mut self.resumes) {
-            if let Err(e) = self.catch_up(&c, Some(since)).await {
-                self.fail(&e, Some("conversation:join"), None, Route::Control);
-            }
+    /// Replays what a scoped connection asked for with `?since_seq=`, once the client is ready.
+    async fn catch_up_resume(&mut self) {
+        let (Some(c), Some(since)) = (self.conn.codec.scope.clone(), self.resume.take()) else { return };
+        if let Err(e) = self.catch_up(&c, Some(since)).await {
+            self.fail(&e, Some("conversation:join"), None, Route::Control);
         }
     }
 
@@ -305,13 +304,8 @@ impl Session {
         last.then(|| Offline { user: self.user().clone(), username: self.identity.username.clone(), at: t })
     }
 
-    /// The user's conversations and their members; on a store failure, none (presence notices
-    /// are best effort, and the failure is logged).
     async fn memberships(&mut self) -> Vec<crate::store::Membership> {
-        self.ctx.store.memberships(self.user()).await.unwrap_or_else(|e| {
-            tracing::error!(error = %e, "listing the user's conversations");
-            Vec::new()
-        })
+        memberships(&self.ctx, self.user()).await
     }
 
     /// The earliest timer: token expiry or a typing state to clear.
@@ -394,11 +388,7 @@ struct Offline {
 
 impl Offline {
     async fn tell(self, ctx: &Ctx) {
-        let conversations = ctx.store.memberships(&self.user).await.unwrap_or_else(|e| {
-            tracing::error!(error = %e, "listing the user's conversations");
-            Vec::new()
-        });
-        let contacts = contacts_of(&conversations, &self.user);
+        let contacts = contacts_of(&memberships(ctx, &self.user).await, &self.user);
         let ev = ServerEvent::UserOffline(UserOffline {
             user_id: self.user,
             username: self.username,
@@ -427,11 +417,9 @@ pub struct Opening {
 pub async fn open(ctx: &Ctx, identity: Identity, o: Opening) -> (Session, ConnOutput) {
     let codec = default_scope(o.codec, &identity.user_id);
     let queue = ctx.hub.limits().outbound_queue;
-    let (mut conn, output) =
+    let (conn, output) =
         Conn::new(ctx.hub.ids(), identity.user_id.clone(), o.transport, codec, queue, Arc::clone(&ctx.metrics));
-    conn.resume = o.resume;
-    let mut session = Session::new(ctx.clone(), conn, identity);
-    session.base_url = o.base_url;
+    let mut session = Session::new(ctx.clone(), conn, identity, o.resume, o.base_url);
     let _ = session.open().await;
     (session, output)
 }
@@ -439,6 +427,15 @@ pub async fn open(ctx: &Ctx, identity: Identity, o: Opening) -> (Session, ConnOu
 fn deadline_for(expires_at: Timestamp, now_i: Instant) -> Instant {
     let left = expires_at.as_millis().saturating_sub(now().as_millis()).max(0);
     now_i + Duration::from_millis(left as u64)
+}
+
+/// The user's conversations and their members; on a store failure, none (presence notices
+/// are best effort, and the failure is logged).
+async fn memberships(ctx: &Ctx, user: &UserId) -> Vec<crate::store::Membership> {
+    ctx.store.memberships(user).await.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "listing the user's conversations");
+        Vec::new()
+    })
 }
 
 /// Everyone the user shares a conversation with.
@@ -452,7 +449,7 @@ fn contacts_of(conversations: &[crate::store::Membership], user: &UserId) -> Vec
 
 /// A connection of a dialect whose frames name no conversation, that named none in its URL, is
 /// scoped to the user's own conversation, whose id is the user's id (SPEC §7; protocol.md §11).
-pub fn default_scope(codec: Codec, user: &UserId) -> Codec {
+fn default_scope(codec: Codec, user: &UserId) -> Codec {
     if codec.dialect.needs_scope() && codec.scope.is_none() {
         let own = ConversationId::parse(user.as_str()).ok();
         codec.with_scope(own)

@@ -12,6 +12,7 @@ use confab_codec::{
     ClientEnvelope, ConversationId, DecodeError, ErrorCode, MessageId, PhotoId, RequestId, Seq, UserId,
 };
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Messages read from the store per page when replaying a join with `since_seq`.
@@ -169,25 +170,35 @@ impl Session {
             let full = page.len() == REPLAY_PAGE as usize;
             // The newest message of each sender that none of this user's devices had yet: its
             // sender hears it once per page (a receipt covers the messages before it).
-            let mut receipts: HashMap<UserId, Message> = HashMap::new();
+            // (The event already made holds the message: no copy of it for this.)
+            let mut receipts: HashMap<UserId, Arc<SharedEvent>> = HashMap::new();
+            let mut gone = false;
             for m in page {
                 *after = m.seq.unwrap_or(*after);
-                if m.sender_id != self.identity.user_id && self.ctx.hub.advance_delivered(c, self.user(), *after) {
-                    receipts.insert(m.sender_id.clone(), m.clone());
-                    *delivered = *after;
-                }
+                let advanced =
+                    m.sender_id != self.identity.user_id && self.ctx.hub.advance_delivered(c, self.user(), *after);
                 let profile = self.ctx.hub.profile(&m.sender_id);
                 let sender =
                     Sender { id: m.sender_id.clone(), username: profile.username, avatar_url: profile.avatar_url };
                 let ev = self.ctx.hub.envelope(ServerEvent::MessageNew(MessageNew { message: m, sender }), now(), None);
-                if !self.conn.send_waiting(SharedEvent::new(ev, Some(c.clone()))).await {
-                    return Ok(());
+                let ev = SharedEvent::new(ev, Some(c.clone()));
+                if advanced {
+                    *delivered = *after;
+                    if let ServerEvent::MessageNew(n) = &ev.envelope.event {
+                        receipts.insert(n.message.sender_id.clone(), Arc::clone(&ev));
+                    }
+                }
+                if !self.conn.send_waiting(ev).await {
+                    gone = true;
+                    break;
                 }
             }
-            for m in receipts.values() {
-                self.ctx.hub.tell_delivered(m, self.user().clone(), now());
+            for ev in receipts.values() {
+                if let ServerEvent::MessageNew(n) = &ev.envelope.event {
+                    self.ctx.hub.tell_delivered(&n.message, self.user().clone(), now());
+                }
             }
-            if !full {
+            if gone || !full {
                 return Ok(());
             }
         }
@@ -237,7 +248,7 @@ impl Session {
         // Durable before acknowledged (SPEC §6): the store's commit callback queues
         // `message:sent` for this connection, ahead of the fan-out and so of every receipt;
         // `send_committed` answers the rest (a repeated `local_id`, a failure).
-        let store = std::sync::Arc::clone(&self.ctx.store);
+        let store = Arc::clone(&self.ctx.store);
         self.pending.push_back(Box::pin(async move {
             let result = store.append(m).await;
             super::SendDone { request_id: rid, conversation_id: c, result }

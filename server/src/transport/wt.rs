@@ -4,10 +4,11 @@
 //! One session per QUIC connection, opened (registered, listening) before the CONNECT is
 //! answered, so that a client never hears "ready" before its connection listens; events that
 //! arrive before the control stream wait in the connection's queue. The first bidirectional
-//! stream the client opens is the control stream; every further one is bound to the conversation its first frame joins, and
-//! carries that conversation's events for this client, in order. Frames are length-prefixed
-//! envelopes (`confab_codec::frame`), MessagePack unless `?codec=json`. Typing indicators and
-//! heartbeat answers go as datagrams once the client has sent a datagram.
+//! stream the client opens is the control stream; every further one is bound to the
+//! conversation its first frame joins, and carries that conversation's events for this client,
+//! in order. Frames are length-prefixed envelopes (`confab_codec::frame`), MessagePack unless
+//! `?codec=json`. Typing indicators and heartbeat answers go as datagrams once the client has
+//! sent a datagram.
 //!
 //! Tasks per connection, all owned by the connection's task through a [`TaskTracker`] and ended
 //! by its `done` token: one reader and one writer per stream (so a stream the client stops
@@ -222,10 +223,6 @@ async fn connection(incoming: quinn::Incoming, app: App) {
         Some(t) => app.ctx.auth.verify(t),
         None => Err(AuthError::Missing),
     };
-    let codec = match &identity {
-        Ok(i) => session::default_scope(wanted.codec.clone(), &i.user_id),
-        Err(_) => wanted.codec.clone(),
-    };
     // Listening before the CONNECT is answered. Should the session not get going from here on,
     // dropping it unregisters it.
     let opened = match identity {
@@ -233,7 +230,7 @@ async fn connection(incoming: quinn::Incoming, app: App) {
             let base_url = app.settings.base_url("https", req.uri().authority().map(|a| a.as_str()));
             let opening = Opening {
                 transport: TransportKind::WebTransport,
-                codec: wanted.codec,
+                codec: wanted.codec.clone(),
                 resume: wanted.resume,
                 base_url,
             };
@@ -241,6 +238,8 @@ async fn connection(incoming: quinn::Incoming, app: App) {
         }
         Err(e) => Err(e),
     };
+    // The session's codec has its scope; a refused one is answered in the codec asked for.
+    let codec = opened.as_ref().map_or(wanted.codec, |(s, _)| s.conn().codec.clone());
     let accepted = tokio::time::timeout(handshake, WebTransportSession::accept(req, stream, h3)).await;
     match accepted {
         Ok(Ok(wt)) => run(Arc::new(wt), quic, codec, opened, app).await,
