@@ -66,7 +66,7 @@ fn a_bad_file_stops_the_server_naming_the_key() {
         ),
     ] {
         let path = write_config(name, text);
-        let out = Command::new(env!("CARGO_BIN_EXE_confab"))
+        let out = Command::new(env!("CARGO_BIN_EXE_confab-e2e"))
             .args(["--config", path.to_str().unwrap(), "--data-dir"])
             .arg(std::env::temp_dir().join(format!("confab-config-data-{}", std::process::id())))
             .env_remove("CONFAB_MAX_FRAME_BYTES")
@@ -95,7 +95,7 @@ fn readyz_says_ready_when_the_store_answers() {
 fn without_keys_a_server_on_a_public_address_refuses_to_start_unless_dev_is_asked_for() {
     use std::io::{BufRead, BufReader};
     let dir = std::env::temp_dir().join(format!("confab-public-{}", std::process::id()));
-    let out = Command::new(env!("CARGO_BIN_EXE_confab"))
+    let out = Command::new(env!("CARGO_BIN_EXE_confab-e2e"))
         .args(["--http", "0.0.0.0:0", "--https", "off", "--data-dir"])
         .arg(&dir)
         .output()
@@ -106,7 +106,7 @@ fn without_keys_a_server_on_a_public_address_refuses_to_start_unless_dev_is_aske
         assert!(stderr.contains(named), "{named} in: {stderr}");
     }
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_confab"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_confab-e2e"))
         .args(["--dev", "--http", "0.0.0.0:0", "--https", "off", "--data-dir"])
         .arg(&dir)
         .stdout(std::process::Stdio::piped())

@@ -14,6 +14,8 @@
 //! - [`format`]: JSON and MessagePack.
 //! - [`frame`]: QUIC-varint length prefixes and the incremental frame decoder.
 //! - [`error`]: wire error codes and the codec's errors mapped onto them.
+//! - [`wire`]: the connection contract: paths, subprotocols, query negotiation, close codes
+//!   and their reconnect advice, stream reset codes, timings.
 //! - `envelope` (private): the one-pass envelope reader and its error diagnosis.
 //! - `check` (private): field checks shared by every dialect.
 
@@ -26,6 +28,7 @@ pub mod format;
 pub mod frame;
 pub mod ids;
 pub mod values;
+pub mod wire;
 
 pub use dialect::{Codec, Dialect};
 pub use error::{CodecError, DecodeError, ErrorCode};

@@ -5,6 +5,7 @@
 use crate::auth::KeyConfig;
 use crate::limits::Limits;
 use clap::Parser;
+use confab_codec::wire::timing;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -87,10 +88,10 @@ pub struct Args {
     #[arg(long, env = "CONFAB_OUTBOUND_QUEUE", default_value_t = 1024)]
     pub outbound_queue: usize,
     /// Server ping interval, milliseconds (SPEC §3: 30 s).
-    #[arg(long, env = "CONFAB_PING_INTERVAL_MS", default_value_t = 30_000)]
+    #[arg(long, env = "CONFAB_PING_INTERVAL_MS", default_value_t = timing::PING_INTERVAL.as_millis() as u64)]
     pub ping_interval_ms: u64,
     /// Close a connection with no pong for this long, milliseconds (SPEC §3: 60 s).
-    #[arg(long, env = "CONFAB_PONG_TIMEOUT_MS", default_value_t = 60_000)]
+    #[arg(long, env = "CONFAB_PONG_TIMEOUT_MS", default_value_t = timing::PONG_TIMEOUT.as_millis() as u64)]
     pub pong_timeout_ms: u64,
     /// Time a client has to finish TLS and send its request headers, milliseconds (SPEC §3: 30 s).
     #[arg(long, env = "CONFAB_HANDSHAKE_TIMEOUT_MS", default_value_t = 30_000)]
@@ -245,7 +246,7 @@ pub struct Config {
     /// Without a trailing slash.
     pub public_url: Option<String>,
     pub default_dialect: confab_codec::Dialect,
-    pub sync: crate::store::sqlite::SyncMode,
+    pub sync: crate::sqlite::SyncMode,
     pub log_json: bool,
 }
 
@@ -311,7 +312,7 @@ impl Config {
         let default_dialect = confab_codec::Dialect::from_name(&a.default_dialect).ok_or_else(|| {
             format!("default-dialect: {:?} is not winkr, systimz, chatrooms or actions", a.default_dialect)
         })?;
-        let sync = crate::store::sqlite::SyncMode::from_name(&a.sync)
+        let sync = crate::sqlite::SyncMode::from_name(&a.sync)
             .ok_or_else(|| format!("sync: {:?} is not full or normal", a.sync))?;
         if a.http.is_none() && a.https.is_none() {
             return Err("http and https: at least one listener is needed".into());

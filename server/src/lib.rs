@@ -1,6 +1,7 @@
 //! confab-server: the `confab` binary's library. A realtime chat server whose session layer
-//! serves every transport (WebTransport over QUIC, WebSocket) through one narrow link, with
-//! a durable embedded store behind an interface.
+//! (`confab-core`) serves every transport (WebTransport over QUIC, WebSocket) through one
+//! narrow link, with a durable embedded store behind an interface. This crate holds what
+//! touches the world: sockets, TLS, HTTP, the configuration, and the engine adapters.
 //!
 //! [`run`] starts everything on the configured listeners and returns when `shutdown` fires and
 //! the connections have been told and drained; `main.rs` only parses the configuration, sets up
@@ -8,40 +9,31 @@
 //!
 //! # Layout
 //! - `config`: flags and environment, checked at start.
-//! - `auth`: JWT verification (HS256, RS256, ES256) and dev-mode minting.
-//! - `link`: the boundary types between transports and sessions (`Conn`, `Inbound`, `Route`).
 //! - `transport`: the WebSocket and WebTransport transports.
 //! - `serve`: accept loops for the TCP listeners, with handshake timeouts.
 //! - `tls`: PEM certificates, or a generated development certificate.
-//! - `session`: the per-connection rules (SPEC §4) and their driver.
-//! - `hub`: users, connections, conversations' members and joins; fan-out.
-//! - `limits`: token-bucket rate limits.
-//! - `metrics`: Prometheus counters, gauges and histograms.
-//! - `store`: the `Store` interface and the SQLite implementation with group commit.
+//! - `sqlite`: the embedded SQLite store with group commit.
+//! - `app`: what handlers and transports share: the node and the connection settings.
 //! - `api`: client REST, the server API, health, metrics, dev tokens.
-//! - `error`: session errors and close reasons, mapped to wire codes in one place each.
+//!
+//! The core's modules are re-exported under their names (`session`, `hub`, `store`, ...).
 
 pub mod api;
-pub mod auth;
+pub mod app;
 pub mod config;
-pub mod error;
-pub mod hub;
-pub mod limits;
-pub mod link;
-pub mod metrics;
 pub mod serve;
-pub mod session;
-pub mod store;
+pub mod sqlite;
 pub mod tls;
 pub mod transport;
 
-use crate::api::{App, Settings};
+pub use confab_core::{auth, broker, clock, error, hub, limits, link, metrics, node, presence, session, store};
+
+use crate::app::{App, Scheme, Settings};
 use crate::auth::Auth;
 use crate::config::Config;
-use crate::hub::Hub;
-use crate::session::Ctx;
-use crate::store::Store;
-use crate::store::sqlite::SqliteStore;
+use crate::node::{Node, Parts, Services};
+use crate::sqlite::SqliteStore;
+use crate::store::{CommitSink, Store};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -125,18 +117,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
 /// tells every client (1001), waits for them with a deadline, and the store finishes its
 /// last batch; [`Running::wait`] returns then.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, StartError> {
-    let hub = Arc::new(Hub::new(config.limits.clone()));
+    let metrics = Arc::new(metrics::Metrics::default());
+    let parts = Parts::local(config.limits.clone(), clock::Clock::system(), metrics, &broker::LocalBus::default());
     // Fan-out runs on the store's writer, in commit order (see `hub`): one hop less than a
     // channel to a task, on the path of every message.
-    let metrics = Arc::new(metrics::Metrics::default());
-    let stored = metrics.messages_stored.clone();
-    let fanout_hub = Arc::clone(&hub);
-    let on_commit = Box::new(move |m: &confab_codec::event::Message, requester: Option<&store::Requester>| {
-        stored.inc();
-        fanout_hub.dispatch_message(m.clone(), requester, session::now())
-    });
+    let sink = Arc::clone(&parts.fanout) as Arc<dyn CommitSink>;
     let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::open(&config.data_dir, config.sync, on_commit, Arc::clone(&metrics))?);
+        Arc::new(SqliteStore::open(&config.data_dir, config.sync, sink, Arc::clone(&parts.metrics))?);
     let auth = Auth::new(&config.jwt, config.jwt_audience.as_deref(), config.jwt_issuer.as_deref())
         .map_err(StartError::Auth)?;
     let tls = match &config.cert {
@@ -146,16 +133,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     };
     let certs = tls.as_ref().map(tls::CertStore::new).transpose().map_err(StartError::Tls)?;
     let tasks = TaskTracker::new();
-    let ctx = Ctx {
-        hub: Arc::clone(&hub),
+    let services = Services {
         store,
         auth: Arc::new(auth),
-        metrics,
         tasks: tasks.clone(),
         shutdown: shutdown.clone(),
-        certs: certs.clone(),
+        certificate: certs.clone().map(|c| c as Arc<dyn node::Certificate>),
     };
-    session::rearm_all(&ctx).await;
+    let node = Node::new(parts, services);
+    session::rearm_all(&node).await;
 
     let settings = Settings {
         dev: config.dev,
@@ -170,7 +156,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         https_port: std::sync::OnceLock::new(),
         certs: certs.clone(),
     };
-    let app = App { ctx, settings: Arc::new(settings) };
+    let app = App { node: Arc::clone(&node), settings: Arc::new(settings) };
     let router = api::router(app.clone());
     let mut servers = Vec::new();
     let mut bound = (None, None);
@@ -189,7 +175,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             bound.0 = Some(local);
         }
         // Handlers learn which listener a request came on (the scheme of the URLs they give).
-        let scheme = api::Scheme(if https { "https" } else { "http" });
+        let scheme = Scheme(if https { "https" } else { "http" });
         servers.push(tokio::spawn(serve::serve(
             listener,
             router.clone().layer(axum::Extension(scheme)),
@@ -218,11 +204,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         for s in servers {
             let _ = s.await;
         }
-        hub.close_all(error::CloseReason::ServerShutdown);
+        node.hub.close_all(error::CloseReason::ServerShutdown);
         tasks.close();
         if tokio::time::timeout(drain, tasks.wait()).await.is_err() {
             tracing::warn!("shutdown: connections still open after the drain deadline");
         }
+        // The store finishes the writes it accepted (the last batch) before the node stops.
+        if let Err(e) = node.store.close().await {
+            tracing::warn!(error = %e, "closing the store");
+        }
+        node.broker.close();
         tracing::info!("confab stopped");
     });
     Ok(Running {

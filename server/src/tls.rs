@@ -57,6 +57,13 @@ pub struct CertStore {
     provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
+/// Sessions put the hash of the certificate being served in their greeting.
+impl confab_core::node::Certificate for CertStore {
+    fn sha256_hex(&self) -> String {
+        CertStore::sha256_hex(self)
+    }
+}
+
 impl CertStore {
     pub fn new(material: &TlsMaterial) -> Result<Arc<Self>, String> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());

@@ -97,7 +97,7 @@ impl Server {
     }
 
     fn spawn(&mut self, http: &str, https: &str) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_confab"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_confab-e2e"))
             .args(&self.args)
             .arg("--http")
             .arg(http)

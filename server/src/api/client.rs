@@ -16,19 +16,19 @@ fn identity(app: &App, headers: &HeaderMap) -> Result<Identity, ApiError> {
         .and_then(|v| v.to_str().ok())
         .and_then(|h| h.strip_prefix("Bearer "))
         .ok_or_else(|| ApiError(ErrorCode::Unauthorized, "Authorization: Bearer <token> required".into()))?;
-    app.ctx.auth.verify(token.trim()).map_err(|e| ApiError(e.code(), e.to_string()))
+    app.node.auth.verify(token.trim()).map_err(|e| ApiError(e.code(), e.to_string()))
 }
 
 /// `GET /v1/chat/conversations`: the user's conversations with unread counts and last message.
 pub(super) async fn conversations(State(app): State<App>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     let me = identity(&app, &headers)?;
-    let list = app.ctx.store.conversations_of(&me.user_id).await?;
+    let list = app.node.store.conversations_of(&me.user_id).await?;
     let rows: Vec<Value> = list
         .into_iter()
         .map(|c| {
             let others: Vec<_> = c.members.iter().filter(|m| **m != me.user_id).collect();
             // Who is online now; `user:online`/`user:offline` keep a connected client current.
-            let online: Vec<_> = others.iter().filter(|m| app.ctx.hub.presence(m).online).collect();
+            let online: Vec<_> = others.iter().filter(|m| app.node.presence.get(m).online).collect();
             json!({
                 "id": c.id,
                 "members": c.members,
@@ -61,7 +61,7 @@ pub(super) async fn messages(
     let me = identity(&app, &headers)?;
     let c = super::parse_id("id", &id, ConversationId::parse)?;
     let info = app
-        .ctx
+        .node
         .store
         .conversation(&c)
         .await?
@@ -76,7 +76,7 @@ pub(super) async fn messages(
             format!("limit: must be 1 to {MAX_HISTORY_LIMIT}, got {limit}"),
         ));
     }
-    let (messages, has_more) = app.ctx.store.history(&c, page.before_seq.map(Seq), limit).await?;
+    let (messages, has_more) = app.node.store.history(&c, page.before_seq.map(Seq), limit).await?;
     Ok(Json(json!({"conversation_id": c, "messages": messages, "has_more": has_more})))
 }
 
@@ -92,7 +92,7 @@ pub(super) async fn attachment(
     if id.len() > 64 || !id.starts_with("att_") {
         return Err(not_found());
     }
-    let a = app.ctx.store.attachment(&id).await?.ok_or_else(not_found)?;
+    let a = app.node.store.attachment(&id).await?.ok_or_else(not_found)?;
     let ext = a.filename.as_deref().and_then(|f| f.rsplit_once('.')).map(|(_, e)| e.to_ascii_lowercase());
     let content_type = match ext.as_deref() {
         Some("jpg" | "jpeg") => "image/jpeg",

@@ -61,14 +61,14 @@ pub(super) async fn dev_demo(State(app): State<App>) -> Result<Json<Value>, ApiE
     let mut out = Vec::new();
     for (id, members) in DEMO {
         let c = super::parse_id("id", id, ConversationId::parse)?;
-        if app.ctx.store.conversation(&c).await?.is_none() {
+        if app.node.store.conversation(&c).await?.is_none() {
             let members = members
                 .iter()
                 .map(|m| UserId::parse(m))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| ApiError(confab_codec::ErrorCode::InternalError, format!("demo member: {e}")))?;
-            let info = app.ctx.store.create_conversation(c.clone(), members, None).await?;
-            app.ctx.hub.cache_conversation(info, true);
+            let info = app.node.store.create_conversation(c.clone(), members, None).await?;
+            app.node.cache_conversation(info, true);
         }
         out.push(json!({"id": id, "members": members}));
     }

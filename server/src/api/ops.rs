@@ -16,13 +16,13 @@ pub(super) async fn healthz() -> &'static str {
 /// otherwise, with the reason.
 pub(super) async fn readyz(State(app): State<App>) -> (axum::http::StatusCode, Json<Value>) {
     use axum::http::StatusCode;
-    if app.ctx.shutdown.is_cancelled() {
+    if app.node.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false, "reason": "shutting down"})));
     }
     // Writes have been failing (a full disk): try one, since a node out of rotation may get
     // none from clients to learn that they work again.
-    if let Err(why) = app.ctx.store.writable() {
-        let probe = tokio::time::timeout(std::time::Duration::from_secs(1), app.ctx.store.probe_write()).await;
+    if let Err(why) = app.node.store.writable() {
+        let probe = tokio::time::timeout(std::time::Duration::from_secs(1), app.node.store.probe_write()).await;
         if !matches!(probe, Ok(Ok(()))) {
             let reason = format!("store refusing writes: {why}");
             return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false, "reason": reason})));
@@ -31,7 +31,7 @@ pub(super) async fn readyz(State(app): State<App>) -> (axum::http::StatusCode, J
     let Ok(probe) = confab_codec::ConversationId::parse("readyz-probe") else {
         return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"ready": false, "reason": "probe id"})));
     };
-    match tokio::time::timeout(std::time::Duration::from_secs(1), app.ctx.store.conversation(&probe)).await {
+    match tokio::time::timeout(std::time::Duration::from_secs(1), app.node.store.conversation(&probe)).await {
         Ok(Ok(_)) => (StatusCode::OK, Json(json!({"ready": true, "store": "ok"}))),
         Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false, "reason": format!("store: {e}")}))),
         Err(_) => (
@@ -43,10 +43,10 @@ pub(super) async fn readyz(State(app): State<App>) -> (axum::http::StatusCode, J
 
 /// Prometheus / OpenMetrics text format.
 pub(super) async fn metrics(State(app): State<App>) -> String {
-    let (users, _) = app.ctx.hub.online_count();
-    app.ctx.metrics.users_online.set(users as i64);
-    app.ctx.metrics.sample_process(app.ctx.tasks.len());
-    app.ctx.metrics.render()
+    let (users, _) = app.node.presence.online_count();
+    app.node.metrics.users_online.set(users as i64);
+    app.node.metrics.sample_process(app.node.tasks.len());
+    app.node.metrics.render()
 }
 
 #[derive(Deserialize)]
@@ -64,8 +64,8 @@ pub(super) async fn dev_token(
 ) -> Result<Json<Value>, ApiError> {
     let user = super::parse_id("user_id", &q.user_id, UserId::parse)?;
     let ttl = q.ttl.unwrap_or(86_400).clamp(1, 30 * 86_400);
-    let exp = crate::session::now().as_millis() / 1000 + ttl;
-    let token = app.ctx.auth.mint(&user, q.username.as_deref(), exp).ok_or_else(|| {
+    let exp = app.node.clock.now().as_millis() / 1000 + ttl;
+    let token = app.node.auth.mint(&user, q.username.as_deref(), exp).ok_or_else(|| {
         ApiError(ErrorCode::InternalError, "this server verifies tokens with a public key and cannot mint them".into())
     })?;
     Ok(Json(json!({"token": token, "expires_at": exp})))

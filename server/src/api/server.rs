@@ -3,7 +3,7 @@
 //! messages, presence.
 
 use super::{ApiError, App, Body};
-use crate::session::{self, now};
+use crate::session;
 use crate::store::NewMessage;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -60,8 +60,8 @@ pub(super) async fn create_conversation(
     if req.max_members.is_some_and(|m| members.len() > m as usize) {
         return Err(ApiError(ErrorCode::ConversationFull, format!("{} members exceed max_members", members.len())));
     }
-    let info = app.ctx.store.create_conversation(id.clone(), members, req.max_members).await?;
-    app.ctx.hub.cache_conversation(info, true);
+    let info = app.node.store.create_conversation(id.clone(), members, req.max_members).await?;
+    app.node.cache_conversation(info, true);
     Ok((StatusCode::CREATED, Json(json!({"id": id}))))
 }
 
@@ -80,14 +80,14 @@ pub(super) async fn set_members(
     check_key(&app, &headers)?;
     let c = conversation_id(&id)?;
     let members = users("members", &req.members)?;
-    if let Some(info) = app.ctx.store.conversation(&c).await? {
+    if let Some(info) = app.node.store.conversation(&c).await? {
         if info.max_members.is_some_and(|m| members.len() > m as usize) {
             return Err(ApiError(ErrorCode::ConversationFull, format!("{} members exceed max_members", members.len())));
         }
     }
-    let info = app.ctx.store.set_members(&c, members).await?;
+    let info = app.node.store.set_members(&c, members).await?;
     let members: Vec<_> = info.members.iter().map(|m| m.user_id.clone()).collect();
-    app.ctx.hub.cache_conversation(info, true);
+    app.node.cache_conversation(info, true);
     Ok(Json(json!({"id": c, "members": members})))
 }
 
@@ -99,10 +99,11 @@ pub(super) async fn delete_conversation(
 ) -> Result<StatusCode, ApiError> {
     check_key(&app, &headers)?;
     let c = conversation_id(&id)?;
-    app.ctx.store.delete_conversation(&c).await?;
-    let t = now();
-    let ev = app.ctx.hub.shared(ServerEvent::Left(Left { conversation_id: c.clone(), left_at: t }), t, Some(c.clone()));
-    for conn in app.ctx.hub.forget_conversation(&c) {
+    app.node.store.delete_conversation(&c).await?;
+    let t = app.node.clock.now();
+    let ev =
+        app.node.hub.shared(ServerEvent::Left(Left { conversation_id: c.clone(), left_at: t }), t, Some(c.clone()));
+    for conn in app.node.forget_conversation(&c) {
         conn.send(std::sync::Arc::clone(&ev));
     }
     Ok(StatusCode::NO_CONTENT)
@@ -126,7 +127,7 @@ pub(super) async fn publish(
 ) -> Result<Json<Value>, ApiError> {
     check_key(&app, &headers)?;
     let users = users("user_ids", &req.user_ids)?;
-    let online = session::publish(&app.ctx, &users, &req.kind, req.data)
+    let online = session::publish(&app.node, &users, &req.kind, req.data)
         .await
         .map_err(|e| ApiError(ErrorCode::ValidationError, e))?;
     Ok(Json(json!({"delivered": online, "queued": users.len() - online})))
@@ -164,15 +165,15 @@ pub(super) async fn post_message(
         return Err(ApiError(ErrorCode::ValidationError, format!("content: must be 1 to 2000 characters, got {n}")));
     }
     let info = app
-        .ctx
+        .node
         .store
         .conversation(&c)
         .await?
         .ok_or_else(|| ApiError(ErrorCode::ConversationNotFound, format!("conversation {c} not found")))?;
-    app.ctx.hub.cache_conversation(info, false);
+    app.node.cache_conversation(info, false);
     let sender = super::parse_id("sender_id", req.sender_id.as_deref().unwrap_or("system"), UserId::parse)?;
     let appended = app
-        .ctx
+        .node
         .store
         .append(NewMessage {
             conversation_id: c,
@@ -182,7 +183,7 @@ pub(super) async fn post_message(
             metadata: req.metadata,
             local_id: None,
             reply_to: None,
-            created_at: now(),
+            created_at: app.node.clock.now(),
             requester: None,
         })
         .await?;
@@ -197,7 +198,7 @@ pub(super) async fn presence(
 ) -> Result<Json<Value>, ApiError> {
     check_key(&app, &headers)?;
     let user = super::parse_id("user_id", &user, UserId::parse)?;
-    let p = app.ctx.hub.presence(&user);
+    let p = app.node.presence.get(&user);
     Ok(Json(json!({
         "user_id": user,
         "online": p.online,

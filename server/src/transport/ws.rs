@@ -10,7 +10,7 @@
 //! and decodes frames and drives the session; a writer task encodes queued events, pings every
 //! 30 s and closes the socket when the closer fires.
 
-use crate::api::{App, Endpoint, Scheme, Settings};
+use crate::app::{App, Scheme, Settings};
 use crate::error::CloseReason;
 use crate::link::{ConnOutput, Inbound, Outgoing, Route, TransportKind};
 use crate::session::{self, Opening, Session};
@@ -19,6 +19,7 @@ use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use confab_codec::wire::{self, Endpoint};
 use confab_codec::{Codec, Dialect, Format};
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
@@ -29,15 +30,7 @@ use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Error as WsError;
 
 /// Subprotocols the server selects (the token-carrying `bearer.*` one is never echoed).
-const PROTOCOLS: [&str; 7] = [
-    "confab.json",
-    "confab.msgpack",
-    "confab.v1",
-    "confab.winkr",
-    "confab.systimz",
-    "confab.chatrooms",
-    "confab.actions",
-];
+const PROTOCOLS: [&str; 7] = wire::subprotocol::SELECTABLE;
 /// Frames larger than this end the connection (1009) before they are read; frames between
 /// the codec's limit (32 KiB) and this get a `MESSAGE_TOO_LARGE` error instead.
 const HARD_FRAME_LIMIT: usize = 1024 * 1024;
@@ -50,7 +43,7 @@ const CLOSE_DEADLINE: Duration = Duration::from_secs(2);
 
 /// Where the token was found: query, header, or subprotocol.
 fn find_token(query: &HashMap<String, String>, headers: &HeaderMap) -> Option<String> {
-    if let Some(t) = query.get("token").filter(|t| !t.is_empty()) {
+    if let Some(t) = query.get(wire::query::TOKEN).filter(|t| !t.is_empty()) {
         return Some(t.clone());
     }
     if let Some(h) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
@@ -58,7 +51,7 @@ fn find_token(query: &HashMap<String, String>, headers: &HeaderMap) -> Option<St
             return Some(t.to_owned());
         }
     }
-    offered_protocols(headers).find_map(|p| p.strip_prefix("bearer.").map(str::to_owned))
+    offered_protocols(headers).find_map(|p| p.strip_prefix(wire::subprotocol::BEARER_PREFIX).map(str::to_owned))
 }
 
 fn offered_protocols(headers: &HeaderMap) -> impl Iterator<Item = &str> {
@@ -71,7 +64,7 @@ fn offered_protocols(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 }
 
 fn subprotocol_format(headers: &HeaderMap) -> Format {
-    if offered_protocols(headers).any(|p| p == "confab.msgpack") { Format::MsgPack } else { Format::Json }
+    if offered_protocols(headers).any(|p| p == wire::subprotocol::MSGPACK) { Format::MsgPack } else { Format::Json }
 }
 
 /// `GET /ws`, `GET /v1/ws`.
@@ -134,14 +127,14 @@ async fn upgrade_at(
     };
     // Verified before the upgrade, refused after it: a browser only sees close codes.
     let identity = match find_token(&query, &headers) {
-        Some(t) => app.ctx.auth.verify(&t),
+        Some(t) => app.node.auth.verify(&t),
         None => Err(crate::auth::AuthError::Missing),
     };
     let identity = identity.and_then(|id| match owner {
         Some(o) if o != id.user_id.as_str() => Err(crate::auth::AuthError::OtherUser),
         _ => Ok(id),
     });
-    let guard = app.ctx.tasks.token();
+    let guard = app.node.tasks.token();
     // Listening before the client can know it is connected. Should the upgrade fail from here
     // on, dropping the session unregisters it.
     let opened = match identity {
@@ -150,7 +143,7 @@ async fn upgrade_at(
             let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
             let base_url = app.settings.base_url(scheme, host);
             let opening = Opening { transport: TransportKind::WebSocket, codec: codec.clone(), resume, base_url };
-            Ok(session::open(&app.ctx, id, opening).await)
+            Ok(session::open(&app.node, id, opening).await)
         }
         Err(e) => Err(e),
     };
@@ -170,7 +163,7 @@ async fn serve(socket: WebSocket, app: App, opened: Opened, codec: Codec) {
     let (session, output) = match opened {
         Ok(o) => o,
         Err(e) => {
-            let (ev, reason) = session::refusal(&app.ctx.hub, &e);
+            let (ev, reason) = session::refusal(&app.node, &e);
             if let Ok(Some(bytes)) = ev.encoded(&codec) {
                 let _ = sink.send(frame(&codec, bytes)).await;
             }
@@ -183,7 +176,7 @@ async fn serve(socket: WebSocket, app: App, opened: Opened, codec: Codec) {
     let started = Instant::now();
     let json = Codec { format: Format::Json, ..codec.clone() };
     let packed = Codec { format: Format::MsgPack, ..codec.clone() };
-    let writer = app.ctx.tasks.spawn(write_loop(
+    let writer = app.node.tasks.spawn(write_loop(
         sink,
         output,
         codec,
@@ -218,7 +211,7 @@ async fn serve(socket: WebSocket, app: App, opened: Opened, codec: Codec) {
         })
         .boxed();
     let mut inbound = inbound;
-    session::run(session, &mut inbound, app.ctx.shutdown.clone()).await;
+    session::run(session, &mut inbound, app.node.shutdown.clone()).await;
     // Keep reading while the writer says goodbye, until the peer's close frame (or a
     // deadline): closing the socket with the peer's frames unread would reset the connection,
     // and a reset can destroy the close frame before the client reads it.

@@ -16,14 +16,15 @@
 //! session's close, and the dispatcher that routes the session's queue to the streams. No
 //! conversation rule lives here: the session decides, this module routes by conversation id.
 
-use crate::api::{App, Endpoint, Settings};
+use crate::app::{App, Settings};
 use crate::auth::AuthError;
 use crate::error::CloseReason;
 use crate::link::{Closer, ConnOutput, Inbound, Outgoing, Pacing, Route, SharedEvent, TransportKind, closing_event};
-use crate::session::{self, Opening, Session, now};
+use crate::session::{self, Opening, Session};
 use bytes::Bytes;
 use confab_codec::event::{ClientEvent, ServerEvent};
 use confab_codec::frame::{FrameDecoder, encode_frame};
+use confab_codec::wire::Endpoint;
 use confab_codec::{Codec, CodecError, ConversationId, DecodeError, Format};
 use h3::quic::{BidiStream as _, RecvStream as _, SendStream as _};
 use h3_webtransport::server::{AcceptedBi, WebTransportSession};
@@ -46,7 +47,7 @@ type WtSend = h3_webtransport::stream::SendStream<h3_quinn::SendStream<Bytes>, B
 type WtRecv = h3_webtransport::stream::RecvStream<h3_quinn::RecvStream, Bytes>;
 
 /// The path of the extended CONNECT.
-pub const PATH: &str = "/wt";
+pub const PATH: &str = confab_codec::wire::path::WT;
 /// Frames over the codec's limit but not over this are skipped with `MESSAGE_TOO_LARGE`;
 /// larger ones close the stream (as the WebSocket transport closes with 1009).
 const HARD_FRAME_LIMIT: usize = 1024 * 1024;
@@ -64,24 +65,15 @@ const DATAGRAM_HEADER: usize = 8;
 /// idle session's memory: 1,024 cost 148 KiB a session, 128 cost 74 KiB (benchmarks.md).
 const MAX_STREAMS: u32 = 128;
 
-/// Stream error codes the server resets or stops streams with (application codes, opaque to
-/// QUIC; WebTransport maps them into the HTTP/3 error space for the client).
-pub mod stream_code {
-    /// The client stopped reading this conversation's stream and its queue filled up; re-join
-    /// with `since_seq` on a new stream.
-    pub const SLOW_CONSUMER: u32 = 0x10;
-    /// A frame over 1 MiB: the rest of the stream cannot be read.
-    pub const FRAME_TOO_LARGE: u32 = 0x11;
-    /// The session is over.
-    pub const SESSION_GONE: u32 = 0x12;
-}
+/// Stream error codes the server resets or stops streams with (the codec's wire contract).
+pub use confab_codec::wire::stream_reset as stream_code;
 
 /// The QUIC endpoints: the TLS listener's address and, for loopback or any-address, the IPv6
 /// counterpart on the same port (Chromium dials `localhost` as `::1` only, with no fallback).
 pub fn bind(
     addr: SocketAddr,
     tls: &Arc<crate::tls::CertStore>,
-    settings: &crate::api::Settings,
+    settings: &crate::app::Settings,
 ) -> Result<Vec<quinn::Endpoint>, String> {
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls.quic_server_config()?)
         .map_err(|e| format!("quic tls: {e}"))?;
@@ -154,7 +146,7 @@ fn endpoint(server: quinn::ServerConfig, addr: SocketAddr) -> std::io::Result<qu
 
 /// Accepts QUIC connections until shutdown, one tracked task each.
 pub async fn serve(endpoint: quinn::Endpoint, app: App) {
-    let shutdown = app.ctx.shutdown.clone();
+    let shutdown = app.node.shutdown.clone();
     loop {
         let incoming = tokio::select! {
             i = endpoint.accept() => match i {
@@ -164,11 +156,11 @@ pub async fn serve(endpoint: quinn::Endpoint, app: App) {
             _ = shutdown.cancelled() => break,
         };
         let app = app.clone();
-        app.ctx.tasks.clone().spawn(connection(incoming, app));
+        app.node.tasks.clone().spawn(connection(incoming, app));
     }
     // Sessions close themselves (with 1001) on shutdown; the endpoint lives until their
     // connections have closed, under the shutdown's drain deadline.
-    app.ctx.tasks.spawn(async move { endpoint.wait_idle().await });
+    app.node.tasks.spawn(async move { endpoint.wait_idle().await });
 }
 
 /// What the CONNECT request asked for.
@@ -214,13 +206,13 @@ async fn connection(incoming: quinn::Incoming, app: App) {
     let quic = conn.clone();
     let connect = tokio::select! {
         r = tokio::time::timeout(handshake, next_connect(conn, &app)) => r.ok().flatten(),
-        _ = app.ctx.shutdown.cancelled() => None,
+        _ = app.node.shutdown.cancelled() => None,
     };
     let Some((req, stream, h3, wanted)) = connect else {
         return quic.close(0u32.into(), b"");
     };
     let identity = match &wanted.token {
-        Some(t) => app.ctx.auth.verify(t),
+        Some(t) => app.node.auth.verify(t),
         None => Err(AuthError::Missing),
     };
     // Listening before the CONNECT is answered. Should the session not get going from here on,
@@ -234,7 +226,7 @@ async fn connection(incoming: quinn::Incoming, app: App) {
                 resume: wanted.resume,
                 base_url,
             };
-            Ok(session::open(&app.ctx, id, opening).await)
+            Ok(session::open(&app.node, id, opening).await)
         }
         Err(e) => Err(e),
     };
@@ -371,7 +363,7 @@ async fn run(wt: Arc<Wt>, quic: quinn::Connection, codec: Codec, opened: Opened,
         inbound: in_tx,
         codec,
         datagrams: AtomicBool::new(false),
-        queue_len: app.ctx.hub.limits().outbound_queue.max(1),
+        queue_len: app.node.hub.limits().outbound_queue.max(1),
         closer: OnceLock::new(),
         tasks: TaskTracker::new(),
         done: CancellationToken::new(),
@@ -383,7 +375,7 @@ async fn run(wt: Arc<Wt>, quic: quinn::Connection, codec: Codec, opened: Opened,
             Ok(Ok(Some(AcceptedBi::BidiStream(_, s)))) => Some(s),
             _ => None,
         },
-        _ = app.ctx.shutdown.cancelled() => None,
+        _ = app.node.shutdown.cancelled() => None,
     };
     let Some(control) = control else {
         let _ = wt.close(u32::from(CloseReason::Timeout.code()), "no control stream").await;
@@ -406,7 +398,7 @@ async fn run(wt: Arc<Wt>, quic: quinn::Connection, codec: Codec, opened: Opened,
 
     let mut in_rx = in_rx;
     let inbound = futures_util::stream::poll_fn(move |cx| in_rx.poll_recv(cx));
-    session::run(session, inbound, app.ctx.shutdown.clone()).await;
+    session::run(session, inbound, app.node.shutdown.clone()).await;
     // The dispatcher says goodbye on the control stream unless the client left first.
     let _ = dispatcher.await;
     let reason = closer.reason().unwrap_or(CloseReason::Normal);
@@ -444,8 +436,8 @@ async fn linger_then_close(quic: &quinn::Connection) {
 /// A bad or missing token: one `error` event and `connection:closed` on the control stream,
 /// then the close capsule (4001/4003), as the WebSocket transport does with a close frame.
 async fn refuse(app: &App, wt: &Wt, quic: &quinn::Connection, shared: &Shared, control: &StreamTx, e: &AuthError) {
-    let (event, reason) = session::refusal(&app.ctx.hub, e);
-    for ev in [event, closing_event(app.ctx.hub.ids(), reason, now())] {
+    let (event, reason) = session::refusal(&app.node, e);
+    for ev in [event, closing_event(app.node.hub.ids(), reason, app.node.clock.now())] {
         if let Ok(Some(bytes)) = ev.encoded(&shared.codec) {
             let _ = control.tx.send(StreamCmd::Frame(bytes)).await;
         }

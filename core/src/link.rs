@@ -13,6 +13,7 @@
 //! ([`Conn::send_receipt`]), so that receipts never fill a sender's queue however many there
 //! are.
 
+use crate::clock::Clock;
 use crate::error::CloseReason;
 use crate::metrics::{EventLabel, Metrics};
 use bytes::Bytes;
@@ -243,6 +244,7 @@ pub struct ConnOutput {
     pub closer: Arc<Closer>,
     ids: Arc<IdMint>,
     metrics: Arc<Metrics>,
+    clock: Clock,
 }
 
 impl ConnOutput {
@@ -298,14 +300,14 @@ impl ConnOutput {
 
     /// The `connection:closed` event that precedes the transport's close.
     pub fn closing_event(&self, reason: CloseReason) -> Arc<SharedEvent> {
-        closing_event(&self.ids, reason, crate::session::now())
+        closing_event(&self.ids, reason, self.clock.now())
     }
 
     /// Records that `ev` was handed to the socket or stream: a live message's latency so far
     /// (a replayed one is old news, not latency).
     pub fn written(&self, ev: &SharedEvent, pacing: Pacing) {
         if let (ServerEvent::MessageNew(m), Pacing::Live) = (&ev.envelope.event, pacing) {
-            let ms = crate::session::now().as_millis().saturating_sub(m.message.created_at.as_millis());
+            let ms = self.clock.now().as_millis().saturating_sub(m.message.created_at.as_millis());
             self.metrics.message_latency_seconds.observe(ms.max(0) as f64 / 1000.0);
         }
     }
@@ -331,6 +333,7 @@ impl Conn {
         codec: Codec,
         queue_len: usize,
         metrics: Arc<Metrics>,
+        clock: Clock,
     ) -> (Self, ConnOutput) {
         let (tx, rx) = mpsc::channel(queue_len.max(1));
         let closer = Arc::new(Closer::default());
@@ -345,7 +348,7 @@ impl Conn {
             closer: Arc::clone(&closer),
             metrics: Arc::clone(&metrics),
         };
-        let output = ConnOutput { queue: rx, held, greeted: false, closer, ids: Arc::clone(ids), metrics };
+        let output = ConnOutput { queue: rx, held, greeted: false, closer, ids: Arc::clone(ids), metrics, clock };
         (conn, output)
     }
 

@@ -2,7 +2,7 @@
 //! lives here: membership, limits, who hears what. Errors come back as `SessionError`s and the
 //! caller turns them into one `error` event; the connection carries on.
 
-use super::{MAX_STRIKES, Session, TYPING_TIMEOUT, now};
+use super::{MAX_STRIKES, Session, TYPING_TIMEOUT};
 use crate::error::{CloseReason, SessionError};
 use crate::limits::Exceeded;
 use crate::link::{Route, SharedEvent};
@@ -13,7 +13,6 @@ use confab_codec::{
 };
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 /// Messages read from the store per page when replaying a join with `since_seq`.
 const REPLAY_PAGE: u32 = 500;
@@ -33,14 +32,14 @@ fn conv_route(c: &ConversationId) -> Route {
 impl Session {
     /// A rate limit refused a request: counted by limit, answered as `RATE_LIMITED`.
     fn limit_hit(&self, limit: &'static str, e: Exceeded) -> SessionError {
-        self.ctx.metrics.rate_limited.get_or_create(&crate::metrics::LimitLabel { limit }).inc();
+        self.node.metrics.rate_limited.get_or_create(&crate::metrics::LimitLabel { limit }).inc();
         limited(e)
     }
 
     /// One input from the transport. Never fails: a refusal is an `error` event.
     pub(super) async fn handle(&mut self, route: Route, input: Result<ClientEnvelope, DecodeError>) {
         // SPEC §4: per connection 10 frames/s with a burst of 20, good frames or bad.
-        if let Err(e) = self.rate.take(Instant::now()) {
+        if let Err(e) = self.rate.take(self.node.clock.instant()) {
             self.strikes += 1;
             if self.strikes > MAX_STRIKES {
                 self.conn.closer.close(CloseReason::RateLimited);
@@ -62,7 +61,7 @@ impl Session {
             }
         };
         let name = env.event.name();
-        self.ctx.metrics.events_in.get_or_create(&crate::metrics::EventLabel { event: name }).inc();
+        self.node.metrics.events_in.get_or_create(&crate::metrics::EventLabel { event: name }).inc();
         let rid = env.request_id;
         if let Err(e) = self.dispatch(env.event, rid.clone()).await {
             self.fail(&e, Some(name), rid.as_ref(), route);
@@ -88,7 +87,7 @@ impl Session {
             ClientEvent::History(h) => self.history(h, rid).await,
             ClientEvent::AuthRefresh(a) => self.refresh(a, rid),
             ClientEvent::Heartbeat(h) => {
-                let ack = HeartbeatAck { timestamp: h.timestamp, server_time: Some(now()) };
+                let ack = HeartbeatAck { timestamp: h.timestamp, server_time: Some(self.now()) };
                 self.send(ServerEvent::Heartbeat(ack), rid, Route::Control);
                 Ok(())
             }
@@ -97,13 +96,13 @@ impl Session {
 
     /// SPEC §4 authorization: members only; an unknown conversation is its own error.
     async fn member(&mut self, c: &ConversationId) -> Result<(), SessionError> {
-        let is_member = match self.ctx.hub.is_member(c, self.user()) {
+        let is_member = match self.node.hub.is_member(c, self.user()) {
             Some(m) => m,
             None => {
-                let info = self.ctx.store.conversation(c).await?;
+                let info = self.node.store.conversation(c).await?;
                 let info = info.ok_or_else(|| SessionError::ConversationNotFound(c.to_string()))?;
                 let m = info.members.iter().any(|m| &m.user_id == self.user());
-                self.ctx.hub.cache_conversation(info, false);
+                self.node.cache_conversation(info, false);
                 m
             }
         };
@@ -115,13 +114,18 @@ impl Session {
     async fn join(&mut self, j: Join, rid: Option<RequestId>) -> Result<(), SessionError> {
         let c = j.conversation_id;
         self.listen(&c).await?;
-        let last_seq = self.ctx.store.conversation(&c).await?.map(|i| i.last_seq);
+        let last_seq = self.node.store.conversation(&c).await?.map(|i| i.last_seq);
         // The client's own messages up to these are read (delivered) by everyone else, whatever
         // receipts it missed while away. From the hub, whose delivery marks are ahead of the
         // store's by up to one batch.
-        let (others_read_seq, others_delivered_seq) = self.ctx.hub.others_marks(&c, self.user()).unzip();
-        let joined =
-            Joined { conversation_id: c.clone(), joined_at: now(), last_seq, others_read_seq, others_delivered_seq };
+        let (others_read_seq, others_delivered_seq) = self.node.hub.others_marks(&c, self.user()).unzip();
+        let joined = Joined {
+            conversation_id: c.clone(),
+            joined_at: self.now(),
+            last_seq,
+            others_read_seq,
+            others_delivered_seq,
+        };
         self.send(ServerEvent::Joined(joined), rid, conv_route(&c));
         self.catch_up(&c, j.since_seq).await
     }
@@ -130,7 +134,7 @@ impl Session {
     /// [`Session::catch_up`] (or the hub's `finish_replay`) releases them.
     pub(super) async fn listen(&mut self, c: &ConversationId) -> Result<(), SessionError> {
         self.member(c).await?;
-        if self.ctx.hub.join(c, &self.conn) { Ok(()) } else { Err(SessionError::ConversationNotFound(c.to_string())) }
+        if self.node.hub.join(c, &self.conn) { Ok(()) } else { Err(SessionError::ConversationNotFound(c.to_string())) }
     }
 
     /// Replays every message after `since` (if asked), then releases the live events held back
@@ -138,12 +142,12 @@ impl Session {
     pub(super) async fn catch_up(&mut self, c: &ConversationId, since: Option<Seq>) -> Result<(), SessionError> {
         let Some(since) = since else {
             // No replay asked: everything held back since the join is new to the client.
-            self.ctx.hub.finish_replay(c, &self.conn.id, Seq::ZERO);
+            self.node.hub.finish_replay(c, &self.conn.id, Seq::ZERO);
             return Ok(());
         };
         let result = self.replay(c, since).await;
         let replayed_up_to = result.as_ref().copied().unwrap_or(since);
-        self.ctx.hub.finish_replay(c, &self.conn.id, replayed_up_to);
+        self.node.hub.finish_replay(c, &self.conn.id, replayed_up_to);
         result.map(|_| ())
     }
 
@@ -154,7 +158,7 @@ impl Session {
         let mut delivered_up_to = Seq::ZERO;
         let result = self.replay_pages(c, &mut after, &mut delivered_up_to).await;
         if delivered_up_to > Seq::ZERO {
-            self.ctx.store.mark_delivered(c, self.user(), delivered_up_to).await?;
+            self.node.store.mark_delivered(c, self.user(), delivered_up_to).await?;
         }
         result.map(|()| after)
     }
@@ -166,7 +170,7 @@ impl Session {
         delivered: &mut Seq,
     ) -> Result<(), SessionError> {
         loop {
-            let page = self.ctx.store.messages_after(c, *after, REPLAY_PAGE).await?;
+            let page = self.node.store.messages_after(c, *after, REPLAY_PAGE).await?;
             let full = page.len() == REPLAY_PAGE as usize;
             // The newest message of each sender that none of this user's devices had yet: its
             // sender hears it once per page (a receipt covers the messages before it).
@@ -176,11 +180,15 @@ impl Session {
             for m in page {
                 *after = m.seq.unwrap_or(*after);
                 let advanced =
-                    m.sender_id != self.identity.user_id && self.ctx.hub.advance_delivered(c, self.user(), *after);
-                let profile = self.ctx.hub.profile(&m.sender_id);
+                    m.sender_id != self.identity.user_id && self.node.hub.advance_delivered(c, self.user(), *after);
+                let profile = self.node.hub.profile(&m.sender_id);
                 let sender =
                     Sender { id: m.sender_id.clone(), username: profile.username, avatar_url: profile.avatar_url };
-                let ev = self.ctx.hub.envelope(ServerEvent::MessageNew(MessageNew { message: m, sender }), now(), None);
+                let ev = self.node.hub.envelope(
+                    ServerEvent::MessageNew(MessageNew { message: m, sender }),
+                    self.now(),
+                    None,
+                );
                 let ev = SharedEvent::new(ev, Some(c.clone()));
                 if advanced {
                     *delivered = *after;
@@ -195,7 +203,7 @@ impl Session {
             }
             for ev in receipts.values() {
                 if let ServerEvent::MessageNew(n) = &ev.envelope.event {
-                    self.ctx.hub.tell_delivered(&n.message, self.user().clone(), now());
+                    self.node.hub.tell_delivered(&n.message, self.user().clone(), self.now());
                 }
             }
             if gone || !full {
@@ -207,7 +215,7 @@ impl Session {
     async fn leave(&mut self, c: ConversationId, rid: Option<RequestId>) -> Result<(), SessionError> {
         self.member(&c).await?;
         self.stop_listening(&c);
-        self.send(ServerEvent::Left(Left { conversation_id: c.clone(), left_at: now() }), rid, conv_route(&c));
+        self.send(ServerEvent::Left(Left { conversation_id: c.clone(), left_at: self.now() }), rid, conv_route(&c));
         Ok(())
     }
 
@@ -221,7 +229,7 @@ impl Session {
 
     /// What leaving means, however it happens: no more live events, and a typing state cleared.
     fn stop_listening(&mut self, c: &ConversationId) {
-        self.ctx.hub.leave(c, &self.conn.id);
+        self.node.hub.leave(c, &self.conn.id);
         if self.typing.remove(c).is_some() {
             self.broadcast_typing(c, false);
         }
@@ -230,7 +238,10 @@ impl Session {
     async fn send_message(&mut self, mut s: SendMessage, rid: Option<RequestId>) -> Result<(), SessionError> {
         let c = s.conversation_id.clone();
         self.member(&c).await?;
-        self.ctx.hub.take_message(self.user(), Instant::now()).map_err(|e| self.limit_hit("messages", e))?;
+        self.node
+            .hub
+            .take_message(self.user(), self.node.clock.instant())
+            .map_err(|e| self.limit_hit("messages", e))?;
         if !s.attachments.is_empty() {
             self.keep_attachments(&mut s).await?;
         }
@@ -242,13 +253,13 @@ impl Session {
             metadata: s.metadata,
             local_id: s.local_id,
             reply_to: s.reply_to,
-            created_at: now(),
+            created_at: self.now(),
             requester: Some(Requester { connection: self.conn.id.clone(), request_id: rid.clone() }),
         };
         // Durable before acknowledged (SPEC §6): the store's commit callback queues
         // `message:sent` for this connection, ahead of the fan-out and so of every receipt;
         // `send_committed` answers the rest (a repeated `local_id`, a failure).
-        let store = Arc::clone(&self.ctx.store);
+        let store = Arc::clone(&self.node.store);
         self.pending.push_back(Box::pin(async move {
             let result = store.append(m).await;
             super::SendDone { request_id: rid, conversation_id: c, result }
@@ -278,9 +289,9 @@ impl Session {
                 kind: a.kind,
                 filename: a.filename,
                 bytes: a.bytes,
-                created_at: now(),
+                created_at: self.now(),
             };
-            self.ctx.store.put_attachment(kept).await?;
+            self.node.store.put_attachment(kept).await?;
         }
         s.metadata.insert("attachments".into(), serde_json::Value::Array(listed));
         Ok(())
@@ -317,18 +328,18 @@ impl Session {
             (r.message_id, Vec::new())
         } else {
             let ids: Vec<MessageId> = r.ids().cloned().collect();
-            let found = self.ctx.store.message_seqs(&c, &ids).await?;
+            let found = self.node.store.message_seqs(&c, &ids).await?;
             let Some((newest, _)) = found.iter().max_by_key(|(_, seq)| *seq).cloned() else {
                 return Err(SessionError::NotFound(format!("none of these messages is in conversation {c}")));
             };
             // The request's order, those that exist.
             (newest, ids.into_iter().filter(|id| found.iter().any(|(f, _)| f == id)).collect())
         };
-        let Some(seq) = self.ctx.store.mark_read(&c, self.user(), &newest).await? else {
+        let Some(seq) = self.node.store.mark_read(&c, self.user(), &newest).await? else {
             return Ok(()); // already read that far: nothing moves, nobody is told
         };
-        self.ctx.hub.set_read(&c, self.user(), seq);
-        let t = now();
+        self.node.hub.set_read(&c, self.user(), seq);
+        let t = self.now();
         let ev = ServerEvent::Viewed(Viewed {
             message_id: newest,
             conversation_id: c.clone(),
@@ -339,11 +350,11 @@ impl Session {
         });
         // The other members, and the reader's other devices; in a big group only the latter
         // (SMALL_GROUP_MAX: every member's read to every member grows with the group's square).
-        let ev = self.ctx.hub.shared(ev, t, Some(c.clone()));
-        if self.ctx.hub.member_count(&c).is_some_and(|n| n > crate::store::SMALL_GROUP_MAX) {
-            self.ctx.hub.to_users(std::iter::once(self.user()), &ev, Some(&self.conn.id));
+        let ev = self.node.hub.shared(ev, t, Some(c.clone()));
+        if self.node.hub.member_count(&c).is_some_and(|n| n > crate::store::SMALL_GROUP_MAX) {
+            self.node.hub.to_users(std::iter::once(self.user()), &ev, Some(&self.conn.id));
         } else {
-            self.ctx.hub.to_members(&c, &ev, Some(&self.conn.id));
+            self.node.hub.to_members(&c, &ev, Some(&self.conn.id));
         }
         Ok(())
     }
@@ -351,23 +362,26 @@ impl Session {
     async fn delete(&mut self, m: MessageRef) -> Result<(), SessionError> {
         let c = m.conversation_id;
         self.member(&c).await?;
-        self.ctx.store.delete_message(&c, &m.message_id, self.user()).await?;
-        let t = now();
+        self.node.store.delete_message(&c, &m.message_id, self.user()).await?;
+        let t = self.now();
         let ev = ServerEvent::Deleted(Deleted {
             message_id: m.message_id,
             conversation_id: c.clone(),
             deleted_by: self.user().clone(),
             deleted_at: t,
         });
-        self.ctx.hub.to_members(&c, &self.ctx.hub.shared(ev, t, Some(c.clone())), None);
+        self.node.hub.to_members(&c, &self.node.hub.shared(ev, t, Some(c.clone())), None);
         Ok(())
     }
 
     async fn typing(&mut self, c: ConversationId, is_typing: bool) -> Result<(), SessionError> {
         self.member(&c).await?;
         if is_typing {
-            self.ctx.hub.take_typing(self.user(), Instant::now()).map_err(|e| self.limit_hit("typing", e))?;
-            self.typing.insert(c.clone(), Instant::now() + TYPING_TIMEOUT);
+            self.node
+                .hub
+                .take_typing(self.user(), self.node.clock.instant())
+                .map_err(|e| self.limit_hit("typing", e))?;
+            self.typing.insert(c.clone(), self.node.clock.instant() + TYPING_TIMEOUT);
         } else {
             self.typing.remove(&c);
         }
@@ -376,27 +390,30 @@ impl Session {
     }
 
     async fn set_status(&mut self, s: SetStatus, rid: Option<RequestId>) -> Result<(), SessionError> {
-        self.ctx.hub.set_status(self.user(), s.status, s.message.clone());
-        let t = now();
+        self.node.presence.set_status(self.user(), s.status, s.message.clone());
+        let t = self.now();
         let updated = StatusUpdated { status: s.status, message: s.message.clone(), updated_at: Some(t) };
         self.send(ServerEvent::StatusUpdated(updated), rid, Route::Control);
-        let contacts = super::contacts_of(&self.ctx.store.memberships(self.user()).await?, self.user());
+        let contacts = super::contacts_of(&self.node.store.memberships(self.user()).await?, self.user());
         let ev = ServerEvent::StatusUpdate(StatusUpdate {
             user_id: self.user().clone(),
             status: s.status,
             message: s.message,
             last_seen: Some(t),
         });
-        self.ctx.hub.to_users(contacts.iter(), &self.ctx.hub.shared(ev, t, None), None);
+        self.node.hub.to_users(contacts.iter(), &self.node.hub.shared(ev, t, None), None);
         Ok(())
     }
 
     async fn ephemeral_send(&mut self, e: EphemeralSend) -> Result<(), SessionError> {
         let c = e.conversation_id;
         self.member(&c).await?;
-        self.ctx.hub.take_message(self.user(), Instant::now()).map_err(|e| self.limit_hit("messages", e))?;
+        self.node
+            .hub
+            .take_message(self.user(), self.node.clock.instant())
+            .map_err(|e| self.limit_hit("messages", e))?;
         let id = PhotoId::generate("photo_", rand::random::<u128>() >> 32);
-        let t = now();
+        let t = self.now();
         let photo = Photo {
             id: id.clone(),
             conversation_id: c.clone(),
@@ -406,7 +423,7 @@ impl Session {
             created_at: t,
             first_viewed_at: None,
         };
-        self.ctx.store.create_photo(photo).await?;
+        self.node.store.create_photo(photo).await?;
         let ev = ServerEvent::EphemeralNew(EphemeralNew {
             id: id.clone(),
             photo_id: id,
@@ -416,26 +433,26 @@ impl Session {
             expires_in: e.expires_in,
             created_at: t,
         });
-        self.ctx.hub.to_members(&c, &self.ctx.hub.shared(ev, t, Some(c.clone())), None);
+        self.node.hub.to_members(&c, &self.node.hub.shared(ev, t, Some(c.clone())), None);
         Ok(())
     }
 
     async fn ephemeral_view(&mut self, id: PhotoId, rid: Option<RequestId>) -> Result<(), SessionError> {
         let not_found = || SessionError::NotFound(format!("photo {id} not found"));
-        let photo = self.ctx.store.photo(&id).await?.ok_or_else(not_found)?;
+        let photo = self.node.store.photo(&id).await?.ok_or_else(not_found)?;
         self.member(&photo.conversation_id).await?;
-        let t = now();
+        let t = self.now();
         if photo.expires_at().is_some_and(|x| x <= t) {
             // SPEC §4: a view after expiry is an error, and the URL is never served again.
             return Err(SessionError::NotFound(format!("photo {id} has expired")));
         }
-        let viewed = self.ctx.store.view_photo(&id, self.user(), t).await?;
+        let viewed = self.node.store.view_photo(&id, self.user(), t).await?;
         let Some(expires_at) = viewed.expires_at() else {
             // The sender looking at their own photo: no clock, no notice.
             return Ok(());
         };
         if photo.first_viewed_at.is_none() {
-            super::expiry::arm(&self.ctx, viewed.clone());
+            super::expiry::arm(&self.node, viewed.clone());
         }
         let c = viewed.conversation_id.clone();
         let to_viewer = EphemeralViewed {
@@ -448,15 +465,15 @@ impl Session {
         };
         let to_sender = EphemeralViewed { photo_url: None, ..to_viewer.clone() };
         self.send(ServerEvent::EphemeralViewed(to_viewer), rid, conv_route(&c));
-        let ev = self.ctx.hub.shared(ServerEvent::EphemeralViewed(to_sender), t, Some(c));
-        self.ctx.hub.to_users(std::iter::once(&viewed.sender_id), &ev, None);
+        let ev = self.node.hub.shared(ServerEvent::EphemeralViewed(to_sender), t, Some(c));
+        self.node.hub.to_users(std::iter::once(&viewed.sender_id), &ev, None);
         Ok(())
     }
 
     async fn history(&mut self, h: HistoryQuery, rid: Option<RequestId>) -> Result<(), SessionError> {
         let c = h.conversation_id;
         self.member(&c).await?;
-        let (messages, has_more) = self.ctx.store.history(&c, h.before_seq, h.limit).await?;
+        let (messages, has_more) = self.node.store.history(&c, h.before_seq, h.limit).await?;
         let ev = ServerEvent::History(History { conversation_id: c.clone(), messages, has_more });
         self.send(ev, rid, conv_route(&c));
         Ok(())
@@ -465,7 +482,7 @@ impl Session {
     /// SPEC §4 `auth:refresh`: a new token for the same user extends the connection.
     fn refresh(&mut self, a: AuthRefresh, rid: Option<RequestId>) -> Result<(), SessionError> {
         let id = self
-            .ctx
+            .node
             .auth
             .verify(&a.token)
             .map_err(|e| SessionError::Token { code: e.code(), message: e.to_string() })?;
@@ -475,7 +492,7 @@ impl Session {
                 message: "the new token belongs to another user".into(),
             });
         }
-        self.token_deadline = super::deadline_for(id.expires_at, Instant::now());
+        self.token_deadline = self.node.clock.deadline_for(id.expires_at);
         let ev = ServerEvent::Authenticated(Authenticated { user_id: id.user_id.clone(), expires_at: id.expires_at });
         self.identity = id;
         self.send(ev, rid, Route::Control);

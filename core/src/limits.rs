@@ -4,7 +4,8 @@
 //! Pure: time is passed in. The session owns the per-connection bucket; the hub owns each
 //! user's buckets, shared by the user's devices.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// The configured limits (all from the command line / environment, defaults from the seeds).
 #[derive(Debug, Clone, PartialEq)]

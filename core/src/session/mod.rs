@@ -16,58 +16,39 @@
 mod driver;
 mod expiry;
 mod requests;
+#[cfg(test)]
+mod tests;
 
 pub use driver::run;
 pub use expiry::rearm_all;
 
-use crate::auth::{Auth, AuthError, Identity};
+use crate::auth::{AuthError, Identity};
 use crate::error::{CloseReason, SessionError};
-use crate::hub::{Hub, Profile};
+use crate::hub::Profile;
 use crate::limits::Bucket;
 use crate::link::{Conn, ConnOutput, Route, SharedEvent, TransportKind};
-use crate::store::Store;
+use crate::node::Node;
 use confab_codec::event::{Established, Hello, ServerEnvelope, ServerEvent, Typing, UserOffline, UserOnline};
 use confab_codec::{Codec, ConversationId, RequestId, Seq, Timestamp, UserId};
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesOrdered;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use std::time::Duration;
+use tokio::time::Instant;
 use tracing::Instrument;
 
 /// Seconds between client heartbeats the server advertises (SPEC §3: pings every 30 s).
-pub const HEARTBEAT_INTERVAL_S: u32 = 30;
+pub const HEARTBEAT_INTERVAL_S: u32 = confab_codec::wire::timing::HEARTBEAT_INTERVAL.as_secs() as u32;
 /// A typing state is cleared by the server after this long without `typing:stop` (SPEC §4).
-pub const TYPING_TIMEOUT: Duration = Duration::from_secs(6);
+pub const TYPING_TIMEOUT: Duration = confab_codec::wire::timing::TYPING_TIMEOUT;
 /// Rate-limited frames in a row after which a connection is closed (1008).
 const MAX_STRIKES: u32 = 50;
-
-/// What every session shares.
-#[derive(Debug, Clone)]
-pub struct Ctx {
-    pub hub: Arc<Hub>,
-    pub store: Arc<dyn Store>,
-    pub auth: Arc<Auth>,
-    pub metrics: Arc<crate::metrics::Metrics>,
-    /// Owns the timers sessions start (ephemeral photo expiry), so shutdown waits for them.
-    pub tasks: TaskTracker,
-    /// The TLS certificates, when there is a TLS listener (their hash is in the greeting).
-    pub certs: Option<Arc<crate::tls::CertStore>>,
-    pub shutdown: CancellationToken,
-}
-
-/// The wall clock, as the protocol's timestamps.
-pub fn now() -> Timestamp {
-    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
-    Timestamp::from_millis(i64::try_from(ms).unwrap_or(i64::MAX))
-}
 
 /// One connection's session.
 #[derive(Debug)]
 pub struct Session {
-    ctx: Ctx,
+    node: Arc<Node>,
     conn: Conn,
     identity: Identity,
     /// Conversations this user is typing in, with when the server clears it.
@@ -109,12 +90,12 @@ impl std::fmt::Debug for SendDone {
 }
 
 impl Session {
-    fn new(ctx: Ctx, conn: Conn, identity: Identity, resume: Option<Seq>, base_url: Option<Arc<str>>) -> Self {
-        let now = Instant::now();
-        let limits = ctx.hub.limits();
+    fn new(node: Arc<Node>, conn: Conn, identity: Identity, resume: Option<Seq>, base_url: Option<Arc<str>>) -> Self {
+        let now = node.clock.instant();
+        let limits = node.hub.limits();
         let rate =
             Bucket::new(limits.conn_rate.round().max(1.0) as u32, Duration::from_secs(1), limits.conn_burst, now);
-        let token_deadline = deadline_for(identity.expires_at, now);
+        let token_deadline = node.clock.deadline_for(identity.expires_at);
         let span = tracing::info_span!(
             "conn",
             conn = %conn.id,
@@ -124,7 +105,7 @@ impl Session {
             codec = conn.codec.format.name(),
         );
         Self {
-            ctx,
+            node,
             conn,
             identity,
             typing: HashMap::new(),
@@ -148,6 +129,11 @@ impl Session {
         &self.identity.user_id
     }
 
+    /// Wall-clock now, from the node's clock.
+    fn now(&self) -> Timestamp {
+        self.node.clock.now()
+    }
+
     /// Makes the connection listen, then greets it: registers it (presence, limits), joins
     /// what its dialect listens to from the start, queues `connection:established` as its
     /// first event, tells contacts the user came online (first device only), and delivers what
@@ -167,15 +153,19 @@ impl Session {
     async fn listen_and_greet(&mut self) -> Result<(), CloseReason> {
         let profile =
             Profile { username: self.identity.username.clone(), avatar_url: self.identity.avatar_url.clone() };
-        let first = self.ctx.hub.register(&self.conn, profile, Instant::now()).inspect_err(|r| {
+        let first = self.node.register(&self.conn, profile).inspect_err(|r| {
             if *r == CloseReason::TooManyConnections {
-                self.ctx.metrics.rate_limited.get_or_create(&crate::metrics::LimitLabel { limit: "connections" }).inc();
+                self.node
+                    .metrics
+                    .rate_limited
+                    .get_or_create(&crate::metrics::LimitLabel { limit: "connections" })
+                    .inc();
             }
         })?;
         self.registered = true;
         let labels = self.conn_labels();
-        self.ctx.metrics.connections.get_or_create(&labels).inc();
-        self.ctx.metrics.sessions_opened.get_or_create(&labels).inc();
+        self.node.metrics.connections.get_or_create(&labels).inc();
+        self.node.metrics.sessions_opened.get_or_create(&labels).inc();
         // Read after registering: a conversation the server API creates from here on joins
         // this connection itself (`Hub::cache_conversation`), one created before is read here.
         let conversations = self.memberships().await;
@@ -187,10 +177,10 @@ impl Session {
             heartbeat_interval: Some(HEARTBEAT_INTERVAL_S),
             transport: Some(self.conn.transport.name().into()),
             codec: Some(self.conn.codec.format.name().into()),
-            timestamp: Some(now()),
-            certificate_sha256: self.ctx.certs.as_ref().map(|c| c.sha256_hex()),
+            timestamp: Some(self.now()),
+            certificate_sha256: self.node.certificate.as_ref().map(|c| c.sha256_hex()),
         };
-        let env = self.ctx.hub.envelope(ServerEvent::Established(established), now(), None);
+        let env = self.node.hub.envelope(ServerEvent::Established(established), self.now(), None);
         self.conn.greet(SharedEvent::new(env, None));
         tracing::info!(first_device = first, "connected");
         if first {
@@ -198,11 +188,11 @@ impl Session {
             let ev = ServerEvent::UserOnline(UserOnline {
                 user_id: self.user().clone(),
                 username: self.identity.username.clone(),
-                online_at: now(),
+                online_at: self.now(),
             });
-            self.ctx.hub.to_users(contacts.iter(), &self.ctx.hub.shared(ev, now(), None), None);
+            self.node.hub.to_users(contacts.iter(), &self.node.hub.shared(ev, self.now(), None), None);
         }
-        match self.ctx.store.inbox_take(self.user()).await {
+        match self.node.store.inbox_take(self.user()).await {
             Ok(items) => {
                 for item in items {
                     if let Some(ev) = ServerEvent::push(&item.kind, item.data) {
@@ -231,13 +221,13 @@ impl Session {
                 return Err(CloseReason::AccessDenied);
             }
             if self.resume.is_none() {
-                self.ctx.hub.finish_replay(&c, &self.conn.id, Seq::ZERO);
+                self.node.hub.finish_replay(&c, &self.conn.id, Seq::ZERO);
             }
         } else if self.conn.listens_to_all() {
             for m in conversations {
                 let c = &m.conversation_id;
                 match self.listen(c).await {
-                    Ok(()) => self.ctx.hub.finish_replay(c, &self.conn.id, Seq::ZERO),
+                    Ok(()) => self.node.hub.finish_replay(c, &self.conn.id, Seq::ZERO),
                     Err(e) => tracing::debug!(conversation = %c, error = %e, "listening to a conversation at start"),
                 }
             }
@@ -256,10 +246,10 @@ impl Session {
     /// The user's own conversation (its id is theirs) exists once they connect to it; the
     /// backend adds members (an assistant) and posts to it through the server API.
     async fn ensure_own_conversation(&mut self, c: &ConversationId) {
-        match self.ctx.store.conversation(c).await {
+        match self.node.store.conversation(c).await {
             Ok(Some(_)) => {}
             Ok(None) => {
-                let created = self.ctx.store.create_conversation(c.clone(), vec![self.user().clone()], None).await;
+                let created = self.node.store.create_conversation(c.clone(), vec![self.user().clone()], None).await;
                 if let Err(e) = created {
                     tracing::debug!(conversation = %c, error = %e, "creating the user's own conversation");
                 }
@@ -272,7 +262,7 @@ impl Session {
     /// offline if this was their last device.
     async fn finish(&mut self) {
         if let Some(offline) = self.unregister() {
-            offline.tell(&self.ctx).await;
+            offline.tell(&self.node).await;
         }
         let reason = self.conn.closer.reason().map_or("normal_closure", CloseReason::as_str);
         let (version, platform) = (self.client.client_version.as_deref(), self.client.platform.as_deref());
@@ -296,16 +286,16 @@ impl Session {
         for c in typing {
             self.broadcast_typing(&c, false);
         }
-        let t = now();
-        let last = self.ctx.hub.unregister(&self.conn, t);
-        self.ctx.metrics.connections.get_or_create(&self.conn_labels()).dec();
+        let t = self.now();
+        let last = self.node.unregister(&self.conn);
+        self.node.metrics.connections.get_or_create(&self.conn_labels()).dec();
         let reason = self.conn.closer.reason().map_or("normal_closure", CloseReason::as_str);
-        self.ctx.metrics.sessions_closed.get_or_create(&crate::metrics::ReasonLabel { reason }).inc();
+        self.node.metrics.sessions_closed.get_or_create(&crate::metrics::ReasonLabel { reason }).inc();
         last.then(|| Offline { user: self.user().clone(), username: self.identity.username.clone(), at: t })
     }
 
     async fn memberships(&mut self) -> Vec<crate::store::Membership> {
-        memberships(&self.ctx, self.user()).await
+        memberships(&self.node, self.user()).await
     }
 
     /// The earliest timer: token expiry or a typing state to clear.
@@ -335,7 +325,7 @@ impl Session {
             Route::Conversation(c) => Some(c),
             Route::Control => None,
         };
-        let env: ServerEnvelope = self.ctx.hub.envelope(event, now(), request_id);
+        let env: ServerEnvelope = self.node.hub.envelope(event, self.now(), request_id);
         self.conn.send(SharedEvent::new(env, conversation));
     }
 
@@ -348,13 +338,13 @@ impl Session {
     }
 
     fn fail(&self, e: &SessionError, request_event: Option<&str>, request_id: Option<&RequestId>, route: Route) {
-        self.ctx.metrics.errors.get_or_create(&crate::metrics::CodeLabel { code: e.code().as_str() }).inc();
+        self.node.metrics.errors.get_or_create(&crate::metrics::CodeLabel { code: e.code().as_str() }).inc();
         let data = e.to_error_data(request_event, request_id.map(RequestId::as_str));
         self.send(ServerEvent::Error(data), None, route);
     }
 
     fn broadcast_typing(&self, c: &ConversationId, is_typing: bool) {
-        let t = now();
+        let t = self.now();
         let ev = ServerEvent::Typing(Typing {
             conversation_id: c.clone(),
             user_id: self.user().clone(),
@@ -362,8 +352,8 @@ impl Session {
             is_typing,
             timestamp: Some(t),
         });
-        let shared = self.ctx.hub.shared(ev, t, Some(c.clone()));
-        self.ctx.hub.to_joined(c, &shared, Some(self.user()), true);
+        let shared = self.node.hub.shared(ev, t, Some(c.clone()));
+        self.node.hub.to_joined(c, &shared, Some(self.user()), true);
     }
 }
 
@@ -371,9 +361,9 @@ impl Drop for Session {
     fn drop(&mut self) {
         let Some(offline) = self.unregister() else { return };
         tracing::debug!(parent: &self.span, "session dropped before it ran");
-        let ctx = self.ctx.clone();
+        let node = Arc::clone(&self.node);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            self.ctx.tasks.spawn_on(async move { offline.tell(&ctx).await }, &runtime);
+            self.node.tasks.spawn_on(async move { offline.tell(&node).await }, &runtime);
         }
     }
 }
@@ -387,15 +377,15 @@ struct Offline {
 }
 
 impl Offline {
-    async fn tell(self, ctx: &Ctx) {
-        let contacts = contacts_of(&memberships(ctx, &self.user).await, &self.user);
+    async fn tell(self, node: &Node) {
+        let contacts = contacts_of(&memberships(node, &self.user).await, &self.user);
         let ev = ServerEvent::UserOffline(UserOffline {
             user_id: self.user,
             username: self.username,
             offline_at: self.at,
             last_seen: Some(self.at),
         });
-        ctx.hub.to_users(contacts.iter(), &ctx.hub.shared(ev, self.at, None), None);
+        node.hub.to_users(contacts.iter(), &node.hub.shared(ev, self.at, None), None);
     }
 }
 
@@ -414,25 +404,27 @@ pub struct Opening {
 /// before it tells the client that the connection is ready, then writes what the output gives
 /// and runs the session with [`run`]. A session refused here (too many connections, a scope
 /// it may not join) has its connection closed already: the transport says goodbye.
-pub async fn open(ctx: &Ctx, identity: Identity, o: Opening) -> (Session, ConnOutput) {
+pub async fn open(node: &Arc<Node>, identity: Identity, o: Opening) -> (Session, ConnOutput) {
     let codec = default_scope(o.codec, &identity.user_id);
-    let queue = ctx.hub.limits().outbound_queue;
-    let (conn, output) =
-        Conn::new(ctx.hub.ids(), identity.user_id.clone(), o.transport, codec, queue, Arc::clone(&ctx.metrics));
-    let mut session = Session::new(ctx.clone(), conn, identity, o.resume, o.base_url);
+    let queue = node.hub.limits().outbound_queue;
+    let (conn, output) = Conn::new(
+        node.hub.ids(),
+        identity.user_id.clone(),
+        o.transport,
+        codec,
+        queue,
+        Arc::clone(&node.metrics),
+        node.clock,
+    );
+    let mut session = Session::new(Arc::clone(node), conn, identity, o.resume, o.base_url);
     let _ = session.open().await;
     (session, output)
 }
 
-fn deadline_for(expires_at: Timestamp, now_i: Instant) -> Instant {
-    let left = expires_at.as_millis().saturating_sub(now().as_millis()).max(0);
-    now_i + Duration::from_millis(left as u64)
-}
-
 /// The user's conversations and their members; on a store failure, none (presence notices
 /// are best effort, and the failure is logged).
-async fn memberships(ctx: &Ctx, user: &UserId) -> Vec<crate::store::Membership> {
-    ctx.store.memberships(user).await.unwrap_or_else(|e| {
+async fn memberships(node: &Node, user: &UserId) -> Vec<crate::store::Membership> {
+    node.store.memberships(user).await.unwrap_or_else(|e| {
         tracing::error!(error = %e, "listing the user's conversations");
         Vec::new()
     })
@@ -459,10 +451,10 @@ fn default_scope(codec: Codec, user: &UserId) -> Codec {
 }
 
 /// The answer to a connection whose token was refused: an `error` event, then the close.
-pub fn refusal(hub: &Hub, e: &AuthError) -> (Arc<SharedEvent>, CloseReason) {
+pub fn refusal(node: &Node, e: &AuthError) -> (Arc<SharedEvent>, CloseReason) {
     let code = e.code();
     let err = SessionError::Token { code, message: e.to_string() };
-    let ev = hub.shared(ServerEvent::Error(err.to_error_data(None, None)), now(), None);
+    let ev = node.hub.shared(ServerEvent::Error(err.to_error_data(None, None)), node.clock.now(), None);
     let reason = match e {
         AuthError::Expired => CloseReason::TokenExpired,
         AuthError::Missing | AuthError::Invalid(_) => CloseReason::Unauthorized,
@@ -473,7 +465,7 @@ pub fn refusal(hub: &Hub, e: &AuthError) -> (Arc<SharedEvent>, CloseReason) {
 
 /// Delivers a backend-published event: to the user's connections if online, else to the inbox.
 pub async fn publish(
-    ctx: &Ctx,
+    node: &Node,
     users: &[UserId],
     kind: &str,
     data: confab_codec::event::Metadata,
@@ -481,14 +473,14 @@ pub async fn publish(
     let Some(event) = ServerEvent::push(kind, data.clone()) else {
         return Err(format!("type must be one of {:?}", confab_codec::event::PUSH_EVENT_NAMES));
     };
-    let shared = ctx.hub.shared(event, now(), None);
+    let shared = node.hub.shared(event, node.clock.now(), None);
     let mut online = 0;
     for u in users {
-        if ctx.hub.to_users(std::iter::once(u), &shared, None) > 0 {
+        if node.to_user(u, &shared) > 0 {
             online += 1;
         } else {
             let item = crate::store::InboxItem { kind: kind.to_owned(), data: data.clone() };
-            ctx.store.inbox_push(u, item).await.map_err(|e| e.to_string())?;
+            node.store.inbox_push(u, item).await.map_err(|e| e.to_string())?;
         }
     }
     Ok(online)

@@ -7,6 +7,7 @@
 use crate::store::StoreError;
 use confab_codec::ErrorCode;
 use confab_codec::event::ErrorData;
+use confab_codec::wire::{Reconnect, close};
 use serde_json::json;
 
 /// Why one client request was refused.
@@ -136,15 +137,20 @@ impl CloseReason {
     /// The WebSocket close code (SPEC §3). The only mapping from reasons to codes.
     pub const fn code(self) -> u16 {
         match self {
-            Self::Normal => 1000,
-            Self::ServerShutdown => 1001,
-            Self::RateLimited | Self::SlowConsumer | Self::Timeout => 1008,
-            Self::TooBig => 1009,
-            Self::TokenExpired => 4001,
-            Self::Unauthorized => 4003,
-            Self::AccessDenied => 4004,
-            Self::TooManyConnections => 4008,
+            Self::Normal => close::NORMAL,
+            Self::ServerShutdown => close::GOING_AWAY,
+            Self::RateLimited | Self::SlowConsumer | Self::Timeout => close::POLICY,
+            Self::TooBig => close::TOO_BIG,
+            Self::TokenExpired => close::TOKEN_EXPIRED,
+            Self::Unauthorized => close::UNAUTHORIZED,
+            Self::AccessDenied => close::FORBIDDEN,
+            Self::TooManyConnections => close::TOO_MANY_CONNECTIONS,
         }
+    }
+
+    /// What the client should do next (the codec's advice for this close code).
+    pub const fn reconnect(self) -> Reconnect {
+        confab_codec::wire::reconnect_advice(self.code())
     }
 
     /// The snake_case reason in `connection:closed` and the close frame.
@@ -178,6 +184,9 @@ mod tests {
         assert_eq!(CloseReason::Unauthorized.code(), 4003);
         assert_eq!(CloseReason::AccessDenied.code(), 4004);
         assert_eq!(CloseReason::TooManyConnections.code(), 4008);
+        assert_eq!(CloseReason::Unauthorized.reconnect(), Reconnect::No);
+        assert_eq!(CloseReason::SlowConsumer.reconnect(), Reconnect::WithBackoff);
+        assert_eq!(CloseReason::TokenExpired.reconnect(), Reconnect::AfterNewToken);
     }
 
     #[test]

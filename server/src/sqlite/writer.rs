@@ -109,6 +109,8 @@ pub(super) enum Write {
     PutAttachment(Attachment, Reply<()>),
     /// A write of no consequence (`Store::probe_write`).
     Probe(Reply<()>),
+    /// `Store::close`: the writer answers it after the writes queued before it and ends.
+    Close(Reply<()>),
 }
 
 /// Whether the writer's last batch could be written: from the first batch refused as
@@ -169,7 +171,7 @@ impl WriteHealth {
 pub(super) fn writer_loop(
     mut conn: Connection,
     mut rx: mpsc::Receiver<Write>,
-    on_commit: OnCommit,
+    sink: Arc<dyn CommitSink>,
     metrics: &crate::metrics::Metrics,
     rewind: &std::sync::atomic::AtomicBool,
     health: &WriteHealth,
@@ -177,29 +179,58 @@ pub(super) fn writer_loop(
     let mut seqs = Seqs::default();
     metrics.store_writable.set(1);
     while let Some(first) = rx.blocking_recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(w) => batch.push(w),
-                Err(_) => break,
+        let mut batch = Vec::with_capacity(1);
+        let mut close = None;
+        let mut next = Some(first);
+        while let Some(w) = next {
+            match w {
+                Write::Close(reply) => {
+                    close = Some(reply);
+                    break;
+                }
+                w => batch.push(w),
             }
+            next = if batch.len() < MAX_BATCH { rx.try_recv().ok() } else { None };
         }
-        let requests = batch.len();
-        metrics.store_batch_size.observe(requests as f64);
-        let started = std::time::Instant::now();
-        match apply_batch(&mut conn, batch, &on_commit, &mut seqs) {
-            Ok(()) => health.committed(metrics),
-            Err(StoreError::Unavailable(why)) => health.refused(&why, requests, metrics),
-            Err(_) => {}
+        if !batch.is_empty() {
+            write_batch(&mut conn, batch, sink.as_ref(), &mut seqs, metrics, rewind, health);
         }
-        metrics.store_commit_seconds.observe(started.elapsed().as_secs_f64());
-        if rewind.swap(false, std::sync::atomic::Ordering::Relaxed) {
-            // The checkpoint thread has copied all but the last frames; copying those here,
-            // where no batch is writing, lets the next batch start the WAL over (mod.rs).
-            let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0));
-            if let Err(e) = done {
-                tracing::warn!(error = %e, "WAL rewind checkpoint");
+        if let Some(reply) = close {
+            // What was queued after the close is refused, and nothing more can be queued.
+            rx.close();
+            while let Ok(w) = rx.try_recv() {
+                fail_all(vec![w], StoreError::Closed);
             }
+            drop(reply.send(Ok(())));
+            return;
+        }
+    }
+}
+
+fn write_batch(
+    conn: &mut Connection,
+    batch: Vec<Write>,
+    sink: &dyn CommitSink,
+    seqs: &mut Seqs,
+    metrics: &crate::metrics::Metrics,
+    rewind: &std::sync::atomic::AtomicBool,
+    health: &WriteHealth,
+) {
+    let requests = batch.len();
+    metrics.store_batch_size.observe(requests as f64);
+    let started = std::time::Instant::now();
+    match apply_batch(conn, batch, sink, seqs) {
+        Ok(()) => health.committed(metrics),
+        Err(StoreError::Unavailable(why)) => health.refused(&why, requests, metrics),
+        Err(_) => {}
+    }
+    metrics.store_commit_seconds.observe(started.elapsed().as_secs_f64());
+    if rewind.swap(false, std::sync::atomic::Ordering::Relaxed) {
+        // The checkpoint thread has copied all but the last frames; copying those here,
+        // where no batch is writing, lets the next batch start the WAL over (mod.rs).
+        let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0));
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "WAL rewind checkpoint");
         }
     }
 }
@@ -219,7 +250,7 @@ pub(super) enum Done {
 pub(super) fn apply_batch(
     conn: &mut Connection,
     batch: Vec<Write>,
-    on_commit: &OnCommit,
+    sink: &dyn CommitSink,
     seqs: &mut Seqs,
 ) -> Result<(), StoreError> {
     let mut done = Vec::with_capacity(batch.len());
@@ -267,7 +298,7 @@ pub(super) fn apply_batch(
                         if !a.duplicate {
                             // In commit order, before the sender hears `message:sent`.
                             let seq = a.message.seq.unwrap_or_default().0 as i64;
-                            for user in on_commit(&a.message, requester.as_ref()) {
+                            for user in sink.committed(&a.message, requester.as_ref()) {
                                 seqs.delivered(&a.message.conversation_id, user, seq);
                             }
                         }
@@ -298,6 +329,8 @@ pub(super) fn fail_all(batch: Vec<Write>, e: StoreError) {
             Write::ViewPhoto(.., r) => drop(r.send(Err(e.clone()))),
             Write::InboxTake(_, r) => drop(r.send(Err(e.clone()))),
             Write::Probe(r) => drop(r.send(Err(e.clone()))),
+            // The close itself succeeds whatever the batch before it did.
+            Write::Close(r) => drop(r.send(Ok(()))),
         }
     }
 }
@@ -380,6 +413,8 @@ pub(super) fn apply_one(tx: &mut Transaction<'_>, w: Write, seqs: &mut Seqs) -> 
             }
             Ok(())
         }),
+        // Taken out of every batch by the writer loop; answered if one ever got here.
+        Write::Close(reply) => Done::Other(Box::new(move |_| drop(reply.send(Ok(()))))),
         Write::Probe(reply) => step(tx, reply, |t| {
             exec(t, "INSERT OR REPLACE INTO probe (id, at) VALUES (1, ?1)", [now_ms()]).map_err(db)?;
             Ok(())

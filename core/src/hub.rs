@@ -22,10 +22,10 @@ use crate::limits::{Exceeded, Limits, UserBuckets};
 use crate::link::{Conn, IdMint, Queued, SharedEvent};
 use crate::store::{ConversationInfo, Requester};
 use confab_codec::event::{Delivered, Message, MessageNew, Sender, ServerEnvelope, ServerEvent, Unread};
-use confab_codec::{ConnectionId, ConversationId, PresenceStatus, RequestId, Seq, Timestamp, UserId};
+use confab_codec::{ConnectionId, ConversationId, RequestId, Seq, Timestamp, UserId};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use tokio::time::Instant;
 
 /// How a user presents in events (from their token).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -34,12 +34,11 @@ pub struct Profile {
     pub avatar_url: Option<String>,
 }
 
+/// A user's connections on this node (their presence across nodes is `presence`'s).
 #[derive(Debug)]
 struct UserEntry {
     conns: Vec<Conn>,
     profile: Profile,
-    status: PresenceStatus,
-    status_message: Option<String>,
 }
 
 #[derive(Debug)]
@@ -66,22 +65,11 @@ struct ConvEntry {
 struct State {
     users: HashMap<UserId, UserEntry>,
     buckets: HashMap<UserId, UserBuckets>,
-    last_seen: HashMap<UserId, Timestamp>,
     convs: HashMap<ConversationId, ConvEntry>,
     /// The conversations each connection joined, so that a disconnect touches those only (it
     /// used to walk every cached conversation: with tens of thousands cached, that showed in
     /// profiles of the benchmark's teardowns).
     joins: HashMap<ConnectionId, HashSet<ConversationId>>,
-}
-
-/// What a user looks like to others right now.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Presence {
-    pub online: bool,
-    pub status: PresenceStatus,
-    pub message: Option<String>,
-    pub last_seen: Option<Timestamp>,
-    pub connections: usize,
 }
 
 /// Conversations with up to this many members besides the sender give it one receipt per
@@ -140,32 +128,30 @@ impl Hub {
 
     // ---- connections and presence ----
 
-    /// Adds a connection. `Ok(true)` if it is the user's first (they just came online).
-    pub fn register(&self, conn: &Conn, profile: Profile, now: Instant) -> Result<bool, CloseReason> {
+    /// Takes a connect from the user's bucket (connects per minute).
+    pub fn take_connect(&self, user: &UserId, now: Instant) -> Result<(), CloseReason> {
         let mut s = self.lock();
         if self.ids.count() % PRUNE_EVERY == 0 {
             prune(&mut s, now);
         }
-        let buckets = s.buckets.entry(conn.user_id.clone()).or_insert_with(|| UserBuckets::new(&self.limits, now));
-        if buckets.connects.take(now).is_err() {
-            return Err(CloseReason::TooManyConnections);
-        }
-        let entry = s.users.entry(conn.user_id.clone()).or_insert_with(|| UserEntry {
-            conns: Vec::new(),
-            profile: profile.clone(),
-            status: PresenceStatus::Online,
-            status_message: None,
-        });
-        if entry.conns.len() >= self.limits.max_connections_per_user {
-            return Err(CloseReason::TooManyConnections);
-        }
-        entry.profile = profile;
-        entry.conns.push(conn.clone());
-        Ok(entry.conns.len() == 1)
+        let buckets = s.buckets.entry(user.clone()).or_insert_with(|| UserBuckets::new(&self.limits, now));
+        buckets.connects.take(now).map_err(|_| CloseReason::TooManyConnections)
     }
 
-    /// Removes a connection everywhere. `true` if it was the user's last (they went offline).
-    pub fn unregister(&self, conn: &Conn, now: Timestamp) -> bool {
+    /// Adds a connection. `true` if it is the user's first on this node.
+    pub fn register(&self, conn: &Conn, profile: Profile) -> bool {
+        let mut s = self.lock();
+        let entry = s
+            .users
+            .entry(conn.user_id.clone())
+            .or_insert_with(|| UserEntry { conns: Vec::new(), profile: profile.clone() });
+        entry.profile = profile;
+        entry.conns.push(conn.clone());
+        entry.conns.len() == 1
+    }
+
+    /// Removes a connection everywhere. `true` if it was the user's last on this node.
+    pub fn unregister(&self, conn: &Conn) -> bool {
         let mut s = self.lock();
         for c in s.joins.remove(&conn.id).unwrap_or_default() {
             if let Some(entry) = s.convs.get_mut(&c) {
@@ -181,45 +167,12 @@ impl Hub {
         };
         if last {
             s.users.remove(&conn.user_id);
-            s.last_seen.insert(conn.user_id.clone(), now);
         }
         last
     }
 
-    pub fn presence(&self, user: &UserId) -> Presence {
-        let s = self.lock();
-        match s.users.get(user) {
-            Some(u) => Presence {
-                online: true,
-                status: u.status,
-                message: u.status_message.clone(),
-                last_seen: None,
-                connections: u.conns.len(),
-            },
-            None => Presence {
-                online: false,
-                status: PresenceStatus::Offline,
-                message: None,
-                last_seen: s.last_seen.get(user).copied(),
-                connections: 0,
-            },
-        }
-    }
-
     pub fn profile(&self, user: &UserId) -> Profile {
         self.lock().users.get(user).map(|u| u.profile.clone()).unwrap_or_default()
-    }
-
-    pub fn set_status(&self, user: &UserId, status: PresenceStatus, message: Option<String>) {
-        if let Some(u) = self.lock().users.get_mut(user) {
-            u.status = status;
-            u.status_message = message;
-        }
-    }
-
-    pub fn online_count(&self) -> (usize, usize) {
-        let s = self.lock();
-        (s.users.len(), s.users.values().map(|u| u.conns.len()).sum())
     }
 
     // ---- limits ----

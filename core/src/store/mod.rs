@@ -1,12 +1,13 @@
 //! Durable state behind one interface: conversations and members, messages with their
 //! gap-free seqs, read watermarks, ephemeral photos, and the offline inbox.
 //!
-//! The embedded SQLite store (`sqlite`) is the default. Writes go through one writer that
-//! commits many requests per transaction (group commit): an `append` returns only once its
-//! message is durable, and each committed message is handed to the commit callback, in commit
-//! order, for the hub to fan out. A networked database or a broker can take the same place.
+//! The engines live elsewhere: the embedded SQLite store in `confab-server` (the default),
+//! [`memory::MemoryStore`] here for tests and `--store memory`. Each hands every committed
+//! message to its [`CommitSink`], in commit order, before the `append` returns. Every store
+//! passes the one suite in [`conformance`].
 
-pub mod sqlite;
+pub mod conformance;
+pub mod memory;
 
 use confab_codec::event::{Message, Metadata};
 use confab_codec::{
@@ -30,7 +31,8 @@ pub enum StoreError {
     /// Only a message's sender may delete it.
     #[error("not the owner")]
     NotOwner,
-    /// The database failed; the request was not applied.
+    /// The database failed in a way that retrying will not fix (a bug, corrupt data); the
+    /// request was not applied. A transient failure is [`StoreError::Unavailable`].
     #[error("database: {0}")]
     Database(String),
     /// The store cannot write now (its disk is full, an I/O error): nothing was applied. It
@@ -163,12 +165,15 @@ pub struct InboxItem {
     pub data: Metadata,
 }
 
-/// Called with each newly committed message (and who asked for it), in commit order, before
-/// its `append` returns. It runs on the store's writer, so it must not block (the hub only
-/// fills bounded queues). It returns the members whose delivery watermark the message
-/// advanced; the store records them with its next batch. A repeated `local_id` is not a new
-/// message: its append returns the original, and its requester is answered by the caller.
-pub type OnCommit = Box<dyn Fn(&Message, Option<&Requester>) -> Vec<UserId> + Send + 'static>;
+/// Where a store hands each newly committed message (and who asked for it), in commit order,
+/// before its `append` returns: the node's fan-out. It runs on the store's writer, so it must
+/// not block (it only fills bounded queues). It returns the members whose delivery watermark
+/// the message advanced; the store records them with a later write. A repeated `local_id` is
+/// not a new message: its append returns the original, and its requester is answered by the
+/// caller.
+pub trait CommitSink: Send + Sync + std::fmt::Debug + 'static {
+    fn committed(&self, message: &Message, requester: Option<&Requester>) -> Vec<UserId>;
+}
 
 /// The durable store.
 pub trait Store: Send + Sync + 'static {
@@ -221,6 +226,9 @@ pub trait Store: Send + Sync + 'static {
     /// A small write of no consequence, to learn whether writes work again when no client is
     /// writing (the node is not ready meanwhile, so none may be).
     fn probe_write(&self) -> StoreFuture<'_, ()>;
+    /// Finishes the writes accepted so far and stops: later calls fail with
+    /// [`StoreError::Closed`]. Closing twice is closing once.
+    fn close(&self) -> StoreFuture<'_, ()>;
 }
 
 impl std::fmt::Debug for dyn Store {

@@ -23,7 +23,7 @@ async fn drive(mut session: Session, mut inbound: impl Stream<Item = Inbound> + 
         session.catch_up_resume().await;
     }
     while !session.conn.closer.is_closed() {
-        let deadline = tokio::time::Instant::from_std(session.next_deadline());
+        let deadline = session.next_deadline();
         // Every branch is cancel-safe: `closed`/`cancelled` are notifications, a stream's
         // `next` (the inbound frames, the pending sends) loses nothing when dropped, and
         // `sleep_until` is re-created each turn.
@@ -34,7 +34,7 @@ async fn drive(mut session: Session, mut inbound: impl Stream<Item = Inbound> + 
                 session.conn.closer.close(CloseReason::ServerShutdown);
                 break;
             }
-            _ = tokio::time::sleep_until(deadline) => session.handle_timeout(std::time::Instant::now()).await,
+            _ = tokio::time::sleep_until(deadline) => session.handle_timeout(session.node.clock.instant()).await,
             Some(done) = session.pending.next(), if !session.pending.is_empty() => session.send_committed(done),
             // Backpressure: with too many sends waiting for the store, stop reading frames.
             item = inbound.next(), if session.pending.len() < MAX_PENDING_SENDS => match item {

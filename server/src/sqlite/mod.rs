@@ -11,8 +11,15 @@ mod rows;
 mod schema;
 mod writer;
 
-use super::*;
 use confab_codec::event::Message;
+#[allow(unused_imports)]
+use confab_codec::event::Metadata;
+#[allow(unused_imports)]
+use confab_codec::{
+    ConnectionId, ConversationId, LocalId, MessageId, MessageKind, PhotoId, RequestId, Seq, Timestamp, UserId,
+};
+use confab_core::metrics::Metrics;
+use confab_core::store::*;
 use rows::*;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use schema::*;
@@ -67,6 +74,8 @@ pub struct SqliteStore {
     writes: mpsc::Sender<Write>,
     reader: Arc<Mutex<Connection>>,
     health: Arc<WriteHealth>,
+    /// Set by `close`: reads fail from then on, as writes do once the writer has ended.
+    closed: Arc<std::sync::atomic::AtomicBool>,
     /// Dropping it tells the checkpoint thread to do a last checkpoint and end.
     _checkpoints: std::sync::mpsc::Sender<()>,
 }
@@ -78,13 +87,13 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (or creates) `dir/confab.db`. Each committed message is passed to `on_commit`, in
+    /// Opens (or creates) `dir/confab.db`. Each committed message is passed to `sink`, in
     /// commit order, before its `append` call returns.
     pub fn open(
         dir: &Path,
         sync: SyncMode,
-        on_commit: OnCommit,
-        metrics: Arc<crate::metrics::Metrics>,
+        sink: Arc<dyn CommitSink>,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(format!("{}: {e}", dir.display())))?;
         let path = dir.join("confab.db");
@@ -106,14 +115,20 @@ impl SqliteStore {
         let writer_health = Arc::clone(&health);
         std::thread::Builder::new()
             .name("confab-store-writer".into())
-            .spawn(move || writer_loop(writer, rx, on_commit, &metrics, &writer_rewind, &writer_health))
+            .spawn(move || writer_loop(writer, rx, sink, &metrics, &writer_rewind, &writer_health))
             .map_err(|e| StoreError::Database(format!("writer thread: {e}")))?;
         let (stop, stopped) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("confab-store-checkpoint".into())
             .spawn(move || checkpoint_loop(&checkpointer, &stopped, &rewind))
             .map_err(|e| StoreError::Database(format!("checkpoint thread: {e}")))?;
-        Ok(Self { writes: tx, reader: Arc::new(Mutex::new(reader)), health, _checkpoints: stop })
+        Ok(Self {
+            writes: tx,
+            reader: Arc::new(Mutex::new(reader)),
+            health,
+            closed: Arc::default(),
+            _checkpoints: stop,
+        })
     }
 
     fn write<T: Send + 'static>(&self, make: impl FnOnce(Reply<T>) -> Write + Send + 'static) -> StoreFuture<'_, T> {
@@ -129,7 +144,11 @@ impl SqliteStore {
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> StoreFuture<'_, T> {
         let reader = Arc::clone(&self.reader);
+        let closed = Arc::clone(&self.closed);
         Box::pin(async move {
+            if closed.load(std::sync::atomic::Ordering::Acquire) {
+                return Err(StoreError::Closed);
+            }
             tokio::task::spawn_blocking(move || {
                 let conn = reader.lock().map_err(|_| StoreError::Database("reader lock poisoned".into()))?;
                 f(&conn)
@@ -388,6 +407,18 @@ impl Store for SqliteStore {
         self.write(Write::Probe)
     }
 
+    fn close(&self) -> StoreFuture<'_, ()> {
+        self.closed.store(true, std::sync::atomic::Ordering::Release);
+        Box::pin(async move {
+            let (tx, rx) = oneshot::channel();
+            // Closed already: the writer has ended, which is what closing asks for.
+            if self.writes.send(Write::Close(tx)).await.is_err() {
+                return Ok(());
+            }
+            rx.await.unwrap_or(Ok(()))
+        })
+    }
+
     fn photo(&self, id: &PhotoId) -> StoreFuture<'_, Option<Photo>> {
         let id = id.clone();
         self.read(move |t| photo(t, &id))
@@ -423,8 +454,20 @@ impl Store for SqliteStore {
 /// A store whose commits go nowhere (no hub), for tests of the store alone.
 #[cfg(test)]
 fn open_without_fanout(dir: &Path) -> SqliteStore {
-    let on_commit: OnCommit = Box::new(|_: &Message, _: Option<&Requester>| Vec::new());
-    SqliteStore::open(dir, SyncMode::Full, on_commit, Default::default()).unwrap_or_else(|e| panic!("open: {e}"))
+    SqliteStore::open(dir, SyncMode::Full, Arc::new(NoFanout), Default::default())
+        .unwrap_or_else(|e| panic!("open: {e}"))
+}
+
+/// Commits that go nowhere.
+#[cfg(test)]
+#[derive(Debug)]
+struct NoFanout;
+
+#[cfg(test)]
+impl CommitSink for NoFanout {
+    fn committed(&self, _: &Message, _: Option<&Requester>) -> Vec<UserId> {
+        Vec::new()
+    }
 }
 
 #[cfg(test)]
@@ -449,43 +492,22 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn appends_get_gap_free_seqs_and_local_ids_deduplicate() {
-        let dir = std::env::temp_dir().join(format!("confab-store-test-{}", rand::random::<u64>()));
-        let (feed_tx, mut feed) = mpsc::unbounded_channel();
-        let store = SqliteStore::open(
-            &dir,
-            SyncMode::Full,
-            Box::new(move |m: &Message, _: Option<&Requester>| {
-                let _ = feed_tx.send(m.clone());
-                Vec::new()
-            }),
-            Default::default(),
-        )
-        .unwrap();
-        let c = id("c1", ConversationId::parse);
-        let (a, b) = (id("a", UserId::parse), id("b", UserId::parse));
-        store.create_conversation(c.clone(), vec![a.clone(), b.clone()], None).await.unwrap();
-        let first = store.append(new_message(&c, &a, "one", Some("l1"))).await.unwrap();
-        let again = store.append(new_message(&c, &a, "one", Some("l1"))).await.unwrap();
-        let second = store.append(new_message(&c, &b, "two", None)).await.unwrap();
-        assert_eq!(first.message.seq, Some(Seq(1)));
-        assert!(again.duplicate && again.message.id == first.message.id);
-        assert_eq!(second.message.seq, Some(Seq(2)));
-        // Only new messages are published, in order.
-        assert_eq!(feed.recv().await.unwrap().seq, Some(Seq(1)));
-        assert_eq!(feed.recv().await.unwrap().seq, Some(Seq(2)));
-        let (page, more) = store.history(&c, None, 1).await.unwrap();
-        assert_eq!((page.len(), more, page[0].content.as_str()), (1, true, "two"));
-        assert_eq!(store.messages_after(&c, Seq(0), 10).await.unwrap().len(), 2);
-        assert_eq!(store.mark_read(&c, &b, &first.message.id).await.unwrap(), None, "b sent seq 2, so read 1 already");
-        let missing = store.append(new_message(&id("nope", ConversationId::parse), &a, "x", None)).await;
-        assert!(matches!(missing, Err(StoreError::ConversationNotFound(_))));
-        let _ = std::fs::remove_dir_all(dir);
+    /// The contract every store keeps (`confab_core::store::conformance`), on SQLite.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_keeps_the_store_contract() {
+        let base = std::env::temp_dir().join(format!("confab-store-conformance-{}", rand::random::<u64>()));
+        let dirs = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let root = base.clone();
+        confab_core::store::conformance::run(move |sink| {
+            let dir = root.join(dirs.fetch_add(1, std::sync::atomic::Ordering::Relaxed).to_string());
+            Box::pin(async move {
+                Arc::new(SqliteStore::open(&dir, SyncMode::Full, sink, Default::default()).unwrap()) as Arc<dyn Store>
+            })
+        })
+        .await;
+        let _ = std::fs::remove_dir_all(base);
     }
 
-    /// A data directory from before `delivered_seq` (and before attachments) opens, keeps its
-    /// messages and marks, and works with every current request.
     #[tokio::test]
     async fn an_older_data_directory_is_migrated() {
         let dir = std::env::temp_dir().join(format!("confab-store-test-{}", rand::random::<u64>()));
@@ -588,9 +610,15 @@ mod tests {
     async fn delivery_marks_are_written_with_the_next_batch() {
         let dir = std::env::temp_dir().join(format!("confab-store-test-{}", rand::random::<u64>()));
         let b = id("b", UserId::parse);
-        let reached = b.clone();
-        let on_commit: OnCommit = Box::new(move |_: &Message, _: Option<&Requester>| vec![reached.clone()]);
-        let store = Arc::new(SqliteStore::open(&dir, SyncMode::Full, on_commit, Default::default()).unwrap());
+        #[derive(Debug)]
+        struct Reaches(UserId);
+        impl CommitSink for Reaches {
+            fn committed(&self, _: &Message, _: Option<&Requester>) -> Vec<UserId> {
+                vec![self.0.clone()]
+            }
+        }
+        let sink = Arc::new(Reaches(b.clone()));
+        let store = Arc::new(SqliteStore::open(&dir, SyncMode::Full, sink, Default::default()).unwrap());
         let (c, a) = (id("c1", ConversationId::parse), id("a", UserId::parse));
         store.create_conversation(c.clone(), vec![a.clone(), b.clone()], None).await.unwrap();
         let handles: Vec<_> = (0..50)

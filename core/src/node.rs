@@ -1,0 +1,214 @@
+//! A node: one server's shared parts, composed once at start and handed to every session, the
+//! APIs and the transports. The engines (store, broker, presence) come in through their traits,
+//! so the same node runs on SQLite in the binary, on memory in the session's tests, and on a
+//! networked database and broker in a cluster.
+//!
+//! The commit path, typed: the store's writer hands each committed message to the node's
+//! [`Fanout`] ([`CommitSink`]), which delivers it to this node's connections through the hub and
+//! publishes it for the other nodes; the [`Delivery`] of each of those hears it
+//! ([`Subscriber`]) and delivers it to theirs.
+
+use crate::auth::Auth;
+use crate::broker::{Broker, LocalBus, Publication, Subscriber, Topic};
+use crate::clock::Clock;
+use crate::error::CloseReason;
+use crate::hub::{Hub, Profile};
+use crate::limits::Limits;
+use crate::link::{Conn, SharedEvent};
+use crate::metrics::Metrics;
+use crate::presence::{LocalPresence, Presence};
+use crate::store::{CommitSink, ConversationInfo, Requester, Store, memory::MemoryStore};
+use confab_codec::event::Message;
+use confab_codec::{ConversationId, UserId};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// The TLS certificate clients may pin (its SHA-256 goes in the greeting); the server's
+/// certificate store, which can change it while running.
+pub trait Certificate: Send + Sync + std::fmt::Debug + 'static {
+    /// SHA-256 of the certificate (DER), lowercase hex.
+    fn sha256_hex(&self) -> String;
+}
+
+/// Everything sessions share.
+#[derive(Debug)]
+pub struct Node {
+    pub hub: Arc<Hub>,
+    pub store: Arc<dyn Store>,
+    pub broker: Arc<dyn Broker>,
+    pub presence: Arc<dyn Presence>,
+    pub auth: Arc<Auth>,
+    pub clock: Clock,
+    pub metrics: Arc<Metrics>,
+    /// Owns the timers sessions start (ephemeral photo expiry), so shutdown waits for them.
+    pub tasks: TaskTracker,
+    pub shutdown: CancellationToken,
+    /// The TLS certificate, when there is a TLS listener.
+    pub certificate: Option<Arc<dyn Certificate>>,
+    /// The broker's subscriber for this node, which the bus holds weakly.
+    _delivery: Arc<dyn Subscriber>,
+}
+
+/// The parts a node is made of that exist before its store: the store's writer needs the
+/// fan-out (`fanout`) to hand its commits to.
+#[derive(Debug)]
+pub struct Parts {
+    pub hub: Arc<Hub>,
+    pub broker: Arc<dyn Broker>,
+    pub presence: Arc<dyn Presence>,
+    pub clock: Clock,
+    pub metrics: Arc<Metrics>,
+    pub fanout: Arc<Fanout>,
+    /// Keeps the broker's subscriber alive as long as the node (the bus holds it weakly).
+    delivery: Arc<dyn Subscriber>,
+}
+
+impl Parts {
+    /// A node's hub and fan-out on a [`LocalBus`] (one node: [`LocalBus::default`]) and a
+    /// [`LocalPresence`].
+    pub fn local(limits: Limits, clock: Clock, metrics: Arc<Metrics>, bus: &LocalBus) -> Self {
+        let hub = Arc::new(Hub::new(limits));
+        let delivery: Arc<dyn Subscriber> = Arc::new(Delivery { hub: Arc::clone(&hub), clock });
+        let broker: Arc<dyn Broker> = Arc::new(bus.attach(Arc::downgrade(&delivery)));
+        let fanout = Arc::new(Fanout {
+            hub: Arc::clone(&hub),
+            broker: Arc::clone(&broker),
+            metrics: Arc::clone(&metrics),
+            clock,
+        });
+        Self { hub, broker, presence: Arc::new(LocalPresence::default()), clock, metrics, fanout, delivery }
+    }
+}
+
+/// What else a node needs.
+#[derive(Debug)]
+pub struct Services {
+    pub store: Arc<dyn Store>,
+    pub auth: Arc<Auth>,
+    pub tasks: TaskTracker,
+    pub shutdown: CancellationToken,
+    pub certificate: Option<Arc<dyn Certificate>>,
+}
+
+impl Node {
+    pub fn new(parts: Parts, services: Services) -> Arc<Self> {
+        let Parts { hub, broker, presence, clock, metrics, fanout: _, delivery } = parts;
+        Arc::new(Self {
+            hub,
+            store: services.store,
+            broker,
+            presence,
+            auth: services.auth,
+            clock,
+            metrics,
+            tasks: services.tasks,
+            shutdown: services.shutdown,
+            certificate: services.certificate,
+            _delivery: delivery,
+        })
+    }
+
+    /// A node on an in-memory store, a local broker and local presence: the session's tests.
+    pub fn in_memory(limits: Limits, auth: Auth, clock: Clock) -> Arc<Self> {
+        let parts = Parts::local(limits, clock, Arc::new(Metrics::default()), &LocalBus::default());
+        let store = Arc::new(MemoryStore::new(Arc::clone(&parts.fanout) as Arc<dyn CommitSink>));
+        let services = Services {
+            store,
+            auth: Arc::new(auth),
+            tasks: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+            certificate: None,
+        };
+        Self::new(parts, services)
+    }
+
+    /// Caches a conversation in the hub (see [`Hub::cache_conversation`]) and hears the other
+    /// nodes' messages in it.
+    pub fn cache_conversation(&self, info: ConversationInfo, replace: bool) {
+        let topic = Topic::Conversation(info.id.clone());
+        self.hub.cache_conversation(info, replace);
+        self.broker.subscribe(&topic);
+    }
+
+    /// Drops a deleted conversation; returns the connections that had joined it.
+    pub fn forget_conversation(&self, c: &ConversationId) -> Vec<Conn> {
+        self.broker.unsubscribe(&Topic::Conversation(c.clone()));
+        self.hub.forget_conversation(c)
+    }
+
+    /// Counts and registers a connection: `Ok(true)` when it is the user's first anywhere.
+    pub fn register(&self, conn: &Conn, profile: Profile) -> Result<bool, CloseReason> {
+        let limits = self.hub.limits();
+        self.hub.take_connect(&conn.user_id, self.clock.instant())?;
+        let first = self
+            .presence
+            .connected(&conn.user_id, limits.max_connections_per_user)
+            .map_err(|_| CloseReason::TooManyConnections)?;
+        if self.hub.register(conn, profile) {
+            self.broker.subscribe(&Topic::User(conn.user_id.clone()));
+        }
+        Ok(first)
+    }
+
+    /// Removes a connection: `true` when it was the user's last anywhere.
+    pub fn unregister(&self, conn: &Conn) -> bool {
+        if self.hub.unregister(conn) {
+            self.broker.unsubscribe(&Topic::User(conn.user_id.clone()));
+        }
+        self.presence.disconnected(&conn.user_id, self.clock.now())
+    }
+
+    /// Sends an event to a user's connections, here and on the other nodes; how many
+    /// connections of this node it reached.
+    pub fn to_user(&self, user: &UserId, ev: &Arc<SharedEvent>) -> usize {
+        let n = self.hub.to_users(std::iter::once(user), ev, None);
+        if let Err(e) = self.broker.publish(&Topic::User(user.clone()), Publication::Event(Arc::clone(ev))) {
+            tracing::debug!(error = %e, "publishing a user's event");
+        }
+        n
+    }
+}
+
+/// Where the store's writer hands each committed message, in commit order: this node's
+/// connections, then the other nodes.
+#[derive(Debug)]
+pub struct Fanout {
+    hub: Arc<Hub>,
+    broker: Arc<dyn Broker>,
+    metrics: Arc<Metrics>,
+    clock: Clock,
+}
+
+impl CommitSink for Fanout {
+    fn committed(&self, message: &Message, requester: Option<&Requester>) -> Vec<UserId> {
+        self.metrics.messages_stored.inc();
+        let topic = Topic::Conversation(message.conversation_id.clone());
+        let advanced = self.hub.dispatch_message(message.clone(), requester, self.clock.now());
+        if let Err(e) = self.broker.publish(&topic, Publication::Message(Arc::new(message.clone()))) {
+            tracing::debug!(error = %e, "publishing a message");
+        }
+        advanced
+    }
+}
+
+/// What a node does with what the other nodes publish: delivers it to its own connections.
+#[derive(Debug)]
+struct Delivery {
+    hub: Arc<Hub>,
+    clock: Clock,
+}
+
+impl Subscriber for Delivery {
+    fn deliver(&self, topic: &Topic, publication: &Publication) {
+        match (topic, publication) {
+            (Topic::Conversation(_), Publication::Message(m)) => {
+                self.hub.dispatch_message(Message::clone(m), None, self.clock.now());
+            }
+            (Topic::User(u), Publication::Event(ev)) => {
+                self.hub.to_users(std::iter::once(u), ev, None);
+            }
+            _ => {}
+        }
+    }
+}

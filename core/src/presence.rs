@@ -1,0 +1,164 @@
+//! Presence: how many connections each user has, across every node, and their status. It
+//! decides the transitions that others hear about: a user's first connection (0→1, they come
+//! online) and their last (1→0, they go offline), and it enforces the per-user connection
+//! limit where it can count every connection.
+//!
+//! [`LocalPresence`] counts the connections of one node (today's server). A cluster's
+//! presence counts in the shared store, so that a user on two nodes is online once.
+
+use confab_codec::{PresenceStatus, Timestamp, UserId};
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+/// What a user looks like to others right now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PresenceInfo {
+    pub online: bool,
+    pub status: PresenceStatus,
+    pub message: Option<String>,
+    /// When they went offline last (while offline).
+    pub last_seen: Option<Timestamp>,
+    pub connections: usize,
+}
+
+/// Why a connection may not be counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PresenceError {
+    #[error("the user has {0} connections already")]
+    TooManyConnections(usize),
+}
+
+/// Counts connections per user and keeps their status.
+pub trait Presence: Send + Sync + std::fmt::Debug + 'static {
+    /// Counts a new connection of `user`, unless they have `limit` already. `Ok(true)` when
+    /// it is their first (0→1: they just came online).
+    fn connected(&self, user: &UserId, limit: usize) -> Result<bool, PresenceError>;
+    /// Uncounts a connection. `true` when it was their last (1→0: they just went offline, at
+    /// `at`, which is kept as when they were last seen).
+    fn disconnected(&self, user: &UserId, at: Timestamp) -> bool;
+    /// Sets an online user's status (ignored while offline).
+    fn set_status(&self, user: &UserId, status: PresenceStatus, message: Option<String>);
+    fn get(&self, user: &UserId) -> PresenceInfo;
+    /// Users online and their connections, in all.
+    fn online_count(&self) -> (usize, usize);
+}
+
+#[derive(Debug)]
+struct Online {
+    connections: usize,
+    status: PresenceStatus,
+    message: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    online: HashMap<UserId, Online>,
+    last_seen: HashMap<UserId, Timestamp>,
+    connections: usize,
+}
+
+/// The presence of one node's users, in memory.
+#[derive(Debug, Default)]
+pub struct LocalPresence {
+    state: Mutex<State>,
+}
+
+impl LocalPresence {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Presence for LocalPresence {
+    fn connected(&self, user: &UserId, limit: usize) -> Result<bool, PresenceError> {
+        let mut s = self.lock();
+        let entry = s.online.entry(user.clone()).or_insert(Online {
+            connections: 0,
+            status: PresenceStatus::Online,
+            message: None,
+        });
+        if entry.connections >= limit {
+            let n = entry.connections;
+            if n == 0 {
+                s.online.remove(user);
+            }
+            return Err(PresenceError::TooManyConnections(n));
+        }
+        entry.connections += 1;
+        let first = entry.connections == 1;
+        s.connections += 1;
+        Ok(first)
+    }
+
+    fn disconnected(&self, user: &UserId, at: Timestamp) -> bool {
+        let mut s = self.lock();
+        let Some(entry) = s.online.get_mut(user) else { return false };
+        entry.connections -= 1;
+        let last = entry.connections == 0;
+        s.connections -= 1;
+        if last {
+            s.online.remove(user);
+            s.last_seen.insert(user.clone(), at);
+        }
+        last
+    }
+
+    fn set_status(&self, user: &UserId, status: PresenceStatus, message: Option<String>) {
+        if let Some(u) = self.lock().online.get_mut(user) {
+            u.status = status;
+            u.message = message;
+        }
+    }
+
+    fn get(&self, user: &UserId) -> PresenceInfo {
+        let s = self.lock();
+        match s.online.get(user) {
+            Some(u) => PresenceInfo {
+                online: true,
+                status: u.status,
+                message: u.message.clone(),
+                last_seen: None,
+                connections: u.connections,
+            },
+            None => PresenceInfo {
+                online: false,
+                status: PresenceStatus::Offline,
+                message: None,
+                last_seen: s.last_seen.get(user).copied(),
+                connections: 0,
+            },
+        }
+    }
+
+    fn online_count(&self) -> (usize, usize) {
+        let s = self.lock();
+        (s.online.len(), s.connections)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn transitions_limits_status_and_last_seen() {
+        let p = LocalPresence::default();
+        let u = UserId::parse("u").unwrap();
+        assert_eq!(p.connected(&u, 2), Ok(true), "0→1");
+        assert_eq!(p.connected(&u, 2), Ok(false));
+        assert_eq!(p.connected(&u, 2), Err(PresenceError::TooManyConnections(2)));
+        p.set_status(&u, PresenceStatus::Away, Some("lunch".into()));
+        assert_eq!((p.get(&u).status, p.get(&u).connections), (PresenceStatus::Away, 2));
+        assert_eq!(p.online_count(), (1, 2));
+        assert!(!p.disconnected(&u, Timestamp::from_millis(5)));
+        assert!(p.disconnected(&u, Timestamp::from_millis(7)), "1→0");
+        let info = p.get(&u);
+        assert_eq!((info.online, info.last_seen), (false, Some(Timestamp::from_millis(7))));
+        assert!(!p.disconnected(&u, Timestamp::from_millis(9)), "nothing to uncount");
+        assert_eq!(p.connected(&u, 0), Err(PresenceError::TooManyConnections(0)));
+        assert_eq!(p.online_count(), (0, 0));
+        assert_eq!(p.connected(&u, 1), Ok(true), "status starts over");
+        assert_eq!(p.get(&u).status, PresenceStatus::Online);
+    }
+}
