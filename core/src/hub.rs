@@ -507,3 +507,98 @@ impl Hub {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::clock::Clock;
+    use crate::link::{ConnOutput, TransportKind};
+    use crate::store::Member;
+    use confab_codec::{Codec, Dialect, Format, MessageId, MessageKind};
+
+    fn c1() -> ConversationId {
+        ConversationId::parse("c1").unwrap()
+    }
+
+    fn user(s: &str) -> UserId {
+        UserId::parse(s).unwrap()
+    }
+
+    /// A hub with c1 (alice and bob) cached, and a connection of bob's registered.
+    fn hub_with_bob() -> (Hub, Conn, ConnOutput) {
+        let hub = Hub::new(Limits::default());
+        let members = ["alice", "bob"].map(|u| Member { user_id: user(u), read: Seq::ZERO, delivered: Seq::ZERO });
+        hub.cache_conversation(
+            ConversationInfo { id: c1(), members: members.to_vec(), max_members: None, last_seq: Seq::ZERO },
+            false,
+        );
+        let codec = Codec::new(Dialect::Winkr, Format::Json);
+        let (conn, out) =
+            Conn::new(hub.ids(), user("bob"), TransportKind::WebSocket, codec, 16, Arc::default(), Clock::system());
+        hub.register(&conn, Profile::default());
+        (hub, conn, out)
+    }
+
+    fn message(seq: u64) -> Message {
+        Message {
+            id: MessageId::generate("msg_", u128::from(seq)),
+            conversation_id: c1(),
+            seq: Some(Seq(seq)),
+            sender_id: user("alice"),
+            content: format!("m{seq}"),
+            kind: MessageKind::Text,
+            metadata: Default::default(),
+            created_at: Timestamp::from_millis(0),
+            updated_at: None,
+            is_read: None,
+            local_id: None,
+            reply_to: None,
+        }
+    }
+
+    /// The seqs of the `message:new` events waiting in `out`.
+    fn delivered(out: &mut ConnOutput) -> Vec<u64> {
+        std::iter::from_fn(|| out.try_recv())
+            .filter_map(|o| match &o.0.envelope.event {
+                ServerEvent::MessageNew(m) => m.message.seq.map(|s| s.0),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn live_messages_wait_behind_a_replay_and_only_those_past_it_are_released() {
+        let (hub, conn, mut out) = hub_with_bob();
+        conn.no_greeting();
+        assert!(hub.join(&c1(), &conn));
+        for seq in 1..=3 {
+            hub.dispatch_message(message(seq), None, Timestamp::from_millis(0));
+        }
+        assert!(delivered(&mut out).is_empty(), "held back during the replay");
+        // The replay sent up to seq 2 (it read the store after seq 3 was committed, or not).
+        hub.finish_replay(&c1(), &conn.id, Seq(2));
+        assert_eq!(delivered(&mut out), [3], "once each: 1 and 2 came with the replay");
+        hub.dispatch_message(message(4), None, Timestamp::from_millis(0));
+        assert_eq!(delivered(&mut out), [4], "live after the replay");
+    }
+
+    #[test]
+    fn a_replay_that_never_drains_makes_the_connection_a_slow_consumer() {
+        let (hub, conn, _out) = hub_with_bob();
+        assert!(hub.join(&c1(), &conn));
+        for seq in 1..=Limits::default().outbound_queue as u64 + 1 {
+            hub.dispatch_message(message(seq), None, Timestamp::from_millis(0));
+        }
+        assert_eq!(conn.closer.reason(), Some(CloseReason::SlowConsumer));
+    }
+
+    #[test]
+    fn the_last_local_connection_is_reported_and_its_joins_are_dropped() {
+        let (hub, conn, _out) = hub_with_bob();
+        assert!(hub.join(&c1(), &conn));
+        assert!(hub.unregister(&conn), "bob's last connection here");
+        assert!(!hub.leave(&c1(), &conn.id), "unregistering left every conversation");
+        assert!(!hub.unregister(&conn));
+    }
+}

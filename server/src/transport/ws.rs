@@ -10,10 +10,11 @@
 //! and decodes frames and drives the session; a writer task encodes queued events, pings every
 //! 30 s and closes the socket when the closer fires.
 
+use super::Opened;
 use crate::app::{App, Scheme, Settings};
 use crate::error::CloseReason;
 use crate::link::{ConnOutput, Inbound, Outgoing, Route, TransportKind};
-use crate::session::{self, Opening, Session};
+use crate::session::{self, Opening};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -104,9 +105,6 @@ pub async fn upgrade_personal(
     upgrade_at(app, query, headers, ws, endpoint, Some(user_id), scheme).await
 }
 
-/// A connection's session, opened before the upgrade is answered, or why it was refused.
-type Opened = Result<(Session, ConnOutput), crate::auth::AuthError>;
-
 async fn upgrade_at(
     app: App,
     query: HashMap<String, String>,
@@ -125,28 +123,13 @@ async fn upgrade_at(
         (Ok(c), Ok(r)) => (c, r),
         (Err(e), _) | (_, Err(e)) => return (StatusCode::BAD_REQUEST, e).into_response(),
     };
-    // Verified before the upgrade, refused after it: a browser only sees close codes.
-    let identity = match find_token(&query, &headers) {
-        Some(t) => app.node.auth.verify(&t),
-        None => Err(crate::auth::AuthError::Missing),
-    };
-    let identity = identity.and_then(|id| match owner {
-        Some(o) if o != id.user_id.as_str() => Err(crate::auth::AuthError::OtherUser),
-        _ => Ok(id),
-    });
     let guard = app.node.tasks.token();
-    // Listening before the client can know it is connected. Should the upgrade fail from here
-    // on, dropping the session unregisters it.
-    let opened = match identity {
-        Ok(id) => {
-            let scheme = scheme.map_or("http", |Extension(Scheme(s))| s);
-            let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-            let base_url = app.settings.base_url(scheme, host);
-            let opening = Opening { transport: TransportKind::WebSocket, codec: codec.clone(), resume, base_url };
-            Ok(session::open(&app.node, id, opening).await)
-        }
-        Err(e) => Err(e),
-    };
+    // Verified before the upgrade, refused after it: a browser only sees close codes.
+    let scheme = scheme.map_or("http", |Extension(Scheme(s))| s);
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let base_url = app.settings.base_url(scheme, host);
+    let opening = Opening { transport: TransportKind::WebSocket, codec: codec.clone(), resume, base_url };
+    let opened = super::open_session(&app, find_token(&query, &headers).as_deref(), owner.as_deref(), opening).await;
     ws.protocols(PROTOCOLS)
         .max_message_size(HARD_FRAME_LIMIT)
         // tungstenite allocates its whole read buffer per connection (128 KiB by default): an
