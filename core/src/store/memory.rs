@@ -1,6 +1,6 @@
 //! The in-memory store: every rule of the [`Store`] contract, nothing durable. For the
-//! session's tests (no disk, no threads: a paused clock stays paused) and for `--store memory`
-//! (a throwaway server). It passes the same conformance suite as SQLite.
+//! session's tests (no disk, no threads: a paused clock stays paused). It passes the same
+//! conformance suite as SQLite.
 
 use super::*;
 use confab_codec::event::Message;

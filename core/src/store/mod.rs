@@ -2,7 +2,7 @@
 //! gap-free seqs, read watermarks, ephemeral photos, and the offline inbox.
 //!
 //! The engines live elsewhere: the embedded SQLite store in `confab-server` (the default),
-//! [`memory::MemoryStore`] here for tests and `--store memory`. Each hands every committed
+//! [`memory::MemoryStore`] here for tests. Each hands every committed
 //! message to its [`CommitSink`], in commit order, before the `append` returns. Every store
 //! passes the one suite in [`conformance`].
 
