@@ -118,8 +118,9 @@ async fn client_life(
 /// Asks every client to hold still, and waits until all do (then nothing is in flight).
 async fn hold(phase: &AtomicU8, held: &tokio::sync::Semaphore, n: usize) {
     phase.store(HOLD, Ordering::Relaxed);
-    let all = held.acquire_many(n as u32).await.unwrap();
-    all.forget();
+    // Bounded: a client that failed (its panic is above) never holds.
+    let all = tokio::time::timeout(Duration::from_secs(60), held.acquire_many(n as u32)).await;
+    all.expect("every client holds still within 60 s").unwrap().forget();
     // The last deliveries reach the slowest readers.
     tokio::time::sleep(Duration::from_millis(500)).await;
 }

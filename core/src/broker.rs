@@ -33,6 +33,8 @@ pub enum Publication {
     Message(Arc<Message>),
     /// A ready event for the topic's user.
     Event(Arc<SharedEvent>),
+    /// A conversation's members changed (the server API): nodes that cache it replace theirs.
+    Members(Arc<crate::store::ConversationInfo>),
 }
 
 /// Why a publication was not sent.
@@ -60,6 +62,12 @@ pub enum BrokerError {
 ///   every message.
 pub trait Broker: Send + Sync + std::fmt::Debug + 'static {
     fn publish(&self, topic: &Topic, publication: Publication) -> Result<(), BrokerError>;
+    /// Whether a publication on `topic` may reach another node: `false` lets the publisher
+    /// skip building it (the message path's copy). A networked broker, which cannot know,
+    /// answers `true`.
+    fn has_audience(&self, _topic: &Topic) -> bool {
+        true
+    }
     /// Starts hearing `topic`; subscribing twice is subscribing once.
     fn subscribe(&self, topic: &Topic);
     fn unsubscribe(&self, topic: &Topic);
@@ -139,6 +147,10 @@ impl Broker for LocalBroker {
             r.deliver(topic, &publication);
         }
         Ok(())
+    }
+
+    fn has_audience(&self, topic: &Topic) -> bool {
+        lock(&self.bus).topics.get(topic).is_some_and(|keys| keys.iter().any(|k| *k != self.key))
     }
 
     fn subscribe(&self, topic: &Topic) {
@@ -228,7 +240,9 @@ mod tests {
         assert_eq!(ids(&b_heard), ["1", "2", "3"], "once each, in order, though subscribed twice");
         assert!(ids(&a_heard).is_empty(), "no echo");
         assert!(ids(&c_heard).is_empty(), "not subscribed");
+        assert!(a.has_audience(&t) && b.has_audience(&t), "each has the other");
         b.unsubscribe(&t);
+        assert!(!a.has_audience(&t), "only itself");
         a.publish(&t, event("4")).unwrap();
         assert_eq!(ids(&b_heard).len(), 3);
         a.close();

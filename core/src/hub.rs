@@ -368,7 +368,7 @@ impl Hub {
     /// `conversation:unread` to members online without the conversation joined, and one
     /// `message:delivered` to the sender if any recipient's device got it for the first time.
     /// Returns the recipients whose delivery watermark moved.
-    pub fn dispatch_message(&self, message: Message, requester: Option<&Requester>, now: Timestamp) -> Vec<UserId> {
+    pub fn dispatch_message(&self, message: &Message, requester: Option<&Requester>, now: Timestamp) -> Vec<UserId> {
         let c = message.conversation_id.clone();
         let sender_id = message.sender_id.clone();
         let mut s = self.lock();
@@ -445,7 +445,7 @@ impl Hub {
                 }
             }
         }
-        self.receipts(&s, &message, &advanced, now);
+        self.receipts(&s, message, &advanced, now);
         advanced
     }
 
@@ -573,13 +573,13 @@ mod tests {
         conn.no_greeting();
         assert!(hub.join(&c1(), &conn));
         for seq in 1..=3 {
-            hub.dispatch_message(message(seq), None, Timestamp::from_millis(0));
+            hub.dispatch_message(&message(seq), None, Timestamp::from_millis(0));
         }
         assert!(delivered(&mut out).is_empty(), "held back during the replay");
         // The replay sent up to seq 2 (it read the store after seq 3 was committed, or not).
         hub.finish_replay(&c1(), &conn.id, Seq(2));
         assert_eq!(delivered(&mut out), [3], "once each: 1 and 2 came with the replay");
-        hub.dispatch_message(message(4), None, Timestamp::from_millis(0));
+        hub.dispatch_message(&message(4), None, Timestamp::from_millis(0));
         assert_eq!(delivered(&mut out), [4], "live after the replay");
     }
 
@@ -588,7 +588,7 @@ mod tests {
         let (hub, conn, _out) = hub_with_bob();
         assert!(hub.join(&c1(), &conn));
         for seq in 1..=Limits::default().outbound_queue as u64 + 1 {
-            hub.dispatch_message(message(seq), None, Timestamp::from_millis(0));
+            hub.dispatch_message(&message(seq), None, Timestamp::from_millis(0));
         }
         assert_eq!(conn.closer.reason(), Some(CloseReason::SlowConsumer));
     }

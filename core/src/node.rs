@@ -111,7 +111,13 @@ impl Node {
 
     /// A node on an in-memory store, a local broker and local presence: the session's tests.
     pub fn in_memory(limits: Limits, auth: Auth, clock: Clock) -> Arc<Self> {
-        let parts = Parts::local(limits, clock, Arc::new(Metrics::default()), &LocalBus::default());
+        Self::in_memory_on(&LocalBus::default(), limits, auth, clock)
+    }
+
+    /// As [`Node::in_memory`], on a bus other nodes of the process share: several nodes in
+    /// one test, each with its own store, hearing each other through the broker.
+    pub fn in_memory_on(bus: &LocalBus, limits: Limits, auth: Auth, clock: Clock) -> Arc<Self> {
+        let parts = Parts::local(limits, clock, Arc::new(Metrics::default()), bus);
         let store = Arc::new(MemoryStore::new(Arc::clone(&parts.fanout) as Arc<dyn CommitSink>));
         let services = Services {
             store,
@@ -124,9 +130,15 @@ impl Node {
     }
 
     /// Caches a conversation in the hub (see [`Hub::cache_conversation`]) and hears the other
-    /// nodes' messages in it.
+    /// nodes' messages in it. A change (`replace`: the server API changed the members) is
+    /// published, so that the nodes that cache the conversation too replace theirs.
     pub fn cache_conversation(&self, info: ConversationInfo, replace: bool) {
         let topic = Topic::Conversation(info.id.clone());
+        if replace {
+            if let Err(e) = self.broker.publish(&topic, Publication::Members(Arc::new(info.clone()))) {
+                tracing::debug!(error = %e, "publishing a membership change");
+            }
+        }
         self.hub.cache_conversation(info, replace);
         self.broker.subscribe(&topic);
     }
@@ -184,9 +196,12 @@ impl CommitSink for Fanout {
     fn committed(&self, message: &Message, requester: Option<&Requester>) -> Vec<UserId> {
         self.metrics.messages_stored.inc();
         let topic = Topic::Conversation(message.conversation_id.clone());
-        let advanced = self.hub.dispatch_message(message.clone(), requester, self.clock.now());
-        if let Err(e) = self.broker.publish(&topic, Publication::Message(Arc::new(message.clone()))) {
-            tracing::debug!(error = %e, "publishing a message");
+        let advanced = self.hub.dispatch_message(message, requester, self.clock.now());
+        // Alone on the bus (one node), nothing is built: no copy on the path of every message.
+        if self.broker.has_audience(&topic) {
+            if let Err(e) = self.broker.publish(&topic, Publication::Message(Arc::new(message.clone()))) {
+                tracing::debug!(error = %e, "publishing a message");
+            }
         }
         advanced
     }
@@ -203,10 +218,13 @@ impl Subscriber for Delivery {
     fn deliver(&self, topic: &Topic, publication: &Publication) {
         match (topic, publication) {
             (Topic::Conversation(_), Publication::Message(m)) => {
-                self.hub.dispatch_message(Message::clone(m), None, self.clock.now());
+                self.hub.dispatch_message(m, None, self.clock.now());
             }
             (Topic::User(u), Publication::Event(ev)) => {
                 self.hub.to_users(std::iter::once(u), ev, None);
+            }
+            (Topic::Conversation(_), Publication::Members(info)) => {
+                self.hub.cache_conversation(crate::store::ConversationInfo::clone(info), true);
             }
             _ => {}
         }

@@ -388,7 +388,15 @@ impl Client {
         loop {
             let msg = match tokio::time::timeout_at(deadline, self.ws.next()).await {
                 Err(_) => return None,
-                Ok(None) | Ok(Some(Err(_))) => return None,
+                Ok(None) | Ok(Some(Err(_))) => {
+                    // Gone without a close frame: said as a browser says it (1006), so that a
+                    // caller polling in a loop fails on `closed` instead of spinning on a dead
+                    // socket (the soak test once spun for minutes after its server died).
+                    if self.closed.is_none() {
+                        self.closed = Some((1006, "connection lost".into()));
+                    }
+                    return None;
+                }
                 Ok(Some(Ok(m))) => m,
             };
             match msg {

@@ -18,6 +18,7 @@ mod expiry;
 mod requests;
 #[cfg(test)]
 mod tests;
+mod timers;
 
 pub use driver::run;
 pub use expiry::rearm_all;
@@ -32,7 +33,6 @@ use confab_codec::event::{Established, Hello, ServerEnvelope, ServerEvent, Typin
 use confab_codec::{Codec, ConversationId, RequestId, Seq, Timestamp, UserId};
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesOrdered;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -51,12 +51,10 @@ pub struct Session {
     node: Arc<Node>,
     conn: Conn,
     identity: Identity,
-    /// Conversations this user is typing in, with when the server clears it.
-    typing: HashMap<ConversationId, Instant>,
-    /// When the token runs out.
-    token_deadline: Instant,
-    rate: Bucket,
-    strikes: u32,
+    /// The token's expiry and the typing states the server clears.
+    timers: timers::Timers,
+    /// The frame rate and its strikes.
+    frames: timers::FrameGate,
     client: Hello,
     /// Sends waiting for their commit, answered in order as they complete. A connection's
     /// next frames are read meanwhile (up to [`MAX_PENDING_SENDS`]), so one sender's messages
@@ -95,7 +93,7 @@ impl Session {
         let limits = node.hub.limits();
         let rate =
             Bucket::new(limits.conn_rate.round().max(1.0) as u32, Duration::from_secs(1), limits.conn_burst, now);
-        let token_deadline = node.clock.deadline_for(identity.expires_at);
+        let timers = timers::Timers::new(node.clock.deadline_for(identity.expires_at), TYPING_TIMEOUT);
         let span = tracing::info_span!(
             "conn",
             conn = %conn.id,
@@ -108,10 +106,8 @@ impl Session {
             node,
             conn,
             identity,
-            typing: HashMap::new(),
-            token_deadline,
-            rate,
-            strikes: 0,
+            timers,
+            frames: timers::FrameGate::new(rate, MAX_STRIKES),
             client: Hello::default(),
             pending: FuturesOrdered::new(),
             registered: false,
@@ -282,8 +278,7 @@ impl Session {
         if !std::mem::take(&mut self.registered) {
             return None;
         }
-        let typing: Vec<ConversationId> = self.typing.drain().map(|(c, _)| c).collect();
-        for c in typing {
+        for c in self.timers.drain_typing() {
             self.broadcast_typing(&c, false);
         }
         let t = self.now();
@@ -300,22 +295,22 @@ impl Session {
 
     /// The earliest timer: token expiry or a typing state to clear.
     fn next_deadline(&self) -> Instant {
-        self.typing.values().copied().fold(self.token_deadline, Instant::min)
+        self.timers.next()
     }
 
     async fn handle_timeout(&mut self, now_i: Instant) {
-        if now_i >= self.token_deadline {
-            let e =
-                SessionError::Token { code: confab_codec::ErrorCode::TokenExpired, message: "token expired".into() };
-            self.send(ServerEvent::Error(e.to_error_data(None, None)), None, Route::Control);
-            self.conn.closer.close(CloseReason::TokenExpired);
-            return;
-        }
-        let due: Vec<ConversationId> =
-            self.typing.iter().filter(|(_, d)| **d <= now_i).map(|(c, _)| c.clone()).collect();
-        for c in due {
-            self.typing.remove(&c);
-            self.broadcast_typing(&c, false);
+        match self.timers.due(now_i) {
+            timers::Due::TokenExpired => {
+                let message = "token expired".into();
+                let e = SessionError::Token { code: confab_codec::ErrorCode::TokenExpired, message };
+                self.send(ServerEvent::Error(e.to_error_data(None, None)), None, Route::Control);
+                self.conn.closer.close(CloseReason::TokenExpired);
+            }
+            timers::Due::TypingCleared(due) => {
+                for c in due {
+                    self.broadcast_typing(&c, false);
+                }
+            }
         }
     }
 

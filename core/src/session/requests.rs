@@ -2,7 +2,7 @@
 //! lives here: membership, limits, who hears what. Errors come back as `SessionError`s and the
 //! caller turns them into one `error` event; the connection carries on.
 
-use super::{MAX_STRIKES, Session, TYPING_TIMEOUT};
+use super::Session;
 use crate::error::{CloseReason, SessionError};
 use crate::limits::Exceeded;
 use crate::link::{Route, SharedEvent};
@@ -39,20 +39,21 @@ impl Session {
     /// One input from the transport. Never fails: a refusal is an `error` event.
     pub(super) async fn handle(&mut self, route: Route, input: Result<ClientEnvelope, DecodeError>) {
         // SPEC §4: per connection 10 frames/s with a burst of 20, good frames or bad.
-        if let Err(e) = self.rate.take(self.node.clock.instant()) {
-            self.strikes += 1;
-            if self.strikes > MAX_STRIKES {
+        match self.frames.admit(self.node.clock.instant()) {
+            super::timers::Admit::Yes => {}
+            super::timers::Admit::Close => {
                 self.conn.closer.close(CloseReason::RateLimited);
                 return;
             }
-            let (event, rid) = match &input {
-                Ok(env) => (Some(env.event.name()), env.request_id.as_ref()),
-                Err(d) => (d.request_event.as_deref(), None),
-            };
-            self.fail(&self.limit_hit("frames", e), event, rid, route);
-            return;
+            super::timers::Admit::Refused(e) => {
+                let (event, rid) = match &input {
+                    Ok(env) => (Some(env.event.name()), env.request_id.as_ref()),
+                    Err(d) => (d.request_event.as_deref(), None),
+                };
+                self.fail(&self.limit_hit("frames", e), event, rid, route);
+                return;
+            }
         }
-        self.strikes = 0;
         let env = match input {
             Ok(env) => env,
             Err(e) => {
@@ -230,7 +231,7 @@ impl Session {
     /// What leaving means, however it happens: no more live events, and a typing state cleared.
     fn stop_listening(&mut self, c: &ConversationId) {
         self.node.hub.leave(c, &self.conn.id);
-        if self.typing.remove(c).is_some() {
+        if self.timers.stop_typing(c) {
             self.broadcast_typing(c, false);
         }
     }
@@ -304,7 +305,7 @@ impl Session {
         let c = done.conversation_id;
         match done.result {
             Ok(appended) => {
-                if self.typing.remove(&c).is_some() {
+                if self.timers.stop_typing(&c) {
                     self.broadcast_typing(&c, false);
                 }
                 if appended.duplicate {
@@ -381,9 +382,9 @@ impl Session {
                 .hub
                 .take_typing(self.user(), self.node.clock.instant())
                 .map_err(|e| self.limit_hit("typing", e))?;
-            self.typing.insert(c.clone(), self.node.clock.instant() + TYPING_TIMEOUT);
+            self.timers.start_typing(c.clone(), self.node.clock.instant());
         } else {
-            self.typing.remove(&c);
+            self.timers.stop_typing(&c);
         }
         self.broadcast_typing(&c, is_typing);
         Ok(())
@@ -492,7 +493,7 @@ impl Session {
                 message: "the new token belongs to another user".into(),
             });
         }
-        self.token_deadline = self.node.clock.deadline_for(id.expires_at);
+        self.timers.set_token(self.node.clock.deadline_for(id.expires_at));
         let ev = ServerEvent::Authenticated(Authenticated { user_id: id.user_id.clone(), expires_at: id.expires_at });
         self.identity = id;
         self.send(ev, rid, Route::Control);

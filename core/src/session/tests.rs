@@ -5,6 +5,7 @@
 
 use super::{Opening, TYPING_TIMEOUT, open, run};
 use crate::auth::{Auth, Identity, KeyConfig};
+use crate::broker::LocalBus;
 use crate::clock::Clock;
 use crate::error::CloseReason;
 use crate::limits::Limits;
@@ -20,8 +21,12 @@ use tokio::sync::mpsc;
 const START: i64 = 1_800_000_000_000;
 
 fn node(limits: Limits) -> Arc<Node> {
+    node_on(&LocalBus::default(), limits)
+}
+
+fn node_on(bus: &LocalBus, limits: Limits) -> Arc<Node> {
     let auth = Auth::new(&KeyConfig::Secret("k".into()), None, None).unwrap();
-    Node::in_memory(limits, auth, Clock::starting_at(Timestamp::from_millis(START)))
+    Node::in_memory_on(bus, limits, auth, Clock::starting_at(Timestamp::from_millis(START)))
 }
 
 /// One client: what it sends goes in as the transport would hand it, what it gets comes out
@@ -239,4 +244,40 @@ async fn a_user_s_first_and_last_connection_tell_their_contacts() {
     second.session.await.unwrap();
     assert_eq!(bob.next_of("user:offline").await["data"]["user_id"], "alice");
     assert!(!node.presence.get(&UserId::parse("alice").unwrap()).online);
+}
+
+/// Two nodes on one bus, each with its own store (as a cluster's nodes have their own view):
+/// a message committed on one reaches a connection on the other, once; a membership change
+/// made on one reaches the other's cache.
+#[tokio::test(start_paused = true)]
+async fn two_nodes_on_one_bus_hear_each_other_s_messages_and_membership_changes() {
+    let bus = LocalBus::default();
+    let (a, b) = (node_on(&bus, Limits::default()), node_on(&bus, Limits::default()));
+    for n in [&a, &b] {
+        conversation(n, "c1", &["alice", "bob"]).await;
+    }
+    let mut alice = Client::connect(&a, "alice", HOUR).await;
+    let mut bob = Client::connect(&b, "bob", HOUR).await;
+    for c in [&alice, &bob] {
+        c.send("conversation:join", json!({"conversation_id": "c1"})).await;
+    }
+    alice.next_of("conversation:joined").await;
+    bob.next_of("conversation:joined").await;
+    alice.send("message:send", json!({"conversation_id": "c1", "content": "across"})).await;
+    assert_eq!(alice.next_of("message:sent").await["data"]["seq"], 1);
+    let new = bob.next_of("message:new").await;
+    assert_eq!((new["data"]["content"].as_str(), new["data"]["seq"].as_u64()), (Some("across"), Some(1)));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(!bob.queued().contains(&"message:new".to_string()), "once");
+    // Alice hears her own message once (seed 001: the sender gets `message:new` too), from her
+    // node; an echo from the bus would make it twice.
+    assert_eq!(alice.queued().iter().filter(|k| *k == "message:new").count(), 1, "once, no echo");
+
+    let c1 = ConversationId::parse("c1").unwrap();
+    let carol = UserId::parse("carol").unwrap();
+    let changed = a.store.set_members(&c1, vec![UserId::parse("alice").unwrap(), carol.clone()]).await.unwrap();
+    a.cache_conversation(changed, true);
+    let mut on_b = b.hub.members(&c1).unwrap();
+    on_b.sort();
+    assert_eq!(on_b, [UserId::parse("alice").unwrap(), carol], "b's cache follows a's change");
 }

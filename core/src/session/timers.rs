@@ -1,0 +1,169 @@
+//! A connection's clocks and counters, as plain state: no I/O, no clock of their own (every
+//! call is given `now`), so they are tested as they are and the session only acts on what they
+//! answer.
+//!
+//! - [`Timers`]: the token's expiry and the typing states the server clears after
+//!   [`TYPING_TIMEOUT`](super::TYPING_TIMEOUT) without a stop;
+//! - [`FrameGate`]: the per-connection frame rate (a token bucket) and the strikes after which
+//!   a client that keeps sending over it is disconnected.
+
+use crate::limits::{Bucket, Exceeded};
+use confab_codec::ConversationId;
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// What is due at a given instant.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Due {
+    /// The token ran out: the connection ends (typing states go with it).
+    TokenExpired,
+    /// These typing states ran out (possibly none): each is cleared and said so.
+    TypingCleared(Vec<ConversationId>),
+}
+
+#[derive(Debug)]
+pub(super) struct Timers {
+    token: Instant,
+    typing: HashMap<ConversationId, Instant>,
+    typing_timeout: Duration,
+}
+
+impl Timers {
+    pub(super) fn new(token: Instant, typing_timeout: Duration) -> Self {
+        Self { token, typing: HashMap::new(), typing_timeout }
+    }
+
+    /// A refreshed token.
+    pub(super) fn set_token(&mut self, expires: Instant) {
+        self.token = expires;
+    }
+
+    /// The user is typing in `c`: cleared at `now` plus the timeout unless stopped or renewed.
+    pub(super) fn start_typing(&mut self, c: ConversationId, now: Instant) {
+        self.typing.insert(c, now + self.typing_timeout);
+    }
+
+    /// Stops a typing state; true if there was one (then others should hear it stopped).
+    pub(super) fn stop_typing(&mut self, c: &ConversationId) -> bool {
+        self.typing.remove(c).is_some()
+    }
+
+    /// Every typing state, removed (the connection is ending).
+    pub(super) fn drain_typing(&mut self) -> Vec<ConversationId> {
+        self.typing.drain().map(|(c, _)| c).collect()
+    }
+
+    /// The earliest instant anything is due.
+    pub(super) fn next(&self) -> Instant {
+        self.typing.values().copied().fold(self.token, Instant::min)
+    }
+
+    /// What is due at `now`; typing states that are due are removed.
+    pub(super) fn due(&mut self, now: Instant) -> Due {
+        if now >= self.token {
+            return Due::TokenExpired;
+        }
+        let due: Vec<ConversationId> = self.typing.iter().filter(|(_, d)| **d <= now).map(|(c, _)| c.clone()).collect();
+        for c in &due {
+            self.typing.remove(c);
+        }
+        Due::TypingCleared(due)
+    }
+}
+
+/// What the frame gate says of one frame.
+#[derive(Debug, PartialEq)]
+pub(super) enum Admit {
+    Yes,
+    /// Over the rate: refuse this frame (`RATE_LIMITED`), the connection carries on.
+    Refused(Exceeded),
+    /// Over the rate more than the allowed frames in a row: close the connection (1008).
+    Close,
+}
+
+#[derive(Debug)]
+pub(super) struct FrameGate {
+    rate: Bucket,
+    strikes: u32,
+    max_strikes: u32,
+}
+
+impl FrameGate {
+    pub(super) fn new(rate: Bucket, max_strikes: u32) -> Self {
+        Self { rate, strikes: 0, max_strikes }
+    }
+
+    /// Every frame, good or bad, passes here first (SPEC §4: per connection 10 frames/s with a
+    /// burst of 20). An admitted frame clears the strikes.
+    pub(super) fn admit(&mut self, now: Instant) -> Admit {
+        match self.rate.take(now) {
+            Ok(()) => {
+                self.strikes = 0;
+                Admit::Yes
+            }
+            Err(_) if self.strikes >= self.max_strikes => Admit::Close,
+            Err(e) => {
+                self.strikes += 1;
+                Admit::Refused(e)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn c(s: &str) -> ConversationId {
+        ConversationId::parse(s).unwrap()
+    }
+
+    const SIX: Duration = Duration::from_secs(6);
+
+    #[test]
+    fn typing_states_clear_after_the_timeout_unless_stopped_or_renewed() {
+        let t0 = Instant::now();
+        let mut t = Timers::new(t0 + Duration::from_secs(3600), SIX);
+        t.start_typing(c("a"), t0);
+        t.start_typing(c("b"), t0 + Duration::from_secs(2));
+        assert_eq!(t.next(), t0 + SIX);
+        assert_eq!(t.due(t0 + Duration::from_secs(5)), Due::TypingCleared(vec![]));
+        t.start_typing(c("a"), t0 + Duration::from_secs(5)); // renewed
+        assert_eq!(t.due(t0 + SIX), Due::TypingCleared(vec![]), "a was renewed");
+        assert_eq!(t.due(t0 + Duration::from_secs(8)), Due::TypingCleared(vec![c("b")]));
+        assert!(t.stop_typing(&c("a")));
+        assert!(!t.stop_typing(&c("a")), "stopped once");
+        assert_eq!(t.next(), t0 + Duration::from_secs(3600), "only the token is left");
+    }
+
+    #[test]
+    fn the_token_s_expiry_comes_first_and_a_refresh_moves_it() {
+        let t0 = Instant::now();
+        let mut t = Timers::new(t0 + Duration::from_secs(60), SIX);
+        t.start_typing(c("a"), t0 + Duration::from_secs(58));
+        assert_eq!(t.next(), t0 + Duration::from_secs(60));
+        t.set_token(t0 + Duration::from_secs(120));
+        assert_eq!(t.due(t0 + Duration::from_secs(61)), Due::TypingCleared(vec![]));
+        assert_eq!(t.due(t0 + Duration::from_secs(120)), Due::TokenExpired);
+        assert_eq!(t.drain_typing(), vec![c("a")]);
+    }
+
+    #[test]
+    fn over_the_rate_frames_are_refused_then_the_connection_closed_and_a_good_frame_forgives() {
+        let t0 = Instant::now();
+        let mut g = FrameGate::new(Bucket::new(10, Duration::from_secs(1), 20, t0), 3);
+        for _ in 0..20 {
+            assert_eq!(g.admit(t0), Admit::Yes);
+        }
+        for _ in 0..3 {
+            assert!(matches!(g.admit(t0), Admit::Refused(_)));
+        }
+        assert_eq!(g.admit(t0), Admit::Close, "the fourth strike in a row");
+        // A tenth of a second refills one frame: admitted, and the strikes start over.
+        let later = t0 + Duration::from_millis(100);
+        assert_eq!(g.admit(later), Admit::Yes);
+        assert!(matches!(g.admit(later), Admit::Refused(_)));
+    }
+}
