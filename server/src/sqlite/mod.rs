@@ -12,12 +12,8 @@ mod schema;
 mod writer;
 
 use confab_codec::event::Message;
-#[allow(unused_imports)]
 use confab_codec::event::Metadata;
-#[allow(unused_imports)]
-use confab_codec::{
-    ConnectionId, ConversationId, LocalId, MessageId, MessageKind, PhotoId, RequestId, Seq, Timestamp, UserId,
-};
+use confab_codec::{ConversationId, LocalId, MessageId, MessageKind, PhotoId, Seq, Timestamp, UserId};
 use confab_core::metrics::Metrics;
 use confab_core::store::*;
 use rows::*;
