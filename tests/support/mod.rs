@@ -80,6 +80,18 @@ impl Server {
                 args.extend(pair.iter().map(|s| s.to_string()));
             }
         }
+        // The whole suite against another configuration (another store, when there is one):
+        // `CONFAB_E2E_ARGS="--sync normal" cargo test -p confab-tests`. A flag the test sets
+        // itself wins.
+        let suite = std::env::var("CONFAB_E2E_ARGS").unwrap_or_default();
+        let mut suite = suite.split_whitespace().peekable();
+        while let Some(flag) = suite.next() {
+            let value = suite.next_if(|v| !v.starts_with("--"));
+            if !extra.contains(&flag) {
+                args.push(flag.to_string());
+                args.extend(value.map(str::to_string));
+            }
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         args.extend(["--dev-cert-dir".to_string(), dir.join("certs").display().to_string()]);
         let mut s = Server {
