@@ -72,22 +72,14 @@ impl LocalPresence {
 impl Presence for LocalPresence {
     fn connected(&self, user: &UserId, limit: usize) -> Result<bool, PresenceError> {
         let mut s = self.lock();
-        let entry = s.online.entry(user.clone()).or_insert(Online {
-            connections: 0,
-            status: PresenceStatus::Online,
-            message: None,
-        });
-        if entry.connections >= limit {
-            let n = entry.connections;
-            if n == 0 {
-                s.online.remove(user);
-            }
-            return Err(PresenceError::TooManyConnections(n));
+        let now = s.online.get(user).map_or(0, |u| u.connections);
+        if now >= limit {
+            return Err(PresenceError::TooManyConnections(now));
         }
-        entry.connections += 1;
-        let first = entry.connections == 1;
+        let online = Online { connections: 0, status: PresenceStatus::Online, message: None };
+        s.online.entry(user.clone()).or_insert(online).connections += 1;
         s.connections += 1;
-        Ok(first)
+        Ok(now == 0)
     }
 
     fn disconnected(&self, user: &UserId, at: Timestamp) -> bool {

@@ -26,16 +26,9 @@ pub struct Settings {
     pub public_url: Option<String>,
     /// The HTTPS (and WebTransport) port once bound, for `/client-config`.
     pub https_port: std::sync::OnceLock<u16>,
-    /// The TLS certificates (replaced on SIGHUP and dev renewal), for `/cert-hash`.
-    pub certs: Option<Arc<crate::tls::CertStore>>,
 }
 
 impl Settings {
-    /// The current certificate's SHA-256 (hex), when there is a TLS listener.
-    pub fn cert_sha256(&self) -> Option<String> {
-        self.certs.as_ref().map(|c| c.sha256_hex())
-    }
-
     /// Whether the request's `Origin` may connect (none: not a browser, always allowed; an
     /// origin that is not text matches nothing).
     pub fn origin_allowed(&self, headers: &axum::http::HeaderMap) -> bool {
@@ -91,4 +84,12 @@ pub struct Scheme(pub &'static str);
 pub struct App {
     pub node: Arc<Node>,
     pub settings: Arc<Settings>,
+}
+
+impl App {
+    /// The SHA-256 (hex) of the certificate new handshakes get (it changes on SIGHUP and dev
+    /// renewal), when there is a TLS listener.
+    pub fn cert_sha256(&self) -> Option<String> {
+        self.node.certificate.as_ref().map(|c| c.sha256_hex())
+    }
 }

@@ -154,7 +154,6 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         public_url: config.public_url.clone(),
         default_dialect: config.default_dialect,
         https_port: std::sync::OnceLock::new(),
-        certs: certs.clone(),
     };
     let app = App { node: Arc::clone(&node), settings: Arc::new(settings) };
     let router = api::router(app.clone());

@@ -94,6 +94,16 @@ impl Client {
     }
 }
 
+/// Every client joins `c`, and has been told so.
+async fn join_all(clients: &mut [&mut Client], c: &str) {
+    for client in clients.iter() {
+        client.send("conversation:join", json!({"conversation_id": c})).await;
+    }
+    for client in clients.iter_mut() {
+        client.next_of("conversation:joined").await;
+    }
+}
+
 async fn conversation(node: &Node, id: &str, members: &[&str]) -> ConversationId {
     let c = ConversationId::parse(id).unwrap();
     let members = members.iter().map(|m| UserId::parse(m).unwrap()).collect();
@@ -110,11 +120,7 @@ async fn a_message_is_acknowledged_then_delivered_once_in_order() {
     conversation(&node, "c1", &["alice", "bob"]).await;
     let mut alice = Client::connect(&node, "alice", HOUR).await;
     let mut bob = Client::connect(&node, "bob", HOUR).await;
-    for c in [&alice, &bob] {
-        c.send("conversation:join", json!({"conversation_id": "c1"})).await;
-    }
-    alice.next_of("conversation:joined").await;
-    bob.next_of("conversation:joined").await;
+    join_all(&mut [&mut alice, &mut bob], "c1").await;
     for (i, text) in ["one", "two", "three"].iter().enumerate() {
         alice
             .send("message:send", json!({"conversation_id": "c1", "content": text, "local_id": format!("l{i}")}))
@@ -138,12 +144,9 @@ async fn a_message_is_acknowledged_then_delivered_once_in_order() {
 async fn typing_is_cleared_by_the_server_after_six_seconds_without_a_stop() {
     let node = node(Limits::default());
     conversation(&node, "c1", &["alice", "bob"]).await;
-    let alice = Client::connect(&node, "alice", HOUR).await;
+    let mut alice = Client::connect(&node, "alice", HOUR).await;
     let mut bob = Client::connect(&node, "bob", HOUR).await;
-    for c in [&alice, &bob] {
-        c.send("conversation:join", json!({"conversation_id": "c1"})).await;
-    }
-    bob.next_of("conversation:joined").await;
+    join_all(&mut [&mut alice, &mut bob], "c1").await;
     alice.send("typing:start", json!({"conversation_id": "c1"})).await;
     let on = bob.next_of("typing:indicator").await;
     assert_eq!((on["data"]["user_id"].as_str(), on["data"]["is_typing"].as_bool()), (Some("alice"), Some(true)));
@@ -258,11 +261,7 @@ async fn two_nodes_on_one_bus_hear_each_other_s_messages_and_membership_changes(
     }
     let mut alice = Client::connect(&a, "alice", HOUR).await;
     let mut bob = Client::connect(&b, "bob", HOUR).await;
-    for c in [&alice, &bob] {
-        c.send("conversation:join", json!({"conversation_id": "c1"})).await;
-    }
-    alice.next_of("conversation:joined").await;
-    bob.next_of("conversation:joined").await;
+    join_all(&mut [&mut alice, &mut bob], "c1").await;
     alice.send("message:send", json!({"conversation_id": "c1", "content": "across"})).await;
     assert_eq!(alice.next_of("message:sent").await["data"]["seq"], 1);
     let new = bob.next_of("message:new").await;

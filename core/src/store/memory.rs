@@ -5,7 +5,7 @@
 use super::*;
 use confab_codec::event::Message;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 #[derive(Debug)]
@@ -37,13 +37,12 @@ struct State {
 pub struct MemoryStore {
     state: Mutex<State>,
     sink: Arc<dyn CommitSink>,
-    next_id: AtomicU64,
     closed: AtomicBool,
 }
 
 impl MemoryStore {
     pub fn new(sink: Arc<dyn CommitSink>) -> Self {
-        Self { state: Mutex::default(), sink, next_id: AtomicU64::new(1), closed: AtomicBool::new(false) }
+        Self { state: Mutex::default(), sink, closed: AtomicBool::new(false) }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -54,15 +53,6 @@ impl MemoryStore {
     fn with<T: Send + 'static>(&self, f: impl FnOnce(&mut State) -> Result<T, StoreError>) -> StoreFuture<'_, T> {
         let out = if self.closed.load(Ordering::Acquire) { Err(StoreError::Closed) } else { f(&mut self.lock()) };
         Box::pin(std::future::ready(out))
-    }
-
-    fn message_id(&self) -> MessageId {
-        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-        // Later ids sort after earlier ones, as the SQLite store's do.
-        MessageId::generate(
-            "msg_",
-            (u128::from(crate::clock::system_now().as_millis().max(0) as u64) << 56) | u128::from(n),
-        )
     }
 }
 
@@ -76,6 +66,25 @@ fn live<'a>(conv: &'a Conversation, m: &MessageId) -> Result<&'a Message, StoreE
         .find(|s| !s.deleted && &s.message.id == m)
         .map(|s| &s.message)
         .ok_or_else(|| StoreError::NotFound(format!("message {m} not found")))
+}
+
+/// Inserts under a fresh key: ids are made by the server, so a repeat is a bug (as the SQLite
+/// store's primary key says).
+fn insert_new<K: std::hash::Hash + Eq + std::fmt::Display, V>(
+    map: &mut HashMap<K, V>,
+    key: K,
+    value: V,
+    what: &str,
+) -> Result<(), StoreError> {
+    match map.entry(key) {
+        std::collections::hash_map::Entry::Occupied(e) => {
+            Err(StoreError::Database(format!("{what} {} exists", e.key())))
+        }
+        std::collections::hash_map::Entry::Vacant(e) => {
+            e.insert(value);
+            Ok(())
+        }
+    }
 }
 
 fn info(id: &ConversationId, c: &Conversation) -> ConversationInfo {
@@ -95,8 +104,9 @@ fn set_members(c: &mut Conversation, members: Vec<UserId>) {
 }
 
 impl Store for MemoryStore {
-    fn append(&self, m: NewMessage) -> StoreFuture<'_, Appended> {
+    fn append(&self, mut m: NewMessage) -> StoreFuture<'_, Appended> {
         self.with(|s| {
+            let requester = m.requester.take();
             let conv = s.conversations.get_mut(&m.conversation_id).ok_or_else(|| not_found(&m.conversation_id))?;
             if let Some(local) = &m.local_id {
                 if let Some(seq) = conv.by_local_id.get(&(m.sender_id.clone(), local.clone())) {
@@ -105,20 +115,7 @@ impl Store for MemoryStore {
                 }
             }
             let seq = Seq(conv.last_seq.0 + 1);
-            let message = Message {
-                id: self.message_id(),
-                conversation_id: m.conversation_id,
-                seq: Some(seq),
-                sender_id: m.sender_id,
-                content: m.content,
-                kind: m.kind,
-                metadata: m.metadata,
-                created_at: m.created_at,
-                updated_at: None,
-                is_read: None,
-                local_id: m.local_id,
-                reply_to: m.reply_to,
-            };
+            let message = m.into_message(new_message_id(), seq);
             conv.last_seq = seq;
             if let Some(local) = &message.local_id {
                 conv.by_local_id.insert((message.sender_id.clone(), local.clone()), seq);
@@ -127,7 +124,7 @@ impl Store for MemoryStore {
                 sender.read = sender.read.max(seq);
             }
             conv.messages.insert(seq, Stored { message: message.clone(), deleted: false });
-            for user in self.sink.committed(&message, m.requester.as_ref()) {
+            for user in self.sink.committed(&message, requester.as_ref()) {
                 if let Some(member) = conv.members.get_mut(&user) {
                     member.delivered = member.delivered.max(seq);
                 }
@@ -292,13 +289,7 @@ impl Store for MemoryStore {
     }
 
     fn create_photo(&self, p: Photo) -> StoreFuture<'_, ()> {
-        self.with(move |s| {
-            if s.photos.contains_key(&p.id) {
-                return Err(StoreError::Database(format!("photo {} exists", p.id)));
-            }
-            s.photos.insert(p.id.clone(), p);
-            Ok(())
-        })
+        self.with(move |s| insert_new(&mut s.photos, p.id.clone(), p, "photo"))
     }
 
     fn photo(&self, id: &PhotoId) -> StoreFuture<'_, Option<Photo>> {
@@ -331,13 +322,7 @@ impl Store for MemoryStore {
     }
 
     fn put_attachment(&self, a: Attachment) -> StoreFuture<'_, ()> {
-        self.with(move |s| {
-            if s.attachments.contains_key(&a.id) {
-                return Err(StoreError::Database(format!("attachment {} exists", a.id)));
-            }
-            s.attachments.insert(a.id.clone(), a);
-            Ok(())
-        })
+        self.with(move |s| insert_new(&mut s.attachments, a.id.clone(), a, "attachment"))
     }
 
     fn attachment(&self, id: &str) -> StoreFuture<'_, Option<Attachment>> {

@@ -60,6 +60,36 @@ pub struct NewMessage {
     pub requester: Option<Requester>,
 }
 
+impl NewMessage {
+    /// The message as stored, with the `id` and `seq` the store gave it (the requester is
+    /// not part of it).
+    pub fn into_message(self, id: MessageId, seq: Seq) -> Message {
+        Message {
+            id,
+            conversation_id: self.conversation_id,
+            seq: Some(seq),
+            sender_id: self.sender_id,
+            content: self.content,
+            kind: self.kind,
+            metadata: self.metadata,
+            created_at: self.created_at,
+            updated_at: None,
+            is_read: None,
+            local_id: self.local_id,
+            reply_to: self.reply_to,
+        }
+    }
+}
+
+/// A fresh message id: the wall clock's milliseconds first, then 56 random bits, so that ids
+/// made later sort after earlier ones (the hex keeps its length until the year 2527) and a
+/// database's id index grows at its right edge. The prefix keeps ids recognisable in logs.
+pub fn new_message_id() -> MessageId {
+    let ms = u64::try_from(crate::clock::system_now().as_millis()).unwrap_or(0);
+    let random = rand::random::<u64>() >> 8;
+    MessageId::generate("msg_", (u128::from(ms) << 56) | u128::from(random))
+}
+
 /// The connection that asked for an append, and the request it answers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Requester {

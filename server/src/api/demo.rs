@@ -50,9 +50,9 @@ pub(super) async fn client_config(State(app): State<App>) -> Json<Value> {
     let s = &app.settings;
     Json(json!({
         "webtransport_port": s.https_port.get(),
-        "websocket_path": "/ws",
+        "websocket_path": confab_codec::wire::path::WS,
         "dev": s.dev,
-        "cert_sha256": if s.dev { s.cert_sha256() } else { None },
+        "cert_sha256": if s.dev { app.cert_sha256() } else { None },
     }))
 }
 

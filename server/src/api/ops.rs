@@ -73,7 +73,7 @@ pub(super) async fn dev_token(
 
 /// Dev mode only (SPEC §5): the certificate's SHA-256, for `serverCertificateHashes`.
 pub(super) async fn cert_hash(State(app): State<App>) -> Result<Json<Value>, ApiError> {
-    let hex = app.settings.cert_sha256().ok_or_else(|| ApiError(ErrorCode::NotFound, "no TLS listener".into()))?;
+    let hex = app.cert_sha256().ok_or_else(|| ApiError(ErrorCode::NotFound, "no TLS listener".into()))?;
     let bytes: Vec<u8> =
         (0..hex.len()).step_by(2).filter_map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect();
     Ok(Json(json!({"algorithm": "sha-256", "hex": hex, "value": bytes})))

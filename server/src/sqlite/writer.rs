@@ -472,17 +472,9 @@ pub(super) fn apply_one(tx: &mut Transaction<'_>, w: Write, seqs: &mut Seqs) -> 
     }
 }
 
+/// The wall clock in milliseconds, for the store's own columns (`created_at`, `deleted_at`).
 pub(super) fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
-pub(super) fn new_message_id() -> MessageId {
-    // The milliseconds first, then 56 random bits: ids made later sort after earlier ones (the
-    // hex has the same length until the year 2527), so the `id` index grows at its right edge
-    // and a batch dirties one or two of its pages instead of one random page per message (a
-    // WAL frame each). The prefix keeps ids recognisable in logs.
-    let random = rand::random::<u64>() >> 8;
-    MessageId::generate("msg_", (u128::from(now_ms().max(0) as u64) << 56) | u128::from(random))
+    confab_core::clock::system_now().as_millis()
 }
 
 static INSERT_MESSAGE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
@@ -533,20 +525,7 @@ pub(super) fn append(t: &Connection, m: NewMessage, seqs: &mut Seqs) -> Result<A
         return Ok(Appended { message: existing?, duplicate: true });
     }
     seqs.appended(&m.conversation_id, &m.sender_id, seq);
-    let message = Message {
-        id,
-        conversation_id: m.conversation_id,
-        seq: Some(Seq(seq as u64)),
-        sender_id: m.sender_id,
-        content: m.content,
-        kind: m.kind,
-        metadata: m.metadata,
-        created_at: m.created_at,
-        updated_at: None,
-        is_read: None,
-        local_id: m.local_id,
-        reply_to: m.reply_to,
-    };
+    let message = m.into_message(id, Seq(seq as u64));
     Ok(Appended { message, duplicate: false })
 }
 
