@@ -16,6 +16,16 @@ pub(crate) struct ChildServer {
 impl ChildServer {
     /// Runs `wrapper` (e.g. `ip netns exec NS`, or nothing) followed by this binary `--serve ip`.
     pub(crate) fn start(wrapper: &[&str], ip: &str, threads: usize) -> Result<Self, String> {
+        Self::start_with_env(wrapper, ip, threads, &[])
+    }
+
+    /// The same, with these environment variables set for the server (`CONFAB_SYNC`, ...).
+    pub(crate) fn start_with_env(
+        wrapper: &[&str],
+        ip: &str,
+        threads: usize,
+        env: &[(&str, &str)],
+    ) -> Result<Self, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let mut command = match wrapper.split_first() {
             Some((program, args)) => {
@@ -27,6 +37,7 @@ impl ChildServer {
         };
         let mut child = command
             .args(["--serve", ip, "--server-threads", &threads.to_string()])
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -46,6 +46,8 @@ impl Target {
 pub(crate) struct FrameBytes {
     pub(crate) sent: AtomicU64,
     pub(crate) received: AtomicU64,
+    /// Frames (WebSocket messages, or length-prefixed frames on a QUIC stream) received.
+    pub(crate) frames: AtomicU64,
 }
 
 /// The sending half.
@@ -238,6 +240,7 @@ fn spawn_reader(
                 return;
             }
             while let Ok(Some(f)) = frames.next_frame() {
+                bytes.frames.fetch_add(1, Ordering::Relaxed);
                 if let Ok(env) = codec.decode_server(&f) {
                     if events.send(env).await.is_err() {
                         return;
@@ -322,6 +325,7 @@ impl Rx {
                 // Server frames are not masked: a 2-byte header, 4 past 125 bytes.
                 let header = if bytes.len() < 126 { 2 } else { 4 };
                 self.bytes.received.fetch_add((bytes.len() + header) as u64, Ordering::Relaxed);
+                self.bytes.frames.fetch_add(1, Ordering::Relaxed);
                 let format = if matches!(msg, Message::Text(_)) { Format::Json } else { Format::MsgPack };
                 if let Ok(env) = (Codec { format, ..self.codec.clone() }).decode_server(bytes) {
                     return Some(env);

@@ -12,6 +12,7 @@ mod lossy;
 mod plots;
 mod scenario;
 mod setup;
+mod versus;
 
 use clap::Parser;
 use client::Target;
@@ -64,6 +65,17 @@ struct Args {
     /// Idle WebTransport sessions in the density scenario (full runs).
     #[arg(long, default_value_t = 20_000)]
     density_wt: usize,
+    /// Rates (messages per second in all) of the versus scenario (confab against Socket.IO).
+    #[arg(long, value_delimiter = ',', default_values_t = [1000.0, 5000.0])]
+    versus_rates: Vec<f64>,
+    /// Rounds of the versus scenario (medians are printed over them); 3 by default, 1 with
+    /// `--quick` or `--smoke`.
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Only the versus scenario's servers whose name contains one of these (`confab/full`,
+    /// `confab/normal`, `socket.io/mem`, `socket.io/sqlite`), e.g. `--versus-servers confab`.
+    #[arg(long, value_delimiter = ',')]
+    versus_servers: Vec<String>,
     /// Worker threads of the load generator's runtime.
     #[arg(long, default_value_t = 2)]
     client_threads: usize,
@@ -147,7 +159,7 @@ async fn run_all(args: &Args, addr: &str, h3: Option<(String, String)>) -> bool 
     let wanted = |name: &str| args.only.as_deref().is_none_or(|o| name.contains(o));
     let mut ok = true;
     eprintln!(
-        "{:<28} {:<15} {:<8} {:>7} {:>8} {:>8} {:>6} {:>8} {:>8} {:>8} {:>9} {:>10} {:>9} {:>8}",
+        "{:<28} {:<16} {:<8} {:>7} {:>8} {:>8} {:>6} {:>8} {:>8} {:>8} {:>9} {:>10} {:>9} {:>8} {:>10}",
         "scenario",
         "transport",
         "codec",
@@ -162,6 +174,7 @@ async fn run_all(args: &Args, addr: &str, h3: Option<(String, String)>) -> bool 
         "msgs/s",
         "B/msg",
         "x floor",
+        "cpu_us/msg",
     );
     let ws = Target::Ws(addr.to_string());
     let wt = h3.map(|(a, h)| Target::Wt(a, h));
@@ -206,6 +219,12 @@ async fn run_all(args: &Args, addr: &str, h3: Option<(String, String)>) -> bool 
             }
             ok &= report(r);
         }
+    }
+    if wanted("versus") {
+        // confab and Socket.IO side by side, each server in a child process on a core of its own.
+        let rounds = args.rounds.unwrap_or(if args.smoke || args.quick { 1 } else { 3 });
+        let rates: &[f64] = if args.smoke { &[200.0] } else { &args.versus_rates };
+        ok &= versus::run_all(rates, pairs, secs, rounds, args.server_threads, &args.versus_servers, &report).await;
     }
     if wanted("lossy") {
         let losses: &[u32] = if args.smoke { &[1] } else { &[0, 1, 3] };
@@ -282,9 +301,9 @@ fn report(r: Result<Report, String>) -> bool {
     match r {
         Ok(r) => {
             eprintln!(
-                "{:<28} {:<15} {:<8} {:>7} {:>8} {:>8} {:>6} {:>8} {:>8} {:>8} {:>9} {:>10.0} {:>9} {:>8}",
+                "{:<28} {:<16} {:<8} {:>7} {:>8} {:>8} {:>6} {:>8} {:>8} {:>8} {:>9} {:>10.0} {:>9} {:>8} {:>10}",
                 r.scenario,
-                r.transport,
+                r.server.as_deref().unwrap_or(&r.transport),
                 r.codec,
                 r.clients,
                 r.sent,
@@ -295,8 +314,9 @@ fn report(r: Result<Report, String>) -> bool {
                 r.p999_us,
                 r.max_us,
                 r.msgs_per_s,
-                r.frame_bytes_down.map(|b| format!("{b:.0}")).unwrap_or_default(),
+                r.frame_bytes_down.or(r.server_bytes_per_msg).map(|b| format!("{b:.0}")).unwrap_or_default(),
                 r.p50_vs_floor.map(|x| format!("{x:.2}")).unwrap_or_default(),
+                r.server_cpu_us_per_msg.map(|x| format!("{x:.1}")).unwrap_or_default(),
             );
             println!("{}", serde_json::to_string(&r).unwrap_or_default());
             true

@@ -55,6 +55,16 @@ pub(crate) struct Report {
     pub(crate) rss_after_kib: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub(crate) kib_per_connection: Option<f64>,
+    /// The versus scenario: which server, and per delivered message its CPU time (user and
+    /// system, from `/proc/PID/stat`) and the frames and bytes it wrote to all clients.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub(crate) server: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub(crate) server_cpu_us_per_msg: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub(crate) server_frames_per_msg: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub(crate) server_bytes_per_msg: Option<f64>,
 }
 
 /// An empty latency histogram: 1 µs to 60 s, 3 significant digits.
@@ -74,7 +84,7 @@ fn send_env(conv: &ConversationId, content: String) -> ClientEnvelope {
     }))
 }
 
-fn join_env(conv: &ConversationId) -> ClientEnvelope {
+pub(crate) fn join_env(conv: &ConversationId) -> ClientEnvelope {
     ClientEnvelope::new(ClientEvent::Join(confab_codec::event::Join { conversation_id: conv.clone(), since_seq: None }))
 }
 
@@ -83,7 +93,7 @@ fn conv_id(s: &str) -> Result<ConversationId, String> {
 }
 
 /// Reads until `conversation:joined` (or an error), skipping other events.
-async fn await_joined(rx: &mut Rx) -> Result<(), String> {
+pub(crate) async fn await_joined(rx: &mut Rx) -> Result<(), String> {
     while let Some(env) = rx.next().await {
         match env.event {
             ServerEvent::Joined(_) => return Ok(()),
@@ -237,6 +247,10 @@ pub(crate) fn finish(
         rss_before_kib: None,
         rss_after_kib: None,
         kib_per_connection: None,
+        server: None,
+        server_cpu_us_per_msg: None,
+        server_frames_per_msg: None,
+        server_bytes_per_msg: None,
     }
 }
 
@@ -368,7 +382,7 @@ pub(crate) async fn floor_latency(
 
 /// Runs the open loop: each sender on its own schedule (spread over the period so the load is
 /// even), each receiver recording latency. Returns (sent, received, histogram).
-async fn open_loop<S: SendText, R: NextText>(
+pub(crate) async fn open_loop<S: SendText, R: NextText>(
     pairs: Vec<(ConversationId, S, R)>,
     rate: f64,
     secs: f64,
@@ -522,6 +536,6 @@ pub(crate) async fn throughput(
     Ok(finish(name, target.name(), format, clients, (owed, received), &h, secs, None))
 }
 
-fn rand_tag() -> u32 {
+pub(crate) fn rand_tag() -> u32 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos() % 100_000)
 }

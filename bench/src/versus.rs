@@ -1,0 +1,484 @@
+//! confab against Socket.IO, side by side in one run (issue 19): each server in a child process
+//! pinned to a core of its own (`taskset -c 1`), the load generator on the other core, 1:1
+//! pairs over WebSocket with JSON in open loop at a few rates, and for every run the server's
+//! CPU per delivered message (from `/proc/PID/stat`) and the frames and bytes it wrote per
+//! delivered message, next to the latency.
+//!
+//! The Socket.IO relay is `bench/peers/socketio/server.js` (its own `package.json` and lock
+//! file); it runs when `node` and the relay's `node_modules` are there (`npm ci` in that
+//! folder) and is skipped with a message otherwise. Its SQLite mode needs the optional
+//! `better-sqlite3`.
+
+use crate::child::ChildServer;
+use crate::client::{FrameBytes, Target, connect};
+use crate::scenario::{NextText, Report, SendText, finish, open_loop};
+use crate::setup::{SECRET, create_conversation, token};
+use confab_codec::{ConversationId, Format};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+
+/// The servers compared, in the order they run within a round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Server {
+    ConfabFull,
+    ConfabNormal,
+    SocketIoMemory,
+    SocketIoSqlite,
+}
+
+impl Server {
+    fn name(self) -> &'static str {
+        match self {
+            Self::ConfabFull => "confab/full",
+            Self::ConfabNormal => "confab/normal",
+            Self::SocketIoMemory => "socket.io/mem",
+            Self::SocketIoSqlite => "socket.io/sqlite",
+        }
+    }
+}
+
+/// A running server of either kind.
+enum Running {
+    Confab(ChildServer),
+    SocketIo(NodePeer),
+}
+
+impl Running {
+    fn pid(&self) -> u32 {
+        match self {
+            Self::Confab(c) => c.pid(),
+            Self::SocketIo(p) => p.child.id(),
+        }
+    }
+}
+
+/// `taskset -c CPU` where the machine has two cores or more (the server on the last core, the
+/// load generator on the others), nothing otherwise.
+fn pinning() -> (Vec<String>, Option<String>) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores < 2 || Command::new("taskset").arg("-V").output().is_err() {
+        return (Vec::new(), None);
+    }
+    let server = (cores - 1).to_string();
+    let clients = if cores == 2 { "0".to_string() } else { format!("0-{}", cores - 2) };
+    (vec!["taskset".into(), "-c".into(), server], Some(clients))
+}
+
+/// Pins every thread of this process (the load generator) to `cpus`.
+fn pin_self(cpus: &str) {
+    let pid = std::process::id().to_string();
+    match Command::new("taskset").args(["-a", "-p", "-c", cpus, &pid]).output() {
+        Ok(o) if o.status.success() => {}
+        _ => eprintln!("(could not pin the load generator to cores {cpus})"),
+    }
+}
+
+/// The server's CPU time so far (user + system, all threads, dead ones too), in µs.
+fn cpu_us(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after its ')' are plain.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // The kernel reports clock ticks of USER_HZ, 100 on Linux.
+    Some(ticks * 10_000)
+}
+
+fn peer_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("peers").join("socketio")
+}
+
+/// Why the Socket.IO relay cannot run here, if it cannot.
+fn socketio_missing() -> Option<String> {
+    if Command::new("node").arg("--version").output().is_err() {
+        return Some("node is not installed".into());
+    }
+    if !peer_dir().join("node_modules").join("socket.io").exists() {
+        return Some(format!("run `npm ci` in {}", peer_dir().display()));
+    }
+    None
+}
+
+/// The Socket.IO relay in a child process; stopped on drop by closing its stdin.
+struct NodePeer {
+    child: Child,
+    port: u16,
+    dir: Option<PathBuf>,
+}
+
+impl NodePeer {
+    fn start(wrapper: &[String], sqlite: bool) -> Result<Self, String> {
+        let dir = sqlite.then(|| std::env::temp_dir().join(format!("confab-bench-sio-{}", std::process::id())));
+        let store = match &dir {
+            Some(d) => {
+                let _ = std::fs::remove_dir_all(d);
+                std::fs::create_dir_all(d).map_err(|e| e.to_string())?;
+                format!("sqlite:{}", d.join("chat.db").display())
+            }
+            None => "memory".into(),
+        };
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg("node");
+                c
+            }
+            None => Command::new("node"),
+        };
+        let mut child = command
+            .arg(peer_dir().join("server.js"))
+            .args(["--secret", SECRET, "--store", &store])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("node: {e}"))?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut line = String::new();
+        let read = BufReader::new(stdout).read_line(&mut line);
+        let mut peer = Self { child, port: 0, dir };
+        read.map_err(|e| e.to_string())?;
+        peer.port = line.trim().strip_prefix("READY port=").and_then(|p| p.parse().ok()).unwrap_or(0);
+        if peer.port == 0 {
+            return Err(format!("the Socket.IO relay said {line:?}"));
+        }
+        Ok(peer)
+    }
+}
+
+impl Drop for NodePeer {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(d) = &self.dir {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A Socket.IO client (Engine.IO 4 over a WebSocket, no polling), enough for the relay: the
+/// handshake with a token, `join` and `send` with acknowledgements, `message` events.
+pub(crate) struct SioTx {
+    sink: SplitSink<Ws, Message>,
+    next_ack: u64,
+}
+
+pub(crate) struct SioRx {
+    stream: SplitStream<Ws>,
+    bytes: Arc<FrameBytes>,
+}
+
+async fn sio_connect(port: u16, token: &str) -> Result<(SioTx, SioRx), String> {
+    let addr = format!("127.0.0.1:{port}");
+    let tcp = tokio::net::TcpStream::connect(&addr).await.map_err(|e| e.to_string())?;
+    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+    let (ws, _) = tokio_tungstenite::client_async_with_config(
+        url,
+        tokio_tungstenite::MaybeTlsStream::Plain(tcp),
+        Some(crate::client::ws_config()),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let (mut sink, mut stream) = ws.split();
+    // Engine.IO open packet, then the Socket.IO CONNECT with the auth payload.
+    let open = sio_read(&mut stream).await?;
+    if !open.starts_with('0') {
+        return Err(format!("Engine.IO said {open:?} instead of its open packet"));
+    }
+    let auth = serde_json::json!({ "token": token });
+    sink.send(Message::Text(format!("40{auth}").into())).await.map_err(|e| e.to_string())?;
+    let connected = sio_read(&mut stream).await?;
+    if !connected.starts_with("40") {
+        return Err(format!("Socket.IO refused the connection: {connected:?}"));
+    }
+    Ok((SioTx { sink, next_ack: 1 }, SioRx { stream, bytes: Arc::new(FrameBytes::default()) }))
+}
+
+async fn sio_read(stream: &mut SplitStream<Ws>) -> Result<String, String> {
+    loop {
+        match stream.next().await {
+            Some(Ok(Message::Text(t))) => return Ok(t.to_string()),
+            Some(Ok(Message::Close(_))) | None => return Err("the Socket.IO connection closed".into()),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(e.to_string()),
+        }
+    }
+}
+
+impl SioTx {
+    async fn emit(&mut self, event: &str, body: serde_json::Value) -> Result<(), String> {
+        let id = self.next_ack;
+        self.next_ack += 1;
+        let packet = serde_json::json!([event, body]);
+        self.sink.send(Message::Text(format!("42{id}{packet}").into())).await.map_err(|e| e.to_string())
+    }
+}
+
+impl SioRx {
+    /// Reads until the acknowledgement of a `join` (`43N[...]`).
+    async fn await_ack(&mut self) -> Result<(), String> {
+        loop {
+            let t = sio_read(&mut self.stream).await?;
+            if t.starts_with("43") {
+                return if t.contains("\"error\"") { Err(t) } else { Ok(()) };
+            }
+        }
+    }
+}
+
+impl SendText for SioTx {
+    async fn send_text(&mut self, conv: &ConversationId, text: String) -> bool {
+        self.emit("send", serde_json::json!({ "conversationId": conv.as_str(), "content": text })).await.is_ok()
+    }
+}
+
+impl NextText for SioRx {
+    async fn next_text(&mut self) -> Option<Option<String>> {
+        loop {
+            let msg = self.stream.next().await?.ok()?;
+            let text = match &msg {
+                Message::Text(t) => t.as_str(),
+                Message::Close(_) => return None,
+                _ => continue,
+            };
+            let header = if text.len() < 126 { 2 } else { 4 };
+            self.bytes.received.fetch_add((text.len() + header) as u64, Ordering::Relaxed);
+            self.bytes.frames.fetch_add(1, Ordering::Relaxed);
+            let Some(body) = text.strip_prefix("42") else { return Some(None) };
+            let content = serde_json::from_str::<serde_json::Value>(body)
+                .ok()
+                .and_then(|v| v.get(1)?.get("content")?.as_str().map(str::to_string));
+            return Some(content);
+        }
+    }
+    fn frame_bytes(&self) -> u64 {
+        self.bytes.received.load(Ordering::Relaxed)
+    }
+}
+
+/// One measured run: `n` fresh pairs on `server`, `rate` msg/s in all, `secs` long.
+async fn run_once(server: Server, running: &Running, n: usize, rate: f64, secs: f64) -> Result<Report, String> {
+    let tag = format!("vs{}{}", server as u8, crate::scenario::rand_tag());
+    let mut counters: Vec<Arc<FrameBytes>> = Vec::new();
+    let report = match running {
+        Running::Confab(c) => {
+            let target = Target::Ws(c.http.clone());
+            let mut pairs = Vec::with_capacity(n);
+            let mut keep = Vec::with_capacity(n);
+            for i in 0..n {
+                let (s, r) = (format!("{tag}s{i}"), format!("{tag}r{i}"));
+                let conv = format!("{tag}c{i}");
+                create_conversation(&c.http, &conv, &[s.clone(), r.clone()]).await?;
+                let conv = ConversationId::parse(&conv)?;
+                let (tx, tx_rx) = connect(&target, &token(&s), Format::Json).await?;
+                let (mut rtx, mut rx) = connect(&target, &token(&r), Format::Json).await?;
+                rtx.join(&crate::scenario::join_env(&conv), &conv).await?;
+                crate::scenario::await_joined(&mut rx).await?;
+                counters.push(Arc::clone(&tx.bytes));
+                counters.push(Arc::clone(rx.bytes()));
+                keep.push((rtx, tx_rx));
+                pairs.push((conv, tx, rx));
+            }
+            // The senders' own events (acks, receipts, echoes) are read and dropped, counted.
+            let until = Instant::now() + Duration::from_secs_f64(secs + 5.0);
+            let mut drains = Vec::new();
+            for (rtx, mut tx_rx) in keep {
+                drains.push(tokio::spawn(async move {
+                    while tokio::time::timeout_at(until.into(), tx_rx.next()).await.ok().flatten().is_some() {}
+                    rtx
+                }));
+            }
+            let r = measure(pairs, &counters, running.pid(), rate, secs).await;
+            for d in drains {
+                d.abort();
+            }
+            r?
+        }
+        Running::SocketIo(p) => {
+            let mut pairs = Vec::with_capacity(n);
+            let mut keep = Vec::with_capacity(n);
+            for i in 0..n {
+                let (s, r) = (format!("{tag}s{i}"), format!("{tag}r{i}"));
+                let conv = ConversationId::parse(&format!("{tag}c{i}"))?;
+                let (mut tx, mut tx_rx) = sio_connect(p.port, &token(&s)).await?;
+                let (mut rtx, mut rx) = sio_connect(p.port, &token(&r)).await?;
+                tx.emit("join", serde_json::json!(conv.as_str())).await?;
+                tx_rx.await_ack().await?;
+                rtx.emit("join", serde_json::json!(conv.as_str())).await?;
+                rx.await_ack().await?;
+                counters.push(Arc::clone(&tx_rx.bytes));
+                counters.push(Arc::clone(&rx.bytes));
+                keep.push((rtx, tx_rx));
+                pairs.push((conv, tx, rx));
+            }
+            let until = Instant::now() + Duration::from_secs_f64(secs + 5.0);
+            let mut drains = Vec::new();
+            for (rtx, mut tx_rx) in keep {
+                drains.push(tokio::spawn(async move {
+                    while tokio::time::timeout_at(until.into(), tx_rx.next_text()).await.ok().flatten().is_some() {}
+                    rtx
+                }));
+            }
+            let r = measure(pairs, &counters, running.pid(), rate, secs).await;
+            for d in drains {
+                d.abort();
+            }
+            r?
+        }
+    };
+    let mut report = report;
+    report.scenario = format!("versus_1to1_{}", rate as u64);
+    report.server = Some(server.name().to_string());
+    Ok(report)
+}
+
+async fn measure<S: SendText, R: NextText>(
+    pairs: Vec<(ConversationId, S, R)>,
+    counters: &[Arc<FrameBytes>],
+    pid: u32,
+    rate: f64,
+    secs: f64,
+) -> Result<Report, String> {
+    let n = pairs.len();
+    let frames = |c: &[Arc<FrameBytes>]| -> (u64, u64) {
+        c.iter()
+            .fold((0, 0), |(f, b), x| (f + x.frames.load(Ordering::Relaxed), b + x.received.load(Ordering::Relaxed)))
+    };
+    let (frames_before, bytes_before) = frames(counters);
+    let cpu_before = cpu_us(pid);
+    let (sent, received, h) = open_loop(pairs, rate, secs).await?;
+    let cpu_after = cpu_us(pid);
+    let (frames_after, bytes_after) = frames(counters);
+    let mut r = finish(String::new(), "websocket", Format::Json, 2 * n, (sent, received), &h, secs, Some(rate));
+    let per = |x: u64| x as f64 / received.max(1) as f64;
+    r.server_cpu_us_per_msg = cpu_before.zip(cpu_after).map(|(a, b)| per(b.saturating_sub(a)));
+    r.server_frames_per_msg = Some(per(frames_after - frames_before));
+    r.server_bytes_per_msg = Some(per(bytes_after - bytes_before));
+    Ok(r)
+}
+
+/// Every server × rate × round; returns the reports, each already passed to `report`.
+pub(crate) async fn run_all(
+    rates: &[f64],
+    pairs: usize,
+    secs: f64,
+    rounds: usize,
+    threads: usize,
+    only: &[String],
+    report: &dyn Fn(Result<Report, String>) -> bool,
+) -> bool {
+    let (wrapper, clients) = pinning();
+    match &clients {
+        Some(cpus) => {
+            pin_self(cpus);
+            eprintln!("(servers pinned to core {}, the load generator to {cpus})", wrapper[2]);
+        }
+        None => eprintln!("(one core, or no taskset: server and load generator share the CPU)"),
+    }
+    let wrapper_refs: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    // A server on one core gets one runtime thread, as confab gives itself by default under
+    // `taskset` (its runtime sizes itself to the cores it may use) and as Node has one.
+    let threads = if clients.is_some() { 1 } else { threads };
+    let mut servers: Vec<(Server, Running)> = Vec::new();
+    let mut ok = true;
+    let wanted = |s: Server| only.is_empty() || only.iter().any(|o| s.name().contains(o.as_str()));
+    for (server, sync) in [(Server::ConfabFull, "full"), (Server::ConfabNormal, "normal")] {
+        if !wanted(server) {
+            continue;
+        }
+        match ChildServer::start_with_env(&wrapper_refs, "127.0.0.1", threads, &[("CONFAB_SYNC", sync)]) {
+            Ok(c) => servers.push((server, Running::Confab(c))),
+            Err(e) => ok &= report(Err(format!("{}: {e}", server.name()))),
+        }
+    }
+    match socketio_missing() {
+        Some(why) => eprintln!("(Socket.IO skipped: {why})"),
+        None => {
+            for (server, sqlite) in [(Server::SocketIoMemory, false), (Server::SocketIoSqlite, true)] {
+                if !wanted(server) {
+                    continue;
+                }
+                match NodePeer::start(&wrapper, sqlite) {
+                    Ok(p) => servers.push((server, Running::SocketIo(p))),
+                    Err(e) => eprintln!("({} skipped: {e})", server.name()),
+                }
+            }
+        }
+    }
+    let mut all: Vec<Report> = Vec::new();
+    for &rate in rates {
+        for _ in 0..rounds {
+            // Alternating within a round, so that a noisy minute hits every server alike.
+            for (server, running) in &servers {
+                match run_once(*server, running, pairs, rate, secs).await {
+                    Ok(r) => {
+                        all.push(r.clone());
+                        ok &= report(Ok(r));
+                    }
+                    Err(e) => ok &= report(Err(format!("{} at {rate} msg/s: {e}", server.name()))),
+                }
+            }
+        }
+    }
+    summarize(&all);
+    drop(servers);
+    if clients.is_some() {
+        // The scenarios after this one share the machine again.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        pin_self(&format!("0-{}", cores - 1));
+    }
+    ok
+}
+
+/// The medians over rounds, one line per server and rate, on stderr.
+fn summarize(all: &[Report]) {
+    fn median(mut v: Vec<f64>) -> f64 {
+        v.sort_by(f64::total_cmp);
+        if v.is_empty() { 0.0 } else { v[v.len() / 2] }
+    }
+    eprintln!(
+        "\nmedians: {:<24} {:>7} {:>8} {:>8} {:>12} {:>10} {:>10}",
+        "server", "msg/s", "p50_us", "p99_us", "cpu_us/msg", "frames/msg", "bytes/msg"
+    );
+    let mut keys: Vec<(String, String)> = Vec::new();
+    for r in all {
+        let k = (r.scenario.clone(), r.server.clone().unwrap_or_default());
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    for (scenario, server) in keys {
+        let runs: Vec<&Report> =
+            all.iter().filter(|r| r.scenario == scenario && r.server.as_deref() == Some(server.as_str())).collect();
+        let m = |f: &dyn Fn(&Report) -> f64| median(runs.iter().map(|r| f(r)).collect());
+        eprintln!(
+            "medians: {:<24} {:>7} {:>8.0} {:>8.0} {:>12.1} {:>10.2} {:>10.0}",
+            server,
+            scenario.trim_start_matches("versus_1to1_"),
+            m(&|r| r.p50_us as f64),
+            m(&|r| r.p99_us as f64),
+            m(&|r| r.server_cpu_us_per_msg.unwrap_or(0.0)),
+            m(&|r| r.server_frames_per_msg.unwrap_or(0.0)),
+            m(&|r| r.server_bytes_per_msg.unwrap_or(0.0)),
+        );
+    }
+}
