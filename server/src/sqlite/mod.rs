@@ -264,9 +264,9 @@ impl Store for SqliteStore {
         let user = user.clone();
         self.read(move |t| {
             let mut stmt = t
-                .prepare_cached(
-                    "SELECT c.id, c.last_seq, m.read_seq FROM members m JOIN conversations c ON c.id = m.conversation_id WHERE m.user_id = ?1 ORDER BY c.last_seq DESC",
-                )
+                .prepare_cached(&format!(
+                    "SELECT c.id, {LAST_SEQ_OF_C} AS last_seq, m.read_seq FROM members m JOIN conversations c ON c.id = m.conversation_id WHERE m.user_id = ?1 ORDER BY last_seq DESC",
+                ))
                 .map_err(db)?;
             let heads = stmt
                 .query_map([user.as_str()], |r| {
@@ -308,7 +308,7 @@ impl Store for SqliteStore {
             // Each conversation's size is counted once, and only up to the bound (MATERIALIZED:
             // not once per member row); a bigger one comes back as one row without members.
             let mut stmt = t
-                .prepare_cached(
+                .prepare_cached(&format!(
                     "WITH mine AS MATERIALIZED (
                          SELECT me.conversation_id AS id,
                                 (SELECT COUNT(*) FROM (SELECT 1 FROM members m
@@ -317,8 +317,8 @@ impl Store for SqliteStore {
                      SELECT c.id, other.user_id FROM mine
                      JOIN conversations c ON c.id = mine.id
                      LEFT JOIN members other ON mine.n < ?2 AND other.conversation_id = mine.id
-                     ORDER BY c.last_seq DESC, c.id",
-                )
+                     ORDER BY {LAST_SEQ_OF_C} DESC, c.id",
+                ))
                 .map_err(db)?;
             let bound = SMALL_GROUP_MAX as i64 + 1;
             let rows = stmt
@@ -644,33 +644,73 @@ mod tests {
 mod timing {
     use super::*;
 
+    /// Tells the writer that the conversation's other member got every message, as the
+    /// fan-out does in a 1:1 conversation, so that delivery marks are written too.
+    #[derive(Debug)]
+    struct OneRecipient(UserId);
+
+    impl CommitSink for OneRecipient {
+        fn committed(&self, _: &Message, _: Option<&Requester>) -> Vec<UserId> {
+            vec![self.0.clone()]
+        }
+    }
+
+    /// This process's CPU time (user + system) in µs, and its write syscalls and bytes.
+    fn costs() -> (u64, u64, u64) {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split(' ').collect();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        let io = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
+        let field = |name: &str| {
+            io.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0)
+        };
+        ((ticks(12) + ticks(13)) * 10_000, field("syscw:"), field("wchar:"))
+    }
+
+    /// One append at a time in a 1:1 conversation (with a `local_id`, the sender's read mark
+    /// and the recipient's delivery mark, as a real message has): latency, and per append the
+    /// process's CPU time and write syscalls (WAL frames are two each) and bytes.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     #[ignore = "a measurement, not a test: cargo test --release -p confab-server append_latency -- --ignored --nocapture"]
     async fn append_latency() {
-        let dir = std::env::temp_dir().join(format!("confab-store-timing-{}", rand::random::<u64>()));
-        let store = open_without_fanout(&dir);
-        let c = ConversationId::parse("c").unwrap();
-        let u = UserId::parse("u").unwrap();
-        store.create_conversation(c.clone(), vec![u.clone()], None).await.unwrap();
-        let mut times = Vec::new();
-        for i in 0..2000 {
-            let m = NewMessage {
-                conversation_id: c.clone(),
-                sender_id: u.clone(),
-                kind: MessageKind::Text,
-                content: format!("m{i}"),
-                metadata: Default::default(),
-                local_id: None,
-                reply_to: None,
-                created_at: Timestamp::from_millis(1),
-                requester: None,
-            };
-            let t = std::time::Instant::now();
-            store.append(m).await.unwrap();
-            times.push(t.elapsed().as_micros());
+        for sync in [SyncMode::Full, SyncMode::Normal] {
+            let dir = std::env::temp_dir().join(format!("confab-store-timing-{}", rand::random::<u64>()));
+            let (c, u, r) =
+                (ConversationId::parse("c").unwrap(), UserId::parse("u").unwrap(), UserId::parse("r").unwrap());
+            let store = SqliteStore::open(&dir, sync, Arc::new(OneRecipient(r.clone())), Default::default()).unwrap();
+            store.create_conversation(c.clone(), vec![u.clone(), r], None).await.unwrap();
+            let n = 4000;
+            let mut times = Vec::new();
+            let before = costs();
+            for i in 0..n {
+                let m = NewMessage {
+                    conversation_id: c.clone(),
+                    sender_id: u.clone(),
+                    kind: MessageKind::Text,
+                    content: format!("t{i} hello from the benchmark"),
+                    metadata: Default::default(),
+                    local_id: Some(LocalId::parse(&format!("local_{i}")).unwrap()),
+                    reply_to: None,
+                    created_at: Timestamp::from_millis(1),
+                    requester: None,
+                };
+                let t = std::time::Instant::now();
+                store.append(m).await.unwrap();
+                times.push(t.elapsed().as_micros());
+            }
+            let after = costs();
+            times.sort_unstable();
+            let per = |a: u64, b: u64| (b - a) as f64 / n as f64;
+            eprintln!(
+                "{sync:?}: append one at a time: p50 {} us, p99 {} us; per append: {:.1} us CPU, {:.2} write syscalls, {:.0} bytes written",
+                times[n / 2],
+                times[n * 99 / 100],
+                per(before.0, after.0),
+                per(before.1, after.1),
+                per(before.2, after.2),
+            );
+            drop(store);
+            let _ = std::fs::remove_dir_all(dir);
         }
-        times.sort_unstable();
-        eprintln!("append one at a time: p50 {} us, p99 {} us", times[1000], times[1980]);
-        let _ = std::fs::remove_dir_all(dir);
     }
 }

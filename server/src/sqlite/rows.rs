@@ -78,13 +78,12 @@ pub(super) fn messages(t: &Connection, sql: &str, args: impl rusqlite::Params) -
     Ok(out)
 }
 
+static CONVERSATION_HEAD: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("SELECT c.max_members, {LAST_SEQ_OF_C} FROM conversations c WHERE c.id = ?1"));
+
 pub(super) fn conversation(t: &Connection, c: &ConversationId) -> Result<Option<ConversationInfo>, StoreError> {
     let head: Option<(Option<u32>, i64)> =
-        query_row(t, "SELECT max_members, last_seq FROM conversations WHERE id = ?1", [c.as_str()], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .optional()
-        .map_err(db)?;
+        query_row(t, &CONVERSATION_HEAD, [c.as_str()], |r| Ok((r.get(0)?, r.get(1)?))).optional().map_err(db)?;
     let Some((max_members, last_seq)) = head else { return Ok(None) };
     let mut stmt = t
         .prepare_cached("SELECT user_id, read_seq, delivered_seq FROM members WHERE conversation_id = ?1")

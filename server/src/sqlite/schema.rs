@@ -64,6 +64,16 @@ CREATE TABLE IF NOT EXISTS attachments (
 );
 ";
 
+/// A conversation's last seq: its highest stored seq (0 before its first message); no row if
+/// there is no such conversation. `conversations.last_seq` is not kept up to date any more
+/// (messages are only ever deleted with their conversation, so the highest seq is the last).
+pub(super) const LAST_SEQ: &str =
+    "SELECT COALESCE((SELECT MAX(seq) FROM messages WHERE conversation_id = ?1), 0) FROM conversations WHERE id = ?1";
+
+/// The same for the conversation `c.id` of a query on `conversations c`.
+pub(super) const LAST_SEQ_OF_C: &str =
+    "COALESCE((SELECT MAX(seq) FROM messages WHERE messages.conversation_id = c.id), 0)";
+
 pub(super) const MESSAGE_COLUMNS: &str =
     "id, conversation_id, seq, sender_id, content, kind, metadata, created_at, local_id, reply_to";
 

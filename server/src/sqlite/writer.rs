@@ -1,8 +1,10 @@
 //! The one writer thread: batches of requests (each but an append in a savepoint), one
 //! commit per batch, then the commit callback in commit order, then the answers. Appends, the
 //! hot path, are one `INSERT` each: the writer hands out seqs itself ([`Seqs`]) and writes the
-//! conversations' `last_seq`, the senders' read marks and the fan-out's delivery marks once
-//! per batch.
+//! senders' read marks and the fan-out's delivery marks once per batch. A conversation's last
+//! seq is not written at all: it is its highest stored seq ([`LAST_SEQ`]), one step down the
+//! messages' primary key, so a commit does not dirty the conversation's page (a WAL frame, a
+//! fifth of a lone message's, docs/benchmarks.md issue 19).
 
 use super::*;
 use std::collections::HashMap;
@@ -19,7 +21,6 @@ const SEQ_CACHE: usize = 100_000;
 #[derive(Default)]
 pub(super) struct Seqs {
     last: HashMap<ConversationId, i64>,
-    dirty: HashMap<ConversationId, i64>,
     read_marks: HashMap<(ConversationId, UserId), i64>,
     /// Delivery watermarks the fan-out advanced after earlier commits, highest per member:
     /// written with the next batch rather than in a commit of their own (a crash before then
@@ -36,12 +37,9 @@ impl Seqs {
         if let Some(last) = self.last.get(c) {
             return Ok(last + 1);
         }
-        let last: Option<i64> =
-            query_row(t, "SELECT last_seq FROM conversations WHERE id = ?1", [c.as_str()], |r| r.get(0))
-                .optional()
-                .map_err(db)?;
+        let last: Option<i64> = query_row(t, LAST_SEQ, [c.as_str()], |r| r.get(0)).optional().map_err(db)?;
         let last = last.ok_or_else(|| StoreError::ConversationNotFound(c.to_string()))?;
-        if self.last.len() >= SEQ_CACHE && self.dirty.is_empty() {
+        if self.last.len() >= SEQ_CACHE {
             self.last.clear();
         }
         self.last.insert(c.clone(), last);
@@ -52,7 +50,6 @@ impl Seqs {
     /// (sending implies having read everything before, SPEC §4 unread counts).
     fn appended(&mut self, c: &ConversationId, sender: &UserId, seq: i64) {
         self.last.insert(c.clone(), seq);
-        self.dirty.insert(c.clone(), seq);
         let mark = self.read_marks.entry((c.clone(), sender.clone())).or_insert(seq);
         *mark = (*mark).max(seq);
     }
@@ -65,9 +62,6 @@ impl Seqs {
 
     /// Writes what the batch's appends (and earlier fan-outs) have not written yet.
     fn flush(&mut self, t: &Connection) -> Result<(), StoreError> {
-        for (c, seq) in self.dirty.drain() {
-            exec(t, "UPDATE conversations SET last_seq = ?1 WHERE id = ?2", params![seq, c.as_str()]).map_err(db)?;
-        }
         for ((c, u), seq) in self.read_marks.drain() {
             exec(
                 t,
