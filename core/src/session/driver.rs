@@ -12,15 +12,24 @@ use tracing::Instrument;
 /// Drives an opened `session` (`session::open`) until the connection ends; then unregisters
 /// it. The transport's writer sees the closer and sends the close. Everything it logs is
 /// inside the session's span.
-pub async fn run(session: Session, inbound: impl Stream<Item = Inbound> + Unpin, shutdown: CancellationToken) {
+///
+/// Not an `async fn`: one would keep a second copy of its arguments beside the future it
+/// awaits, for the whole life of every connection (benchmarks.md, issue 19, idle memory).
+pub fn run(
+    session: Session,
+    inbound: impl Stream<Item = Inbound> + Unpin,
+    shutdown: CancellationToken,
+) -> impl std::future::Future<Output = ()> {
     let span = session.span.clone();
-    drive(session, inbound, shutdown).instrument(span).await;
+    drive(session, inbound, shutdown).instrument(span)
 }
 
 async fn drive(mut session: Session, mut inbound: impl Stream<Item = Inbound> + Unpin, shutdown: CancellationToken) {
     // Refused at opening (or closed since): nothing to run.
+    // The request handlers' futures are boxed: held inline, the largest of them would be part
+    // of every idle connection's state, though a connection is almost always waiting.
     if !session.conn.closer.is_closed() {
-        session.catch_up_resume().await;
+        Box::pin(session.catch_up_resume()).await;
     }
     while !session.conn.closer.is_closed() {
         let deadline = session.next_deadline();
@@ -34,11 +43,14 @@ async fn drive(mut session: Session, mut inbound: impl Stream<Item = Inbound> + 
                 session.conn.closer.close(CloseReason::ServerShutdown);
                 break;
             }
-            _ = tokio::time::sleep_until(deadline) => session.handle_timeout(session.node.clock.instant()).await,
+            _ = tokio::time::sleep_until(deadline) => {
+                let now = session.node.clock.instant();
+                Box::pin(session.handle_timeout(now)).await;
+            }
             Some(done) = session.pending.next(), if !session.pending.is_empty() => session.send_committed(done),
             // Backpressure: with too many sends waiting for the store, stop reading frames.
             item = inbound.next(), if session.pending.len() < MAX_PENDING_SENDS => match item {
-                Some(Inbound::Event(route, input)) => session.handle(route, *input).await,
+                Some(Inbound::Event(route, input)) => Box::pin(session.handle(route, *input)).await,
                 Some(Inbound::RouteClosed(route)) => session.route_closed(route),
                 Some(Inbound::Closed) | None => {
                     session.conn.closer.close(CloseReason::Normal);
@@ -47,5 +59,5 @@ async fn drive(mut session: Session, mut inbound: impl Stream<Item = Inbound> + 
             },
         }
     }
-    session.finish().await;
+    Box::pin(session.finish()).await;
 }
