@@ -417,6 +417,13 @@ pub(crate) async fn run_all(
                 if !wanted(server) {
                     continue;
                 }
+                if sqlite && !peer_dir().join("node_modules").join("better-sqlite3").exists() {
+                    eprintln!(
+                        "({} skipped: its optional better-sqlite3 is not installed; `npm ci` without --omit=optional)",
+                        server.name()
+                    );
+                    continue;
+                }
                 match NodePeer::start(&wrapper, sqlite) {
                     Ok(p) => servers.push((server, Running::SocketIo(p))),
                     Err(e) => eprintln!("({} skipped: {e})", server.name()),
