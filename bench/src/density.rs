@@ -16,7 +16,11 @@ const PER_SOURCE: usize = 20_000;
 const PARALLEL: usize = 64;
 
 fn start(threads: usize) -> Result<ChildServer, String> {
-    let mut server = ChildServer::start(&[], "0.0.0.0", threads)?;
+    // `CONFAB_BENCH_WRAP="valgrind --tool=dhat"`: the server under a profiler, to see where
+    // an idle connection's memory goes (benchmarks.md, issue 19).
+    let wrap = std::env::var("CONFAB_BENCH_WRAP").unwrap_or_default();
+    let wrapper: Vec<&str> = wrap.split_whitespace().collect();
+    let mut server = ChildServer::start(&wrapper, "0.0.0.0", threads)?;
     // Bound to every address; reached over loopback.
     server.http = server.http.replace("0.0.0.0", "127.0.0.1");
     server.h3 = server.h3.replace("[::]", "127.0.0.1").replace("0.0.0.0", "127.0.0.1");
