@@ -117,6 +117,7 @@ pub(crate) async fn run_all(
     secs: f64,
     threads: usize,
     losses: &[u32],
+    rtts: &[u32],
     report: &impl Fn(Result<Report, String>) -> bool,
 ) -> bool {
     let lab = match tokio::task::spawn_blocking(move || Lab::start(threads)).await {
@@ -143,8 +144,34 @@ pub(crate) async fn run_all(
             return false;
         }
         let Some(server) = &lab.server else { return false };
-        for target in [Target::Wt(server.h3.clone(), server.hash.clone()), Target::Ws(server.http.clone())] {
-            ok &= report(one(&server.http, &target, loss, secs).await);
+        for &rtt in rtts {
+            // The delay line: clients reach the server through relays on 127.0.0.1 that hold
+            // everything for half the round trip each way.
+            let line = if rtt == 0 {
+                None
+            } else {
+                let (Ok(tcp), Ok(udp)) = (server.http.parse(), server.h3.parse()) else {
+                    return report(Err(format!("lossy: server addresses {} {}", server.http, server.h3)));
+                };
+                match crate::delay::DelayLine::start(tcp, udp, Duration::from_millis(u64::from(rtt) / 2)).await {
+                    Ok(l) => Some(l),
+                    Err(e) => return report(Err(format!("lossy: delay line: {e}"))),
+                }
+            };
+            let (ws, wt) = match &line {
+                Some(l) => (l.tcp.to_string(), l.udp.to_string()),
+                None => (server.http.clone(), server.h3.clone()),
+            };
+            for target in [Target::Wt(wt.clone(), server.hash.clone()), Target::Ws(ws.clone())] {
+                let mut r = one(&server.http, &target, loss, secs).await;
+                if let Ok(r) = &mut r {
+                    r.rtt_ms = Some(rtt);
+                    if rtt > 0 {
+                        r.scenario = format!("{}_{rtt}ms", r.scenario);
+                    }
+                }
+                ok &= report(r);
+            }
         }
     }
     let _ = lab.set_loss(0);

@@ -6,6 +6,7 @@
 
 mod child;
 mod client;
+mod delay;
 mod density;
 mod floor;
 mod lossy;
@@ -76,6 +77,10 @@ struct Args {
     /// `confab/normal`, `socket.io/mem`, `socket.io/sqlite`), e.g. `--versus-servers confab`.
     #[arg(long, value_delimiter = ',')]
     versus_servers: Vec<String>,
+    /// Round trips (ms) the lossy scenario runs at: 0 is the namespace's own link, others add a
+    /// user-space delay line (half each way).
+    #[arg(long, value_delimiter = ',', default_values_t = [0, 50])]
+    rtts: Vec<u32>,
     /// Worker threads of the load generator's runtime.
     #[arg(long, default_value_t = 2)]
     client_threads: usize,
@@ -228,7 +233,7 @@ async fn run_all(args: &Args, addr: &str, h3: Option<(String, String)>) -> bool 
     }
     if wanted("lossy") {
         let losses: &[u32] = if args.smoke { &[1] } else { &[0, 1, 3] };
-        ok &= lossy::run_all(secs, args.server_threads, losses, &report).await;
+        ok &= lossy::run_all(secs, args.server_threads, losses, &args.rtts, &report).await;
     }
     if wanted("density") {
         // Idle connections and the server's memory for each (the server in a child process).

@@ -111,7 +111,10 @@ pub(crate) fn write(dir: &Path, reports: &[Report]) -> Result<Vec<String>, Strin
     }
     let mut lossy: Vec<Group> = Vec::new();
     for r in reports.iter().filter(|r| r.loss_percent.is_some()) {
-        let label = format!("{}% loss", r.loss_percent.unwrap_or(0));
+        let label = match r.rtt_ms.filter(|&ms| ms > 0) {
+            Some(ms) => format!("{}% loss, {ms} ms", r.loss_percent.unwrap_or(0)),
+            None => format!("{}% loss", r.loss_percent.unwrap_or(0)),
+        };
         let series = if r.transport == "webtransport" { 0 } else { 1 };
         let bars = [(series, r.p99_us), (series + 2, r.p999_us)];
         match lossy.iter_mut().find(|g| g.label == label) {

@@ -48,6 +48,9 @@ pub(crate) struct Report {
     pub(crate) loss_percent: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub(crate) per_conversation_p99_us: Option<Vec<u64>>,
+    /// The lossy scenario's round trip added by the delay line (0: none).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub(crate) rtt_ms: Option<u32>,
     /// The density scenario: the server's RSS before and after, and per connection.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub(crate) rss_before_kib: Option<u64>,
@@ -244,6 +247,7 @@ pub(crate) fn finish(
         p50_vs_floor: None,
         loss_percent: None,
         per_conversation_p99_us: None,
+        rtt_ms: None,
         rss_before_kib: None,
         rss_after_kib: None,
         kib_per_connection: None,
