@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub(crate) type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Which transport, and where it is.
 #[derive(Debug, Clone)]
@@ -85,6 +85,17 @@ enum RxInner {
 /// reads into 4 KiB (`server/src/transport/ws.rs`), and so does the benchmark.
 pub(crate) fn ws_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
     tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096)
+}
+
+/// A plain WebSocket to `addr` (no TLS, Nagle off), the benchmark's settings.
+pub(crate) async fn plain_ws(addr: &str, url: String) -> Result<Ws, String> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    // Small frames both ways: Nagle's algorithm would hold them back.
+    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+    let stream = tokio_tungstenite::MaybeTlsStream::Plain(tcp);
+    let (ws, _) =
+        tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config())).await.map_err(|e| e.to_string())?;
+    Ok(ws)
 }
 
 /// Server frames can exceed the client limit (history); nothing here sends them.

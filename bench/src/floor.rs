@@ -256,16 +256,7 @@ pub(crate) async fn connect(
     let codec = Codec::new(Dialect::Winkr, format).with_max_frame(MAX_SERVER_FRAME_BYTES);
     match target {
         Target::Ws(addr) | Target::Wss(addr, _) => {
-            let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-            tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-            let url = format!("ws://{addr}/?token={me}~{peer}");
-            let (ws, _) = tokio_tungstenite::client_async_with_config(
-                url,
-                tokio_tungstenite::MaybeTlsStream::Plain(tcp),
-                Some(crate::client::ws_config()),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
+            let ws = crate::client::plain_ws(addr, format!("ws://{addr}/?token={me}~{peer}")).await?;
             let (sink, stream) = ws.split();
             Ok((
                 FloorTx { conn: FloorTxInner::Ws(sink), codec: codec.clone() },

@@ -156,23 +156,14 @@ impl NodePeer {
 
 impl Drop for NodePeer {
     fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        crate::child::stop(&mut self.child, Duration::from_secs(10));
         if let Some(d) = &self.dir {
             let _ = std::fs::remove_dir_all(d);
         }
     }
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+use crate::client::Ws;
 
 /// A Socket.IO client (Engine.IO 4 over a WebSocket, no polling), enough for the relay: the
 /// handshake with a token, `join` and `send` with acknowledgements, `message` events.
@@ -188,16 +179,7 @@ pub(crate) struct SioRx {
 
 async fn sio_connect(port: u16, token: &str) -> Result<(SioTx, SioRx), String> {
     let addr = format!("127.0.0.1:{port}");
-    let tcp = tokio::net::TcpStream::connect(&addr).await.map_err(|e| e.to_string())?;
-    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
-    let (ws, _) = tokio_tungstenite::client_async_with_config(
-        url,
-        tokio_tungstenite::MaybeTlsStream::Plain(tcp),
-        Some(crate::client::ws_config()),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
+    let ws = crate::client::plain_ws(&addr, format!("ws://{addr}/socket.io/?EIO=4&transport=websocket")).await?;
     let (mut sink, mut stream) = ws.split();
     // Engine.IO open packet, then the Socket.IO CONNECT with the auth payload.
     let open = sio_read(&mut stream).await?;
@@ -298,20 +280,7 @@ async fn run_once(server: Server, running: &Running, n: usize, rate: f64, secs: 
                 keep.push((rtx, tx_rx));
                 pairs.push((conv, tx, rx));
             }
-            // The senders' own events (acks, receipts, echoes) are read and dropped, counted.
-            let until = Instant::now() + Duration::from_secs_f64(secs + 5.0);
-            let mut drains = Vec::new();
-            for (rtx, mut tx_rx) in keep {
-                drains.push(tokio::spawn(async move {
-                    while tokio::time::timeout_at(until.into(), tx_rx.next()).await.ok().flatten().is_some() {}
-                    rtx
-                }));
-            }
-            let r = measure(pairs, &counters, running.pid(), rate, secs).await;
-            for d in drains {
-                d.abort();
-            }
-            r?
+            measure(pairs, keep, &counters, running.pid(), rate, secs).await?
         }
         Running::SocketIo(p) => {
             let mut pairs = Vec::with_capacity(n);
@@ -330,19 +299,7 @@ async fn run_once(server: Server, running: &Running, n: usize, rate: f64, secs: 
                 keep.push((rtx, tx_rx));
                 pairs.push((conv, tx, rx));
             }
-            let until = Instant::now() + Duration::from_secs_f64(secs + 5.0);
-            let mut drains = Vec::new();
-            for (rtx, mut tx_rx) in keep {
-                drains.push(tokio::spawn(async move {
-                    while tokio::time::timeout_at(until.into(), tx_rx.next_text()).await.ok().flatten().is_some() {}
-                    rtx
-                }));
-            }
-            let r = measure(pairs, &counters, running.pid(), rate, secs).await;
-            for d in drains {
-                d.abort();
-            }
-            r?
+            measure(pairs, keep, &counters, running.pid(), rate, secs).await?
         }
     };
     let mut report = report;
@@ -351,7 +308,33 @@ async fn run_once(server: Server, running: &Running, n: usize, rate: f64, secs: 
     Ok(report)
 }
 
-async fn measure<S: SendText, R: NextText>(
+/// Runs the open loop over `pairs` and reads the server's costs around it. `senders` are the
+/// senders' reading halves (their acks, receipts and echoes are read, counted and dropped)
+/// with whatever must live as long (the receivers' sending halves).
+async fn measure<S: SendText, R: NextText, D: NextText, K: Send + 'static>(
+    pairs: Vec<(ConversationId, S, R)>,
+    senders: Vec<(K, D)>,
+    counters: &[Arc<FrameBytes>],
+    pid: u32,
+    rate: f64,
+    secs: f64,
+) -> Result<Report, String> {
+    let until = Instant::now() + Duration::from_secs_f64(secs + 5.0);
+    let drains: Vec<_> = senders
+        .into_iter()
+        .map(|(keep, mut rx)| {
+            tokio::spawn(async move {
+                while tokio::time::timeout_at(until.into(), rx.next_text()).await.ok().flatten().is_some() {}
+                keep
+            })
+        })
+        .collect();
+    let r = costs_around(pairs, counters, pid, rate, secs).await;
+    drains.iter().for_each(|d| d.abort());
+    r
+}
+
+async fn costs_around<S: SendText, R: NextText>(
     pairs: Vec<(ConversationId, S, R)>,
     counters: &[Arc<FrameBytes>],
     pid: u32,
