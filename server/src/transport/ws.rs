@@ -36,8 +36,11 @@ const PROTOCOLS: [&str; 7] = wire::subprotocol::SELECTABLE;
 /// Frames larger than this end the connection (1009) before they are read; frames between
 /// the codec's limit (32 KiB) and this get a `MESSAGE_TOO_LARGE` error instead.
 const HARD_FRAME_LIMIT: usize = 1024 * 1024;
-/// The WebSocket read buffer per connection.
-const READ_BUFFER: usize = 4 * 1024;
+/// The WebSocket read buffer per connection, allocated whole for every connection, idle or not,
+/// and the most one read takes. 1 KiB holds the usual frame (a `message:send` is 130-250 bytes);
+/// a bigger frame grows it. Against 4 KiB: an idle connection 14.0 -> 11.1 KiB, and saturation
+/// throughput the same within the noise (benchmarks.md, issue 19).
+const READ_BUFFER: usize = 1024;
 /// Events written before a flush when the queue has many waiting.
 const WRITE_BATCH: usize = 64;
 /// How long the final events and the close frame may take to write.
