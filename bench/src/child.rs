@@ -27,15 +27,7 @@ impl ChildServer {
         env: &[(&str, &str)],
     ) -> Result<Self, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let mut command = match wrapper.split_first() {
-            Some((program, args)) => {
-                let mut c = Command::new(program);
-                c.args(args).arg(exe);
-                c
-            }
-            None => Command::new(exe),
-        };
-        let mut child = command
+        let mut child = wrapped(wrapper, exe.as_os_str())
             .args(["--serve", ip, "--server-threads", &threads.to_string()])
             .envs(env.iter().copied())
             .stdin(Stdio::piped())
@@ -43,11 +35,9 @@ impl ChildServer {
             .stderr(Stdio::inherit())
             .spawn()
             .map_err(|e| e.to_string())?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let mut line = String::new();
-        let read = BufReader::new(stdout).read_line(&mut line);
+        let read = first_line(&mut child);
         let mut server = Self { child, http: String::new(), h3: String::new(), hash: String::new() };
-        read.map_err(|e| e.to_string())?;
+        let line = read?;
         for part in line.split_whitespace() {
             if let Some(v) = part.strip_prefix("http=") {
                 server.http = v.to_string();
@@ -72,6 +62,26 @@ impl Drop for ChildServer {
     fn drop(&mut self) {
         stop(&mut self.child, Duration::from_secs(20));
     }
+}
+
+/// `program` run by `wrapper` (`taskset -c N`, `ip netns exec NS`, ...), or alone.
+pub(crate) fn wrapped(wrapper: &[&str], program: &std::ffi::OsStr) -> Command {
+    match wrapper.split_first() {
+        Some((first, args)) => {
+            let mut c = Command::new(first);
+            c.args(args).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
+/// The first line a child prints on its stdout (its `READY ...` line).
+pub(crate) fn first_line(child: &mut Child) -> Result<String, String> {
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).map_err(|e| e.to_string())?;
+    Ok(line)
 }
 
 /// Stops a child that ends when its stdin closes: closes it, waits up to `within`, then kills.

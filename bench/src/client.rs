@@ -50,6 +50,16 @@ pub(crate) struct FrameBytes {
     pub(crate) frames: AtomicU64,
 }
 
+impl FrameBytes {
+    /// Counts a WebSocket frame from a server with this payload: unmasked, so a 2-byte header,
+    /// 4 past 125 bytes.
+    pub(crate) fn ws_frame_received(&self, payload: usize) {
+        let header = if payload < 126 { 2 } else { 4 };
+        self.received.fetch_add((payload + header) as u64, Ordering::Relaxed);
+        self.frames.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// The sending half.
 pub(crate) struct Tx {
     inner: TxInner,
@@ -333,10 +343,7 @@ impl Rx {
                     Message::Close(_) => return None,
                     _ => continue,
                 };
-                // Server frames are not masked: a 2-byte header, 4 past 125 bytes.
-                let header = if bytes.len() < 126 { 2 } else { 4 };
-                self.bytes.received.fetch_add((bytes.len() + header) as u64, Ordering::Relaxed);
-                self.bytes.frames.fetch_add(1, Ordering::Relaxed);
+                self.bytes.ws_frame_received(bytes.len());
                 let format = if matches!(msg, Message::Text(_)) { Format::Json } else { Format::MsgPack };
                 if let Ok(env) = (Codec { format, ..self.codec.clone() }).decode_server(bytes) {
                     return Some(env);

@@ -48,8 +48,8 @@ impl DelayLine {
         let (stop, tasks) = (line.stop.clone(), line.tasks.clone());
         line.tasks.spawn(stop.clone().run_until_cancelled_owned(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let (stop, inner) = (stop.clone(), tasks.clone());
-                tasks.spawn(stop.run_until_cancelled_owned(tcp_flow(client, tcp_to, one_way, inner)));
+                let flow = tcp_flow(client, tcp_to, one_way, stop.clone(), tasks.clone());
+                tasks.spawn(stop.clone().run_until_cancelled_owned(flow));
             }
         }));
         let (stop, tasks) = (line.stop.clone(), line.tasks.clone());
@@ -58,49 +58,45 @@ impl DelayLine {
     }
 }
 
-/// Holds what it is given for `one_way`, then hands it to `send`, in order.
-fn delayed<F, Fut>(tasks: &TaskTracker, one_way: Duration, send: F) -> mpsc::Sender<(Instant, Bytes)>
-where
-    F: FnMut(Bytes) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = bool> + Send,
-{
-    let (tx, mut rx) = mpsc::channel::<(Instant, Bytes)>(IN_FLIGHT);
-    let mut send = send;
-    tasks.spawn(async move {
-        while let Some((at, bytes)) = rx.recv().await {
-            tokio::time::sleep_until(at + one_way).await;
-            if !send(bytes).await {
-                return;
-            }
-        }
-    });
-    tx
+/// A line: what goes in comes out of [`next_due`] `one_way` later, in order.
+type Line = (mpsc::Sender<(Instant, Bytes)>, mpsc::Receiver<(Instant, Bytes)>);
+
+fn line() -> Line {
+    mpsc::channel(IN_FLIGHT)
 }
 
-async fn tcp_flow(client: TcpStream, to: SocketAddr, one_way: Duration, tasks: TaskTracker) {
+/// The next chunk or datagram of `rx`, once it has been held for `one_way`.
+async fn next_due(rx: &mut mpsc::Receiver<(Instant, Bytes)>, one_way: Duration) -> Option<Bytes> {
+    let (at, bytes) = rx.recv().await?;
+    tokio::time::sleep_until(at + one_way).await;
+    Some(bytes)
+}
+
+async fn tcp_flow(client: TcpStream, to: SocketAddr, one_way: Duration, stop: CancellationToken, tasks: TaskTracker) {
     let Ok(server) = TcpStream::connect(to).await else { return };
     let _ = (client.set_nodelay(true), server.set_nodelay(true));
     let (client_r, client_w) = client.into_split();
     let (server_r, server_w) = server.into_split();
-    let client_w = Arc::new(tokio::sync::Mutex::new(client_w));
-    let server_w = Arc::new(tokio::sync::Mutex::new(server_w));
-    let up = delayed(&tasks, one_way, move |b: Bytes| {
-        let w = Arc::clone(&server_w);
-        async move { w.lock().await.write_all(&b).await.is_ok() }
-    });
-    let down = delayed(&tasks, one_way, move |b: Bytes| {
-        let w = Arc::clone(&client_w);
-        async move { w.lock().await.write_all(&b).await.is_ok() }
-    });
-    let pump = |mut r: tokio::net::tcp::OwnedReadHalf, line: mpsc::Sender<(Instant, Bytes)>| async move {
-        let mut buf = vec![0u8; 16 * 1024];
-        while let Ok(n) = r.read(&mut buf).await {
-            if n == 0 || line.send((Instant::now(), Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
-                return;
+    // Each direction: one task reads and stamps (until the line stops), one writes what is due;
+    // the writer ends when the reader does (its sender dropped) or the far side is gone.
+    for (mut r, mut w) in [(client_r, server_w), (server_r, client_w)] {
+        let (tx, mut rx) = line();
+        tasks.spawn(async move {
+            while let Some(b) = next_due(&mut rx, one_way).await {
+                if w.write_all(&b).await.is_err() {
+                    return;
+                }
             }
-        }
-    };
-    tokio::join!(pump(client_r, up), pump(server_r, down));
+        });
+        tasks.spawn(stop.clone().run_until_cancelled_owned(async move {
+            let mut buf = vec![0u8; 16 * 1024];
+            while let Ok(n) = r.read(&mut buf).await {
+                if n == 0 || tx.send((Instant::now(), Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
+                    return;
+                }
+            }
+        }));
+    }
 }
 
 /// One upstream socket per client address, as a NAT does, so the server sees one QUIC path per
@@ -124,20 +120,17 @@ async fn udp_relay(
                     continue;
                 }
                 let upstream = Arc::new(upstream);
-                let up_socket = Arc::clone(&upstream);
-                let up = delayed(&tasks, one_way, move |b: Bytes| {
-                    let s = Arc::clone(&up_socket);
-                    async move {
-                        let _ = s.send(&b).await;
-                        true
+                let ((up, mut up_rx), (down, mut down_rx)) = (line(), line());
+                let sender = Arc::clone(&upstream);
+                tasks.spawn(async move {
+                    while let Some(b) = next_due(&mut up_rx, one_way).await {
+                        let _ = sender.send(&b).await;
                     }
                 });
                 let back = Arc::clone(&relay);
-                let down = delayed(&tasks, one_way, move |b: Bytes| {
-                    let s = Arc::clone(&back);
-                    async move {
-                        let _ = s.send_to(&b, from).await;
-                        true
+                tasks.spawn(async move {
+                    while let Some(b) = next_due(&mut down_rx, one_way).await {
+                        let _ = back.send_to(&b, from).await;
                     }
                 });
                 tasks.spawn(stop.clone().run_until_cancelled_owned(async move {

@@ -137,36 +137,37 @@ pub(crate) async fn run_all(
         tokio::task::spawn_blocking(move || drop(lab)).await.ok();
         return true;
     }
+    let Some(server) = &lab.server else { return false };
+    // Per round trip, where the clients connect: the server itself, or a delay line's relays on
+    // 127.0.0.1 that hold everything for half the round trip each way. Made once, kept for
+    // every loss rate.
+    let mut routes = Vec::with_capacity(rtts.len());
+    for &rtt in rtts {
+        let line = match rtt {
+            0 => None,
+            _ => match delay_line(&server.http, &server.h3, rtt).await {
+                Ok(l) => Some(l),
+                Err(e) => return report(Err(format!("lossy: delay line: {e}"))),
+            },
+        };
+        let (ws, wt) = match &line {
+            Some(l) => (l.tcp.to_string(), l.udp.to_string()),
+            None => (server.http.clone(), server.h3.clone()),
+        };
+        routes.push((rtt, [Target::Wt(wt, server.hash.clone()), Target::Ws(ws)], line));
+    }
     let mut ok = true;
     for &loss in losses {
         if let Err(e) = lab.set_loss(loss) {
             eprintln!("lossy: {e}");
             return false;
         }
-        let Some(server) = &lab.server else { return false };
-        for &rtt in rtts {
-            // The delay line: clients reach the server through relays on 127.0.0.1 that hold
-            // everything for half the round trip each way.
-            let line = if rtt == 0 {
-                None
-            } else {
-                let (Ok(tcp), Ok(udp)) = (server.http.parse(), server.h3.parse()) else {
-                    return report(Err(format!("lossy: server addresses {} {}", server.http, server.h3)));
-                };
-                match crate::delay::DelayLine::start(tcp, udp, Duration::from_millis(u64::from(rtt) / 2)).await {
-                    Ok(l) => Some(l),
-                    Err(e) => return report(Err(format!("lossy: delay line: {e}"))),
-                }
-            };
-            let (ws, wt) = match &line {
-                Some(l) => (l.tcp.to_string(), l.udp.to_string()),
-                None => (server.http.clone(), server.h3.clone()),
-            };
-            for target in [Target::Wt(wt.clone(), server.hash.clone()), Target::Ws(ws.clone())] {
-                let mut r = one(&server.http, &target, loss, secs).await;
+        for (rtt, targets, _) in &routes {
+            for target in targets {
+                let mut r = one(&server.http, target, loss, secs).await;
                 if let Ok(r) = &mut r {
-                    r.rtt_ms = Some(rtt);
-                    if rtt > 0 {
+                    r.rtt_ms = Some(*rtt);
+                    if *rtt > 0 {
                         r.scenario = format!("{}_{rtt}ms", r.scenario);
                     }
                 }
@@ -174,8 +175,16 @@ pub(crate) async fn run_all(
             }
         }
     }
+    drop(routes);
     let _ = lab.set_loss(0);
     tokio::task::spawn_blocking(move || drop(lab)).await.is_ok() && ok
+}
+
+async fn delay_line(http: &str, h3: &str, rtt: u32) -> Result<crate::delay::DelayLine, String> {
+    let (Ok(tcp), Ok(udp)) = (http.parse(), h3.parse()) else {
+        return Err(format!("server addresses {http} {h3}"));
+    };
+    crate::delay::DelayLine::start(tcp, udp, Duration::from_millis(u64::from(rtt) / 2)).await
 }
 
 fn env(event: ClientEvent) -> ClientEnvelope {

@@ -1,5 +1,5 @@
 //! confab against Socket.IO, side by side in one run (issue 19): each server in a child process
-//! pinned to a core of its own (`taskset -c 1`), the load generator on the other core, 1:1
+//! pinned to the last core (`taskset`), the load generator on the others, 1:1
 //! pairs over WebSocket with JSON in open loop at a few rates, and for every run the server's
 //! CPU per delivered message (from `/proc/PID/stat`) and the frames and bytes it wrote per
 //! delivered message, next to the latency.
@@ -16,7 +16,6 @@ use crate::setup::{SECRET, create_conversation, token};
 use confab_codec::{ConversationId, Format};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -59,16 +58,15 @@ impl Running {
     }
 }
 
-/// `taskset -c CPU` where the machine has two cores or more (the server on the last core, the
-/// load generator on the others), nothing otherwise.
-fn pinning() -> (Vec<String>, Option<String>) {
+/// Where the machine has two cores or more and `taskset`: the servers' core (the last) and
+/// the load generator's (the others).
+fn pinning() -> Option<(String, String)> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     if cores < 2 || Command::new("taskset").arg("-V").output().is_err() {
-        return (Vec::new(), None);
+        return None;
     }
-    let server = (cores - 1).to_string();
     let clients = if cores == 2 { "0".to_string() } else { format!("0-{}", cores - 2) };
-    (vec!["taskset".into(), "-c".into(), server], Some(clients))
+    Some(((cores - 1).to_string(), clients))
 }
 
 /// Pins every thread of this process (the load generator) to `cpus`.
@@ -84,7 +82,7 @@ fn pin_self(cpus: &str) {
 fn cpu_us(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces; the fields after its ')' are plain.
-    let rest = &stat[stat.rfind(')')? + 2..];
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
     let fields: Vec<&str> = rest.split(' ').collect();
     // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
@@ -115,7 +113,7 @@ struct NodePeer {
 }
 
 impl NodePeer {
-    fn start(wrapper: &[String], sqlite: bool) -> Result<Self, String> {
+    fn start(wrapper: &[&str], sqlite: bool) -> Result<Self, String> {
         let dir = sqlite.then(|| std::env::temp_dir().join(format!("confab-bench-sio-{}", std::process::id())));
         let store = match &dir {
             Some(d) => {
@@ -125,15 +123,7 @@ impl NodePeer {
             }
             None => "memory".into(),
         };
-        let mut command = match wrapper.split_first() {
-            Some((program, args)) => {
-                let mut c = Command::new(program);
-                c.args(args).arg("node");
-                c
-            }
-            None => Command::new("node"),
-        };
-        let mut child = command
+        let mut child = crate::child::wrapped(wrapper, "node".as_ref())
             .arg(peer_dir().join("server.js"))
             .args(["--secret", SECRET, "--store", &store])
             .stdin(Stdio::piped())
@@ -141,11 +131,9 @@ impl NodePeer {
             .stderr(Stdio::inherit())
             .spawn()
             .map_err(|e| format!("node: {e}"))?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let mut line = String::new();
-        let read = BufReader::new(stdout).read_line(&mut line);
+        let read = crate::child::first_line(&mut child);
         let mut peer = Self { child, port: 0, dir };
-        read.map_err(|e| e.to_string())?;
+        let line = read?;
         peer.port = line.trim().strip_prefix("READY port=").and_then(|p| p.parse().ok()).unwrap_or(0);
         if peer.port == 0 {
             return Err(format!("the Socket.IO relay said {line:?}"));
@@ -242,9 +230,7 @@ impl NextText for SioRx {
                 Message::Close(_) => return None,
                 _ => continue,
             };
-            let header = if text.len() < 126 { 2 } else { 4 };
-            self.bytes.received.fetch_add((text.len() + header) as u64, Ordering::Relaxed);
-            self.bytes.frames.fetch_add(1, Ordering::Relaxed);
+            self.bytes.ws_frame_received(text.len());
             let Some(body) = text.strip_prefix("42") else { return Some(None) };
             let content = serde_json::from_str::<serde_json::Value>(body)
                 .ok()
@@ -359,7 +345,7 @@ async fn costs_around<S: SendText, R: NextText>(
     Ok(r)
 }
 
-/// Every server × rate × round; returns the reports, each already passed to `report`.
+/// Every server × rate × round, each run passed to `report`; false if a run failed.
 pub(crate) async fn run_all(
     rates: &[f64],
     pairs: usize,
@@ -369,18 +355,21 @@ pub(crate) async fn run_all(
     only: &[String],
     report: &dyn Fn(Result<Report, String>) -> bool,
 ) -> bool {
-    let (wrapper, clients) = pinning();
-    match &clients {
-        Some(cpus) => {
-            pin_self(cpus);
-            eprintln!("(servers pinned to core {}, the load generator to {cpus})", wrapper[2]);
+    let pinned = pinning();
+    let wrapper: Vec<&str> = match &pinned {
+        Some((server, clients)) => {
+            pin_self(clients);
+            eprintln!("(servers pinned to core {server}, the load generator to {clients})");
+            vec!["taskset", "-c", server]
         }
-        None => eprintln!("(one core, or no taskset: server and load generator share the CPU)"),
-    }
-    let wrapper_refs: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+        None => {
+            eprintln!("(one core, or no taskset: server and load generator share the CPU)");
+            Vec::new()
+        }
+    };
     // A server on one core gets one runtime thread, as confab gives itself by default under
     // `taskset` (its runtime sizes itself to the cores it may use) and as Node has one.
-    let threads = if clients.is_some() { 1 } else { threads };
+    let threads = if pinned.is_some() { 1 } else { threads };
     let mut servers: Vec<(Server, Running)> = Vec::new();
     let mut ok = true;
     let wanted = |s: Server| only.is_empty() || only.iter().any(|o| s.name().contains(o.as_str()));
@@ -388,7 +377,7 @@ pub(crate) async fn run_all(
         if !wanted(server) {
             continue;
         }
-        match ChildServer::start_with_env(&wrapper_refs, "127.0.0.1", threads, &[("CONFAB_SYNC", sync)]) {
+        match ChildServer::start_with_env(&wrapper, "127.0.0.1", threads, &[("CONFAB_SYNC", sync)]) {
             Ok(c) => servers.push((server, Running::Confab(c))),
             Err(e) => ok &= report(Err(format!("{}: {e}", server.name()))),
         }
@@ -431,7 +420,7 @@ pub(crate) async fn run_all(
     }
     summarize(&all);
     drop(servers);
-    if clients.is_some() {
+    if pinned.is_some() {
         // The scenarios after this one share the machine again.
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         pin_self(&format!("0-{}", cores - 1));

@@ -64,6 +64,29 @@ const WAL_FRAMES_REWIND: i64 = 16_384;
 /// wait for readers and block the writer (RESTART), so that it cannot grow without bound.
 const WAL_FRAMES_MAX: i64 = 65_536;
 
+/// A user's conversations, the most recently active first, with their last seq and the
+/// user's read mark.
+static CONVERSATION_LIST: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT c.id, {LAST_SEQ_OF_C} AS last_seq, m.read_seq FROM members m JOIN conversations c ON c.id = m.conversation_id WHERE m.user_id = ?1 ORDER BY last_seq DESC"
+    )
+});
+
+/// A user's conversations with their members (up to a bound, see `memberships`).
+static MEMBERSHIPS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH mine AS MATERIALIZED (
+             SELECT me.conversation_id AS id,
+                    (SELECT COUNT(*) FROM (SELECT 1 FROM members m
+                      WHERE m.conversation_id = me.conversation_id LIMIT ?2)) AS n
+             FROM members me WHERE me.user_id = ?1)
+         SELECT c.id, other.user_id FROM mine
+         JOIN conversations c ON c.id = mine.id
+         LEFT JOIN members other ON mine.n < ?2 AND other.conversation_id = mine.id
+         ORDER BY {LAST_SEQ_OF_C} DESC, c.id"
+    )
+});
+
 /// The SQLite store. Cheap to share (`Arc`); the writer and checkpoint threads end when it is
 /// dropped.
 pub struct SqliteStore {
@@ -264,9 +287,7 @@ impl Store for SqliteStore {
         let user = user.clone();
         self.read(move |t| {
             let mut stmt = t
-                .prepare_cached(&format!(
-                    "SELECT c.id, {LAST_SEQ_OF_C} AS last_seq, m.read_seq FROM members m JOIN conversations c ON c.id = m.conversation_id WHERE m.user_id = ?1 ORDER BY last_seq DESC",
-                ))
+                .prepare_cached(&CONVERSATION_LIST)
                 .map_err(db)?;
             let heads = stmt
                 .query_map([user.as_str()], |r| {
@@ -307,19 +328,7 @@ impl Store for SqliteStore {
         self.read(move |t| {
             // Each conversation's size is counted once, and only up to the bound (MATERIALIZED:
             // not once per member row); a bigger one comes back as one row without members.
-            let mut stmt = t
-                .prepare_cached(&format!(
-                    "WITH mine AS MATERIALIZED (
-                         SELECT me.conversation_id AS id,
-                                (SELECT COUNT(*) FROM (SELECT 1 FROM members m
-                                  WHERE m.conversation_id = me.conversation_id LIMIT ?2)) AS n
-                         FROM members me WHERE me.user_id = ?1)
-                     SELECT c.id, other.user_id FROM mine
-                     JOIN conversations c ON c.id = mine.id
-                     LEFT JOIN members other ON mine.n < ?2 AND other.conversation_id = mine.id
-                     ORDER BY {LAST_SEQ_OF_C} DESC, c.id",
-                ))
-                .map_err(db)?;
+            let mut stmt = t.prepare_cached(&MEMBERSHIPS).map_err(db)?;
             let bound = SMALL_GROUP_MAX as i64 + 1;
             let rows = stmt
                 .query_map(params![user.as_str(), bound], |r| {

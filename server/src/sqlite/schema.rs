@@ -6,7 +6,7 @@ pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS conversations (
     id TEXT PRIMARY KEY,
     max_members INTEGER,
-    last_seq INTEGER NOT NULL DEFAULT 0,
+    last_seq INTEGER NOT NULL DEFAULT 0, -- no longer written: see LAST_SEQ_OF_C
     created_at INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS members (
@@ -64,15 +64,16 @@ CREATE TABLE IF NOT EXISTS attachments (
 );
 ";
 
-/// A conversation's last seq: its highest stored seq (0 before its first message); no row if
-/// there is no such conversation. `conversations.last_seq` is not kept up to date any more
-/// (messages are only ever deleted with their conversation, so the highest seq is the last).
-pub(super) const LAST_SEQ: &str =
-    "SELECT COALESCE((SELECT MAX(seq) FROM messages WHERE conversation_id = ?1), 0) FROM conversations WHERE id = ?1";
-
-/// The same for the conversation `c.id` of a query on `conversations c`.
+/// The last seq of the conversation `c.id` in a query on `conversations c`: its highest
+/// stored seq, 0 before its first message. The `conversations.last_seq` column is not kept up
+/// to date any more (messages are only ever deleted with their conversation, so the highest
+/// seq is the last one; docs/operations.md, Storage).
 pub(super) const LAST_SEQ_OF_C: &str =
     "COALESCE((SELECT MAX(seq) FROM messages WHERE messages.conversation_id = c.id), 0)";
+
+/// A conversation's last seq; no row if there is no such conversation.
+pub(super) static LAST_SEQ: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("SELECT {LAST_SEQ_OF_C} FROM conversations c WHERE c.id = ?1"));
 
 pub(super) const MESSAGE_COLUMNS: &str =
     "id, conversation_id, seq, sender_id, content, kind, metadata, created_at, local_id, reply_to";

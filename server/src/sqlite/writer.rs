@@ -37,7 +37,7 @@ impl Seqs {
         if let Some(last) = self.last.get(c) {
             return Ok(last + 1);
         }
-        let last: Option<i64> = query_row(t, LAST_SEQ, [c.as_str()], |r| r.get(0)).optional().map_err(db)?;
+        let last: Option<i64> = query_row(t, &LAST_SEQ, [c.as_str()], |r| r.get(0)).optional().map_err(db)?;
         let last = last.ok_or_else(|| StoreError::ConversationNotFound(c.to_string()))?;
         if self.last.len() >= SEQ_CACHE {
             self.last.clear();
