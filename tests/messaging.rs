@@ -8,7 +8,7 @@ mod support;
 
 use serde_json::json;
 use std::time::Duration;
-use support::Server;
+use support::{Client, Server};
 
 #[tokio::test]
 async fn a_message_reaches_joined_members_once_in_order_with_its_fields() {
@@ -34,9 +34,8 @@ async fn a_message_reaches_joined_members_once_in_order_with_its_fields() {
         assert_eq!(d["message"]["seq"], i as u64 + 1);
         assert_eq!(d["sender"]["id"], "alice");
         assert_eq!(d["sender"]["username"], "alice_name");
-        // Seed 000's flat layout is there too, on JSON.
-        assert_eq!(d["id"], m["id"]);
-        assert_eq!(d["conversation_id"], "c1");
+        // Seed 000's flat copy is only for its own path, /v1/ws.
+        assert_eq!((d.get("id"), d.get("content")), (None, None), "no flat copy on /ws: {d}");
         assert!(new["message_id"].as_str().unwrap().starts_with("srv_"));
         assert!(new["timestamp"].is_string());
     }
@@ -46,6 +45,26 @@ async fn a_message_reaches_joined_members_once_in_order_with_its_fields() {
         let own = alice.expect("message:new").await;
         assert_eq!(own["data"]["message"]["seq"], i);
     }
+}
+
+#[tokio::test]
+async fn seed_000s_path_gets_message_new_flat_as_well() {
+    let s = Server::start(&[]);
+    s.conversation("c1", &["alice", "bob"]);
+    let mut alice = s.client("alice").await.ready().await;
+    // Seed 000's client: `/v1/ws?token=`, and it reads data.id and data.content.
+    let mut old = Client::connect_to(&s.addr, &format!("/v1/ws?token={}", s.token("bob"))).await.ready().await;
+    let mut packed =
+        Client::connect_to(&s.addr, &format!("/v1/ws?codec=msgpack&token={}", s.token("bob"))).await.ready().await;
+    old.join("c1").await;
+    packed.join("c1").await;
+    let m = alice.say("c1", "flat").await;
+    let d = old.expect("message:new").await["data"].clone();
+    assert_eq!((&d["id"], &d["content"], &d["conversation_id"]), (&m["id"], &json!("flat"), &json!("c1")));
+    assert_eq!((&d["message"]["id"], &d["sender"]["id"]), (&m["id"], &json!("alice")), "seed 001's layout too");
+    // No seed client speaks MessagePack: the nested layout alone.
+    let d = packed.expect("message:new").await["data"].clone();
+    assert_eq!((d.get("id"), &d["message"]["content"]), (None, &json!("flat")));
 }
 
 #[tokio::test]
@@ -260,7 +279,7 @@ async fn one_user_in_several_conversations_gets_each_where_it_belongs() {
     carol.say("group", "hello all").await;
     let a = alice.expect("message:new").await;
     assert_eq!(
-        (a["data"]["conversation_id"].as_str(), a["data"]["message"]["content"].as_str()),
+        (a["data"]["message"]["conversation_id"].as_str(), a["data"]["message"]["content"].as_str()),
         (Some("with-bob"), Some("hi alice"))
     );
     let u = alice.expect("conversation:unread").await;
@@ -269,14 +288,19 @@ async fn one_user_in_several_conversations_gets_each_where_it_belongs() {
         (Some("with-carol"), Some(1))
     );
     let g = alice.expect("message:new").await;
-    assert_eq!((g["data"]["conversation_id"].as_str(), g["data"]["message"]["seq"].as_u64()), (Some("group"), Some(1)));
+    let g = &g["data"]["message"];
+    assert_eq!((g["conversation_id"].as_str(), g["seq"].as_u64()), (Some("group"), Some(1)));
     // Each conversation counts its own seqs.
     assert_eq!(bob.say("group", "me too").await["seq"], 2);
     assert_eq!(bob.say("with-bob", "again").await["seq"], 2);
     // Bob hears about the group (unread: he has not joined it), never about carol's private one.
     bob.expect_none("message:new", Duration::from_millis(200)).await;
     assert!(bob.seen.iter().any(|e| e["type"] == "conversation:unread" && e["data"]["conversation_id"] == "group"));
-    assert!(!bob.seen.iter().any(|e| e["data"]["conversation_id"] == "with-carol"));
+    assert!(
+        !bob.seen
+            .iter()
+            .any(|e| e["data"]["conversation_id"] == "with-carol" || e["data"]["message"]["conversation_id"] == "with-carol")
+    );
 }
 
 #[tokio::test]

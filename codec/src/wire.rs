@@ -12,7 +12,7 @@ use std::time::Duration;
 pub mod path {
     /// WebSocket: JSON or MessagePack, any dialect.
     pub const WS: &str = "/ws";
-    /// WebSocket, seed 002's path.
+    /// WebSocket, seed 000's path (Winkr's `message:new` carries its fields flat there too).
     pub const WS_V1: &str = "/v1/ws";
     /// WebTransport (HTTP/3 extended CONNECT), on the HTTPS port over UDP.
     pub const WT: &str = "/wt";
@@ -59,6 +59,8 @@ pub struct Endpoint {
     pub dialect: Option<Dialect>,
     /// The conversation the path names, if any.
     pub scope: Option<String>,
+    /// The path is seed 000's (`/v1/ws`): Winkr's `message:new` carries its fields flat too.
+    pub flat_messages: bool,
 }
 
 /// The largest frame of the actions dialect, whose messages carry files inline (1 MiB, the
@@ -111,7 +113,10 @@ pub fn negotiate<'a>(
     // hard limit, not only the contract's 32 KiB.
     let max_frame =
         if dialect == Dialect::Actions { defaults.max_frame.max(ATTACHMENT_FRAME_BYTES) } else { defaults.max_frame };
-    Ok(Codec::new(dialect, format).with_max_frame(max_frame).with_scope(scope))
+    Ok(Codec::new(dialect, format)
+        .with_max_frame(max_frame)
+        .with_scope(scope)
+        .with_flat_messages(endpoint.flat_messages))
 }
 
 /// `?since_seq=`: where a connection scoped to one conversation resumes.
@@ -198,7 +203,7 @@ mod tests {
 
     #[test]
     fn the_path_then_the_query_then_a_subprotocol_name_the_dialect() {
-        let chat = Endpoint { dialect: Some(Dialect::Chatrooms), scope: Some("room".into()) };
+        let chat = Endpoint { dialect: Some(Dialect::Chatrooms), scope: Some("room".into()), flat_messages: false };
         let c = codec(&[("dialect", "systimz")], &["confab.actions"], &chat).unwrap();
         assert_eq!((c.dialect, c.scope.as_ref().map(|s| s.as_str())), (Dialect::Chatrooms, Some("room")));
         let c = codec(&[("dialect", "systimz"), ("conversation_id", "c1")], &["confab.actions"], &Endpoint::default());

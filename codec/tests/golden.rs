@@ -105,7 +105,9 @@ fn every_seed_server_example_decodes_and_round_trips() {
         check_server(&name, &env.event);
 
         let original: Value = serde_json::from_slice(&bytes).unwrap();
-        let encoded: Value = serde_json::from_slice(&JSON.encode_server(&env).unwrap()).unwrap();
+        // Seed 000's clients connect to `/v1/ws`, whose codec writes `message:new` flat too.
+        let codec = if name.starts_with("seed000") { JSON.with_flat_messages(true) } else { JSON };
+        let encoded: Value = serde_json::from_slice(&codec.encode_server(&env).unwrap()).unwrap();
         assert_contained(&original, &encoded, "", false);
         let packed = MSGPACK.encode_server(&env).unwrap();
         assert_eq!(MSGPACK.decode_server(&packed).unwrap(), env, "{name} via msgpack");

@@ -106,8 +106,8 @@ pub enum Inbound {
 /// An event's bytes in one dialect and format; `None` when the dialect has no form for it.
 type Encoded = Result<Option<Bytes>, EncodeError>;
 
-/// One cache cell per dialect and format.
-const ENCODINGS: usize = Dialect::ALL.len() * 2;
+/// One cache cell per dialect and format, and one for seed 000's flat `message:new`.
+const ENCODINGS: usize = Dialect::ALL.len() * 2 + 1;
 
 /// A server event, encoded at most once per dialect and format however many connections it
 /// goes to (STYLE 9: a fan-out is encoded once per format, the bytes shared).
@@ -131,7 +131,8 @@ impl SharedEvent {
             Format::Json => 0,
             Format::MsgPack => 1,
         };
-        let cell = &self.encoded[codec.dialect.index() * 2 + format];
+        let flat = codec.writes_flat_messages() && matches!(self.envelope.event, ServerEvent::MessageNew(_));
+        let cell = &self.encoded[if flat { ENCODINGS - 1 } else { codec.dialect.index() * 2 + format }];
         cell.get_or_init(|| {
             let mut out = Vec::with_capacity(256);
             Ok(codec.encode_server_into(&self.envelope, &mut out)?.then(|| Bytes::from(out)))

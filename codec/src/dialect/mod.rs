@@ -90,12 +90,25 @@ pub struct Codec {
     pub max_frame: usize,
     /// The conversation requests without a conversation id go to (SPEC §7).
     pub scope: Option<ConversationId>,
+    /// Winkr over JSON: `message:new` also carries the message's own fields beside `message`
+    /// and `sender`, for seed 000's clients, which read them there and connect to `/v1/ws`
+    /// (protocol.md). Off elsewhere: a quarter of each delivered message's bytes.
+    pub flat_messages: bool,
 }
 
 impl Codec {
     /// A codec with the contract's 32 KiB frame limit.
     pub const fn new(dialect: Dialect, format: Format) -> Self {
-        Self { dialect, format, max_frame: MAX_FRAME_BYTES, scope: None }
+        Self { dialect, format, max_frame: MAX_FRAME_BYTES, scope: None, flat_messages: false }
+    }
+
+    pub fn with_flat_messages(self, flat_messages: bool) -> Self {
+        Self { flat_messages, ..self }
+    }
+
+    /// Whether this codec writes `message:new` in seed 000's flat layout as well.
+    pub fn writes_flat_messages(&self) -> bool {
+        self.flat_messages && self.dialect == Dialect::Winkr && self.format == Format::Json
     }
 
     pub fn with_max_frame(self, max_frame: usize) -> Self {
@@ -122,7 +135,7 @@ impl Codec {
     /// `Ok(false)`: the dialect has no form for this event; nothing was written, send nothing.
     pub fn encode_server_into(&self, env: &ServerEnvelope, out: &mut Vec<u8>) -> Result<bool, EncodeError> {
         match self.dialect {
-            Dialect::Winkr => winkr::encode_server(self.format, env, out).map(|()| true),
+            Dialect::Winkr => winkr::encode_server(self.format, self.writes_flat_messages(), env, out).map(|()| true),
             Dialect::Systimz => systimz::encode_server(self.format, env, out),
             Dialect::Chatrooms => chatrooms::encode_server(self.format, env, false, out),
             Dialect::ChatroomsPersonal => chatrooms::encode_server(self.format, env, true, out),

@@ -72,7 +72,12 @@ pub(crate) fn decode_server(format: Format, bytes: &[u8]) -> Result<ServerEnvelo
     }
 }
 
-pub(crate) fn encode_server(format: Format, env: &ServerEnvelope, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+pub(crate) fn encode_server(
+    format: Format,
+    flat_messages: bool,
+    env: &ServerEnvelope,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
     #[derive(Serialize)]
     struct Out<'a> {
         #[serde(rename = "type")]
@@ -85,19 +90,19 @@ pub(crate) fn encode_server(format: Format, env: &ServerEnvelope, out: &mut Vec<
         #[serde(skip_serializing_if = "Option::is_none")]
         request_id: Option<&'a RequestId>,
     }
-    struct ServerData<'a>(&'a ServerEvent, Format);
+    struct ServerData<'a>(&'a ServerEvent, bool);
     impl Serialize for ServerData<'_> {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
             match (self.0, self.1) {
-                // Seed 000's clients read message:new's fields flat; they speak JSON.
-                (ServerEvent::MessageNew(m), Format::Json) => WithFlatFields(m).serialize(s),
+                // Seed 000's clients read message:new's fields flat.
+                (ServerEvent::MessageNew(m), true) => WithFlatFields(m).serialize(s),
                 (event, _) => event.serialize_data(s),
             }
         }
     }
     let out_env = Out {
         kind: env.event.name(),
-        data: ServerData(&env.event, format),
+        data: ServerData(&env.event, flat_messages),
         timestamp: env.timestamp,
         message_id: env.message_id.as_deref(),
         request_id: env.request_id.as_ref(),

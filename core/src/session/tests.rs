@@ -130,7 +130,7 @@ async fn a_message_is_acknowledged_then_delivered_once_in_order() {
         let sent = alice.next_of("message:sent").await;
         assert_eq!((sent["data"]["seq"].as_u64(), sent["data"]["content"].as_str()), (Some(i as u64 + 1), Some(*text)));
         let new = bob.next_of("message:new").await;
-        assert_eq!(new["data"]["content"], *text);
+        assert_eq!(new["data"]["message"]["content"], *text);
         assert_eq!(new["data"]["sender"]["username"], "ALICE");
     }
     // The same local_id again is the same message, not a fourth one.
@@ -223,7 +223,7 @@ async fn rejoining_with_since_seq_replays_what_was_missed_once_and_then_live() {
     alice.send("message:send", json!({"conversation_id": "c1", "content": "m6"})).await;
     let mut seqs = Vec::new();
     while seqs.len() < 4 {
-        seqs.push(bob.next_of("message:new").await["data"]["seq"].as_u64().unwrap());
+        seqs.push(bob.next_of("message:new").await["data"]["message"]["seq"].as_u64().unwrap());
     }
     assert_eq!(seqs, [3, 4, 5, 6]);
     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -265,7 +265,8 @@ async fn two_nodes_on_one_bus_hear_each_other_s_messages_and_membership_changes(
     alice.send("message:send", json!({"conversation_id": "c1", "content": "across"})).await;
     assert_eq!(alice.next_of("message:sent").await["data"]["seq"], 1);
     let new = bob.next_of("message:new").await;
-    assert_eq!((new["data"]["content"].as_str(), new["data"]["seq"].as_u64()), (Some("across"), Some(1)));
+    let m = &new["data"]["message"];
+    assert_eq!((m["content"].as_str(), m["seq"].as_u64()), (Some("across"), Some(1)));
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert!(!bob.queued().contains(&"message:new".to_string()), "once");
     // Alice hears her own message once (seed 001: the sender gets `message:new` too), from her

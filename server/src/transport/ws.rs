@@ -72,7 +72,7 @@ fn subprotocol_format(headers: &HeaderMap) -> Format {
     if offered_protocols(headers).any(|p| p == wire::subprotocol::MSGPACK) { Format::MsgPack } else { Format::Json }
 }
 
-/// `GET /ws`, `GET /v1/ws`.
+/// `GET /ws`.
 pub async fn upgrade(
     State(app): State<App>,
     Query(query): Query<HashMap<String, String>>,
@@ -81,6 +81,18 @@ pub async fn upgrade(
     ws: WebSocketUpgrade,
 ) -> Response {
     upgrade_at(app, query, headers, ws, Endpoint::default(), None, scheme).await
+}
+
+/// `GET /v1/ws` (seed 000's path): the same, with `message:new`'s fields flat as well.
+pub async fn upgrade_v1(
+    State(app): State<App>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    scheme: Option<Extension<Scheme>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let endpoint = Endpoint { flat_messages: true, ..Endpoint::default() };
+    upgrade_at(app, query, headers, ws, endpoint, None, scheme).await
 }
 
 /// `GET /api/v1/ws/chat/{chatId}` (seed 003): the chatrooms dialect, scoped to the chat.
@@ -92,7 +104,7 @@ pub async fn upgrade_chat(
     scheme: Option<Extension<Scheme>>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let endpoint = Endpoint { dialect: Some(Dialect::Chatrooms), scope: Some(chat_id) };
+    let endpoint = Endpoint { dialect: Some(Dialect::Chatrooms), scope: Some(chat_id), flat_messages: false };
     upgrade_at(app, query, headers, ws, endpoint, None, scheme).await
 }
 
@@ -105,7 +117,7 @@ pub async fn upgrade_personal(
     scheme: Option<Extension<Scheme>>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let endpoint = Endpoint { dialect: Some(Dialect::ChatroomsPersonal), scope: None };
+    let endpoint = Endpoint { dialect: Some(Dialect::ChatroomsPersonal), scope: None, flat_messages: false };
     upgrade_at(app, query, headers, ws, endpoint, Some(user_id), scheme).await
 }
 
