@@ -18,7 +18,7 @@
 //! counts in a bigger one. A group of any size costs its sender a bounded number of slots.
 
 use crate::error::CloseReason;
-use crate::limits::{Exceeded, Limits, UserBuckets};
+use crate::limits::{Exceeded, Limits, UserBuckets, UserRates};
 use crate::link::{Conn, IdMint, Queued, SharedEvent};
 use crate::store::{ConversationInfo, Requester};
 use confab_codec::event::{Delivered, Message, MessageNew, Sender, ServerEnvelope, ServerEvent, Unread};
@@ -83,9 +83,9 @@ const PRUNE_EVERY: u64 = 4096;
 /// Drops the rate-limit buckets of offline users whose buckets have all refilled (nothing is
 /// lost: a full bucket is what a new one would be), so that memory follows the users active in
 /// the last day rather than every user ever seen.
-fn prune(s: &mut State, now: Instant) {
+fn prune(s: &mut State, rates: &UserRates, now: Instant) {
     let users = &s.users;
-    s.buckets.retain(|u, b| users.contains_key(u) || !b.all_full(now));
+    s.buckets.retain(|u, b| users.contains_key(u) || !b.all_full(rates, now));
 }
 
 /// Shared by every connection; cheap to lock (no await while held).
@@ -93,12 +93,13 @@ fn prune(s: &mut State, now: Instant) {
 pub struct Hub {
     state: Mutex<State>,
     limits: Limits,
+    rates: UserRates,
     ids: Arc<IdMint>,
 }
 
 impl Hub {
     pub fn new(limits: Limits) -> Self {
-        Self { state: Mutex::default(), limits, ids: Arc::default() }
+        Self { state: Mutex::default(), rates: UserRates::new(&limits), limits, ids: Arc::default() }
     }
 
     /// The server's id mint, which connections share for their own events.
@@ -132,10 +133,9 @@ impl Hub {
     pub fn take_connect(&self, user: &UserId, now: Instant) -> Result<(), CloseReason> {
         let mut s = self.lock();
         if self.ids.count() % PRUNE_EVERY == 0 {
-            prune(&mut s, now);
+            prune(&mut s, &self.rates, now);
         }
-        let buckets = s.buckets.entry(user.clone()).or_insert_with(|| UserBuckets::new(&self.limits, now));
-        buckets.connects.take(now).map_err(|_| CloseReason::TooManyConnections)
+        self.buckets(&mut s, user, now).take_connect(&self.rates, now).map_err(|_| CloseReason::TooManyConnections)
     }
 
     /// Adds a connection. `true` if it is the user's first on this node.
@@ -179,12 +179,16 @@ impl Hub {
 
     pub fn take_message(&self, user: &UserId, now: Instant) -> Result<(), Exceeded> {
         let mut s = self.lock();
-        s.buckets.entry(user.clone()).or_insert_with(|| UserBuckets::new(&self.limits, now)).take_message(now)
+        self.buckets(&mut s, user, now).take_message(&self.rates, now)
     }
 
     pub fn take_typing(&self, user: &UserId, now: Instant) -> Result<(), Exceeded> {
         let mut s = self.lock();
-        s.buckets.entry(user.clone()).or_insert_with(|| UserBuckets::new(&self.limits, now)).typing.take(now)
+        self.buckets(&mut s, user, now).take_typing(&self.rates, now)
+    }
+
+    fn buckets<'s>(&self, s: &'s mut State, user: &UserId, now: Instant) -> &'s mut UserBuckets {
+        s.buckets.entry(user.clone()).or_insert_with(|| self.rates.full(now))
     }
 
     // ---- conversations ----

@@ -16,7 +16,7 @@ use tracing::Instrument;
 /// Not an `async fn`: one would keep a second copy of its arguments beside the future it
 /// awaits, for the whole life of every connection (benchmarks.md, issue 19, idle memory).
 pub fn run(
-    session: Session,
+    session: Box<Session>,
     inbound: impl Stream<Item = Inbound> + Unpin,
     shutdown: CancellationToken,
 ) -> impl std::future::Future<Output = ()> {
@@ -24,7 +24,11 @@ pub fn run(
     drive(session, inbound, shutdown).instrument(span)
 }
 
-async fn drive(mut session: Session, mut inbound: impl Stream<Item = Inbound> + Unpin, shutdown: CancellationToken) {
+async fn drive(
+    mut session: Box<Session>,
+    mut inbound: impl Stream<Item = Inbound> + Unpin,
+    shutdown: CancellationToken,
+) {
     // Refused at opening (or closed since): nothing to run.
     // The request handlers' futures are boxed: held inline, the largest of them would be part
     // of every idle connection's state, though a connection is almost always waiting.

@@ -399,7 +399,12 @@ pub struct Opening {
 /// before it tells the client that the connection is ready, then writes what the output gives
 /// and runs the session with [`run`]. A session refused here (too many connections, a scope
 /// it may not join) has its connection closed already: the transport says goodbye.
-pub async fn open(node: &Arc<Node>, identity: Identity, o: Opening) -> (Session, ConnOutput) {
+///
+/// The session comes boxed: moved from the transport's setup into the future that runs it, and
+/// from there into the driver's own state, an inline `Session` left a dead copy of itself in
+/// each of those futures for the connection's whole life (1 KB an idle connection, benchmarks.md
+/// issue 19).
+pub async fn open(node: &Arc<Node>, identity: Identity, o: Opening) -> (Box<Session>, ConnOutput) {
     let codec = default_scope(o.codec, &identity.user_id);
     let queue = node.hub.limits().outbound_queue;
     let (conn, output) = Conn::new(
@@ -411,7 +416,7 @@ pub async fn open(node: &Arc<Node>, identity: Identity, o: Opening) -> (Session,
         Arc::clone(&node.metrics),
         node.clock,
     );
-    let mut session = Session::new(Arc::clone(node), conn, identity, o.resume, o.base_url);
+    let mut session = Box::new(Session::new(Arc::clone(node), conn, identity, o.resume, o.base_url));
     let _ = session.open().await;
     (session, output)
 }

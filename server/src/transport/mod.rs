@@ -13,7 +13,7 @@ use crate::link::ConnOutput;
 use crate::session::{self, Opening, Session};
 
 /// A connection's session, opened before the transport answers, or why it was refused.
-pub(crate) type Opened = Result<(Session, ConnOutput), AuthError>;
+pub(crate) type Opened = Result<(Box<Session>, ConnOutput), AuthError>;
 
 /// What both transports do between reading a connection's request and answering it: verify
 /// its token (and, for a socket that names its user, that the token is theirs), then open the

@@ -254,7 +254,9 @@ fn close_message(reason: CloseReason) -> Message {
     Message::Close(Some(CloseFrame { code: reason.code(), reason: Utf8Bytes::from_static(reason.as_str()) }))
 }
 
-async fn write_loop(
+/// The connection's writer task. Not an `async fn`, for the reason `serve` gives: one kept a
+/// second copy of its arguments (216 bytes an idle connection).
+fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
     mut out: ConnOutput,
     codec: Codec,
@@ -262,37 +264,39 @@ async fn write_loop(
     pong_timeout: Duration,
     last_pong: Arc<AtomicU64>,
     started: Instant,
-) {
+) -> impl std::future::Future<Output = ()> + Send + 'static {
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
     let closer = Arc::clone(&out.closer);
-    loop {
-        // Cancel-safe: `recv` and `tick` lose nothing when another branch wins.
-        tokio::select! {
-            biased;
-            _ = closer.closed() => break,
-            ev = out.recv() => {
-                let Some(first) = ev else { break };
-                if write_batch(&mut sink, &mut out, &codec, first).await.is_err() {
-                    out.closer.close(CloseReason::Normal);
-                    break;
+    async move {
+        loop {
+            // Cancel-safe: `recv` and `tick` lose nothing when another branch wins.
+            tokio::select! {
+                biased;
+                _ = closer.closed() => break,
+                ev = out.recv() => {
+                    let Some(first) = ev else { break };
+                    if write_batch(&mut sink, &mut out, &codec, first).await.is_err() {
+                        out.closer.close(CloseReason::Normal);
+                        break;
+                    }
                 }
-            }
-            _ = ping.tick() => {
-                let since_pong = started.elapsed().saturating_sub(Duration::from_millis(last_pong.load(Ordering::Relaxed)));
-                if since_pong > pong_timeout {
-                    out.closer.close(CloseReason::Timeout);
-                    break;
-                }
-                if sink.send(Message::Ping(Bytes::new())).await.is_err() {
-                    out.closer.close(CloseReason::Normal);
-                    break;
+                _ = ping.tick() => {
+                    let since_pong = started.elapsed().saturating_sub(Duration::from_millis(last_pong.load(Ordering::Relaxed)));
+                    if since_pong > pong_timeout {
+                        out.closer.close(CloseReason::Timeout);
+                        break;
+                    }
+                    if sink.send(Message::Ping(Bytes::new())).await.is_err() {
+                        out.closer.close(CloseReason::Normal);
+                        break;
+                    }
                 }
             }
         }
+        let reason = out.closer.reason().unwrap_or(CloseReason::Normal);
+        // A peer that stopped reading must not hold the task: the goodbye gets a deadline.
+        let _ = tokio::time::timeout(CLOSE_DEADLINE, say_goodbye(&mut sink, &mut out, &codec, reason)).await;
     }
-    let reason = out.closer.reason().unwrap_or(CloseReason::Normal);
-    // A peer that stopped reading must not hold the task: the goodbye gets a deadline.
-    let _ = tokio::time::timeout(CLOSE_DEADLINE, say_goodbye(&mut sink, &mut out, &codec, reason)).await;
 }
 
 /// Flushes what was queued (unless the queue is the problem), sends `connection:closed` and
