@@ -11,6 +11,9 @@ pub(crate) struct ChildServer {
     pub(crate) http: String,
     pub(crate) h3: String,
     pub(crate) hash: String,
+    /// How long a stop waits for the child to end by itself before killing it: a server under
+    /// a profiler writes its report at exit, which takes far longer than a plain one's drain.
+    pub(crate) patience: Duration,
 }
 
 impl ChildServer {
@@ -36,7 +39,13 @@ impl ChildServer {
             .spawn()
             .map_err(|e| e.to_string())?;
         let read = first_line(&mut child);
-        let mut server = Self { child, http: String::new(), h3: String::new(), hash: String::new() };
+        let mut server = Self {
+            child,
+            http: String::new(),
+            h3: String::new(),
+            hash: String::new(),
+            patience: Duration::from_secs(20),
+        };
         let line = read?;
         for part in line.split_whitespace() {
             if let Some(v) = part.strip_prefix("http=") {
@@ -60,7 +69,7 @@ impl ChildServer {
 
 impl Drop for ChildServer {
     fn drop(&mut self) {
-        stop(&mut self.child, Duration::from_secs(20));
+        stop(&mut self.child, self.patience);
     }
 }
 

@@ -21,6 +21,9 @@ fn start(threads: usize) -> Result<ChildServer, String> {
     let wrap = std::env::var("CONFAB_BENCH_WRAP").unwrap_or_default();
     let wrapper: Vec<&str> = wrap.split_whitespace().collect();
     let mut server = ChildServer::start(&wrapper, "0.0.0.0", threads)?;
+    if !wrapper.is_empty() {
+        server.patience = Duration::from_secs(600);
+    }
     // Bound to every address; reached over loopback.
     server.http = server.http.replace("0.0.0.0", "127.0.0.1");
     server.h3 = server.h3.replace("[::]", "127.0.0.1").replace("0.0.0.0", "127.0.0.1");
