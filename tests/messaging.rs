@@ -296,11 +296,9 @@ async fn one_user_in_several_conversations_gets_each_where_it_belongs() {
     // Bob hears about the group (unread: he has not joined it), never about carol's private one.
     bob.expect_none("message:new", Duration::from_millis(200)).await;
     assert!(bob.seen.iter().any(|e| e["type"] == "conversation:unread" && e["data"]["conversation_id"] == "group"));
-    assert!(
-        !bob.seen
-            .iter()
-            .any(|e| e["data"]["conversation_id"] == "with-carol" || e["data"]["message"]["conversation_id"] == "with-carol")
-    );
+    assert!(!bob.seen.iter().any(
+        |e| e["data"]["conversation_id"] == "with-carol" || e["data"]["message"]["conversation_id"] == "with-carol"
+    ));
 }
 
 #[tokio::test]
