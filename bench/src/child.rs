@@ -106,3 +106,15 @@ pub(crate) fn stop(child: &mut Child, within: Duration) {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// The server's CPU time so far (user + system, all threads, dead ones too), in µs.
+pub(crate) fn cpu_us(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after its ')' are plain.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // The kernel reports clock ticks of USER_HZ, 100 on Linux.
+    Some(ticks * 10_000)
+}

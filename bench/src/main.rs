@@ -69,6 +69,9 @@ struct Args {
     /// Rates (messages per second in all) of the versus scenario (confab against Socket.IO).
     #[arg(long, value_delimiter = ',', default_values_t = [1000.0, 5000.0])]
     versus_rates: Vec<f64>,
+    /// Group size of the versus scenario's fan-out (one sender, the rest reading).
+    #[arg(long, default_value_t = 1000)]
+    versus_fanout: usize,
     /// Rounds of the versus scenario (medians are printed over them); 3 by default, 1 with
     /// `--quick` or `--smoke`.
     #[arg(long)]
@@ -229,7 +232,9 @@ async fn run_all(args: &Args, addr: &str, h3: Option<(String, String)>) -> bool 
         // confab and Socket.IO side by side, each server in a child process on a core of its own.
         let rounds = args.rounds.unwrap_or(if args.smoke || args.quick { 1 } else { 3 });
         let rates: &[f64] = if args.smoke { &[200.0] } else { &args.versus_rates };
-        ok &= versus::run_all(rates, pairs, secs, rounds, args.server_threads, &args.versus_servers, &report).await;
+        let fanout = if args.smoke { 20 } else { args.versus_fanout };
+        ok &= versus::run_all(rates, pairs, fanout, secs, rounds, args.server_threads, &args.versus_servers, &report)
+            .await;
     }
     if wanted("lossy") {
         let losses: &[u32] = if args.smoke { &[1] } else { &[0, 1, 3] };
@@ -277,16 +282,17 @@ async fn run_all(args: &Args, addr: &str, h3: Option<(String, String)>) -> bool 
         // waiting for its durable ack), as fast as the server goes; latency is then mostly the
         // benchmark's own queue.
         if wanted("saturation_1conv") {
-            ok &= report(scenario::throughput(addr, target, 1, 2, 1, 64, secs, Format::MsgPack).await);
+            ok &= report(scenario::throughput(addr, target, 1, 2, 1, 64, secs, Format::MsgPack, None).await);
         }
         if wanted("saturation_1000conv") {
-            ok &= report(scenario::throughput(addr, target, many, 1, 1, 8, secs, Format::MsgPack).await);
+            ok &= report(scenario::throughput(addr, target, many, 1, 1, 8, secs, Format::MsgPack, None).await);
         }
         // Fan-out: one sender (8 messages in flight) in a group of 100 and of 1,000.
         let groups: &[usize] = if args.smoke { &[20] } else { &[100, 1000] };
         for &members in groups {
             if wanted(&format!("fanout_{members}")) || (args.smoke && wanted("fanout")) {
-                ok &= report(scenario::throughput(addr, target, 1, 1, members - 1, 8, secs, Format::MsgPack).await);
+                ok &=
+                    report(scenario::throughput(addr, target, 1, 1, members - 1, 8, secs, Format::MsgPack, None).await);
             }
         }
     }

@@ -71,7 +71,7 @@ pub(crate) struct Report {
 }
 
 /// An empty latency histogram: 1 µs to 60 s, 3 significant digits.
-fn histogram() -> Result<Histogram<u64>, String> {
+pub(crate) fn histogram() -> Result<Histogram<u64>, String> {
     Histogram::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())
 }
 
@@ -158,7 +158,7 @@ impl NextText for crate::floor::FloorRx {
 }
 
 /// A receiver: counts messages and records latency until `until`.
-async fn receive<R: NextText>(
+pub(crate) async fn receive<R: NextText>(
     mut rx: R,
     base: Instant,
     until: Instant,
@@ -443,7 +443,8 @@ pub(crate) async fn open_loop<S: SendText, R: NextText>(
 }
 
 /// Throughput, closed loop with a window: `convs` conversations, `senders` senders in each, each
-/// keeping `window` messages in flight (waiting for `message:sent`, a durable ack).
+/// keeping `window` messages in flight (waiting for `message:sent`, a durable ack). With the
+/// server's `pid` (a child process), its CPU per delivery over the measured part is reported.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn throughput(
     addr: &str,
@@ -454,6 +455,7 @@ pub(crate) async fn throughput(
     window: usize,
     secs: f64,
     format: Format,
+    pid: Option<u32>,
 ) -> Result<Report, String> {
     let tag = rand_tag();
     let readers = readers.max(1);
@@ -481,6 +483,7 @@ pub(crate) async fn throughput(
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(secs);
     let until = end + Duration::from_secs(5);
+    let cpu_before = pid.and_then(crate::child::cpu_us);
     let mut receiver_tasks = Vec::with_capacity(receivers.len());
     let mut keep = Vec::with_capacity(receivers.len());
     for (rx, rtx) in receivers {
@@ -531,13 +534,17 @@ pub(crate) async fn throughput(
         received += n;
         let _ = h.add(&rh);
     }
+    let cpu_after = pid.and_then(crate::child::cpu_us);
     drop(keep);
     let clients = convs * (senders + readers);
     // `sent` counts deliveries owed: each acknowledged message to each reader of its conversation.
     let owed = sent.load(Ordering::Relaxed) * readers as u64;
     let name =
         if readers > 1 { format!("fanout_{}members", senders + readers) } else { format!("saturation_{convs}conv") };
-    Ok(finish(name, target.name(), format, clients, (owed, received), &h, secs, None))
+    let mut r = finish(name, target.name(), format, clients, (owed, received), &h, secs, None);
+    r.server_cpu_us_per_msg =
+        cpu_before.zip(cpu_after).map(|(a, b)| b.saturating_sub(a) as f64 / received.max(1) as f64);
+    Ok(r)
 }
 
 pub(crate) fn rand_tag() -> u32 {

@@ -9,9 +9,9 @@
 //! folder) and is skipped with a message otherwise. Its SQLite mode needs the optional
 //! `better-sqlite3`.
 
-use crate::child::ChildServer;
+use crate::child::{ChildServer, cpu_us};
 use crate::client::{FrameBytes, Target, connect};
-use crate::scenario::{NextText, Report, SendText, finish, open_loop};
+use crate::scenario::{NextText, Report, SendText, finish, histogram, open_loop, receive};
 use crate::setup::{SECRET, create_conversation, token};
 use confab_codec::{ConversationId, Format};
 use futures_util::stream::{SplitSink, SplitStream};
@@ -76,18 +76,6 @@ fn pin_self(cpus: &str) {
         Ok(o) if o.status.success() => {}
         _ => eprintln!("(could not pin the load generator to cores {cpus})"),
     }
-}
-
-/// The server's CPU time so far (user + system, all threads, dead ones too), in µs.
-fn cpu_us(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces; the fields after its ')' are plain.
-    let rest = stat.get(stat.rfind(')')? + 2..)?;
-    let fields: Vec<&str> = rest.split(' ').collect();
-    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    // The kernel reports clock ticks of USER_HZ, 100 on Linux.
-    Some(ticks * 10_000)
 }
 
 fn peer_dir() -> PathBuf {
@@ -294,6 +282,93 @@ async fn run_once(server: Server, running: &Running, n: usize, rate: f64, secs: 
     Ok(report)
 }
 
+/// Messages in flight from the fan-out's one sender.
+const FANOUT_WINDOW: usize = 8;
+
+/// One fan-out run on `server`: a fresh group of `members` (a sender and the rest joined
+/// readers), the sender keeping [`FANOUT_WINDOW`] messages in flight for `secs`; the report's
+/// rate is deliveries per second, its CPU per delivery.
+async fn fanout_once(server: Server, running: &Running, members: usize, secs: f64) -> Result<Report, String> {
+    let readers = members.saturating_sub(1).max(1);
+    let mut report = match running {
+        Running::Confab(c) => {
+            let target = Target::Ws(c.http.clone());
+            let pid = Some(running.pid());
+            crate::scenario::throughput(&c.http, &target, 1, 1, readers, FANOUT_WINDOW, secs, Format::Json, pid).await?
+        }
+        Running::SocketIo(p) => sio_fanout(p, running.pid(), readers, secs).await?,
+    };
+    report.scenario = format!("versus_fanout_{members}");
+    report.server = Some(server.name().to_string());
+    Ok(report)
+}
+
+/// The fan-out against the Socket.IO relay: the same group in one room, the sender's window
+/// paced by the relay's acknowledgements.
+async fn sio_fanout(p: &NodePeer, pid: u32, readers: usize, secs: f64) -> Result<Report, String> {
+    let tag = format!("vf{}", crate::scenario::rand_tag());
+    let conv = ConversationId::parse(&format!("{tag}c"))?;
+    let join = serde_json::json!(conv.as_str());
+    let mut members = Vec::with_capacity(readers);
+    for i in 0..readers {
+        let (mut rtx, mut rx) = sio_connect(p.port, &token(&format!("{tag}r{i}"))).await?;
+        rtx.emit("join", join.clone()).await?;
+        rx.await_ack().await?;
+        members.push((rtx, rx));
+    }
+    let (mut tx, mut acks) = sio_connect(p.port, &token(&format!("{tag}s"))).await?;
+    tx.emit("join", join).await?;
+    acks.await_ack().await?;
+
+    let base = Instant::now();
+    let end = base + Duration::from_secs_f64(secs);
+    let until = end + Duration::from_secs(5);
+    let cpu_before = cpu_us(pid);
+    let mut keep = Vec::with_capacity(readers);
+    let mut tasks = Vec::with_capacity(readers);
+    for (rtx, rx) in members {
+        tasks.push(tokio::spawn(receive(rx, base, until, histogram()?)));
+        keep.push(rtx);
+    }
+    let (mut outstanding, mut acked) = (0usize, 0u64);
+    loop {
+        if Instant::now() < end {
+            while outstanding < FANOUT_WINDOW {
+                let ns = base.elapsed().as_nanos() as u64;
+                tx.send_text(&conv, format!("t{ns} fan-out"))
+                    .await
+                    .then_some(())
+                    .ok_or("the sender's socket closed")?;
+                outstanding += 1;
+            }
+        } else if outstanding == 0 {
+            break;
+        }
+        match tokio::time::timeout_at(until.into(), sio_read(&mut acks.stream)).await {
+            Ok(Ok(t)) if t.starts_with("43") => {
+                outstanding -= 1;
+                acked += 1;
+            }
+            Ok(Ok(_)) => {}
+            _ => break,
+        }
+    }
+    let mut h = histogram()?;
+    let mut received = 0;
+    for t in tasks {
+        let (n, rh, _) = t.await.map_err(|e| e.to_string())?;
+        received += n;
+        let _ = h.add(&rh);
+    }
+    let cpu_after = cpu_us(pid);
+    drop(keep);
+    let owed = acked * readers as u64;
+    let mut r = finish(String::new(), "websocket", Format::Json, readers + 1, (owed, received), &h, secs, None);
+    r.server_cpu_us_per_msg =
+        cpu_before.zip(cpu_after).map(|(a, b)| b.saturating_sub(a) as f64 / received.max(1) as f64);
+    Ok(r)
+}
+
 /// Runs the open loop over `pairs` and reads the server's costs around it. `senders` are the
 /// senders' reading halves (their acks, receipts and echoes are read, counted and dropped)
 /// with whatever must live as long (the receivers' sending halves).
@@ -346,9 +421,11 @@ async fn costs_around<S: SendText, R: NextText>(
 }
 
 /// Every server × rate × round, each run passed to `report`; false if a run failed.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run_all(
     rates: &[f64],
     pairs: usize,
+    fanout_members: usize,
     secs: f64,
     rounds: usize,
     threads: usize,
@@ -418,6 +495,19 @@ pub(crate) async fn run_all(
             }
         }
     }
+    // Fan-out: one sender keeping FANOUT_WINDOW messages in flight, each waiting for its ack,
+    // in a group of `fanout_members`; deliveries per second, closed loop.
+    for _ in 0..rounds {
+        for (server, running) in &servers {
+            match fanout_once(*server, running, fanout_members, secs).await {
+                Ok(r) => {
+                    all.push(r.clone());
+                    ok &= report(Ok(r));
+                }
+                Err(e) => ok &= report(Err(format!("{} fan-out: {e}", server.name()))),
+            }
+        }
+    }
     summarize(&all);
     drop(servers);
     if pinned.is_some() {
@@ -435,8 +525,8 @@ fn summarize(all: &[Report]) {
         if v.is_empty() { 0.0 } else { v[v.len() / 2] }
     }
     eprintln!(
-        "\nmedians: {:<24} {:>7} {:>8} {:>8} {:>12} {:>10} {:>10}",
-        "server", "msg/s", "p50_us", "p99_us", "cpu_us/msg", "frames/msg", "bytes/msg"
+        "\nmedians: {:<24} {:>14} {:>9} {:>8} {:>8} {:>12} {:>10} {:>10}",
+        "server", "run", "deliv/s", "p50_us", "p99_us", "cpu_us/msg", "frames/msg", "bytes/msg"
     );
     let mut keys: Vec<(String, String)> = Vec::new();
     for r in all {
@@ -450,9 +540,10 @@ fn summarize(all: &[Report]) {
             all.iter().filter(|r| r.scenario == scenario && r.server.as_deref() == Some(server.as_str())).collect();
         let m = |f: &dyn Fn(&Report) -> f64| median(runs.iter().map(|r| f(r)).collect());
         eprintln!(
-            "medians: {:<24} {:>7} {:>8.0} {:>8.0} {:>12.1} {:>10.2} {:>10.0}",
+            "medians: {:<24} {:>14} {:>9.0} {:>8.0} {:>8.0} {:>12.1} {:>10.2} {:>10.0}",
             server,
-            scenario.trim_start_matches("versus_1to1_"),
+            scenario.trim_start_matches("versus_"),
+            m(&|r| r.msgs_per_s),
             m(&|r| r.p50_us as f64),
             m(&|r| r.p99_us as f64),
             m(&|r| r.server_cpu_us_per_msg.unwrap_or(0.0)),
