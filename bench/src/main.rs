@@ -72,6 +72,10 @@ struct Args {
     /// Group size of the versus scenario's fan-out (one sender, the rest reading).
     #[arg(long, default_value_t = 1000)]
     versus_fanout: usize,
+    /// 1:1 conversations of the versus scenario's throughput search (the highest rate with
+    /// p99 under 10 ms); 0 skips it.
+    #[arg(long, default_value_t = 1000)]
+    versus_convs: usize,
     /// Rounds of the versus scenario (medians are printed over them); 3 by default, 1 with
     /// `--quick` or `--smoke`.
     #[arg(long)]
@@ -233,8 +237,29 @@ async fn run_all(args: &Args, addr: &str, h3: Option<(String, String)>) -> bool 
         let rounds = args.rounds.unwrap_or(if args.smoke || args.quick { 1 } else { 3 });
         let rates: &[f64] = if args.smoke { &[200.0] } else { &args.versus_rates };
         let fanout = if args.smoke { 20 } else { args.versus_fanout };
-        ok &= versus::run_all(rates, pairs, fanout, secs, rounds, args.server_threads, &args.versus_servers, &report)
-            .await;
+        let slo = if args.smoke {
+            versus::Slo { convs: 10, start_rate: 200.0, steps: 1, refine: 0, secs }
+        } else {
+            versus::Slo {
+                convs: args.versus_convs,
+                start_rate: 2000.0,
+                steps: 10,
+                refine: 2,
+                secs: (secs / 2.0).max(2.0),
+            }
+        };
+        ok &= versus::run_all(
+            rates,
+            pairs,
+            fanout,
+            slo,
+            secs,
+            rounds,
+            args.server_threads,
+            &args.versus_servers,
+            &report,
+        )
+        .await;
     }
     if wanted("lossy") {
         let losses: &[u32] = if args.smoke { &[1] } else { &[0, 1, 3] };

@@ -314,6 +314,30 @@ pub(crate) async fn throughput_slo(
     secs: f64,
     format: Format,
 ) -> Result<Report, String> {
+    let label = format!("{} over {convs} conversations", target.name());
+    let mut r = slo_search(&label, start_rate, max_steps, refine, p99_limit_us, |rate| {
+        latency(http, target, convs, rate, secs, format)
+    })
+    .await?;
+    r.scenario = format!("throughput_{convs}conv");
+    Ok(r)
+}
+
+/// The highest open-loop rate whose run loses nothing and keeps p99 under `p99_limit_us`: up
+/// by half from `start_rate` until a run fails (down by half while none passes), then `refine`
+/// bisections. Returns the best passing run, or the first failing one if none passed.
+pub(crate) async fn slo_search<F, Fut>(
+    label: &str,
+    start_rate: f64,
+    max_steps: usize,
+    refine: usize,
+    p99_limit_us: u64,
+    mut step: F,
+) -> Result<Report, String>
+where
+    F: FnMut(f64) -> Fut,
+    Fut: std::future::Future<Output = Result<Report, String>>,
+{
     let passes = |r: &Report| r.lost == 0 && r.p99_us < p99_limit_us;
     let mut best: Option<Report> = None;
     let mut first_failure: Option<Report> = None;
@@ -321,11 +345,10 @@ pub(crate) async fn throughput_slo(
     let mut rate = start_rate;
     let mut refined = 0;
     for _ in 0..max_steps {
-        let r = latency(http, target, convs, rate, secs, format).await?;
+        let r = step(rate).await?;
         let ok = passes(&r);
         eprintln!(
-            "  ({} over {convs} conversations at {rate:.0} msg/s: p99 {} µs, lost {}: {})",
-            target.name(),
+            "  ({label} at {rate:.0} msg/s: p99 {} µs, lost {}: {})",
             r.p99_us,
             r.lost,
             if ok { "pass" } else { "fail" }
@@ -348,9 +371,7 @@ pub(crate) async fn throughput_slo(
             }
         };
     }
-    let mut r = best.or(first_failure).ok_or("no step ran")?;
-    r.scenario = format!("throughput_{convs}conv");
-    Ok(r)
+    best.or(first_failure).ok_or_else(|| "no step ran".to_string())
 }
 
 /// The same 1:1 latency through the floor relay for `target`'s transport.

@@ -421,11 +421,24 @@ async fn costs_around<S: SendText, R: NextText>(
 }
 
 /// Every server × rate × round, each run passed to `report`; false if a run failed.
+/// The throughput search of the versus scenario: the highest rate over `convs` 1:1
+/// conversations with p99 under 10 ms and nothing lost (issue 6's definition), each step
+/// `secs` long on fresh pairs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Slo {
+    pub(crate) convs: usize,
+    pub(crate) start_rate: f64,
+    pub(crate) steps: usize,
+    pub(crate) refine: usize,
+    pub(crate) secs: f64,
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn run_all(
     rates: &[f64],
     pairs: usize,
     fanout_members: usize,
+    slo: Slo,
     secs: f64,
     rounds: usize,
     threads: usize,
@@ -506,6 +519,22 @@ pub(crate) async fn run_all(
                 }
                 Err(e) => ok &= report(Err(format!("{} fan-out: {e}", server.name()))),
             }
+        }
+    }
+    // Throughput: one search per server (each takes minutes; its steps print as they go).
+    for (server, running) in servers.iter().filter(|_| slo.convs > 0) {
+        let label = format!("{} over {} conversations", server.name(), slo.convs);
+        let search = crate::scenario::slo_search(&label, slo.start_rate, slo.steps, slo.refine, 10_000, |rate| {
+            run_once(*server, running, slo.convs, rate, slo.secs)
+        })
+        .await;
+        match search {
+            Ok(mut r) => {
+                r.scenario = format!("versus_throughput_{}conv", slo.convs);
+                all.push(r.clone());
+                ok &= report(Ok(r));
+            }
+            Err(e) => ok &= report(Err(format!("{} throughput: {e}", server.name()))),
         }
     }
     summarize(&all);
