@@ -185,6 +185,21 @@ pub(crate) async fn receive<R: NextText>(
     (n, h, rx)
 }
 
+/// The messages the [`receive`] tasks counted, and their latencies in one histogram; the
+/// receivers are dropped (closed) here.
+pub(crate) async fn received_by<R>(
+    tasks: Vec<tokio::task::JoinHandle<(u64, Histogram<u64>, R)>>,
+) -> Result<(u64, Histogram<u64>), String> {
+    let mut h = histogram()?;
+    let mut received = 0;
+    for t in tasks {
+        let (n, rh, _) = t.await.map_err(|e| e.to_string())?;
+        received += n;
+        let _ = h.add(&rh);
+    }
+    Ok((received, h))
+}
+
 /// Frame bytes the receivers of the running scenario read for their messages.
 static RECEIVED_BYTES: AtomicU64 = AtomicU64::new(0);
 
@@ -450,16 +465,8 @@ pub(crate) async fn open_loop<S: SendText, R: NextText>(
     for s in senders {
         keep.push(s.await.map_err(|e| e.to_string())?);
     }
-    let mut h = histogram()?;
-    let mut received = 0;
-    let mut readers = Vec::new();
-    for r in receivers {
-        let (k, rh, rx) = r.await.map_err(|e| e.to_string())?;
-        received += k;
-        let _ = h.add(&rh);
-        readers.push(rx);
-    }
-    drop((keep, readers));
+    let (received, h) = received_by(receivers).await?;
+    drop(keep);
     Ok((sent.load(Ordering::Relaxed), received, h))
 }
 
@@ -548,13 +555,7 @@ pub(crate) async fn throughput(
     for t in tasks {
         let _ = t.await;
     }
-    let mut h = histogram()?;
-    let mut received = 0;
-    for r in receiver_tasks {
-        let (n, rh, _) = r.await.map_err(|e| e.to_string())?;
-        received += n;
-        let _ = h.add(&rh);
-    }
+    let (received, h) = received_by(receiver_tasks).await?;
     let cpu_after = pid.and_then(crate::child::cpu_us);
     drop(keep);
     let clients = convs * (senders + readers);

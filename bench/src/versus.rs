@@ -353,13 +353,7 @@ async fn sio_fanout(p: &NodePeer, pid: u32, readers: usize, secs: f64) -> Result
             _ => break,
         }
     }
-    let mut h = histogram()?;
-    let mut received = 0;
-    for t in tasks {
-        let (n, rh, _) = t.await.map_err(|e| e.to_string())?;
-        received += n;
-        let _ = h.add(&rh);
-    }
+    let (received, h) = crate::scenario::received_by(tasks).await?;
     let cpu_after = cpu_us(pid);
     drop(keep);
     let owed = acked * readers as u64;

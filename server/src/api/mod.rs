@@ -24,7 +24,7 @@ use serde_json::json;
 pub fn router(app: App) -> axum::Router {
     let mut r = axum::Router::new()
         .route(path::WS, get(crate::transport::ws::upgrade))
-        .route(path::WS_V1, get(crate::transport::ws::upgrade_v1))
+        .route(path::WS_V1, get(crate::transport::ws::upgrade))
         .route("/api/v1/ws/chat/{chat_id}", get(crate::transport::ws::upgrade_chat))
         .route("/api/v1/ws/{user_id}", get(crate::transport::ws::upgrade_personal))
         .route("/v1/attachments/{id}", get(client::attachment))

@@ -16,7 +16,7 @@ use crate::error::CloseReason;
 use crate::link::{ConnOutput, Inbound, Outgoing, Route, TransportKind};
 use crate::session::{self, Opening};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Extension, MatchedPath, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -72,26 +72,17 @@ fn subprotocol_format(headers: &HeaderMap) -> Format {
     if offered_protocols(headers).any(|p| p == wire::subprotocol::MSGPACK) { Format::MsgPack } else { Format::Json }
 }
 
-/// `GET /ws`.
+/// `GET /ws`, and `GET /v1/ws`, seed 000's path, where `message:new` carries its fields flat
+/// as well (protocol.md).
 pub async fn upgrade(
     State(app): State<App>,
+    route: MatchedPath,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     scheme: Option<Extension<Scheme>>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    upgrade_at(app, query, headers, ws, Endpoint::default(), None, scheme).await
-}
-
-/// `GET /v1/ws` (seed 000's path): the same, with `message:new`'s fields flat as well.
-pub async fn upgrade_v1(
-    State(app): State<App>,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-    scheme: Option<Extension<Scheme>>,
-    ws: WebSocketUpgrade,
-) -> Response {
-    let endpoint = Endpoint { flat_messages: true, ..Endpoint::default() };
+    let endpoint = Endpoint { flat_messages: route.as_str() == wire::path::WS_V1, ..Endpoint::default() };
     upgrade_at(app, query, headers, ws, endpoint, None, scheme).await
 }
 
