@@ -107,8 +107,26 @@ pub(crate) fn stop(child: &mut Child, within: Duration) {
     let _ = child.wait();
 }
 
+/// A child server's CPU time from a starting point on, per message handled since.
+pub(crate) struct CpuMeter {
+    pid: u32,
+    start: Option<u64>,
+}
+
+impl CpuMeter {
+    pub(crate) fn start(pid: u32) -> Self {
+        Self { pid, start: cpu_us(pid) }
+    }
+
+    /// The server's CPU µs since [`CpuMeter::start`], per one of `messages`.
+    pub(crate) fn per(&self, messages: u64) -> Option<f64> {
+        let spent = cpu_us(self.pid)?.saturating_sub(self.start?);
+        Some(spent as f64 / messages.max(1) as f64)
+    }
+}
+
 /// The server's CPU time so far (user + system, all threads, dead ones too), in µs.
-pub(crate) fn cpu_us(pid: u32) -> Option<u64> {
+fn cpu_us(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces; the fields after its ')' are plain.
     let rest = stat.get(stat.rfind(')')? + 2..)?;

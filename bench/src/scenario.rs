@@ -511,7 +511,7 @@ pub(crate) async fn throughput(
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(secs);
     let until = end + Duration::from_secs(5);
-    let cpu_before = pid.and_then(crate::child::cpu_us);
+    let cpu = pid.map(crate::child::CpuMeter::start);
     let mut receiver_tasks = Vec::with_capacity(receivers.len());
     let mut keep = Vec::with_capacity(receivers.len());
     for (rx, rtx) in receivers {
@@ -556,7 +556,7 @@ pub(crate) async fn throughput(
         let _ = t.await;
     }
     let (received, h) = received_by(receiver_tasks).await?;
-    let cpu_after = pid.and_then(crate::child::cpu_us);
+    let cpu_per_delivery = cpu.and_then(|c| c.per(received));
     drop(keep);
     let clients = convs * (senders + readers);
     // `sent` counts deliveries owed: each acknowledged message to each reader of its conversation.
@@ -564,8 +564,7 @@ pub(crate) async fn throughput(
     let name =
         if readers > 1 { format!("fanout_{}members", senders + readers) } else { format!("saturation_{convs}conv") };
     let mut r = finish(name, target.name(), format, clients, (owed, received), &h, secs, None);
-    r.server_cpu_us_per_msg =
-        cpu_before.zip(cpu_after).map(|(a, b)| b.saturating_sub(a) as f64 / received.max(1) as f64);
+    r.server_cpu_us_per_msg = cpu_per_delivery;
     Ok(r)
 }
 

@@ -9,7 +9,7 @@
 //! folder) and is skipped with a message otherwise. Its SQLite mode needs the optional
 //! `better-sqlite3`.
 
-use crate::child::{ChildServer, cpu_us};
+use crate::child::{ChildServer, CpuMeter};
 use crate::client::{FrameBytes, Target, connect};
 use crate::scenario::{NextText, Report, SendText, finish, histogram, open_loop, receive};
 use crate::setup::{SECRET, create_conversation, token};
@@ -323,7 +323,7 @@ async fn sio_fanout(p: &NodePeer, pid: u32, readers: usize, secs: f64) -> Result
     let base = Instant::now();
     let end = base + Duration::from_secs_f64(secs);
     let until = end + Duration::from_secs(5);
-    let cpu_before = cpu_us(pid);
+    let cpu = CpuMeter::start(pid);
     let mut keep = Vec::with_capacity(readers);
     let mut tasks = Vec::with_capacity(readers);
     for (rtx, rx) in members {
@@ -354,12 +354,11 @@ async fn sio_fanout(p: &NodePeer, pid: u32, readers: usize, secs: f64) -> Result
         }
     }
     let (received, h) = crate::scenario::received_by(tasks).await?;
-    let cpu_after = cpu_us(pid);
+    let cpu_per_delivery = cpu.per(received);
     drop(keep);
     let owed = acked * readers as u64;
     let mut r = finish(String::new(), "websocket", Format::Json, readers + 1, (owed, received), &h, secs, None);
-    r.server_cpu_us_per_msg =
-        cpu_before.zip(cpu_after).map(|(a, b)| b.saturating_sub(a) as f64 / received.max(1) as f64);
+    r.server_cpu_us_per_msg = cpu_per_delivery;
     Ok(r)
 }
 
@@ -402,19 +401,18 @@ async fn costs_around<S: SendText, R: NextText>(
             .fold((0, 0), |(f, b), x| (f + x.frames.load(Ordering::Relaxed), b + x.received.load(Ordering::Relaxed)))
     };
     let (frames_before, bytes_before) = frames(counters);
-    let cpu_before = cpu_us(pid);
+    let cpu = CpuMeter::start(pid);
     let (sent, received, h) = open_loop(pairs, rate, secs).await?;
-    let cpu_after = cpu_us(pid);
+    let cpu_per_msg = cpu.per(received);
     let (frames_after, bytes_after) = frames(counters);
     let mut r = finish(String::new(), "websocket", Format::Json, 2 * n, (sent, received), &h, secs, Some(rate));
     let per = |x: u64| x as f64 / received.max(1) as f64;
-    r.server_cpu_us_per_msg = cpu_before.zip(cpu_after).map(|(a, b)| per(b.saturating_sub(a)));
+    r.server_cpu_us_per_msg = cpu_per_msg;
     r.server_frames_per_msg = Some(per(frames_after - frames_before));
     r.server_bytes_per_msg = Some(per(bytes_after - bytes_before));
     Ok(r)
 }
 
-/// Every server × rate × round, each run passed to `report`; false if a run failed.
 /// The throughput search of the versus scenario: the highest rate over `convs` 1:1
 /// conversations with p99 under 10 ms and nothing lost (issue 6's definition), each step
 /// `secs` long on fresh pairs.
@@ -427,6 +425,8 @@ pub(crate) struct Slo {
     pub(crate) secs: f64,
 }
 
+/// Every server × rate × round of the 1:1 runs, then the fan-out's rounds, then one throughput
+/// search per server; each run passed to `report`; false if a run failed.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn run_all(
     rates: &[f64],

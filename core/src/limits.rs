@@ -66,7 +66,7 @@ impl Rate {
     }
 
     /// A full bucket's level.
-    pub fn full(&self, now: Instant) -> Level {
+    fn full(&self, now: Instant) -> Level {
         Level { tokens: self.capacity, last: now }
     }
 }
@@ -87,7 +87,7 @@ impl Level {
     }
 
     /// Whether a token is there, without taking it.
-    pub fn check(&mut self, rate: &Rate, now: Instant) -> Result<(), Exceeded> {
+    fn check(&mut self, rate: &Rate, now: Instant) -> Result<(), Exceeded> {
         self.refill(rate, now);
         if self.tokens >= 1.0 {
             return Ok(());
@@ -97,7 +97,7 @@ impl Level {
     }
 
     /// Takes a token, or says when one will be there.
-    pub fn take(&mut self, rate: &Rate, now: Instant) -> Result<(), Exceeded> {
+    fn take(&mut self, rate: &Rate, now: Instant) -> Result<(), Exceeded> {
         self.check(rate, now)?;
         self.tokens -= 1.0;
         Ok(())
