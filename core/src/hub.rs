@@ -146,6 +146,9 @@ impl Hub {
             .entry(conn.user_id.clone())
             .or_insert_with(|| UserEntry { conns: Vec::new(), profile: profile.clone() });
         entry.profile = profile;
+        // Exactly one more: most users have one connection, and a `Vec` grows to four
+        // entries (400 bytes) on its first push (benchmarks.md, issue 19, third pass).
+        entry.conns.reserve_exact(1);
         entry.conns.push(conn.clone());
         entry.conns.len() == 1
     }

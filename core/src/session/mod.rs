@@ -59,7 +59,7 @@ pub struct Session {
     /// Sends waiting for their commit, answered in order as they complete. A connection's
     /// next frames are read meanwhile (up to [`MAX_PENDING_SENDS`]), so one sender's messages
     /// share group commits instead of waiting for one commit each.
-    pending: FuturesOrdered<BoxFuture<'static, SendDone>>,
+    pending: Pending,
     /// Whether the hub knows this connection: it must be unregistered, however the session ends.
     registered: bool,
     /// For a connection scoped to one conversation (SPEC §7), replay its messages after this
@@ -73,6 +73,42 @@ pub struct Session {
 
 /// Sends in flight per connection before the session stops reading its frames.
 pub const MAX_PENDING_SENDS: usize = 64;
+
+/// The sends waiting for their commit, in order. Allocated by the first send and released
+/// when the last one completes: `FuturesOrdered::new` allocates, and most connections wait
+/// idle with nothing in flight (benchmarks.md, issue 19, third pass).
+#[derive(Debug, Default)]
+struct Pending(Option<FuturesOrdered<BoxFuture<'static, SendDone>>>);
+
+impl Pending {
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, FuturesOrdered::len)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push_back(&mut self, send: BoxFuture<'static, SendDone>) {
+        self.0.get_or_insert_with(FuturesOrdered::new).push_back(send);
+    }
+}
+
+impl futures_util::Stream for Pending {
+    type Item = SendDone;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<SendDone>> {
+        let Some(sends) = self.0.as_mut() else { return std::task::Poll::Ready(None) };
+        let polled = futures_util::StreamExt::poll_next_unpin(sends, cx);
+        if sends.is_empty() {
+            self.0 = None;
+        }
+        polled
+    }
+}
 
 /// A send whose commit finished (or failed).
 struct SendDone {
@@ -109,7 +145,7 @@ impl Session {
             timers,
             frames: timers::FrameGate::new(rate, MAX_STRIKES),
             client: Hello::default(),
-            pending: FuturesOrdered::new(),
+            pending: Pending::default(),
             registered: false,
             resume,
             span,

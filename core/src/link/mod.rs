@@ -13,6 +13,8 @@
 //! ([`Conn::send_receipt`]), so that receipts never fill a sender's queue however many there
 //! are.
 
+mod queue;
+
 use crate::clock::Clock;
 use crate::error::CloseReason;
 use crate::metrics::{EventLabel, Metrics};
@@ -23,10 +25,10 @@ use confab_codec::{
     Timestamp, UserId,
 };
 use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::Notify;
 
 /// Which transport a connection is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,16 +166,20 @@ pub enum Pacing {
 
 /// Ends a connection once, with a reason, from anywhere (the session, the hub when the
 /// connection is a slow consumer, shutdown). The transport's writer watches it.
+///
+/// A flag and a `Notify` rather than a `CancellationToken`, which allocates a tree node
+/// (112 bytes) for every connection.
 #[derive(Debug, Default)]
 pub struct Closer {
-    token: CancellationToken,
+    /// Set once: the first reason wins, and being set is being closed.
     reason: OnceLock<CloseReason>,
+    closing: Notify,
 }
 
 impl Closer {
     pub fn close(&self, reason: CloseReason) {
         let _ = self.reason.set(reason);
-        self.token.cancel();
+        self.closing.notify_waiters();
     }
 
     pub fn reason(&self) -> Option<CloseReason> {
@@ -181,12 +187,19 @@ impl Closer {
     }
 
     pub fn is_closed(&self) -> bool {
-        self.token.is_cancelled()
+        self.reason.get().is_some()
     }
 
     /// Resolves once the connection is being closed. Cancel-safe.
     pub async fn closed(&self) {
-        self.token.cancelled().await;
+        let closing = self.closing.notified();
+        tokio::pin!(closing);
+        // Registered before the check: a `close` after it still wakes this wait.
+        closing.as_mut().enable();
+        if self.is_closed() {
+            return;
+        }
+        closing.await;
     }
 }
 
@@ -199,15 +212,14 @@ pub fn closing_event(ids: &IdMint, reason: CloseReason, now: Timestamp) -> Arc<S
 
 /// What travels in a connection's queue.
 #[derive(Debug)]
-enum Item {
+pub(crate) enum Item {
     Event(Outgoing),
-    /// The newest receipt for this key waits in the connection's [`Held`] slots. Boxed: the
-    /// queue allocates its first block of 32 items with the connection, so an item's size is
-    /// paid 32 times by every idle connection (16 bytes an item instead of 32).
+    /// The newest receipt for this key waits in the connection's [`Held`] slots. Boxed, so
+    /// that an item is 16 bytes, not 32: a queue's memory is its items'.
     Receipt(Box<ReceiptKey>),
 }
 
-const _: () = assert!(std::mem::size_of::<Item>() <= 16, "a queue item is paid 32 times by every connection");
+const _: () = assert!(std::mem::size_of::<Item>() <= 16, "a queue item is two words");
 
 /// What a receipt is about: a conversation, and the recipient when receipts go per recipient.
 pub type ReceiptKey = (ConversationId, Option<UserId>);
@@ -217,7 +229,8 @@ pub type ReceiptKey = (ConversationId, Option<UserId>);
 #[derive(Debug, Default)]
 struct Held {
     greeting: Mutex<Option<Arc<SharedEvent>>>,
-    greeted: CancellationToken,
+    /// The greeting was given (or there will be none): the queue may be written.
+    greeted: AtomicBool,
     receipts: Mutex<HashMap<ReceiptKey, (Arc<SharedEvent>, Seq)>>,
 }
 
@@ -233,7 +246,7 @@ pub struct Conn {
     pub user_id: UserId,
     pub transport: TransportKind,
     pub codec: Codec,
-    queue: mpsc::Sender<Item>,
+    queue: queue::Sender<Item>,
     held: Arc<Held>,
     pub closer: Arc<Closer>,
     metrics: Arc<Metrics>,
@@ -242,7 +255,7 @@ pub struct Conn {
 /// The transport's end of a [`Conn`]: what it writes, and how it learns to stop.
 #[derive(Debug)]
 pub struct ConnOutput {
-    queue: mpsc::Receiver<Item>,
+    queue: queue::Receiver<Item>,
     held: Arc<Held>,
     /// Whether the greeting was handed out (or there will be none).
     greeted: bool,
@@ -257,17 +270,24 @@ impl ConnOutput {
     /// queue in order. `None` once the session has gone. Cancel-safe: an event is taken only
     /// when this returns.
     pub async fn recv(&mut self) -> Option<Outgoing> {
-        if !self.greeted {
-            self.held.greeted.cancelled().await;
+        loop {
             if let Some(first) = self.take_greeting() {
                 return Some(first);
             }
-        }
-        loop {
-            let item = self.queue.recv().await?;
-            if let Some(out) = self.resolve(item) {
-                return Some(out);
+            if self.greeted {
+                match self.queue.try_pop() {
+                    queue::Pop::Item(item) => {
+                        if let Some(out) = self.resolve(item) {
+                            return Some(out);
+                        }
+                        continue;
+                    }
+                    queue::Pop::Closed => return None,
+                    queue::Pop::Empty => {}
+                }
             }
+            // Woken by an item, the greeting, or the last sender leaving; may be spurious.
+            self.queue.readable().await;
         }
     }
 
@@ -278,7 +298,7 @@ impl ConnOutput {
             return Some(first);
         }
         loop {
-            let item = self.queue.try_recv().ok()?;
+            let queue::Pop::Item(item) = self.queue.try_pop() else { return None };
             if let Some(out) = self.resolve(item) {
                 return Some(out);
             }
@@ -290,7 +310,7 @@ impl ConnOutput {
             return None;
         }
         let first = locked(&self.held.greeting).take();
-        if first.is_some() || self.held.greeted.is_cancelled() {
+        if first.is_some() || self.held.greeted.load(Ordering::Acquire) {
             self.greeted = true;
         }
         first.map(|ev| Outgoing(ev, Pacing::Live))
@@ -340,7 +360,7 @@ impl Conn {
         metrics: Arc<Metrics>,
         clock: Clock,
     ) -> (Self, ConnOutput) {
-        let (tx, rx) = mpsc::channel(queue_len.max(1));
+        let (tx, rx) = queue::bounded(queue_len);
         let closer = Arc::new(Closer::default());
         let held = Arc::new(Held::default());
         let conn = Self {
@@ -370,12 +390,14 @@ impl Conn {
     pub fn greet(&self, event: Arc<SharedEvent>) {
         self.queued(&event);
         *locked(&self.held.greeting) = Some(event);
-        self.held.greeted.cancel();
+        self.held.greeted.store(true, Ordering::Release);
+        self.queue.wake();
     }
 
     /// Releases the queue without a greeting (a connection refused before it was ready).
     pub fn no_greeting(&self) {
-        self.held.greeted.cancel();
+        self.held.greeted.store(true, Ordering::Release);
+        self.queue.wake();
     }
 
     /// Queues a receipt for one of this user's messages, covering every message of its
@@ -399,7 +421,7 @@ impl Conn {
 
     /// Counts an event joining the queue, and how long the queue was.
     fn queued(&self, event: &SharedEvent) {
-        let depth = self.queue.max_capacity() - self.queue.capacity();
+        let depth = self.queue.len();
         self.metrics.outbound_queue_depth.observe(depth as f64);
         self.metrics.events_out.get_or_create(&EventLabel { event: event.envelope.event.name() }).inc();
     }
@@ -412,17 +434,17 @@ impl Conn {
     }
 
     fn push(&self, item: Item, pacing: Pacing) -> Queued {
-        match self.queue.try_send(item) {
+        match self.queue.push(item) {
             Ok(()) => Queued::Yes,
-            Err(mpsc::error::TrySendError::Full(_)) if pacing == Pacing::Lossy => {
+            Err(queue::PushError::Full(_)) if pacing == Pacing::Lossy => {
                 self.metrics.events_dropped.inc();
                 Queued::Dropped
             }
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(queue::PushError::Full(_)) => {
                 self.closer.close(CloseReason::SlowConsumer);
                 Queued::SlowConsumer
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Queued::Gone,
+            Err(queue::PushError::Gone(_)) => Queued::Gone,
         }
     }
 
@@ -431,7 +453,7 @@ impl Conn {
     pub async fn send_waiting(&self, event: Arc<SharedEvent>) -> bool {
         self.queued(&event);
         tokio::select! {
-            r = self.queue.send(Item::Event(Outgoing(event, Pacing::Paced))) => r.is_ok(),
+            r = self.queue.push_waiting(Item::Event(Outgoing(event, Pacing::Paced))) => r.is_ok(),
             _ = self.closer.closed() => false,
         }
     }
