@@ -6,14 +6,16 @@
 //! Whatever was negotiated, a text frame is read as JSON and a binary one as MessagePack.
 //!
 //! The session is opened (registered, listening) before the upgrade is answered: a seed 003
-//! client takes the completed upgrade as its ready signal. Per connection: this task reads
-//! and decodes frames and drives the session; a writer task encodes queued events, pings every
-//! 30 s and closes the socket when the closer fires.
+//! client takes the completed upgrade as its ready signal. Per connection, one task: its
+//! reading half decodes frames and drives the session; its writing half encodes queued events,
+//! pings every 30 s and closes the socket when the closer fires. One task rather than a reader
+//! and a writer task: a second task, and the lock that splits a socket between two tasks,
+//! cost an idle connection about 1 KiB (benchmarks.md, issue 19, third pass).
 
 use super::Opened;
 use crate::app::{App, Scheme, Settings};
 use crate::error::CloseReason;
-use crate::link::{ConnOutput, Inbound, Outgoing, Route, TransportKind};
+use crate::link::{Closer, ConnOutput, Inbound, Outgoing, Route, TransportKind};
 use crate::session::{self, Opening};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Extension, MatchedPath, Path, Query, State};
@@ -23,11 +25,12 @@ use bytes::Bytes;
 use confab_codec::wire::{self, Endpoint};
 use confab_codec::{Codec, Dialect, Format};
 use futures_util::future::Either;
-use futures_util::stream::SplitSink;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Error as WsError;
 
@@ -37,10 +40,11 @@ const PROTOCOLS: [&str; 7] = wire::subprotocol::SELECTABLE;
 /// the codec's limit (32 KiB) and this get a `MESSAGE_TOO_LARGE` error instead.
 const HARD_FRAME_LIMIT: usize = 1024 * 1024;
 /// The WebSocket read buffer per connection, allocated whole for every connection, idle or not,
-/// and the most one read takes. 1 KiB holds the usual frame (a `message:send` is 130-250 bytes);
-/// a bigger frame grows it. Against 4 KiB: an idle connection 14.0 -> 11.1 KiB, and saturation
-/// throughput the same within the noise (benchmarks.md, issue 19).
-const READ_BUFFER: usize = 1024;
+/// and the most one read takes. 256 bytes hold the usual frame (a `message:send` is 130-250
+/// bytes); a bigger frame grows it, and takes a second read. 4 KiB -> 1 KiB -> 256 bytes: an
+/// idle connection 14.0 -> 11.1 KiB (issue 19, first pass), 6.9 -> 6.1 KiB (third pass), with
+/// CPU per message the same within the noise (benchmarks.md).
+const READ_BUFFER: usize = 256;
 /// Events written before a flush when the queue has many waiting.
 const WRITE_BATCH: usize = 64;
 /// How long the final events and the close frame may take to write.
@@ -137,27 +141,104 @@ async fn upgrade_at(
     let base_url = app.settings.base_url(scheme, host);
     let opening = Opening { transport: TransportKind::WebSocket, codec: codec.clone(), resume, base_url };
     let opened = super::open_session(&app, find_token(&query, &headers).as_deref(), owner.as_deref(), opening).await;
+    // Boxed: axum's upgrade future keeps the callback it was given for the connection's whole
+    // life, so what the callback captures is paid by every connection (136 bytes unboxed).
+    let setup = Box::new((app, opened, codec, guard));
     ws.protocols(PROTOCOLS)
         .max_message_size(HARD_FRAME_LIMIT)
         // tungstenite allocates its whole read buffer per connection (128 KiB by default): an
         // idle connection should cost a few KiB, and frames are small (benchmarks.md, density).
         .read_buffer_size(READ_BUFFER)
-        .on_upgrade(move |socket| serve(socket, app, opened, codec, guard))
+        .on_upgrade(move |socket| {
+            let (app, opened, codec, guard) = *setup;
+            serve(socket, app, opened, codec, guard)
+        })
 }
 
-/// Sets the connection up (its writer task, its inbound stream) and returns what runs it.
+/// One connection's socket, shared by its reading and its writing half inside its one task.
+/// Each poll takes the lock and lets it go before returning, and the halves are polled one
+/// after the other, so the lock is never contended: it is there because two futures of one
+/// task cannot both hold `&mut` to the socket.
+struct Half<'a>(&'a Mutex<WebSocket>);
+
+impl Half<'_> {
+    fn socket(&self) -> MutexGuard<'_, WebSocket> {
+        // Never held across a poll: a panic in one leaves a socket as usable as any.
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Stream for Half<'_> {
+    type Item = Result<Message, axum::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.socket().poll_next_unpin(cx)
+    }
+}
+
+impl Sink<Message> for Half<'_> {
+    type Error = axum::Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.socket().poll_ready_unpin(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), Self::Error> {
+        self.socket().start_send_unpin(item)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.socket().poll_flush_unpin(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.socket().poll_close_unpin(cx)
+    }
+}
+
+/// What the reading half needs to turn frames into [`Inbound`] items.
+struct Reading {
+    json: Codec,
+    packed: Codec,
+    closer: Arc<Closer>,
+}
+
+impl Reading {
+    fn inbound(&self, msg: Result<Message, axum::Error>, pings: &Pings) -> Option<Inbound> {
+        match msg {
+            Ok(Message::Text(t)) => {
+                Some(Inbound::Event(Route::Control, Box::new(self.json.decode_client(t.as_bytes()))))
+            }
+            Ok(Message::Binary(b)) => Some(Inbound::Event(Route::Control, Box::new(self.packed.decode_client(&b)))),
+            Ok(Message::Pong(_)) => {
+                pings.pong();
+                None
+            }
+            Ok(Message::Ping(_)) => None,
+            Ok(Message::Close(_)) => Some(Inbound::Closed),
+            Err(e) => {
+                let inner = e.into_inner();
+                if matches!(inner.downcast_ref::<WsError>(), Some(WsError::Capacity(_))) {
+                    self.closer.close(CloseReason::TooBig);
+                }
+                Some(Inbound::Closed)
+            }
+        }
+    }
+}
+
+/// Sets the connection up and returns what runs it: its one task.
 ///
 /// Not an `async fn`: the future it returns, which every connection keeps for its whole life,
 /// holds only what the running connection needs, not a second copy of the arguments and of
 /// the setup's locals (8.9 KB a connection when it was one, benchmarks.md issue 19).
 fn serve(
-    socket: WebSocket,
+    mut socket: WebSocket,
     app: App,
     opened: Opened,
     codec: Codec,
     guard: tokio_util::task::task_tracker::TaskTrackerToken,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
-    let (mut sink, stream) = socket.split();
     let (session, output) = match opened {
         Ok(o) => o,
         Err(e) => {
@@ -165,69 +246,83 @@ fn serve(
             let refusal = ev.encoded(&codec).ok().flatten().map(|bytes| frame(&codec, bytes));
             return Either::Left(async move {
                 if let Some(refusal) = refusal {
-                    let _ = sink.send(refusal).await;
+                    let _ = socket.send(refusal).await;
                 }
-                let _ = sink.send(close_message(reason)).await;
+                let _ = socket.send(close_message(reason)).await;
                 drop(guard);
             });
         }
     };
     let codec = session.conn().codec.clone();
-    let last_pong = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let json = Codec { format: Format::Json, ..codec.clone() };
-    let packed = Codec { format: Format::MsgPack, ..codec.clone() };
-    let writer = app.node.tasks.spawn(write_loop(
-        sink,
-        output,
-        codec,
-        app.settings.ping_interval,
-        app.settings.pong_timeout,
-        Arc::clone(&last_pong),
-        started,
-    ));
-    let closer = Arc::clone(&session.conn().closer);
-    let inbound = stream
-        .filter_map(move |msg| {
-            let item = match msg {
-                Ok(Message::Text(t)) => {
-                    Some(Inbound::Event(Route::Control, Box::new(json.decode_client(t.as_bytes()))))
-                }
-                Ok(Message::Binary(b)) => Some(Inbound::Event(Route::Control, Box::new(packed.decode_client(&b)))),
-                Ok(Message::Pong(_)) => {
-                    last_pong.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
-                    None
-                }
-                Ok(Message::Ping(_)) => None,
-                Ok(Message::Close(_)) => Some(Inbound::Closed),
-                Err(e) => {
-                    let inner = e.into_inner();
-                    if matches!(inner.downcast_ref::<WsError>(), Some(WsError::Capacity(_))) {
-                        closer.close(CloseReason::TooBig);
-                    }
-                    Some(Inbound::Closed)
-                }
-            };
-            std::future::ready(item)
-        })
-        .boxed();
+    let reading = Reading {
+        json: Codec { format: Format::Json, ..codec.clone() },
+        packed: Codec { format: Format::MsgPack, ..codec.clone() },
+        closer: Arc::clone(&session.conn().closer),
+    };
     let shutdown = app.node.shutdown.clone();
+    let pings = Pings {
+        every: app.settings.ping_interval,
+        timeout: app.settings.pong_timeout,
+        started: Instant::now(),
+        last_pong: AtomicU64::new(0),
+    };
+    let socket = Mutex::new(socket);
+    let mut output = output;
+    // The halves borrow what the block captured: a captured value moved into a local of the
+    // block would be kept twice for the connection's whole life.
     Either::Right(async move {
-        let mut inbound = inbound;
+        let writing = write_loop(Half(&socket), &mut output, &codec, &pings);
+        let reading = read_loop(Half(&socket), session, &reading, &pings, shutdown);
+        tokio::join!(writing, reading);
+        drop(guard);
+    })
+}
+
+/// Keepalive: a ping every `every`, the connection closed when no pong came for `timeout`.
+struct Pings {
+    every: Duration,
+    timeout: Duration,
+    started: Instant,
+    /// When the last pong came, in milliseconds after `started`.
+    last_pong: AtomicU64,
+}
+
+impl Pings {
+    fn pong(&self) {
+        self.last_pong.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn overdue(&self) -> bool {
+        let since =
+            self.started.elapsed().saturating_sub(Duration::from_millis(self.last_pong.load(Ordering::Relaxed)));
+        since > self.timeout
+    }
+}
+
+/// The connection's reading half: runs the session on the decoded frames, then reads on
+/// until the peer's close frame.
+fn read_loop<'a>(
+    half: Half<'a>,
+    session: Box<session::Session>,
+    reading: &'a Reading,
+    pings: &'a Pings,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> impl std::future::Future<Output = ()> + Send + 'a {
+    let mut inbound = half.filter_map(move |msg| std::future::ready(reading.inbound(msg, pings)));
+    async move {
         session::run(session, &mut inbound, shutdown).await;
-        // Keep reading while the writer says goodbye, until the peer's close frame (or a
-        // deadline): closing the socket with the peer's frames unread would reset the
+        // Keep reading while the writing half says goodbye, until the peer's close frame (or
+        // a deadline): closing the socket with the peer's frames unread would reset the
         // connection, and a reset can destroy the close frame before the client reads it.
-        let drain = tokio::time::timeout(CLOSE_DEADLINE, async {
+        let _ = tokio::time::timeout(CLOSE_DEADLINE, async {
             while let Some(item) = inbound.next().await {
                 if matches!(item, Inbound::Closed) {
                     break;
                 }
             }
-        });
-        let _ = tokio::join!(writer, drain);
-        drop(guard);
-    })
+        })
+        .await;
+    }
 }
 
 fn frame(codec: &Codec, bytes: Bytes) -> Message {
@@ -245,18 +340,15 @@ fn close_message(reason: CloseReason) -> Message {
     Message::Close(Some(CloseFrame { code: reason.code(), reason: Utf8Bytes::from_static(reason.as_str()) }))
 }
 
-/// The connection's writer task. Not an `async fn`, for the reason `serve` gives: one kept a
+/// The connection's writing half. Not an `async fn`, for the reason `serve` gives: one kept a
 /// second copy of its arguments (216 bytes an idle connection).
-fn write_loop(
-    mut sink: SplitSink<WebSocket, Message>,
-    mut out: ConnOutput,
-    codec: Codec,
-    ping_every: Duration,
-    pong_timeout: Duration,
-    last_pong: Arc<AtomicU64>,
-    started: Instant,
-) -> impl std::future::Future<Output = ()> + Send + 'static {
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+fn write_loop<'a>(
+    mut sink: Half<'a>,
+    out: &'a mut ConnOutput,
+    codec: &'a Codec,
+    pings: &'a Pings,
+) -> impl std::future::Future<Output = ()> + Send + 'a {
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + pings.every, pings.every);
     let closer = Arc::clone(&out.closer);
     async move {
         loop {
@@ -266,14 +358,13 @@ fn write_loop(
                 _ = closer.closed() => break,
                 ev = out.recv() => {
                     let Some(first) = ev else { break };
-                    if write_batch(&mut sink, &mut out, &codec, first).await.is_err() {
+                    if write_batch(&mut sink, out, codec, first).await.is_err() {
                         out.closer.close(CloseReason::Normal);
                         break;
                     }
                 }
                 _ = ping.tick() => {
-                    let since_pong = started.elapsed().saturating_sub(Duration::from_millis(last_pong.load(Ordering::Relaxed)));
-                    if since_pong > pong_timeout {
+                    if pings.overdue() {
                         out.closer.close(CloseReason::Timeout);
                         break;
                     }
@@ -286,18 +377,13 @@ fn write_loop(
         }
         let reason = out.closer.reason().unwrap_or(CloseReason::Normal);
         // A peer that stopped reading must not hold the task: the goodbye gets a deadline.
-        let _ = tokio::time::timeout(CLOSE_DEADLINE, say_goodbye(&mut sink, &mut out, &codec, reason)).await;
+        let _ = tokio::time::timeout(CLOSE_DEADLINE, say_goodbye(&mut sink, out, codec, reason)).await;
     }
 }
 
 /// Flushes what was queued (unless the queue is the problem), sends `connection:closed` and
 /// the close frame.
-async fn say_goodbye(
-    sink: &mut SplitSink<WebSocket, Message>,
-    out: &mut ConnOutput,
-    codec: &Codec,
-    reason: CloseReason,
-) {
+async fn say_goodbye(sink: &mut Half<'_>, out: &mut ConnOutput, codec: &Codec, reason: CloseReason) {
     if reason == CloseReason::Normal {
         let _ = sink.close().await;
         return;
@@ -319,7 +405,7 @@ async fn say_goodbye(
 }
 
 async fn write_batch(
-    sink: &mut SplitSink<WebSocket, Message>,
+    sink: &mut Half<'_>,
     out: &mut ConnOutput,
     codec: &Codec,
     first: Outgoing,
