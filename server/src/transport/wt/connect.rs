@@ -2,6 +2,8 @@
 //! and opening its session before answering.
 
 use super::*;
+use futures_util::FutureExt;
+use futures_util::future::Either;
 
 /// What the CONNECT request asked for.
 #[derive(Debug)]
@@ -36,12 +38,42 @@ pub(super) fn check_request(req: &Request<()>, app: &App) -> Result<Wanted, (Sta
     Ok(Wanted { token: query.get("token").filter(|t| !t.is_empty()).cloned(), codec, resume })
 }
 
-pub(super) async fn connection(incoming: quinn::Incoming, app: App) {
+/// One QUIC connection: the handshake and the CONNECT, then the session.
+///
+/// Not an `async fn`: a future is as large as its largest state, and the handshake's (h3's
+/// setup, the CONNECT, the session's acceptance: 12 KiB) would be kept for the session's whole
+/// life. The handshake runs boxed and is freed before the session runs (benchmarks.md,
+/// issue 19, third pass).
+pub(super) fn connection(incoming: quinn::Incoming, app: App) -> impl std::future::Future<Output = ()> + Send {
+    Box::pin(handshake(incoming, app)).then(|accepted| match accepted {
+        Some(Accepted { wt, quic, codec, opened, app }) => Either::Left(run(wt, quic, codec, opened, app)),
+        None => Either::Right(std::future::ready(())),
+    })
+}
+
+/// What the handshake hands the session.
+pub(super) struct Accepted {
+    wt: Arc<Wt>,
+    quic: quinn::Connection,
+    codec: Codec,
+    opened: Opened,
+    app: App,
+}
+
+/// The QUIC handshake, the CONNECT request, the session opened; `None` (the connection
+/// closed) when one of them fails.
+async fn handshake(incoming: quinn::Incoming, app: App) -> Option<Accepted> {
     let handshake = app.settings.handshake_timeout;
     let conn = match tokio::time::timeout(handshake, incoming).await {
         Ok(Ok(c)) => c,
-        Ok(Err(e)) => return tracing::debug!(error = %e, "quic handshake"),
-        Err(_) => return tracing::debug!("quic handshake timed out"),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "quic handshake");
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!("quic handshake timed out");
+            return None;
+        }
     };
     let quic = conn.clone();
     let connect = tokio::select! {
@@ -49,7 +81,8 @@ pub(super) async fn connection(incoming: quinn::Incoming, app: App) {
         _ = app.node.shutdown.cancelled() => None,
     };
     let Some((req, stream, h3, wanted)) = connect else {
-        return quic.close(0u32.into(), b"");
+        quic.close(0u32.into(), b"");
+        return None;
     };
     let base_url = app.settings.base_url("https", req.uri().authority().map(|a| a.as_str()));
     let opening = Opening {
@@ -61,14 +94,17 @@ pub(super) async fn connection(incoming: quinn::Incoming, app: App) {
     let opened = crate::transport::open_session(&app, wanted.token.as_deref(), None, opening).await;
     // The session's codec has its scope; a refused one is answered in the codec asked for.
     let codec = opened.as_ref().map_or(wanted.codec, |(s, _)| s.conn().codec.clone());
-    let accepted = tokio::time::timeout(handshake, WebTransportSession::accept(req, stream, h3)).await;
-    match accepted {
-        Ok(Ok(wt)) => run(Arc::new(wt), quic, codec, opened, app).await,
+    match tokio::time::timeout(handshake, WebTransportSession::accept(req, stream, h3)).await {
+        Ok(Ok(wt)) => Some(Accepted { wt: Arc::new(wt), quic, codec, opened, app }),
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "webtransport accept");
             quic.close(0u32.into(), b"");
+            None
         }
-        Err(_) => quic.close(0u32.into(), b""),
+        Err(_) => {
+            quic.close(0u32.into(), b"");
+            None
+        }
     }
 }
 

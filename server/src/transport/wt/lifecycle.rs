@@ -63,9 +63,10 @@ pub(super) async fn run(wt: Arc<Wt>, quic: quinn::Connection, codec: Codec, open
         done: CancellationToken::new(),
     });
 
-    // The control stream comes first; the session runs once it is there.
+    // The control stream comes first; the session runs once it is there. Boxed: the wait is
+    // larger (2.8 KiB) than the rest of the session's state, which would be kept that large.
     let control = tokio::select! {
-        r = tokio::time::timeout(app.settings.handshake_timeout, wt.accept_bi()) => match r {
+        r = Box::pin(tokio::time::timeout(app.settings.handshake_timeout, wt.accept_bi())) => match r {
             Ok(Ok(Some(AcceptedBi::BidiStream(_, s)))) => Some(s),
             _ => None,
         },

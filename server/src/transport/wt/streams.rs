@@ -108,18 +108,19 @@ pub(super) async fn read_stream(shared: Arc<Shared>, mut recv: WtRecv, me: Strea
     let codec = shared.codec.clone();
     let mut frames = FrameDecoder::with_skip_limit(codec.max_frame, HARD_FRAME_LIMIT);
     let mut route = control.then_some(Route::Control);
-    // Per stream: small, since idle connections are the common case (benchmarks.md, density).
-    let mut buf = vec![0u8; 4 * 1024];
     'read: loop {
-        let n = tokio::select! {
+        // The chunks quinn received, as they are: no read buffer per stream (4 KiB each, for
+        // every idle session's control stream, when they were read into one; benchmarks.md,
+        // issue 19, third pass) and no copy.
+        let chunk = tokio::select! {
             biased;
             _ = me.kill.token.cancelled() => break,
-            r = recv.read(&mut buf) => match r {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
+            r = std::future::poll_fn(|cx| recv.poll_data(cx)) => match r {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) | Err(_) => break,
             },
         };
-        let mut too_large = frames.push(&buf[..n]).err();
+        let mut too_large = frames.push(&chunk).err();
         loop {
             if let Some(e) = too_large.take() {
                 let size = usize::try_from(e.size).unwrap_or(usize::MAX);
