@@ -28,6 +28,9 @@ use tokio_tungstenite::tungstenite::Message;
 enum Server {
     ConfabFull,
     ConfabNormal,
+    /// `--sync normal`, its clients on WebTransport (JSON, like the others): the transport's
+    /// own cost beside WebSocket's, same server, same pinning.
+    ConfabWt,
     SocketIoMemory,
     SocketIoSqlite,
 }
@@ -37,8 +40,19 @@ impl Server {
         match self {
             Self::ConfabFull => "confab/full",
             Self::ConfabNormal => "confab/normal",
+            Self::ConfabWt => "confab/wt",
             Self::SocketIoMemory => "socket.io/mem",
             Self::SocketIoSqlite => "socket.io/sqlite",
+        }
+    }
+}
+
+impl Server {
+    /// Where a confab server's clients connect.
+    fn target(self, c: &ChildServer) -> Target {
+        match self {
+            Self::ConfabWt => Target::Wt(c.h3.clone(), c.hash.clone()),
+            _ => Target::Ws(c.http.clone()),
         }
     }
 }
@@ -237,7 +251,7 @@ async fn run_once(server: Server, running: &Running, n: usize, rate: f64, secs: 
     let mut counters: Vec<Arc<FrameBytes>> = Vec::new();
     let report = match running {
         Running::Confab(c) => {
-            let target = Target::Ws(c.http.clone());
+            let target = server.target(c);
             let mut pairs = Vec::with_capacity(n);
             let mut keep = Vec::with_capacity(n);
             for i in 0..n {
@@ -254,7 +268,9 @@ async fn run_once(server: Server, running: &Running, n: usize, rate: f64, secs: 
                 keep.push((rtx, tx_rx));
                 pairs.push((conv, tx, rx));
             }
-            measure(pairs, keep, &counters, running.pid(), rate, secs).await?
+            let mut r = measure(pairs, keep, &counters, running.pid(), rate, secs).await?;
+            r.transport = target.name().to_string();
+            r
         }
         Running::SocketIo(p) => {
             let mut pairs = Vec::with_capacity(n);
@@ -292,7 +308,7 @@ async fn fanout_once(server: Server, running: &Running, members: usize, secs: f6
     let readers = members.saturating_sub(1).max(1);
     let mut report = match running {
         Running::Confab(c) => {
-            let target = Target::Ws(c.http.clone());
+            let target = server.target(c);
             let pid = Some(running.pid());
             crate::scenario::throughput(&c.http, &target, 1, 1, readers, FANOUT_WINDOW, secs, Format::Json, pid).await?
         }
@@ -457,7 +473,8 @@ pub(crate) async fn run_all(
     let mut servers: Vec<(Server, Running)> = Vec::new();
     let mut ok = true;
     let wanted = |s: Server| only.is_empty() || only.iter().any(|o| s.name().contains(o.as_str()));
-    for (server, sync) in [(Server::ConfabFull, "full"), (Server::ConfabNormal, "normal")] {
+    for (server, sync) in [(Server::ConfabFull, "full"), (Server::ConfabNormal, "normal"), (Server::ConfabWt, "normal")]
+    {
         if !wanted(server) {
             continue;
         }
