@@ -45,9 +45,7 @@ impl Server {
             Self::SocketIoSqlite => "socket.io/sqlite",
         }
     }
-}
 
-impl Server {
     /// Where a confab server's clients connect.
     fn target(self, c: &ChildServer) -> Target {
         match self {

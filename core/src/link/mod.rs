@@ -25,8 +25,7 @@ use confab_codec::{
     Timestamp, UserId,
 };
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use tokio::sync::Notify;
 
@@ -212,7 +211,7 @@ pub fn closing_event(ids: &IdMint, reason: CloseReason, now: Timestamp) -> Arc<S
 
 /// What travels in a connection's queue.
 #[derive(Debug)]
-pub(crate) enum Item {
+enum Item {
     Event(Outgoing),
     /// The newest receipt for this key waits in the connection's [`Held`] slots. Boxed, so
     /// that an item is 16 bytes, not 32: a queue's memory is its items'.
@@ -388,7 +387,8 @@ impl Conn {
     /// conversations joined) before its client is told it is ready; events that reach it in
     /// between wait in its queue.
     pub fn greet(&self, event: Arc<SharedEvent>) {
-        self.queued(&event);
+        self.counted(&event);
+        self.observe_depth(self.queue.len());
         *locked(&self.held.greeting) = Some(event);
         self.held.greeted.store(true, Ordering::Release);
         self.queue.wake();
@@ -415,32 +415,41 @@ impl Conn {
             }
             receipts.insert(key.clone(), (Arc::clone(&event), seq));
         }
-        self.queued(&event);
+        self.counted(&event);
         self.push(Item::Receipt(Box::new(key)), Pacing::Live)
     }
 
-    /// Counts an event joining the queue, and how long the queue was.
-    fn queued(&self, event: &SharedEvent) {
-        let depth = self.queue.len();
-        self.metrics.outbound_queue_depth.observe(depth as f64);
+    /// Counts an event sent to this connection.
+    fn counted(&self, event: &SharedEvent) {
         self.metrics.events_out.get_or_create(&EventLabel { event: event.envelope.event.name() }).inc();
+    }
+
+    /// How long the queue was when an event joined it.
+    fn observe_depth(&self, depth: usize) {
+        self.metrics.outbound_queue_depth.observe(depth as f64);
     }
 
     /// Queues an event that must not be lost: if the queue is full the reader is too slow,
     /// and it is disconnected (STYLE 9: never a broadcast that silently skips messages).
     pub fn send(&self, event: Arc<SharedEvent>) -> Queued {
-        self.queued(&event);
+        self.counted(&event);
         self.push(Item::Event(Outgoing(event, Pacing::Live)), Pacing::Live)
     }
 
     fn push(&self, item: Item, pacing: Pacing) -> Queued {
+        // The depth comes back from the push: one lock an event, on the fan-out's path.
         match self.queue.push(item) {
-            Ok(()) => Queued::Yes,
+            Ok(depth) => {
+                self.observe_depth(depth);
+                Queued::Yes
+            }
             Err(queue::PushError::Full(_)) if pacing == Pacing::Lossy => {
+                self.observe_depth(self.queue.capacity());
                 self.metrics.events_dropped.inc();
                 Queued::Dropped
             }
             Err(queue::PushError::Full(_)) => {
+                self.observe_depth(self.queue.capacity());
                 self.closer.close(CloseReason::SlowConsumer);
                 Queued::SlowConsumer
             }
@@ -451,7 +460,8 @@ impl Conn {
     /// Queues an event, waiting for room (a replay: bulk traffic the session produces itself,
     /// paced by the reader). False if the connection is gone.
     pub async fn send_waiting(&self, event: Arc<SharedEvent>) -> bool {
-        self.queued(&event);
+        self.counted(&event);
+        self.observe_depth(self.queue.len());
         tokio::select! {
             r = self.queue.push_waiting(Item::Event(Outgoing(event, Pacing::Paced))) => r.is_ok(),
             _ = self.closer.closed() => false,
@@ -460,7 +470,7 @@ impl Conn {
 
     /// Queues latest-wins traffic (typing): dropped, not fatal, when the queue is full.
     pub fn send_lossy(&self, event: Arc<SharedEvent>) -> Queued {
-        self.queued(&event);
+        self.counted(&event);
         self.push(Item::Event(Outgoing(event, Pacing::Lossy)), Pacing::Lossy)
     }
 }

@@ -103,15 +103,20 @@ impl<T> Sender<T> {
         self.shared.lock().items.len()
     }
 
-    /// Queues `item` if there is room.
-    pub(super) fn push(&self, item: T) -> Result<(), PushError<T>> {
+    /// The most items it holds.
+    pub(super) fn capacity(&self) -> usize {
+        self.shared.capacity
+    }
+
+    /// Queues `item` if there is room; `Ok` with how many items were waiting before it.
+    pub(super) fn push(&self, item: T) -> Result<usize, PushError<T>> {
         self.push_or_want_room(item, false)
     }
 
     /// `want_room`: when full, ask the reader (under the same lock, so that no pop is missed)
     /// to wake the senders waiting for room.
-    fn push_or_want_room(&self, item: T, want_room: bool) -> Result<(), PushError<T>> {
-        {
+    fn push_or_want_room(&self, item: T, want_room: bool) -> Result<usize, PushError<T>> {
+        let depth = {
             let mut s = self.shared.lock();
             if s.reader_gone {
                 return Err(PushError::Gone(item));
@@ -120,10 +125,12 @@ impl<T> Sender<T> {
                 s.room_wanted |= want_room;
                 return Err(PushError::Full(item));
             }
+            let depth = s.items.len();
             s.items.push_back(item);
-        }
+            depth
+        };
         self.shared.readable.notify_one();
-        Ok(())
+        Ok(depth)
     }
 
     /// Queues `item`, waiting for room; `Err` with the item if the reader is gone.
@@ -136,7 +143,7 @@ impl<T> Sender<T> {
             // Registered before the check, so that room made after it still wakes this wait.
             room.as_mut().enable();
             match self.push_or_want_room(item, true) {
-                Ok(()) => return Ok(()),
+                Ok(_) => return Ok(()),
                 Err(PushError::Gone(back)) => return Err(back),
                 Err(PushError::Full(back)) => item = back,
             }
@@ -213,8 +220,8 @@ mod tests {
     #[test]
     fn bounded_in_order_and_released_when_empty() {
         let (tx, rx) = bounded(2);
-        assert_eq!(tx.push(1), Ok(()));
-        assert_eq!(tx.push(2), Ok(()));
+        assert_eq!(tx.push(1), Ok(0));
+        assert_eq!(tx.push(2), Ok(1));
         assert_eq!(tx.push(3), Err(PushError::Full(3)));
         assert_eq!(tx.len(), 2);
         assert_eq!(rx.try_pop(), Pop::Item(1));

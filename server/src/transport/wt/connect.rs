@@ -52,7 +52,7 @@ pub(super) fn connection(incoming: quinn::Incoming, app: App) -> impl std::futur
 }
 
 /// What the handshake hands the session.
-pub(super) struct Accepted {
+struct Accepted {
     wt: Arc<Wt>,
     quic: quinn::Connection,
     codec: Codec,
