@@ -101,8 +101,9 @@ pub struct SqliteStore {
     health: Arc<WriteHealth>,
     /// Set by `close`: reads fail from then on, as writes do once the writer has ended.
     closed: Arc<std::sync::atomic::AtomicBool>,
-    /// Dropping it tells the checkpoint thread to do a last checkpoint and end.
-    _checkpoints: std::sync::mpsc::Sender<()>,
+    /// Dropping it (and the writer task's, if any) tells the checkpoint thread to do a last
+    /// checkpoint and end.
+    _checkpoints: std::sync::mpsc::Sender<Rewound>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -135,24 +136,31 @@ impl SqliteStore {
         let checkpointer = open(&path, sync)?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let rewind = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let writer_rewind = Arc::clone(&rewind);
         let health = Arc::new(WriteHealth::default());
-        let writer_health = Arc::clone(&health);
-        std::thread::Builder::new()
-            .name("confab-store-writer".into())
-            .spawn(move || writer_loop(writer, rx, sink, &metrics, &writer_rewind, &writer_health))
-            .map_err(|e| StoreError::Database(format!("writer thread: {e}")))?;
-        let (stop, stopped) = std::sync::mpsc::channel();
+        let writer = Writer::new(writer, sink, metrics, Arc::clone(&rewind), Arc::clone(&health));
+        let (checkpoints, asks) = std::sync::mpsc::channel();
+        match tokio::runtime::Handle::try_current() {
+            // Ends when the store is closed or dropped (its queue closes).
+            Ok(runtime) if sync == SyncMode::Normal => {
+                drop(runtime.spawn(writer_task(writer, rx, checkpoints.clone())));
+            }
+            _ => drop(
+                std::thread::Builder::new()
+                    .name("confab-store-writer".into())
+                    .spawn(move || writer_loop(writer, rx))
+                    .map_err(|e| StoreError::Database(format!("writer thread: {e}")))?,
+            ),
+        }
         std::thread::Builder::new()
             .name("confab-store-checkpoint".into())
-            .spawn(move || checkpoint_loop(&checkpointer, &stopped, &rewind))
+            .spawn(move || checkpoint_loop(&checkpointer, &asks, &rewind))
             .map_err(|e| StoreError::Database(format!("checkpoint thread: {e}")))?;
         Ok(Self {
             writes: tx,
             reader: Arc::new(Mutex::new(reader)),
             health,
             closed: Arc::default(),
-            _checkpoints: stop,
+            _checkpoints: checkpoints,
         })
     }
 
@@ -186,13 +194,22 @@ impl SqliteStore {
 
 /// Copies the WAL into the database file every [`CHECKPOINT_EVERY`] without blocking the writer (PASSIVE),
 /// asks the writer to rewind it past [`WAL_FRAMES_REWIND`], and waits for readers (RESTART)
-/// only when it has grown past [`WAL_FRAMES_MAX`] all the same. Ends, after a last checkpoint,
-/// when the store is dropped.
-fn checkpoint_loop(conn: &Connection, stop: &std::sync::mpsc::Receiver<()>, rewind: &std::sync::atomic::AtomicBool) {
+/// only when it has grown past [`WAL_FRAMES_MAX`] all the same. A writer task (`--sync normal`)
+/// has it make the rewind's last copy too, while it waits (answered on `asks`). Ends, after a
+/// last checkpoint, when the store is dropped.
+fn checkpoint_loop(
+    conn: &Connection,
+    asks: &std::sync::mpsc::Receiver<Rewound>,
+    rewind: &std::sync::atomic::AtomicBool,
+) {
     // A failure (a full disk) is logged when it begins and when it ends, not at every checkpoint.
     let mut failing = false;
     loop {
-        let last = !matches!(stop.recv_timeout(CHECKPOINT_EVERY), Err(std::sync::mpsc::RecvTimeoutError::Timeout));
+        let (asked, last) = match asks.recv_timeout(CHECKPOINT_EVERY) {
+            Ok(done) => (Some(done), false),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => (None, false),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => (None, true),
+        };
         let passive: Result<(i64, i64, i64), _> =
             conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)));
         let worked = passive.is_ok();
@@ -202,6 +219,8 @@ fn checkpoint_loop(conn: &Connection, stop: &std::sync::mpsc::Receiver<()>, rewi
                     tracing::warn!(error = %e, "WAL checkpoint (restart)");
                 }
             }
+            // The WAL starts over with the writer's next batch: nothing more to ask.
+            Ok(_) if asked.is_some() => {}
             Ok((_, frames, _)) if frames > WAL_FRAMES_REWIND => {
                 rewind.store(true, std::sync::atomic::Ordering::Relaxed)
             }
@@ -213,6 +232,9 @@ fn checkpoint_loop(conn: &Connection, stop: &std::sync::mpsc::Receiver<()>, rewi
             tracing::info!("WAL checkpoint works again");
         }
         failing = !worked;
+        if let Some(done) = asked {
+            let _ = done.send(());
+        }
         if last {
             return;
         }
@@ -503,20 +525,59 @@ mod tests {
         }
     }
 
-    /// The contract every store keeps (`confab_core::store::conformance`), on SQLite.
+    /// The contract every store keeps (`confab_core::store::conformance`), on SQLite: with
+    /// `--sync full` (the writer thread) and `--sync normal` (the writer task on the runtime).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sqlite_keeps_the_store_contract() {
-        let base = std::env::temp_dir().join(format!("confab-store-conformance-{}", rand::random::<u64>()));
-        let dirs = Arc::new(std::sync::atomic::AtomicU32::new(0));
-        let root = base.clone();
-        confab_core::store::conformance::run(move |sink| {
-            let dir = root.join(dirs.fetch_add(1, std::sync::atomic::Ordering::Relaxed).to_string());
-            Box::pin(async move {
-                Arc::new(SqliteStore::open(&dir, SyncMode::Full, sink, Default::default()).unwrap()) as Arc<dyn Store>
+        for sync in [SyncMode::Full, SyncMode::Normal] {
+            let base = std::env::temp_dir().join(format!("confab-store-conformance-{}", rand::random::<u64>()));
+            let dirs = Arc::new(std::sync::atomic::AtomicU32::new(0));
+            let root = base.clone();
+            confab_core::store::conformance::run(move |sink| {
+                let dir = root.join(dirs.fetch_add(1, std::sync::atomic::Ordering::Relaxed).to_string());
+                Box::pin(async move {
+                    Arc::new(SqliteStore::open(&dir, sync, sink, Default::default()).unwrap()) as Arc<dyn Store>
+                })
             })
-        })
-        .await;
-        let _ = std::fs::remove_dir_all(base);
+            .await;
+            let _ = std::fs::remove_dir_all(base);
+        }
+    }
+
+    /// Under steady writes the WAL is started over past its bound (the writer task has the
+    /// checkpoint thread make the last copy while it waits), and every append is answered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wal_stays_bounded_under_steady_writes() {
+        let dir = std::env::temp_dir().join(format!("confab-store-wal-{}", rand::random::<u64>()));
+        let store =
+            Arc::new(SqliteStore::open(&dir, SyncMode::Normal, Arc::new(NoFanout), Default::default()).unwrap());
+        let (c, u) = (id("c", ConversationId::parse), id("u", UserId::parse));
+        store.create_conversation(c.clone(), vec![u.clone()], None).await.unwrap();
+        // About 150 MB of WAL (two 4 KiB pages and more a message), from 16 senders that keep
+        // the writer busy: past WAL_FRAMES_REWIND (64 MiB) the WAL must start over (without the
+        // rewind it reached 148 MB here).
+        let senders = (0..16).map(|s| {
+            let (store, c, u) = (Arc::clone(&store), c.clone(), u.clone());
+            tokio::spawn(async move {
+                for i in 0..1200 {
+                    let text = format!("{s}-{i} {}", "x".repeat(4000));
+                    let sent = tokio::time::timeout(
+                        std::time::Duration::from_secs(30),
+                        store.append(new_message(&c, &u, &text, None)),
+                    );
+                    sent.await.expect("an append is answered").expect("an append is stored");
+                }
+            })
+        });
+        for s in senders.collect::<Vec<_>>() {
+            s.await.unwrap();
+        }
+        let wal = std::fs::metadata(dir.join("confab.db-wal")).map(|m| m.len()).unwrap_or(0);
+        assert!(wal < 80 << 20, "the WAL grew to {wal} bytes");
+        let (_, last) = store.history(&c, None, 1).await.unwrap();
+        assert!(last, "the messages are there");
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[tokio::test]

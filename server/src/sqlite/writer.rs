@@ -88,6 +88,9 @@ impl Seqs {
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
+/// The checkpoint thread's answer to a writer task that asked it to rewind the WAL.
+pub(super) type Rewound = oneshot::Sender<()>;
+
 pub(super) enum Write {
     Append(NewMessage, Reply<Appended>),
     Delete(ConversationId, MessageId, UserId, Reply<Message>),
@@ -162,17 +165,92 @@ impl WriteHealth {
     }
 }
 
-pub(super) fn writer_loop(
-    mut conn: Connection,
-    mut rx: mpsc::Receiver<Write>,
+/// The writer's connection and what goes with it, owned by the writer thread or task.
+pub(super) struct Writer {
+    conn: Connection,
+    seqs: Seqs,
     sink: Arc<dyn CommitSink>,
-    metrics: &crate::metrics::Metrics,
-    rewind: &std::sync::atomic::AtomicBool,
-    health: &WriteHealth,
-) {
-    let mut seqs = Seqs::default();
-    metrics.store_writable.set(1);
+    metrics: Arc<crate::metrics::Metrics>,
+    rewind: Arc<std::sync::atomic::AtomicBool>,
+    health: Arc<WriteHealth>,
+    /// Set when the store is closed: nothing more is written, here or by the thread.
+    closed: bool,
+}
+
+impl Writer {
+    pub(super) fn new(
+        conn: Connection,
+        sink: Arc<dyn CommitSink>,
+        metrics: Arc<crate::metrics::Metrics>,
+        rewind: Arc<std::sync::atomic::AtomicBool>,
+        health: Arc<WriteHealth>,
+    ) -> Self {
+        metrics.store_writable.set(1);
+        Self { conn, seqs: Seqs::default(), sink, metrics, rewind, health, closed: false }
+    }
+
+    fn write(&mut self, batch: Vec<Write>) {
+        if self.closed {
+            return fail_all(batch, StoreError::Closed);
+        }
+        write_batch(&mut self.conn, batch, self.sink.as_ref(), &mut self.seqs, &self.metrics, &self.health);
+    }
+
+    /// Whether the checkpoint thread has asked for the WAL to be rewound ([`WAL_FRAMES_REWIND`]).
+    fn rewind_due(&self) -> bool {
+        self.rewind.swap(false, std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// The writer thread (`--sync full`): each batch is what has queued while the last one
+/// committed.
+pub(super) fn writer_loop(mut writer: Writer, mut rx: mpsc::Receiver<Write>) {
     while let Some(first) = rx.blocking_recv() {
+        if writer.take(first, &mut rx) {
+            return;
+        }
+        if writer.rewind_due() {
+            // The checkpoint thread has copied all but the last frames; copying those here,
+            // where no batch is writing, lets the next batch start the WAL over (mod.rs).
+            let done = writer.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0));
+            if let Err(e) = done {
+                tracing::warn!(error = %e, "WAL rewind checkpoint");
+            }
+        }
+    }
+}
+
+/// The writer as a task on the runtime (`--sync normal`). There a commit is a `write` into the
+/// page cache, tens of microseconds, and handing each request to a thread and its answer back
+/// cost more than the commit: two wake-ups across threads a message, the largest single cost of
+/// a 1:1 message on a busy core (docs/benchmarks.md, issue 19, fourth pass). With `--sync full`
+/// a commit waits for an fsync, milliseconds that must not hold a thread of the runtime.
+pub(super) async fn writer_task(
+    mut writer: Writer,
+    mut rx: mpsc::Receiver<Write>,
+    checkpoints: std::sync::mpsc::Sender<Rewound>,
+) {
+    while let Some(first) = rx.recv().await {
+        // The tasks that are ready (frames read in the same wake-up) run first, so that what
+        // they send joins this batch: one commit for them all, as the thread's batches are.
+        tokio::task::yield_now().await;
+        if writer.take(first, &mut rx) {
+            return;
+        }
+        if writer.rewind_due() {
+            // The rewind's last copy syncs files: the checkpoint thread makes it while this
+            // task waits (no batch is written meanwhile), not the runtime's thread.
+            let (done, rewound) = oneshot::channel();
+            if checkpoints.send(done).is_ok() {
+                let _ = rewound.await;
+            }
+        }
+    }
+}
+
+impl Writer {
+    /// Writes `first` and what is queued behind it as one batch; true once the store is closed.
+    fn take(&mut self, first: Write, rx: &mut mpsc::Receiver<Write>) -> bool {
         let mut batch = Vec::with_capacity(1);
         let mut close = None;
         let mut next = Some(first);
@@ -187,17 +265,17 @@ pub(super) fn writer_loop(
             next = if batch.len() < MAX_BATCH { rx.try_recv().ok() } else { None };
         }
         if !batch.is_empty() {
-            write_batch(&mut conn, batch, sink.as_ref(), &mut seqs, metrics, rewind, health);
+            self.write(batch);
         }
-        if let Some(reply) = close {
-            // What was queued after the close is refused, and nothing more can be queued.
-            rx.close();
-            while let Ok(w) = rx.try_recv() {
-                fail_all(vec![w], StoreError::Closed);
-            }
-            drop(reply.send(Ok(())));
-            return;
+        let Some(reply) = close else { return false };
+        // What was queued after the close is refused, and nothing more can be queued.
+        self.closed = true;
+        rx.close();
+        while let Ok(w) = rx.try_recv() {
+            fail_all(vec![w], StoreError::Closed);
         }
+        drop(reply.send(Ok(())));
+        true
     }
 }
 
@@ -207,7 +285,6 @@ fn write_batch(
     sink: &dyn CommitSink,
     seqs: &mut Seqs,
     metrics: &crate::metrics::Metrics,
-    rewind: &std::sync::atomic::AtomicBool,
     health: &WriteHealth,
 ) {
     let requests = batch.len();
@@ -219,14 +296,6 @@ fn write_batch(
         Err(_) => {}
     }
     metrics.store_commit_seconds.observe(started.elapsed().as_secs_f64());
-    if rewind.swap(false, std::sync::atomic::Ordering::Relaxed) {
-        // The checkpoint thread has copied all but the last frames; copying those here,
-        // where no batch is writing, lets the next batch start the WAL over (mod.rs).
-        let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0));
-        if let Err(e) = done {
-            tracing::warn!(error = %e, "WAL rewind checkpoint");
-        }
-    }
 }
 
 /// A request applied inside the transaction, with its answer waiting for the commit.
