@@ -86,7 +86,17 @@ impl LocalServer {
                 }
             };
             rt.block_on(async move {
-                match confab_server::start(config, stop).await {
+                // `CONFAB_BENCH_STORE=memory`: the in-memory store (nothing durable), the versus
+                // scenario's baseline for what durability costs.
+                let started = if std::env::var("CONFAB_BENCH_STORE").is_ok_and(|s| s == "memory") {
+                    confab_server::start_with_store(config, stop, |sink, _| {
+                        Ok(std::sync::Arc::new(confab_server::store::memory::MemoryStore::new(sink)))
+                    })
+                    .await
+                } else {
+                    confab_server::start(config, stop).await
+                };
+                match started {
                     Ok(running) => {
                         let h3 = running.h3.first().copied().zip(running.cert_sha256.clone());
                         let _ = tx.send(running.http.map(|a| (a, h3)).ok_or_else(|| "no http listener".to_string()));

@@ -31,6 +31,13 @@ enum Server {
     /// `--sync normal`, its clients on WebTransport (JSON, like the others): the transport's
     /// own cost beside WebSocket's, same server, same pinning.
     ConfabWt,
+    /// `--sync normal`, its clients on WebSocket over TLS (`wss://`, JSON): WebTransport's
+    /// like-for-like reference, since QUIC always encrypts and `confab/normal`'s `ws://` does not.
+    ConfabWss,
+    /// `--sync normal` on WebSocket with the in-memory store (nothing durable): what confab
+    /// costs apart from its store. Not in the default run: only when `--versus-servers` names
+    /// it (`confab` does).
+    ConfabMemory,
     SocketIoMemory,
     SocketIoSqlite,
 }
@@ -41,6 +48,8 @@ impl Server {
             Self::ConfabFull => "confab/full",
             Self::ConfabNormal => "confab/normal",
             Self::ConfabWt => "confab/wt",
+            Self::ConfabWss => "confab/wss",
+            Self::ConfabMemory => "confab/memory",
             Self::SocketIoMemory => "socket.io/mem",
             Self::SocketIoSqlite => "socket.io/sqlite",
         }
@@ -50,6 +59,8 @@ impl Server {
     fn target(self, c: &ChildServer) -> Target {
         match self {
             Self::ConfabWt => Target::Wt(c.h3.clone(), c.hash.clone()),
+            // The TLS listener: the same port number as QUIC's.
+            Self::ConfabWss => Target::Wss(c.h3.clone(), c.hash.clone()),
             _ => Target::Ws(c.http.clone()),
         }
     }
@@ -470,13 +481,25 @@ pub(crate) async fn run_all(
     let threads = if pinned.is_some() { 1 } else { threads };
     let mut servers: Vec<(Server, Running)> = Vec::new();
     let mut ok = true;
-    let wanted = |s: Server| only.is_empty() || only.iter().any(|o| s.name().contains(o.as_str()));
-    for (server, sync) in [(Server::ConfabFull, "full"), (Server::ConfabNormal, "normal"), (Server::ConfabWt, "normal")]
-    {
+    let wanted = |s: Server| {
+        let named = only.iter().any(|o| s.name().contains(o.as_str()));
+        named || (only.is_empty() && s != Server::ConfabMemory)
+    };
+    for (server, store) in [
+        (Server::ConfabFull, "full"),
+        (Server::ConfabNormal, "normal"),
+        (Server::ConfabWt, "normal"),
+        (Server::ConfabWss, "normal"),
+        (Server::ConfabMemory, "memory"),
+    ] {
         if !wanted(server) {
             continue;
         }
-        match ChildServer::start_with_env(&wrapper, "127.0.0.1", threads, &[("CONFAB_SYNC", sync)]) {
+        let env = match store {
+            "memory" => [("CONFAB_SYNC", "normal"), ("CONFAB_BENCH_STORE", "memory")],
+            sync => [("CONFAB_SYNC", sync), ("CONFAB_BENCH_STORE", "sqlite")],
+        };
+        match ChildServer::start_with_env(&wrapper, "127.0.0.1", threads, &env) {
             Ok(c) => servers.push((server, Running::Confab(c))),
             Err(e) => ok &= report(Err(format!("{}: {e}", server.name()))),
         }

@@ -33,7 +33,7 @@ use crate::auth::Auth;
 use crate::config::Config;
 use crate::node::{Node, Parts, Services};
 use crate::sqlite::SqliteStore;
-use crate::store::{CommitSink, Store};
+use crate::store::{CommitSink, Store, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -117,13 +117,27 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
 /// tells every client (1001), waits for them with a deadline, and the store finishes its
 /// last batch; [`Running::wait`] returns then.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, StartError> {
+    let (dir, sync) = (config.data_dir.clone(), config.sync);
+    start_with_store(config, shutdown, move |sink, metrics| {
+        Ok(Arc::new(SqliteStore::open(&dir, sync, sink, metrics)?) as Arc<dyn Store>)
+    })
+    .await
+}
+
+/// [`start`] on a store that `open` makes, given the commit sink the fan-out listens on: the
+/// seam for a store other than the embedded one (the benchmark's in-memory baseline, which
+/// tells what durability costs; docs/benchmarks.md).
+pub async fn start_with_store(
+    config: Config,
+    shutdown: CancellationToken,
+    open: impl FnOnce(Arc<dyn CommitSink>, Arc<metrics::Metrics>) -> Result<Arc<dyn Store>, StoreError>,
+) -> Result<Running, StartError> {
     let metrics = Arc::new(metrics::Metrics::default());
     let parts = Parts::local(config.limits.clone(), clock::Clock::system(), metrics, &broker::LocalBus::default());
     // Fan-out runs on the store's writer, in commit order (see `hub`): one hop less than a
     // channel to a task, on the path of every message.
     let sink = Arc::clone(&parts.fanout) as Arc<dyn CommitSink>;
-    let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::open(&config.data_dir, config.sync, sink, Arc::clone(&parts.metrics))?);
+    let store = open(sink, Arc::clone(&parts.metrics))?;
     let auth = Auth::new(&config.jwt, config.jwt_audience.as_deref(), config.jwt_issuer.as_deref())
         .map_err(StartError::Auth)?;
     let tls = match &config.cert {
