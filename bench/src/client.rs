@@ -224,10 +224,15 @@ fn parse_hash(hex: &str) -> Result<[u8; 32], String> {
 }
 
 async fn connect_wt(addr: &str, hash: &str, token: &str, format: Format) -> Result<(Tx, Rx), String> {
-    let config = wtransport::ClientConfig::builder()
+    let mut config = wtransport::ClientConfig::builder()
         .with_bind_default()
         .with_server_certificate_hashes([wtransport::tls::Sha256Digest::new(parse_hash(hash)?)])
         .build();
+    // As a mobile client on quinn would: the ACK frequency extension, both ways (the server
+    // asks for acknowledgements within 5 ms, and so does the client).
+    let mut transport = quinn::TransportConfig::default();
+    transport.ack_frequency_config(Some(confab_server::transport::wt::ack_frequency()));
+    config.quic_config_mut().transport_config(Arc::new(transport));
     let endpoint = wtransport::Endpoint::client(config).map_err(|e| e.to_string())?;
     let url = format!("https://{addr}/wt?token={token}&codec={}", format.name());
     let conn = endpoint.connect(&url).await.map_err(|e| e.to_string())?;

@@ -20,7 +20,8 @@ pub fn bind(
         .keep_alive_interval(Some(settings.ping_interval))
         .max_concurrent_bidi_streams(MAX_STREAMS.into())
         .max_concurrent_uni_streams(16u32.into())
-        .datagram_receive_buffer_size(Some(64 * 1024));
+        .datagram_receive_buffer_size(Some(64 * 1024))
+        .ack_frequency_config(Some(ack_frequency()));
     server.transport_config(Arc::new(transport));
     // A phone moving from Wi-Fi to LTE keeps its session (SPEC §3).
     server.migration(true);
@@ -95,4 +96,12 @@ pub async fn serve(endpoint: quinn::Endpoint, app: App) {
     // Sessions close themselves (with 1001) on shutdown; the endpoint lives until their
     // connections have closed, under the shutdown's drain deadline.
     app.node.tasks.spawn(async move { endpoint.wait_idle().await });
+}
+
+/// Asks the peer for acknowledgements within [`ACK_DELAY`] (and tells it this side supports the
+/// extension, so that a client may ask the same of the server).
+pub fn ack_frequency() -> quinn::AckFrequencyConfig {
+    let mut config = quinn::AckFrequencyConfig::default();
+    config.max_ack_delay(Some(ACK_DELAY));
+    config
 }

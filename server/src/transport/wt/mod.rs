@@ -23,7 +23,7 @@ mod lifecycle;
 mod streams;
 mod table;
 
-pub use endpoint::{bind, serve};
+pub use endpoint::{ack_frequency, bind, serve};
 
 use crate::app::{App, Settings};
 use crate::auth::AuthError;
@@ -74,6 +74,14 @@ pub(super) const DATAGRAM_HEADER: usize = 8;
 /// conversation. quinn keeps state for every stream a peer may open, so this is most of an
 /// idle session's memory: 1,024 cost 148 KiB a session, 128 cost 74 KiB (benchmarks.md).
 pub(super) const MAX_STREAMS: u32 = 128;
+/// The longest a client that speaks QUIC's ACK frequency extension (draft-ietf-quic-ack-frequency;
+/// quinn does) is asked to hold an acknowledgement back. Its default is 25 ms, and that delay is
+/// part of the probe timeout that recovers a lost last packet, which in chat is most packets: a
+/// message alone on its stream. At 5 ms a lost message on a quiet link is resent about 20 ms
+/// sooner; the price is an acknowledgement sent sooner, so less often carried by a reply
+/// (benchmarks.md, issue 19, fourth pass). Clients without the extension (browsers) are not
+/// asked.
+pub const ACK_DELAY: Duration = Duration::from_millis(5);
 
 /// Stream error codes the server resets or stops streams with (the codec's wire contract).
 pub use confab_codec::wire::stream_reset as stream_code;
