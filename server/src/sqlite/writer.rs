@@ -173,8 +173,6 @@ pub(super) struct Writer {
     metrics: Arc<crate::metrics::Metrics>,
     rewind: Arc<std::sync::atomic::AtomicBool>,
     health: Arc<WriteHealth>,
-    /// Set when the store is closed: nothing more is written, here or by the thread.
-    closed: bool,
 }
 
 impl Writer {
@@ -186,19 +184,44 @@ impl Writer {
         health: Arc<WriteHealth>,
     ) -> Self {
         metrics.store_writable.set(1);
-        Self { conn, seqs: Seqs::default(), sink, metrics, rewind, health, closed: false }
+        Self { conn, seqs: Seqs::default(), sink, metrics, rewind, health }
     }
 
     fn write(&mut self, batch: Vec<Write>) {
-        if self.closed {
-            return fail_all(batch, StoreError::Closed);
-        }
         write_batch(&mut self.conn, batch, self.sink.as_ref(), &mut self.seqs, &self.metrics, &self.health);
     }
 
     /// Whether the checkpoint thread has asked for the WAL to be rewound ([`WAL_FRAMES_REWIND`]).
     fn rewind_due(&self) -> bool {
         self.rewind.swap(false, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Writes `first` and what is queued behind it as one batch; true once the store is closed.
+    fn take(&mut self, first: Write, rx: &mut mpsc::Receiver<Write>) -> bool {
+        let mut batch = Vec::with_capacity(1);
+        let mut close = None;
+        let mut next = Some(first);
+        while let Some(w) = next {
+            match w {
+                Write::Close(reply) => {
+                    close = Some(reply);
+                    break;
+                }
+                w => batch.push(w),
+            }
+            next = if batch.len() < MAX_BATCH { rx.try_recv().ok() } else { None };
+        }
+        if !batch.is_empty() {
+            self.write(batch);
+        }
+        let Some(reply) = close else { return false };
+        // What was queued after the close is refused, and nothing more can be queued.
+        rx.close();
+        while let Ok(w) = rx.try_recv() {
+            fail_all(vec![w], StoreError::Closed);
+        }
+        drop(reply.send(Ok(())));
+        true
     }
 }
 
@@ -222,9 +245,9 @@ pub(super) fn writer_loop(mut writer: Writer, mut rx: mpsc::Receiver<Write>) {
 
 /// The writer as a task on the runtime (`--sync normal`). There a commit is a `write` into the
 /// page cache, tens of microseconds, and handing each request to a thread and its answer back
-/// cost more than the commit: two wake-ups across threads a message, the largest single cost of
-/// a 1:1 message on a busy core (docs/benchmarks.md, issue 19, fourth pass). With `--sync full`
-/// a commit waits for an fsync, milliseconds that must not hold a thread of the runtime.
+/// (two wake-ups across threads) cost a third of the CPU a message in the closed loop, where
+/// the core is busy (docs/benchmarks.md, issue 19, fourth pass). With `--sync full` a commit
+/// waits for an fsync, milliseconds that must not hold a thread of the runtime.
 pub(super) async fn writer_task(
     mut writer: Writer,
     mut rx: mpsc::Receiver<Write>,
@@ -245,37 +268,6 @@ pub(super) async fn writer_task(
                 let _ = rewound.await;
             }
         }
-    }
-}
-
-impl Writer {
-    /// Writes `first` and what is queued behind it as one batch; true once the store is closed.
-    fn take(&mut self, first: Write, rx: &mut mpsc::Receiver<Write>) -> bool {
-        let mut batch = Vec::with_capacity(1);
-        let mut close = None;
-        let mut next = Some(first);
-        while let Some(w) = next {
-            match w {
-                Write::Close(reply) => {
-                    close = Some(reply);
-                    break;
-                }
-                w => batch.push(w),
-            }
-            next = if batch.len() < MAX_BATCH { rx.try_recv().ok() } else { None };
-        }
-        if !batch.is_empty() {
-            self.write(batch);
-        }
-        let Some(reply) = close else { return false };
-        // What was queued after the close is refused, and nothing more can be queued.
-        self.closed = true;
-        rx.close();
-        while let Ok(w) = rx.try_recv() {
-            fail_all(vec![w], StoreError::Closed);
-        }
-        drop(reply.send(Ok(())));
-        true
     }
 }
 
