@@ -60,9 +60,9 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(1
 /// Past this many WAL frames (about 64 MB) the writer is asked to rewind the WAL. Under steady
 /// writes the checkpoint thread's passive checkpoints never catch up with the last frame (the
 /// writer keeps appending while they copy), and SQLite only starts the WAL over once every
-/// frame is copied. So the thread copies the bulk, off the writer's path, and then the writer,
-/// between two batches, copies the few frames written since and starts the WAL over with its
-/// next batch: a stall of milliseconds. (Before, the WAL grew to [`WAL_FRAMES_MAX`] and a
+/// frame is copied. So the thread copies the bulk, off the writer's path, and then, asked by the
+/// writer between two batches, the few frames written since, while the writer waits; the
+/// writer's next batch starts the WAL over: a stall of milliseconds. (Before, the WAL grew to [`WAL_FRAMES_MAX`] and a
 /// RESTART checkpoint blocked the writer for the whole copy: 250 ms and more, which showed as
 /// the p99 of the open-loop throughput runs, docs/benchmarks.md.)
 const WAL_FRAMES_REWIND: i64 = 16_384;
@@ -101,8 +101,8 @@ pub struct SqliteStore {
     health: Arc<WriteHealth>,
     /// Set by `close`: reads fail from then on, as writes do once the writer has ended.
     closed: Arc<std::sync::atomic::AtomicBool>,
-    /// Dropping it (and the writer task's, if any) tells the checkpoint thread to do a last
-    /// checkpoint and end.
+    /// Dropping it (and the writer's) tells the checkpoint thread to do a last checkpoint and
+    /// end.
     _checkpoints: std::sync::mpsc::Sender<Rewound>,
 }
 
@@ -137,13 +137,11 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel(QUEUE);
         let rewind = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let health = Arc::new(WriteHealth::default());
-        let writer = Writer::new(writer, sink, metrics, Arc::clone(&rewind), Arc::clone(&health));
         let (checkpoints, asks) = std::sync::mpsc::channel();
+        let writer = Writer::new(writer, sink, metrics, Arc::clone(&rewind), checkpoints.clone(), Arc::clone(&health));
         match tokio::runtime::Handle::try_current() {
             // Ends when the store is closed or dropped (its queue closes).
-            Ok(runtime) if sync == SyncMode::Normal => {
-                drop(runtime.spawn(writer_task(writer, rx, checkpoints.clone())));
-            }
+            Ok(runtime) if sync == SyncMode::Normal => drop(runtime.spawn(writer_task(writer, rx))),
             _ => drop(
                 std::thread::Builder::new()
                     .name("confab-store-writer".into())
@@ -194,9 +192,9 @@ impl SqliteStore {
 
 /// Copies the WAL into the database file every [`CHECKPOINT_EVERY`] without blocking the writer (PASSIVE),
 /// asks the writer to rewind it past [`WAL_FRAMES_REWIND`], and waits for readers (RESTART)
-/// only when it has grown past [`WAL_FRAMES_MAX`] all the same. A writer task (`--sync normal`)
-/// has it make the rewind's last copy too, while it waits (answered on `asks`). Ends, after a
-/// last checkpoint, when the store is dropped.
+/// only when it has grown past [`WAL_FRAMES_MAX`] all the same. The writer has it make the
+/// rewind's last copy too, while it waits (answered on `asks`). Ends, after a last
+/// checkpoint, when the store is dropped.
 fn checkpoint_loop(
     conn: &Connection,
     asks: &std::sync::mpsc::Receiver<Rewound>,
@@ -544,40 +542,42 @@ mod tests {
         }
     }
 
-    /// Under steady writes the WAL is started over past its bound (the writer task has the
-    /// checkpoint thread make the last copy while it waits), and every append is answered.
+    /// Under steady writes the WAL is started over past its bound (the writer, thread or task,
+    /// has the checkpoint thread make the last copy while it waits), and every append is
+    /// answered.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_wal_stays_bounded_under_steady_writes() {
-        let dir = std::env::temp_dir().join(format!("confab-store-wal-{}", rand::random::<u64>()));
-        let store =
-            Arc::new(SqliteStore::open(&dir, SyncMode::Normal, Arc::new(NoFanout), Default::default()).unwrap());
-        let (c, u) = (id("c", ConversationId::parse), id("u", UserId::parse));
-        store.create_conversation(c.clone(), vec![u.clone()], None).await.unwrap();
-        // About 150 MB of WAL (two 4 KiB pages and more a message), from 16 senders that keep
-        // the writer busy: past WAL_FRAMES_REWIND (64 MiB) the WAL must start over (without the
-        // rewind it reached 148 MB here).
-        let senders = (0..16).map(|s| {
-            let (store, c, u) = (Arc::clone(&store), c.clone(), u.clone());
-            tokio::spawn(async move {
-                for i in 0..1200 {
-                    let text = format!("{s}-{i} {}", "x".repeat(4000));
-                    let sent = tokio::time::timeout(
-                        std::time::Duration::from_secs(30),
-                        store.append(new_message(&c, &u, &text, None)),
-                    );
-                    sent.await.expect("an append is answered").expect("an append is stored");
-                }
-            })
-        });
-        for s in senders.collect::<Vec<_>>() {
-            s.await.unwrap();
+        for sync in [SyncMode::Normal, SyncMode::Full] {
+            let dir = std::env::temp_dir().join(format!("confab-store-wal-{}", rand::random::<u64>()));
+            let store = Arc::new(SqliteStore::open(&dir, sync, Arc::new(NoFanout), Default::default()).unwrap());
+            let (c, u) = (id("c", ConversationId::parse), id("u", UserId::parse));
+            store.create_conversation(c.clone(), vec![u.clone()], None).await.unwrap();
+            // About 150 MB of WAL (two 4 KiB pages and more a message), from 16 senders that
+            // keep the writer busy: past WAL_FRAMES_REWIND (64 MiB) the WAL must start over
+            // (without the rewind it reached 147 MB with `normal`, 180 MB with `full`).
+            let senders = (0..16).map(|s| {
+                let (store, c, u) = (Arc::clone(&store), c.clone(), u.clone());
+                tokio::spawn(async move {
+                    for i in 0..1200 {
+                        let text = format!("{s}-{i} {}", "x".repeat(4000));
+                        let sent = tokio::time::timeout(
+                            std::time::Duration::from_secs(30),
+                            store.append(new_message(&c, &u, &text, None)),
+                        );
+                        sent.await.expect("an append is answered").expect("an append is stored");
+                    }
+                })
+            });
+            for s in senders.collect::<Vec<_>>() {
+                s.await.unwrap();
+            }
+            let wal = std::fs::metadata(dir.join("confab.db-wal")).map(|m| m.len()).unwrap_or(0);
+            assert!(wal < 80 << 20, "{sync:?}: the WAL grew to {wal} bytes");
+            let (_, has_more) = store.history(&c, None, 1).await.unwrap();
+            assert!(has_more, "the messages are there");
+            drop(store);
+            let _ = std::fs::remove_dir_all(dir);
         }
-        let wal = std::fs::metadata(dir.join("confab.db-wal")).map(|m| m.len()).unwrap_or(0);
-        assert!(wal < 80 << 20, "the WAL grew to {wal} bytes");
-        let (_, last) = store.history(&c, None, 1).await.unwrap();
-        assert!(last, "the messages are there");
-        drop(store);
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[tokio::test]

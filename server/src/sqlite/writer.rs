@@ -88,7 +88,7 @@ impl Seqs {
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
-/// The checkpoint thread's answer to a writer task that asked it to rewind the WAL.
+/// The checkpoint thread's answer to a writer that asked it for the rewind's last copy.
 pub(super) type Rewound = oneshot::Sender<()>;
 
 pub(super) enum Write {
@@ -172,6 +172,8 @@ pub(super) struct Writer {
     sink: Arc<dyn CommitSink>,
     metrics: Arc<crate::metrics::Metrics>,
     rewind: Arc<std::sync::atomic::AtomicBool>,
+    /// Where the rewind's last copy is asked for (the checkpoint thread).
+    checkpoints: std::sync::mpsc::Sender<Rewound>,
     health: Arc<WriteHealth>,
 }
 
@@ -181,19 +183,28 @@ impl Writer {
         sink: Arc<dyn CommitSink>,
         metrics: Arc<crate::metrics::Metrics>,
         rewind: Arc<std::sync::atomic::AtomicBool>,
+        checkpoints: std::sync::mpsc::Sender<Rewound>,
         health: Arc<WriteHealth>,
     ) -> Self {
         metrics.store_writable.set(1);
-        Self { conn, seqs: Seqs::default(), sink, metrics, rewind, health }
+        Self { conn, seqs: Seqs::default(), sink, metrics, rewind, checkpoints, health }
     }
 
     fn write(&mut self, batch: Vec<Write>) {
         write_batch(&mut self.conn, batch, self.sink.as_ref(), &mut self.seqs, &self.metrics, &self.health);
     }
 
-    /// Whether the checkpoint thread has asked for the WAL to be rewound ([`WAL_FRAMES_REWIND`]).
-    fn rewind_due(&self) -> bool {
-        self.rewind.swap(false, std::sync::atomic::Ordering::Relaxed)
+    /// When the checkpoint thread has asked for the WAL to be rewound ([`WAL_FRAMES_REWIND`]):
+    /// asks it for the last copy, and gives back its answer, for the writer to wait on before
+    /// its next batch (so that no batch writes meanwhile). The copy syncs files, which must not
+    /// hold the runtime's thread when the writer is a task.
+    fn rewind(&self) -> Option<oneshot::Receiver<()>> {
+        if !self.rewind.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        let (done, rewound) = oneshot::channel();
+        self.checkpoints.send(done).ok()?;
+        Some(rewound)
     }
 
     /// Writes `first` and what is queued behind it as one batch; true once the store is closed.
@@ -232,13 +243,8 @@ pub(super) fn writer_loop(mut writer: Writer, mut rx: mpsc::Receiver<Write>) {
         if writer.take(first, &mut rx) {
             return;
         }
-        if writer.rewind_due() {
-            // The checkpoint thread has copied all but the last frames; copying those here,
-            // where no batch is writing, lets the next batch start the WAL over (mod.rs).
-            let done = writer.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0));
-            if let Err(e) = done {
-                tracing::warn!(error = %e, "WAL rewind checkpoint");
-            }
+        if let Some(rewound) = writer.rewind() {
+            let _ = rewound.blocking_recv();
         }
     }
 }
@@ -248,11 +254,7 @@ pub(super) fn writer_loop(mut writer: Writer, mut rx: mpsc::Receiver<Write>) {
 /// (two wake-ups across threads) cost a third of the CPU a message in the closed loop, where
 /// the core is busy (docs/benchmarks.md, issue 19, fourth pass). With `--sync full` a commit
 /// waits for an fsync, milliseconds that must not hold a thread of the runtime.
-pub(super) async fn writer_task(
-    mut writer: Writer,
-    mut rx: mpsc::Receiver<Write>,
-    checkpoints: std::sync::mpsc::Sender<Rewound>,
-) {
+pub(super) async fn writer_task(mut writer: Writer, mut rx: mpsc::Receiver<Write>) {
     while let Some(first) = rx.recv().await {
         // The tasks that are ready (frames read in the same wake-up) run first, so that what
         // they send joins this batch: one commit for them all, as the thread's batches are.
@@ -260,13 +262,8 @@ pub(super) async fn writer_task(
         if writer.take(first, &mut rx) {
             return;
         }
-        if writer.rewind_due() {
-            // The rewind's last copy syncs files: the checkpoint thread makes it while this
-            // task waits (no batch is written meanwhile), not the runtime's thread.
-            let (done, rewound) = oneshot::channel();
-            if checkpoints.send(done).is_ok() {
-                let _ = rewound.await;
-            }
+        if let Some(rewound) = writer.rewind() {
+            let _ = rewound.await;
         }
     }
 }
