@@ -81,9 +81,9 @@ struct Args {
     #[arg(long)]
     rounds: Option<usize>,
     /// Only the versus scenario's servers whose name contains one of these (`confab/full`,
-    /// `confab/normal`, `confab/wt`, `confab/wss`, `confab/memory`, `socket.io/mem`, `socket.io/sqlite`), e.g.
-    /// `--versus-servers confab`. `confab/memory` (the in-memory store, nothing durable: what
-    /// durability costs) runs only when named so.
+    /// `confab/normal`, `confab/wt`, `confab/wss`, `confab/memory`, `socket.io/mem`,
+    /// `socket.io/sqlite`), e.g. `--versus-servers confab`. `confab/memory` (the in-memory
+    /// store, nothing durable: what durability costs) runs only when named so.
     #[arg(long, value_delimiter = ',')]
     versus_servers: Vec<String>,
     /// Round trips (ms) the lossy scenario runs at: 0 is the namespace's own link, others add a

@@ -55,6 +55,13 @@ impl Server {
         }
     }
 
+    /// The environment a confab server is started with: its `--sync` and its store.
+    fn confab_env(self) -> [(&'static str, &'static str); 2] {
+        let sync = if self == Self::ConfabFull { "full" } else { "normal" };
+        let store = if self == Self::ConfabMemory { "memory" } else { "sqlite" };
+        [("CONFAB_SYNC", sync), ("CONFAB_BENCH_STORE", store)]
+    }
+
     /// Where a confab server's clients connect.
     fn target(self, c: &ChildServer) -> Target {
         match self {
@@ -485,21 +492,12 @@ pub(crate) async fn run_all(
         let named = only.iter().any(|o| s.name().contains(o.as_str()));
         named || (only.is_empty() && s != Server::ConfabMemory)
     };
-    for (server, store) in [
-        (Server::ConfabFull, "full"),
-        (Server::ConfabNormal, "normal"),
-        (Server::ConfabWt, "normal"),
-        (Server::ConfabWss, "normal"),
-        (Server::ConfabMemory, "memory"),
-    ] {
+    for server in [Server::ConfabFull, Server::ConfabNormal, Server::ConfabWt, Server::ConfabWss, Server::ConfabMemory]
+    {
         if !wanted(server) {
             continue;
         }
-        let env = match store {
-            "memory" => [("CONFAB_SYNC", "normal"), ("CONFAB_BENCH_STORE", "memory")],
-            sync => [("CONFAB_SYNC", sync), ("CONFAB_BENCH_STORE", "sqlite")],
-        };
-        match ChildServer::start_with_env(&wrapper, "127.0.0.1", threads, &env) {
+        match ChildServer::start_with_env(&wrapper, "127.0.0.1", threads, &server.confab_env()) {
             Ok(c) => servers.push((server, Running::Confab(c))),
             Err(e) => ok &= report(Err(format!("{}: {e}", server.name()))),
         }
