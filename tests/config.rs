@@ -64,6 +64,16 @@ fn a_bad_file_stops_the_server_naming_the_key() {
             "http = \"127.0.0.1:0\"\nhttps = \"off\"\nsync = \"sometimes\"\n",
             "sync: \"sometimes\" is not full or normal",
         ),
+        (
+            "store",
+            "http = \"127.0.0.1:0\"\nhttps = \"off\"\nstore = \"mysql://root@db/chat\"\n",
+            "store: \"mysql\" is not postgres://USER@HOST:PORT/DB or sqlite:DIR",
+        ),
+        (
+            "store_user",
+            "http = \"127.0.0.1:0\"\nhttps = \"off\"\nstore = \"postgres://127.0.0.1:5432/chat\"\n",
+            "store: a PostgreSQL URL needs a user",
+        ),
     ] {
         let path = write_config(name, text);
         let out = Command::new(env!("CARGO_BIN_EXE_confab-e2e"))
@@ -76,6 +86,22 @@ fn a_bad_file_stops_the_server_naming_the_key() {
         assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
         assert!(stderr.contains(expected), "{name}: {stderr}");
     }
+}
+
+/// A PostgreSQL store that cannot be reached at start stops the server with a message that
+/// names the store, and never the URL's password.
+#[test]
+fn an_unreachable_store_stops_the_server_without_showing_its_password() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let out = Command::new(env!("CARGO_BIN_EXE_confab-e2e"))
+        .args(["--http", "127.0.0.1:0", "--https", "off", "--store"])
+        .arg(format!("postgres://confab:hunter2secret@127.0.0.1:{port}/chat"))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("confab: store: store unavailable: PostgreSQL"), "{stderr}");
+    assert!(!stderr.contains("hunter2secret") && !stdout.contains("hunter2secret"), "{stdout}{stderr}");
 }
 
 #[test]

@@ -83,7 +83,8 @@ async fn a_full_disk_is_a_retryable_error_and_not_ready_until_there_is_room() {
     let Some(disk) = SmallDisk::mount("8m") else { return };
     let log = std::env::temp_dir().join(format!("confab-disk-{}.log", std::process::id()));
     let _ = std::fs::remove_file(&log);
-    let mut s = Server::start_at(disk.0.join("data"), Some(log.clone()), &[]);
+    // The embedded store's disk, whatever store the rest of the suite runs on.
+    let mut s = Server::start_at(disk.0.join("data"), Some(log.clone()), &["--store", "sqlite:"]);
     let (mut alice, mut bob) = s.alice_and_bob("c1").await;
     bob.join("c1").await;
     alice.say("c1", "before").await;

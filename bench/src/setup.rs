@@ -89,8 +89,9 @@ impl LocalServer {
                 // `CONFAB_BENCH_STORE=memory`: the in-memory store (nothing durable), the versus
                 // scenario's baseline for what durability costs.
                 let started = if std::env::var("CONFAB_BENCH_STORE").is_ok_and(|s| s == "memory") {
-                    confab_server::start_with_store(config, stop, |sink, _| {
-                        Ok(std::sync::Arc::new(confab_server::store::memory::MemoryStore::new(sink)))
+                    confab_server::start_with_store(config, stop, async |sink, _| {
+                        Ok(std::sync::Arc::new(confab_server::store::memory::MemoryStore::new(sink))
+                            as std::sync::Arc<dyn confab_server::store::Store>)
                     })
                     .await
                 } else {

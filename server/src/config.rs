@@ -45,6 +45,11 @@ pub struct Args {
     /// Where the embedded store keeps its files.
     #[arg(long, env = "CONFAB_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+    /// The store: `postgres://USER[:PASSWORD]@HOST:PORT/DB` for PostgreSQL, which several nodes
+    /// can share (cluster mode, docs/cluster.md); `sqlite:DIR`, or `sqlite:` for --data-dir, for
+    /// the embedded store (the default).
+    #[arg(long, env = "CONFAB_STORE")]
+    pub store: Option<String>,
     /// HS256 secret that verifies client JWTs.
     #[arg(long, env = "CONFAB_JWT_SECRET")]
     pub jwt_secret: Option<String>,
@@ -221,6 +226,63 @@ pub enum CertSource {
     Dev(PathBuf),
 }
 
+/// Which store keeps the messages.
+#[derive(Clone)]
+pub enum StoreConfig {
+    /// The embedded SQLite store in this directory.
+    Sqlite(PathBuf),
+    /// PostgreSQL at this URL.
+    Postgres(String),
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(dir) => f.debug_tuple("Sqlite").field(dir).finish(),
+            // The URL may hold a password.
+            Self::Postgres(_) => f.write_str("Postgres(..)"),
+        }
+    }
+}
+
+impl StoreConfig {
+    /// `--store`: a PostgreSQL URL, `sqlite:DIR`, or `sqlite:` for `data_dir`.
+    fn parse(store: Option<&str>, data_dir: &std::path::Path) -> Result<Self, String> {
+        let Some(s) = store.map(str::trim) else { return Ok(Self::Sqlite(data_dir.to_path_buf())) };
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            crate::postgres::connection_config(s).map_err(|e| format!("store: {e}"))?;
+            return Ok(Self::Postgres(s.to_owned()));
+        }
+        match s.strip_prefix("sqlite:") {
+            Some("") => Ok(Self::Sqlite(data_dir.to_path_buf())),
+            Some(dir) => Ok(Self::Sqlite(PathBuf::from(dir))),
+            None => Err(format!(
+                "store: {:?} is not postgres://USER@HOST:PORT/DB or sqlite:DIR",
+                s.split_once("://").map_or(s, |(scheme, _)| scheme)
+            )),
+        }
+    }
+
+    /// How the store is named in logs: never its password.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Sqlite(dir) => format!("sqlite:{}", dir.display()),
+            Self::Postgres(url) => crate::postgres::connection_config(url)
+                .map(|c| {
+                    let host = match c.get_hosts().first() {
+                        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+                        #[cfg(unix)]
+                        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+                        None => String::new(),
+                    };
+                    let port = c.get_ports().first().copied().unwrap_or(5432);
+                    format!("postgres://{}@{host}:{port}/{}", c.get_user().unwrap_or(""), c.get_dbname().unwrap_or(""))
+                })
+                .unwrap_or_else(|_| "postgres".into()),
+        }
+    }
+}
+
 /// Checked configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -232,6 +294,7 @@ pub struct Config {
     pub https: Listen,
     pub cert: CertSource,
     pub data_dir: PathBuf,
+    pub store: StoreConfig,
     pub jwt: KeyConfig,
     pub jwt_audience: Option<String>,
     pub jwt_issuer: Option<String>,
@@ -318,6 +381,7 @@ impl Config {
             return Err("http and https: at least one listener is needed".into());
         }
         let public_url = a.public_url.as_deref().map(public_url).transpose()?;
+        let store = StoreConfig::parse(a.store.as_deref(), &a.data_dir)?;
         let limits = Limits {
             conn_rate: a.conn_rate,
             conn_burst: a.conn_burst.max(1),
@@ -336,6 +400,7 @@ impl Config {
             https: a.https,
             cert,
             data_dir: a.data_dir,
+            store,
             jwt,
             jwt_audience: a.jwt_audience,
             jwt_issuer: a.jwt_issuer,

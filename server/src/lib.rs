@@ -13,6 +13,7 @@
 //! - `serve`: accept loops for the TCP listeners, with handshake timeouts.
 //! - `tls`: PEM certificates, or a generated development certificate.
 //! - `sqlite`: the embedded SQLite store with group commit.
+//! - `postgres`: cluster mode's PostgreSQL store, shared by every node.
 //! - `app`: what handlers and transports share: the node and the connection settings.
 //! - `api`: client REST, the server API, health, metrics, dev tokens.
 //!
@@ -21,6 +22,7 @@
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod postgres;
 pub mod serve;
 pub mod sqlite;
 pub mod tls;
@@ -32,6 +34,7 @@ use crate::app::{App, Scheme, Settings};
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::node::{Node, Parts, Services};
+use crate::postgres::PgStore;
 use crate::sqlite::SqliteStore;
 use crate::store::{CommitSink, Store, StoreError};
 use std::sync::Arc;
@@ -117,9 +120,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
 /// tells every client (1001), waits for them with a deadline, and the store finishes its
 /// last batch; [`Running::wait`] returns then.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, StartError> {
-    let (dir, sync) = (config.data_dir.clone(), config.sync);
-    start_with_store(config, shutdown, move |sink, metrics| {
-        Ok(Arc::new(SqliteStore::open(&dir, sync, sink, metrics)?) as Arc<dyn Store>)
+    let (store, sync) = (config.store.clone(), config.sync);
+    start_with_store(config, shutdown, async move |sink, metrics| match store {
+        config::StoreConfig::Sqlite(dir) => {
+            Ok(Arc::new(SqliteStore::open(&dir, sync, sink, metrics)?) as Arc<dyn Store>)
+        }
+        config::StoreConfig::Postgres(url) => Ok(Arc::new(PgStore::open(&url, sink, metrics).await?) as Arc<dyn Store>),
     })
     .await
 }
@@ -130,14 +136,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
 pub async fn start_with_store(
     config: Config,
     shutdown: CancellationToken,
-    open: impl FnOnce(Arc<dyn CommitSink>, Arc<metrics::Metrics>) -> Result<Arc<dyn Store>, StoreError>,
+    open: impl AsyncFnOnce(Arc<dyn CommitSink>, Arc<metrics::Metrics>) -> Result<Arc<dyn Store>, StoreError>,
 ) -> Result<Running, StartError> {
     let metrics = Arc::new(metrics::Metrics::default());
     let parts = Parts::local(config.limits.clone(), clock::Clock::system(), metrics, &broker::LocalBus::default());
     // Fan-out runs on the store's writer, in commit order (see `hub`): one hop less than a
     // channel to a task, on the path of every message.
     let sink = Arc::clone(&parts.fanout) as Arc<dyn CommitSink>;
-    let store = open(sink, Arc::clone(&parts.metrics))?;
+    let store = open(sink, Arc::clone(&parts.metrics)).await?;
     let auth = Auth::new(&config.jwt, config.jwt_audience.as_deref(), config.jwt_issuer.as_deref())
         .map_err(StartError::Auth)?;
     let tls = match &config.cert {
@@ -210,7 +216,7 @@ pub async fn start_with_store(
     if let Some(certs) = certs.clone() {
         servers.push(tokio::spawn(reload_on_sighup(certs, config.cert.clone(), shutdown.clone())));
     }
-    tracing::info!(dev = config.dev, data_dir = %config.data_dir.display(), "confab started");
+    tracing::info!(dev = config.dev, store = %config.store.describe(), "confab started");
     let drain = config.drain_timeout;
     let done = tokio::spawn(async move {
         shutdown.cancelled().await;

@@ -53,6 +53,20 @@ pub struct Server {
     args: Vec<String>,
     /// Where the server's standard error goes (`start_logged`), else the test's own.
     pub log: Option<PathBuf>,
+    /// The PostgreSQL database made for this server (`CONFAB_E2E_STORE=postgres`), dropped with it.
+    pub database: Option<String>,
+}
+
+/// Runs an async call to completion on a runtime of its own, on a thread of its own: callers
+/// may be inside a test's runtime, where blocking on another is refused.
+fn on_own_runtime<T: Send + 'static, F: std::future::Future<Output = T> + Send>(
+    f: impl FnOnce() -> F + Send + 'static,
+) -> T {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f())
+    })
+    .join()
+    .unwrap()
 }
 
 static NEXT_DIR: AtomicU64 = AtomicU64::new(0);
@@ -94,6 +108,21 @@ impl Server {
         }
         args.extend(extra.iter().map(|s| s.to_string()));
         args.extend(["--dev-cert-dir".to_string(), dir.join("certs").display().to_string()]);
+        // The whole suite on PostgreSQL: `CONFAB_E2E_STORE=postgres cargo test -p confab-tests`
+        // (the server of `CONFAB_TEST_POSTGRES`, else the local one), a database per server.
+        let database = match std::env::var("CONFAB_E2E_STORE").as_deref() {
+            Ok("postgres") if !extra.contains(&"--store") => {
+                let url = on_own_runtime(|| async {
+                    let server = confab_server::postgres::test_server_url();
+                    confab_server::postgres::create_scratch_database(&server, "confab_e2e").await
+                })
+                .expect("CONFAB_E2E_STORE=postgres needs a PostgreSQL server (CONFAB_TEST_POSTGRES)");
+                args.extend(["--store".to_string(), url.clone()]);
+                Some(url)
+            }
+            Ok("postgres" | "sqlite") | Err(_) => None,
+            Ok(other) => panic!("CONFAB_E2E_STORE={other:?}: postgres or sqlite"),
+        };
         let mut s = Server {
             child: None,
             addr: String::new(),
@@ -103,6 +132,7 @@ impl Server {
             data_dir: dir,
             args,
             log,
+            database,
         };
         s.spawn("127.0.0.1:0", "127.0.0.1:0");
         s
@@ -278,6 +308,12 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill9();
         let _ = std::fs::remove_dir_all(&self.data_dir);
+        if let Some(url) = self.database.take() {
+            let _ = on_own_runtime(move || async move {
+                let server = confab_server::postgres::test_server_url();
+                confab_server::postgres::drop_scratch_database(&server, &url).await
+            });
+        }
     }
 }
 

@@ -7,7 +7,10 @@
 //! passes the one suite in [`conformance`].
 
 pub mod conformance;
+pub mod health;
 pub mod memory;
+
+pub use health::WriteHealth;
 
 use confab_codec::event::{Message, Metadata};
 use confab_codec::{
