@@ -57,6 +57,34 @@ pub struct Server {
     pub database: Option<String>,
 }
 
+/// A new, empty PostgreSQL database for a test, or `None` (with a message) where no PostgreSQL
+/// runs; under `CI=true` a missing PostgreSQL fails the test instead.
+pub fn scratch_postgres() -> Option<String> {
+    let made = on_own_runtime(|| async {
+        let server = confab_server::postgres::test_server_url();
+        confab_server::postgres::create_scratch_database(&server, "confab_e2e").await
+    });
+    match made {
+        Ok(url) => Some(url),
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("PostgreSQL ({}) is needed under CI=true: {e}", confab_server::postgres::test_server_url())
+        }
+        Err(e) => {
+            eprintln!("skipped: no PostgreSQL ({e}); set CONFAB_TEST_POSTGRES");
+            None
+        }
+    }
+}
+
+/// Drops a database made by [`scratch_postgres`].
+pub fn drop_postgres(url: &str) {
+    let url = url.to_owned();
+    let _ = on_own_runtime(move || async move {
+        let server = confab_server::postgres::test_server_url();
+        confab_server::postgres::drop_scratch_database(&server, &url).await
+    });
+}
+
 /// Runs an async call to completion on a runtime of its own, on a thread of its own: callers
 /// may be inside a test's runtime, where blocking on another is refused.
 fn on_own_runtime<T: Send + 'static, F: std::future::Future<Output = T> + Send>(
@@ -309,10 +337,7 @@ impl Drop for Server {
         self.kill9();
         let _ = std::fs::remove_dir_all(&self.data_dir);
         if let Some(url) = self.database.take() {
-            let _ = on_own_runtime(move || async move {
-                let server = confab_server::postgres::test_server_url();
-                confab_server::postgres::drop_scratch_database(&server, &url).await
-            });
+            drop_postgres(&url);
         }
     }
 }

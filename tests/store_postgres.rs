@@ -1,0 +1,180 @@
+//! The PostgreSQL store seen from a client, when the link to PostgreSQL fails: a TCP proxy in
+//! the test carries the server's connections and black-holes them on demand (bytes vanish, no
+//! reset, as in a network partition). The node acknowledges nothing it could not store, tells
+//! the client the documented retryable error, reports not ready within SPEC §8's 8 s, and is
+//! ready again by itself within 30 s of the link healing; the refused messages, sent again with
+//! their `local_id`s, are stored once, and nothing acknowledged is lost.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use support::Server;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A TCP proxy to PostgreSQL that can be cut (black hole) and healed. It runs on a runtime of
+/// its own, so that the test's blocking calls never stall it.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    open: Arc<AtomicBool>,
+    /// Bumped by a heal: the connections of before end (their peers would have timed them out).
+    generation: Arc<AtomicU64>,
+}
+
+impl Proxy {
+    fn start(upstream: String) -> Proxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = Arc::new(AtomicBool::new(true));
+        let generation = Arc::new(AtomicU64::new(0));
+        let (o, g) = (Arc::clone(&open), Arc::clone(&generation));
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                while let Ok((down, _)) = listener.accept().await {
+                    tokio::spawn(pipe(down, upstream.clone(), Arc::clone(&o), Arc::clone(&g)));
+                }
+            });
+        });
+        Proxy { addr, open, generation }
+    }
+
+    fn cut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+    }
+
+    fn heal(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+async fn pipe(mut down: tokio::net::TcpStream, upstream: String, open: Arc<AtomicBool>, generation: Arc<AtomicU64>) {
+    let born = generation.load(Ordering::SeqCst);
+    let alive = || generation.load(Ordering::SeqCst) == born;
+    // Cut: the connection is accepted and never answered.
+    while !open.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if !alive() {
+            return;
+        }
+    }
+    let Ok(mut up) = tokio::net::TcpStream::connect(&upstream).await else { return };
+    let (mut a, mut b) = ([0u8; 16384], [0u8; 16384]);
+    loop {
+        tokio::select! {
+            n = down.read(&mut a) => match n {
+                Ok(0) | Err(_) => return,
+                // While cut, what crosses is lost.
+                Ok(n) if open.load(Ordering::SeqCst) => if up.write_all(&a[..n]).await.is_err() { return },
+                Ok(_) => {}
+            },
+            n = up.read(&mut b) => match n {
+                Ok(0) | Err(_) => return,
+                Ok(n) if open.load(Ordering::SeqCst) => if down.write_all(&b[..n]).await.is_err() { return },
+                Ok(_) => {}
+            },
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+        if !alive() {
+            return;
+        }
+    }
+}
+
+fn readyz(s: &Server) -> (u16, Value) {
+    support::http(&s.addr, "GET", "/readyz", None, None)
+}
+
+/// The messages of `c1` as stored, oldest first.
+fn history(s: &Server) -> Vec<String> {
+    let auth = format!("Bearer {}", s.token("alice"));
+    let (status, body) =
+        support::http(&s.addr, "GET", "/v1/chat/conversations/c1/messages?limit=100", Some(&auth), None);
+    assert_eq!(status, 200, "{body}");
+    let messages = body["messages"].as_array().cloned().or_else(|| body.as_array().cloned()).unwrap();
+    messages.iter().map(|m| m["content"].as_str().unwrap().to_owned()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_postgres_acknowledges_nothing_and_recovers_by_itself() {
+    let Some(database) = support::scratch_postgres() else { return };
+    // postgres://USER@HOST:PORT/DB: the proxy takes HOST:PORT's place.
+    let (head, name) = database.rsplit_once('/').unwrap();
+    let (user, upstream) = head.rsplit_once('@').unwrap();
+    let proxy = Proxy::start(upstream.to_owned());
+    let url = format!("{user}@{}/{name}", proxy.addr);
+    let s = Server::start(&["--store", &url]);
+    let (mut alice, mut bob) = s.alice_and_bob("c1").await;
+    bob.join("c1").await;
+    alice.say("c1", "before").await;
+    assert_eq!(bob.expect("message:new").await["data"]["message"]["content"], "before");
+
+    proxy.cut();
+    let cut_at = Instant::now();
+    let mut rids = Vec::new();
+    for i in 0..3 {
+        let data = json!({"conversation_id": "c1", "content": format!("during {i}"), "local_id": format!("l{i}")});
+        rids.push(alice.send("message:send", data).await);
+    }
+    // Not ready within SPEC §8's bound, while the sends wait.
+    loop {
+        let (status, body) = readyz(&s);
+        if status == 503 {
+            assert!(body["reason"].as_str().unwrap_or_default().contains("store"), "{body}");
+            break;
+        }
+        assert!(cut_at.elapsed() < Duration::from_secs(8), "still ready 8 s after the cut: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let not_ready_after = cut_at.elapsed();
+    let mut refused = 0;
+    while refused < rids.len() {
+        let e = alice.recv_within(Duration::from_secs(15)).await.expect("an answer to every send while cut");
+        assert_ne!(e["type"], "message:sent", "acknowledged while the store was cut off: {e}");
+        if e["type"] == "error" {
+            assert!(rids.iter().any(|r| e["data"]["request_id"] == r.as_str()), "{e}");
+            assert_eq!(e["data"]["code"], "SERVICE_UNAVAILABLE", "{e}");
+            refused += 1;
+        }
+    }
+    let (status, body) = readyz(&s);
+    assert_eq!(status, 503, "not ready while cut off: {body}");
+    bob.expect_none("message:new", Duration::from_millis(200)).await;
+
+    proxy.heal();
+    let healed_at = Instant::now();
+    loop {
+        let (status, body) = readyz(&s);
+        if status == 200 {
+            break;
+        }
+        assert!(healed_at.elapsed() < Duration::from_secs(30), "still not ready 30 s after the link healed: {body}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!("not ready {not_ready_after:?} after the cut; ready {:?} after the heal", healed_at.elapsed());
+    // The client's retries, with the same local_ids: stored now, once each, delivered in order.
+    for i in 0..3 {
+        let data = json!({"conversation_id": "c1", "content": format!("during {i}"), "local_id": format!("l{i}")});
+        let rid = alice.send("message:send", data).await;
+        loop {
+            let e = alice.expect_any(&["message:sent", "error"]).await;
+            assert_ne!(e["type"], "error", "{e}");
+            if e["request_id"] == rid.as_str() {
+                break;
+            }
+        }
+        let got = bob.expect("message:new").await;
+        assert_eq!(got["data"]["message"]["content"], format!("during {i}"));
+        assert_eq!(got["data"]["message"]["seq"], 2 + i, "gap-free after the outage");
+    }
+    assert_eq!(history(&s), ["before", "during 0", "during 1", "during 2"]);
+    drop(s);
+    support::drop_postgres(&database);
+}
