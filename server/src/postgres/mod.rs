@@ -816,4 +816,75 @@ mod tests {
         }
         drop_scratch_database(&test_server_url(), &url).await.unwrap();
     }
+
+    /// What an append costs PostgreSQL: latency one at a time, and under concurrent senders the
+    /// transactions (so batches, each one round trip) and WAL bytes per message.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "a measurement: cargo test --release -p confab-server postgres_append_costs -- --ignored --nocapture"]
+    async fn postgres_append_costs() {
+        let Some(url) = scratch().await else { return };
+        let metrics = Arc::new(Metrics::default());
+        let store = Arc::new(PgStore::open(&url, Arc::new(NoFanout), Arc::clone(&metrics)).await.unwrap());
+        let admin = connect(&connection_config(&url).unwrap()).await.unwrap();
+        let (c, u, r) = (id("c", ConversationId::parse), id("u", UserId::parse), id("r", UserId::parse));
+        store.create_conversation(c.clone(), vec![u.clone(), r], None).await.unwrap();
+        // The WAL's position, and the writer's batches (each one statement, one round trip).
+        let counters = async || {
+            let lsn: String = admin.query_one("SELECT pg_current_wal_lsn()::text", &[]).await.unwrap().get(0);
+            let (hi, lo) = lsn.split_once('/').unwrap();
+            let bytes = (u64::from_str_radix(hi, 16).unwrap() << 32) + u64::from_str_radix(lo, 16).unwrap();
+            let rendered = metrics.render();
+            let batches = rendered
+                .lines()
+                .find_map(|l| l.strip_prefix("confab_store_batch_size_count "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.0);
+            (bytes, batches as i64)
+        };
+        let n = 2000;
+        let before = counters().await;
+        let mut times = Vec::with_capacity(n);
+        for i in 0..n {
+            let t = std::time::Instant::now();
+            store.append(text(&c, &u, Some(&format!("one-{i}")))).await.unwrap();
+            times.push(t.elapsed().as_micros());
+        }
+        let after = counters().await;
+        times.sort_unstable();
+        eprintln!(
+            "one at a time: p50 {} us, p99 {} us; per append {:.0} WAL bytes, {:.2} batches",
+            times[n / 2],
+            times[n * 99 / 100],
+            (after.0 - before.0) as f64 / n as f64,
+            (after.1 - before.1) as f64 / n as f64,
+        );
+        let (senders, each) = (32, 250);
+        let before = counters().await;
+        let t = std::time::Instant::now();
+        let tasks: Vec<_> = (0..senders)
+            .map(|s| {
+                let (store, c, u) = (Arc::clone(&store), c.clone(), u.clone());
+                tokio::spawn(async move {
+                    for i in 0..each {
+                        store.append(text(&c, &u, Some(&format!("many-{s}-{i}")))).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let elapsed = t.elapsed();
+        let after = counters().await;
+        let total = (senders * each) as f64;
+        eprintln!(
+            "{senders} senders: {:.0} appends/s; per append {:.0} WAL bytes, {:.3} batches ({:.1} appends a batch)",
+            total / elapsed.as_secs_f64(),
+            (after.0 - before.0) as f64 / total,
+            (after.1 - before.1) as f64 / total,
+            total / (after.1 - before.1).max(1) as f64,
+        );
+        store.close().await.unwrap();
+        drop_scratch_database(&test_server_url(), &url).await.unwrap();
+    }
 }
