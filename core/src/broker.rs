@@ -68,6 +68,10 @@ pub trait Broker: Send + Sync + std::fmt::Debug + 'static {
     fn has_audience(&self, _topic: &Topic) -> bool {
         true
     }
+    /// `Err(reason)` while the other nodes cannot be reached (a node alone always can).
+    fn healthy(&self) -> Result<(), String> {
+        Ok(())
+    }
     /// Starts hearing `topic`; subscribing twice is subscribing once.
     fn subscribe(&self, topic: &Topic);
     fn unsubscribe(&self, topic: &Topic);

@@ -13,6 +13,8 @@
 //! - `link`: the boundary types between transports and sessions (`Conn`, `Inbound`, `Route`).
 //! - `store`: the `Store` interface, its in-memory implementation and its conformance suite.
 //! - `broker`: the `Broker` interface between nodes, and the in-process bus.
+//! - `sequencer`: with several nodes, each conversation's messages in seq order, once, gaps
+//!   filled from the store.
 //! - `presence`: the `Presence` interface (online transitions, connection limits), and its
 //!   local implementation.
 //! - `clock`: monotonic and wall time, injectable.
@@ -31,5 +33,6 @@ pub mod link;
 pub mod metrics;
 pub mod node;
 pub mod presence;
+pub mod sequencer;
 pub mod session;
 pub mod store;

@@ -63,6 +63,14 @@ pub struct Metrics {
     pub store_commit_seconds: Histogram,
     pub store_writable: Gauge,
     pub store_write_refusals: Counter,
+    /// Cluster mode: publications sent to the broker, received from it, dropped before it (a
+    /// full queue, a broker away), and conversation gaps filled from the store.
+    pub broker_published: Counter,
+    pub broker_received: Counter,
+    pub broker_dropped: Counter,
+    pub broker_gaps_repaired: Counter,
+    /// 1 while the broker is connected (always 1 for a node alone).
+    pub broker_connected: Gauge,
     pub tasks: Gauge,
     pub open_fds: Gauge,
     pub resident_memory_bytes: Gauge,
@@ -90,6 +98,11 @@ impl Default for Metrics {
             store_commit_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 15)),
             store_writable: Gauge::default(),
             store_write_refusals: Counter::default(),
+            broker_published: Counter::default(),
+            broker_received: Counter::default(),
+            broker_dropped: Counter::default(),
+            broker_gaps_repaired: Counter::default(),
+            broker_connected: Gauge::default(),
             tasks: Gauge::default(),
             open_fds: Gauge::default(),
             resident_memory_bytes: Gauge::default(),
@@ -138,6 +151,24 @@ impl Default for Metrics {
             "Store requests refused because the store could not write (disk full, I/O errors)",
             m.store_write_refusals.clone(),
         );
+        registry.register("broker_published", "Publications sent to the other nodes", m.broker_published.clone());
+        registry.register("broker_received", "Publications received from the other nodes", m.broker_received.clone());
+        registry.register(
+            "broker_dropped",
+            "Publications not sent (the broker's queue full or the broker away); receivers repair from the store",
+            m.broker_dropped.clone(),
+        );
+        registry.register(
+            "broker_gaps_repaired",
+            "Conversation gaps (lost or late publications) filled by reading the store",
+            m.broker_gaps_repaired.clone(),
+        );
+        registry.register(
+            "broker_connected",
+            "1 while the broker to the other nodes is connected (always 1 for a node alone)",
+            m.broker_connected.clone(),
+        );
+        m.broker_connected.set(1);
         Self { registry, ..m }
     }
 }

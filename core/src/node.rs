@@ -17,6 +17,7 @@ use crate::limits::Limits;
 use crate::link::{Conn, SharedEvent};
 use crate::metrics::Metrics;
 use crate::presence::{LocalPresence, Presence};
+use crate::sequencer::{self, Ready, Sequencer};
 use crate::store::{CommitSink, ConversationInfo, Requester, Store, memory::MemoryStore};
 use confab_codec::event::Message;
 use confab_codec::{ConversationId, UserId};
@@ -46,6 +47,12 @@ pub struct Node {
     pub shutdown: CancellationToken,
     /// The TLS certificate, when there is a TLS listener.
     pub certificate: Option<Arc<dyn Certificate>>,
+    /// With other nodes on the same store: puts each conversation's messages in seq order
+    /// (`sequencer`); none for a node alone.
+    pub sequencer: Option<Arc<Sequencer>>,
+    /// Wakes the repair loop's sweep at once (the broker reconnected: what it carried meanwhile
+    /// is lost).
+    pub sweep: Arc<tokio::sync::Notify>,
     /// The broker's subscriber for this node, which the bus holds weakly.
     _delivery: Arc<dyn Subscriber>,
 }
@@ -60,6 +67,8 @@ pub struct Parts {
     pub clock: Clock,
     pub metrics: Arc<Metrics>,
     pub fanout: Arc<Fanout>,
+    pub sequencer: Option<Arc<Sequencer>>,
+    pub sweep: Arc<tokio::sync::Notify>,
     /// Keeps the broker's subscriber alive as long as the node (the bus holds it weakly).
     delivery: Arc<dyn Subscriber>,
 }
@@ -68,16 +77,44 @@ impl Parts {
     /// A node's hub and fan-out on a [`LocalBus`] (one node: [`LocalBus::default`]) and a
     /// [`LocalPresence`].
     pub fn local(limits: Limits, clock: Clock, metrics: Arc<Metrics>, bus: &LocalBus) -> Self {
+        Self::with_broker(limits, clock, metrics, None, |delivery| Arc::new(bus.attach(delivery)))
+    }
+
+    /// A node that shares its store with other nodes, through the broker `connect` makes for
+    /// the node's subscriber: its conversations' messages go through a [`Sequencer`]. `sweep`
+    /// wakes the repair loop's sweep (the broker calls it when it reconnects).
+    pub fn networked(
+        limits: Limits,
+        clock: Clock,
+        metrics: Arc<Metrics>,
+        sweep: Arc<tokio::sync::Notify>,
+        connect: impl FnOnce(std::sync::Weak<dyn Subscriber>) -> Arc<dyn Broker>,
+    ) -> Self {
+        let parts = Self::with_broker(limits, clock, metrics, Some(Arc::new(Sequencer::default())), connect);
+        Self { sweep, ..parts }
+    }
+
+    fn with_broker(
+        limits: Limits,
+        clock: Clock,
+        metrics: Arc<Metrics>,
+        sequencer: Option<Arc<Sequencer>>,
+        connect: impl FnOnce(std::sync::Weak<dyn Subscriber>) -> Arc<dyn Broker>,
+    ) -> Self {
         let hub = Arc::new(Hub::new(limits));
-        let delivery: Arc<dyn Subscriber> = Arc::new(Delivery { hub: Arc::clone(&hub), clock });
-        let broker: Arc<dyn Broker> = Arc::new(bus.attach(Arc::downgrade(&delivery)));
+        let delivery: Arc<dyn Subscriber> =
+            Arc::new(Delivery { hub: Arc::clone(&hub), clock, sequencer: sequencer.clone() });
+        let broker = connect(Arc::downgrade(&delivery));
         let fanout = Arc::new(Fanout {
             hub: Arc::clone(&hub),
             broker: Arc::clone(&broker),
             metrics: Arc::clone(&metrics),
             clock,
+            sequencer: sequencer.clone(),
         });
-        Self { hub, broker, presence: Arc::new(LocalPresence::default()), clock, metrics, fanout, delivery }
+        let presence = Arc::new(LocalPresence::default());
+        let sweep = Arc::default();
+        Self { hub, broker, presence, clock, metrics, fanout, sequencer, sweep, delivery }
     }
 }
 
@@ -93,7 +130,7 @@ pub struct Services {
 
 impl Node {
     pub fn new(parts: Parts, services: Services) -> Arc<Self> {
-        let Parts { hub, broker, presence, clock, metrics, fanout: _, delivery } = parts;
+        let Parts { hub, broker, presence, clock, metrics, fanout: _, sequencer, sweep, delivery } = parts;
         Arc::new(Self {
             hub,
             store: services.store,
@@ -105,6 +142,8 @@ impl Node {
             tasks: services.tasks,
             shutdown: services.shutdown,
             certificate: services.certificate,
+            sequencer,
+            sweep,
             _delivery: delivery,
         })
     }
@@ -139,14 +178,48 @@ impl Node {
                 tracing::debug!(error = %e, "publishing a membership change");
             }
         }
+        if let Some(s) = &self.sequencer {
+            s.track(&info.id, info.last_seq);
+        }
         self.hub.cache_conversation(info, replace);
         self.broker.subscribe(&topic);
+    }
+
+    /// Cluster mode: caches the conversations of a user who connects here and hears them from
+    /// the other nodes, so that their messages reach the user's connections here as
+    /// `conversation:unread` before the user joins any (on a node alone, the node that commits
+    /// a message has its conversation cached already). At most [`FOLLOW_MAX`] a connect.
+    pub async fn follow(&self, conversations: impl Iterator<Item = &ConversationId>) {
+        if self.sequencer.is_none() {
+            return;
+        }
+        for c in conversations.take(FOLLOW_MAX) {
+            if self.hub.member_count(c).is_some() {
+                continue;
+            }
+            match self.store.conversation(c).await {
+                Ok(Some(info)) => self.cache_conversation(info, false),
+                Ok(None) => {}
+                Err(e) => tracing::debug!(error = %e, conversation = %c, "following a conversation"),
+            }
+        }
     }
 
     /// Drops a deleted conversation; returns the connections that had joined it.
     pub fn forget_conversation(&self, c: &ConversationId) -> Vec<Conn> {
         self.broker.unsubscribe(&Topic::Conversation(c.clone()));
+        if let Some(s) = &self.sequencer {
+            s.forget(c);
+        }
         self.hub.forget_conversation(c)
+    }
+
+    /// Delivers what the store holds of `c` after `after`, read to fill a gap in what the
+    /// broker brought (see [`Sequencer::fill`]).
+    pub fn fill(&self, c: &ConversationId, after: confab_codec::Seq, read: Vec<Message>) {
+        if let Some(s) = &self.sequencer {
+            dispatch_ready(&self.hub, self.clock, s.fill(c, after, read));
+        }
     }
 
     /// Counts and registers a connection: `Ok(true)` when it is the user's first anywhere.
@@ -182,6 +255,13 @@ impl Node {
     }
 }
 
+/// Delivers messages the sequencer released, in their order.
+fn dispatch_ready(hub: &Hub, clock: Clock, ready: Vec<Ready>) {
+    for (m, requester) in ready {
+        hub.dispatch_message(&m, requester.as_ref(), clock.now());
+    }
+}
+
 /// Where the store's writer hands each committed message, in commit order: this node's
 /// connections, then the other nodes.
 #[derive(Debug)]
@@ -190,13 +270,32 @@ pub struct Fanout {
     broker: Arc<dyn Broker>,
     metrics: Arc<Metrics>,
     clock: Clock,
+    sequencer: Option<Arc<Sequencer>>,
+}
+
+impl Fanout {
+    /// Delivers a local commit here. Through the sequencer (other nodes on the store) it may
+    /// wait behind another node's earlier message; the members it reaches then are not
+    /// reported, and their delivery marks wait for a later message (a repeated receipt at
+    /// worst, never a lost message).
+    fn dispatch(&self, message: &Message, requester: Option<&Requester>) -> Vec<UserId> {
+        let Some(s) = &self.sequencer else { return self.hub.dispatch_message(message, requester, self.clock.now()) };
+        let mut advanced = Vec::new();
+        for (m, r) in s.admit(message.clone(), requester.cloned(), self.clock.instant()) {
+            let reached = self.hub.dispatch_message(&m, r.as_ref(), self.clock.now());
+            if m.seq == message.seq {
+                advanced = reached;
+            }
+        }
+        advanced
+    }
 }
 
 impl CommitSink for Fanout {
     fn committed(&self, message: &Message, requester: Option<&Requester>) -> Vec<UserId> {
         self.metrics.messages_stored.inc();
         let topic = Topic::Conversation(message.conversation_id.clone());
-        let advanced = self.hub.dispatch_message(message, requester, self.clock.now());
+        let advanced = self.dispatch(message, requester);
         // Alone on the bus (one node), nothing is built: no copy on the path of every message.
         if self.broker.has_audience(&topic) {
             if let Err(e) = self.broker.publish(&topic, Publication::Message(Arc::new(message.clone()))) {
@@ -212,14 +311,21 @@ impl CommitSink for Fanout {
 struct Delivery {
     hub: Arc<Hub>,
     clock: Clock,
+    sequencer: Option<Arc<Sequencer>>,
 }
 
 impl Subscriber for Delivery {
     fn deliver(&self, topic: &Topic, publication: &Publication) {
         match (topic, publication) {
-            (Topic::Conversation(_), Publication::Message(m)) => {
-                self.hub.dispatch_message(m, None, self.clock.now());
-            }
+            (Topic::Conversation(_), Publication::Message(m)) => match &self.sequencer {
+                Some(s) => {
+                    let ready = s.admit(Message::clone(m), None, self.clock.instant());
+                    dispatch_ready(&self.hub, self.clock, ready);
+                }
+                None => {
+                    self.hub.dispatch_message(m, None, self.clock.now());
+                }
+            },
             (Topic::User(u), Publication::Event(ev)) => {
                 self.hub.to_users(std::iter::once(u), ev, None);
             }
@@ -229,4 +335,60 @@ impl Subscriber for Delivery {
             _ => {}
         }
     }
+}
+
+/// Most conversations a connect caches in cluster mode (`Node::follow`): the most recently
+/// active first.
+const FOLLOW_MAX: usize = 1000;
+/// How often the repair loop looks for gaps that have waited past [`sequencer::PATIENCE`].
+const REPAIR_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+/// How often every followed conversation's last seq is compared with the store's, to catch a
+/// lost *last* message (no later one shows the gap).
+pub const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+/// Most messages read from the store for one gap at a time.
+const REPAIR_READ: u32 = 1000;
+
+/// The repair loop of a node that shares its store (one with a sequencer): fills the gaps the
+/// broker left from the store, and sweeps every [`SWEEP_EVERY`] (and when the broker
+/// reconnects, `Node::sweep`). Ends on shutdown.
+pub async fn repair_loop(node: Arc<Node>) {
+    let Some(sequencer) = node.sequencer.clone() else { return };
+    let mut tick = tokio::time::interval(REPAIR_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut swept = node.clock.instant();
+    loop {
+        let sweep_now = tokio::select! {
+            () = node.shutdown.cancelled() => return,
+            _ = tick.tick() => false,
+            () = node.sweep.notified() => true,
+        };
+        let now = node.clock.instant();
+        let mut todo = sequencer.overdue(now, sequencer::PATIENCE);
+        if sweep_now || now.duration_since(swept) >= SWEEP_EVERY {
+            swept = now;
+            todo.extend(behind(&node, &sequencer).await);
+        }
+        for (c, after) in todo {
+            match node.store.messages_after(&c, after, REPAIR_READ).await {
+                Ok(read) => {
+                    node.metrics.broker_gaps_repaired.inc();
+                    node.fill(&c, after, read);
+                }
+                Err(e) => tracing::debug!(error = %e, conversation = %c, "repair: reading the store"),
+            }
+        }
+    }
+}
+
+/// The followed conversations whose last seq in the store is past what this node delivered.
+async fn behind(node: &Node, sequencer: &Sequencer) -> Vec<(ConversationId, confab_codec::Seq)> {
+    let positions = sequencer.positions();
+    let mut out = Vec::new();
+    for chunk in positions.chunks(REPAIR_READ as usize) {
+        let ids: Vec<ConversationId> = chunk.iter().map(|(c, _)| c.clone()).collect();
+        let Ok(stored) = node.store.last_seqs(&ids).await else { continue };
+        let stored: std::collections::HashMap<_, _> = stored.into_iter().collect();
+        out.extend(chunk.iter().filter(|(c, at)| stored.get(c).is_some_and(|last| last > at)).cloned());
+    }
+    out
 }

@@ -50,6 +50,10 @@ pub struct Args {
     /// the embedded store (the default).
     #[arg(long, env = "CONFAB_STORE")]
     pub store: Option<String>,
+    /// The broker between nodes (cluster mode): `nats://HOST:PORT`, comma-separated for a NATS
+    /// cluster. Needs a store the nodes share (`--store postgres://...`).
+    #[arg(long, env = "CONFAB_BROKER")]
+    pub broker: Option<String>,
     /// HS256 secret that verifies client JWTs.
     #[arg(long, env = "CONFAB_JWT_SECRET")]
     pub jwt_secret: Option<String>,
@@ -295,6 +299,8 @@ pub struct Config {
     pub cert: CertSource,
     pub data_dir: PathBuf,
     pub store: StoreConfig,
+    /// The NATS servers of cluster mode; none for a node alone.
+    pub broker: Option<Vec<String>>,
     pub jwt: KeyConfig,
     pub jwt_audience: Option<String>,
     pub jwt_issuer: Option<String>,
@@ -382,6 +388,13 @@ impl Config {
         }
         let public_url = a.public_url.as_deref().map(public_url).transpose()?;
         let store = StoreConfig::parse(a.store.as_deref(), &a.data_dir)?;
+        let broker = a.broker.as_deref().map(crate::nats::parse_urls).transpose()?;
+        if broker.is_some() && !matches!(store, StoreConfig::Postgres(_)) {
+            return Err(
+                "broker: nodes that share a broker must share their store too: give --store postgres://USER@HOST:PORT/DB"
+                    .into(),
+            );
+        }
         let limits = Limits {
             conn_rate: a.conn_rate,
             conn_burst: a.conn_burst.max(1),
@@ -401,6 +414,7 @@ impl Config {
             cert,
             data_dir: a.data_dir,
             store,
+            broker,
             jwt,
             jwt_audience: a.jwt_audience,
             jwt_issuer: a.jwt_issuer,

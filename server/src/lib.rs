@@ -14,6 +14,7 @@
 //! - `tls`: PEM certificates, or a generated development certificate.
 //! - `sqlite`: the embedded SQLite store with group commit.
 //! - `postgres`: cluster mode's PostgreSQL store, shared by every node.
+//! - `nats`: cluster mode's broker between nodes, on core NATS.
 //! - `app`: what handlers and transports share: the node and the connection settings.
 //! - `api`: client REST, the server API, health, metrics, dev tokens.
 //!
@@ -22,6 +23,7 @@
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod nats;
 pub mod postgres;
 pub mod serve;
 pub mod sqlite;
@@ -50,6 +52,8 @@ const DEV_CERT_CHECK: Duration = Duration::from_secs(3600);
 pub enum StartError {
     #[error("store: {0}")]
     Store(#[from] store::StoreError),
+    #[error("{0}")]
+    Broker(String),
     #[error("jwt: {0}")]
     Auth(String),
     #[error("tls: {0}")]
@@ -139,7 +143,19 @@ pub async fn start_with_store(
     open: impl AsyncFnOnce(Arc<dyn CommitSink>, Arc<metrics::Metrics>) -> Result<Arc<dyn Store>, StoreError>,
 ) -> Result<Running, StartError> {
     let metrics = Arc::new(metrics::Metrics::default());
-    let parts = Parts::local(config.limits.clone(), clock::Clock::system(), metrics, &broker::LocalBus::default());
+    let (limits, clock) = (config.limits.clone(), clock::Clock::system());
+    let parts = match &config.broker {
+        None => Parts::local(limits, clock, metrics, &broker::LocalBus::default()),
+        Some(urls) => {
+            let sweep = Arc::new(tokio::sync::Notify::new());
+            let client =
+                nats::connect(urls, Arc::clone(&metrics), Arc::clone(&sweep)).await.map_err(StartError::Broker)?;
+            let m = Arc::clone(&metrics);
+            Parts::networked(limits, clock, metrics, sweep, move |subscriber| {
+                Arc::new(nats::NatsBroker::new(client, subscriber, m))
+            })
+        }
+    };
     // Fan-out runs on the store's writer, in commit order (see `hub`): one hop less than a
     // channel to a task, on the path of every message.
     let sink = Arc::clone(&parts.fanout) as Arc<dyn CommitSink>;
@@ -162,6 +178,11 @@ pub async fn start_with_store(
     };
     let node = Node::new(parts, services);
     session::rearm_all(&node).await;
+    if node.sequencer.is_some() {
+        // Both end on shutdown.
+        tasks.spawn(node::repair_loop(Arc::clone(&node)));
+        tasks.spawn(shed_while_cut_off(Arc::clone(&node)));
+    }
 
     let settings = Settings {
         dev: config.dev,
@@ -243,6 +264,33 @@ pub async fn start_with_store(
         cert_path: tls.map(|t| t.cert_path),
         done,
     })
+}
+
+/// How long a node may be cut off from the other nodes (its broker) before it sheds its clients.
+const SHED_AFTER: Duration = Duration::from_secs(5);
+
+/// Cluster mode: while the broker has been unreachable for [`SHED_AFTER`], the node closes its
+/// clients' connections (1001: reconnect, re-join with `since_seq`), so that they move to a node
+/// that hears the others; `/readyz` keeps new ones away meanwhile. Ends on shutdown.
+async fn shed_while_cut_off(node: Arc<node::Node>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut since: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            () = node.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match node.broker.healthy() {
+            Ok(()) => since = None,
+            Err(why) => {
+                let began = *since.get_or_insert_with(tokio::time::Instant::now);
+                if began.elapsed() >= SHED_AFTER {
+                    tracing::warn!(reason = %why, "cut off from the other nodes: closing this node's connections");
+                    node.hub.close_all(error::CloseReason::ServerShutdown);
+                }
+            }
+        }
+    }
 }
 
 /// SIGHUP reloads the PEM certificate and key: new TLS handshakes (TCP and QUIC) get the new

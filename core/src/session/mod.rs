@@ -201,6 +201,7 @@ impl Session {
         // Read after registering: a conversation the server API creates from here on joins
         // this connection itself (`Hub::cache_conversation`), one created before is read here.
         let conversations = self.memberships().await;
+        self.node.follow(conversations.iter().map(|m| &m.conversation_id)).await;
         self.listen_from_start(&conversations).await?;
         let established = Established {
             user_id: self.user().clone(),

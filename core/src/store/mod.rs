@@ -226,6 +226,19 @@ pub trait Store: Send + Sync + 'static {
     /// older ones exist.
     fn history(&self, c: &ConversationId, before: Option<Seq>, limit: u32) -> StoreFuture<'_, (Vec<Message>, bool)>;
     fn conversation(&self, c: &ConversationId) -> StoreFuture<'_, Option<ConversationInfo>>;
+    /// The last seq of each of `cs` that exists (cluster mode's sweep: one read for many).
+    fn last_seqs(&self, cs: &[ConversationId]) -> StoreFuture<'_, Vec<(ConversationId, Seq)>> {
+        let cs = cs.to_vec();
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(cs.len());
+            for c in cs {
+                if let Some(info) = self.conversation(&c).await? {
+                    out.push((c, info.last_seq));
+                }
+            }
+            Ok(out)
+        })
+    }
     /// The user's conversations with unread counts and last messages (the REST list).
     fn conversations_of(&self, user: &UserId) -> StoreFuture<'_, Vec<ConversationSummary>>;
     /// The user's conversations and their members (for conversations of up to

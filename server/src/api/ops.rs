@@ -19,6 +19,10 @@ pub(super) async fn readyz(State(app): State<App>) -> (axum::http::StatusCode, J
     if app.node.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false, "reason": "shutting down"})));
     }
+    // Cluster mode: a node that cannot hear the others would show its clients a partial chat.
+    if let Err(why) = app.node.broker.healthy() {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false, "reason": why})));
+    }
     // Writes have been failing (a full disk): try one, since a node out of rotation may get
     // none from clients to learn that they work again.
     if let Err(why) = app.node.store.writable() {

@@ -390,6 +390,21 @@ impl Store for PgStore {
         boxed(async move { self.conversation_info(&c).await })
     }
 
+    fn last_seqs(&self, cs: &[ConversationId]) -> StoreFuture<'_, Vec<(ConversationId, Seq)>> {
+        let ids: Vec<String> = cs.iter().map(|c| c.as_str().to_owned()).collect();
+        boxed(async move {
+            let rows = self.query("SELECT id, last_seq FROM conversations WHERE id = ANY ($1)", &[&ids]).await?;
+            rows.iter()
+                .map(|r| {
+                    Ok((
+                        parse(r.try_get(0).map_err(pg)?, ConversationId::parse, "conversation id")?,
+                        seq(r.try_get(1).map_err(pg)?),
+                    ))
+                })
+                .collect()
+        })
+    }
+
     fn conversations_of(&self, user: &UserId) -> StoreFuture<'_, Vec<ConversationSummary>> {
         let user = user.clone();
         boxed(async move {
