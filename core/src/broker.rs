@@ -33,6 +33,13 @@ pub enum Publication {
     Message(Arc<Message>),
     /// A ready event for the topic's user.
     Event(Arc<SharedEvent>),
+    /// A `message:delivered` for the topic's user (the sender), coalesced as local receipts are.
+    Receipt(Arc<SharedEvent>),
+    /// An event for every member of the topic's conversation.
+    ToMembers(Arc<SharedEvent>),
+    /// An event for the connections that joined the topic's conversation, but `except_user`'s;
+    /// `lossy` for latest-wins traffic (typing).
+    ToJoined { event: Arc<SharedEvent>, except_user: Option<UserId>, lossy: bool },
     /// A conversation's members changed (the server API): nodes that cache it replace theirs.
     Members(Arc<crate::store::ConversationInfo>),
 }

@@ -19,7 +19,7 @@
 
 use crate::error::CloseReason;
 use crate::limits::{Exceeded, Limits, UserBuckets, UserRates};
-use crate::link::{Conn, IdMint, Queued, SharedEvent};
+use crate::link::{Conn, IdMint, Queued, ReceiptKey, SharedEvent};
 use crate::store::{ConversationInfo, Requester};
 use confab_codec::event::{Delivered, Message, MessageNew, Sender, ServerEnvelope, ServerEvent, Unread};
 use confab_codec::{ConnectionId, ConversationId, RequestId, Seq, Timestamp, UserId};
@@ -326,22 +326,28 @@ impl Hub {
         self.receipts(&s, message, &[recipient], now);
     }
 
-    /// `message:delivered` to the sender's connections for the `recipients` whose devices just
-    /// got `message`, each with how many of the other members' devices have had it: one per
+    /// The `message:delivered` events (with their coalescing keys) for the `recipients` whose
+    /// devices just got `message`, each with how many of the other members' devices have had it: one per
     /// recipient in a conversation of up to [`RECEIPTS_PER_RECIPIENT_UP_TO`] other members,
     /// else one for them all (naming the recipient only if there is one).
-    fn receipts(&self, s: &State, message: &Message, recipients: &[UserId], now: Timestamp) {
+    fn receipt_events(
+        &self,
+        s: &State,
+        message: &Message,
+        recipients: &[UserId],
+        now: Timestamp,
+    ) -> Vec<(ReceiptKey, Arc<SharedEvent>)> {
         let c = &message.conversation_id;
         let seq = message.seq.unwrap_or_default();
         let (delivered, others) = s.convs.get(c).map_or((0, 0), |e| {
             let others = e.members.iter().filter(|(u, _)| **u != message.sender_id);
             others.fold((0u32, 0u32), |(d, n), (_, m)| (d + u32::from(m.delivered >= seq), n + 1))
         });
-        let conns = s.users.get(&message.sender_id).map(|u| u.conns.as_slice()).unwrap_or_default();
         // Keyed by recipient only in a small conversation: in a big one every receipt takes
         // the conversation's one slot, whoever it names.
         let per_recipient = others <= RECEIPTS_PER_RECIPIENT_UP_TO;
-        let one = |recipient: Option<&UserId>| {
+        let mut out = Vec::new();
+        let mut one = |recipient: Option<&UserId>| {
             let ev = self.shared(
                 ServerEvent::Delivered(Delivered {
                     message_id: message.id.clone(),
@@ -355,10 +361,7 @@ impl Hub {
                 now,
                 Some(c.clone()),
             );
-            let key = (c.clone(), recipient.filter(|_| per_recipient).cloned());
-            for conn in conns {
-                conn.send_receipt(key.clone(), seq, Arc::clone(&ev));
-            }
+            out.push(((c.clone(), recipient.filter(|_| per_recipient).cloned()), ev));
         };
         if per_recipient {
             recipients.iter().for_each(|r| one(Some(r)));
@@ -366,6 +369,39 @@ impl Hub {
             one(Some(r));
         } else if !recipients.is_empty() {
             one(None);
+        }
+        out
+    }
+
+    /// `message:delivered` to the sender's connections here (see [`Hub::receipt_events`]).
+    fn receipts(&self, s: &State, message: &Message, recipients: &[UserId], now: Timestamp) {
+        let conns = s.users.get(&message.sender_id).map(|u| u.conns.as_slice()).unwrap_or_default();
+        if conns.is_empty() {
+            return;
+        }
+        let seq = message.seq.unwrap_or_default();
+        for (key, ev) in self.receipt_events(s, message, recipients, now) {
+            for conn in conns {
+                conn.send_receipt(key.clone(), seq, Arc::clone(&ev));
+            }
+        }
+    }
+
+    /// The `message:delivered` events for `recipients` whose devices here just got `message`,
+    /// for the sender's connections on other nodes (cluster mode).
+    pub fn delivered_events(&self, message: &Message, recipients: &[UserId], now: Timestamp) -> Vec<Arc<SharedEvent>> {
+        let s = self.lock();
+        self.receipt_events(&s, message, recipients, now).into_iter().map(|(_, ev)| ev).collect()
+    }
+
+    /// A receipt from another node to `user`'s connections here, coalesced as local ones are
+    /// (the newest per conversation and recipient wins).
+    pub fn receipt_to_user(&self, user: &UserId, ev: &Arc<SharedEvent>) {
+        let ServerEvent::Delivered(d) = &ev.envelope.event else { return };
+        let s = self.lock();
+        let key = (d.conversation_id.clone(), d.user_id.clone());
+        for conn in s.users.get(user).map(|u| u.conns.as_slice()).unwrap_or_default() {
+            conn.send_receipt(key.clone(), d.seq.unwrap_or_default(), Arc::clone(ev));
         }
     }
 

@@ -20,7 +20,7 @@ use crate::presence::{LocalPresence, Presence};
 use crate::sequencer::{self, Ready, Sequencer};
 use crate::store::{CommitSink, ConversationInfo, Requester, Store, memory::MemoryStore};
 use confab_codec::event::Message;
-use confab_codec::{ConversationId, UserId};
+use confab_codec::{ConnectionId, ConversationId, UserId};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -102,9 +102,15 @@ impl Parts {
         connect: impl FnOnce(std::sync::Weak<dyn Subscriber>) -> Arc<dyn Broker>,
     ) -> Self {
         let hub = Arc::new(Hub::new(limits));
-        let delivery: Arc<dyn Subscriber> =
-            Arc::new(Delivery { hub: Arc::clone(&hub), clock, sequencer: sequencer.clone() });
-        let broker = connect(Arc::downgrade(&delivery));
+        let delivery = Arc::new(Delivery {
+            hub: Arc::clone(&hub),
+            clock,
+            sequencer: sequencer.clone(),
+            broker: std::sync::OnceLock::new(),
+        });
+        let broker = connect(Arc::downgrade(&(Arc::clone(&delivery) as Arc<dyn Subscriber>)));
+        let _ = delivery.broker.set(Arc::downgrade(&broker));
+        let delivery: Arc<dyn Subscriber> = delivery;
         let fanout = Arc::new(Fanout {
             hub: Arc::clone(&hub),
             broker: Arc::clone(&broker),
@@ -218,7 +224,7 @@ impl Node {
     /// broker brought (see [`Sequencer::fill`]).
     pub fn fill(&self, c: &ConversationId, after: confab_codec::Seq, read: Vec<Message>) {
         if let Some(s) = &self.sequencer {
-            dispatch_ready(&self.hub, self.clock, s.fill(c, after, read));
+            dispatch_ready(&self.hub, self.broker.as_ref(), self.clock, s.fill(c, after, read));
         }
     }
 
@@ -247,18 +253,81 @@ impl Node {
     /// Sends an event to a user's connections, here and on the other nodes; how many
     /// connections of this node it reached.
     pub fn to_user(&self, user: &UserId, ev: &Arc<SharedEvent>) -> usize {
-        let n = self.hub.to_users(std::iter::once(user), ev, None);
-        if let Err(e) = self.broker.publish(&Topic::User(user.clone()), Publication::Event(Arc::clone(ev))) {
-            tracing::debug!(error = %e, "publishing a user's event");
+        self.to_users(std::iter::once(user), ev, None)
+    }
+
+    /// Sends an event to users' connections (but `except`), here and on the other nodes; how
+    /// many connections of this node it reached.
+    pub fn to_users<'a>(
+        &self,
+        users: impl IntoIterator<Item = &'a UserId>,
+        ev: &Arc<SharedEvent>,
+        except: Option<&ConnectionId>,
+    ) -> usize {
+        let users: Vec<&UserId> = users.into_iter().collect();
+        let n = self.hub.to_users(users.iter().copied(), ev, except);
+        for u in users {
+            self.publish(Topic::User(u.clone()), || Publication::Event(Arc::clone(ev)));
         }
         n
     }
+
+    /// Sends an event to a conversation's members (but the connection `except`), here and on
+    /// the other nodes.
+    pub fn to_members(&self, c: &ConversationId, ev: &Arc<SharedEvent>, except: Option<&ConnectionId>) {
+        self.hub.to_members(c, ev, except);
+        self.publish(Topic::Conversation(c.clone()), || Publication::ToMembers(Arc::clone(ev)));
+    }
+
+    /// Sends an event to the connections that joined `c` (but `except_user`'s), here and on the
+    /// other nodes; `lossy` for latest-wins traffic.
+    pub fn to_joined(&self, c: &ConversationId, ev: &Arc<SharedEvent>, except_user: Option<&UserId>, lossy: bool) {
+        self.hub.to_joined(c, ev, except_user, lossy);
+        self.publish(Topic::Conversation(c.clone()), || Publication::ToJoined {
+            event: Arc::clone(ev),
+            except_user: except_user.cloned(),
+            lossy,
+        });
+    }
+
+    /// Tells the sender's connections, here and on the other nodes, that `recipient` got
+    /// `message` (a replay caught them up).
+    pub fn tell_delivered(&self, message: &Message, recipient: UserId, now: confab_codec::Timestamp) {
+        self.hub.tell_delivered(message, recipient.clone(), now);
+        send_receipts(&self.hub, self.broker.as_ref(), self.clock, message, &[recipient]);
+    }
+
+    /// Publishes for the other nodes, if any may hear it (none does for a node alone: nothing
+    /// is built).
+    fn publish(&self, topic: Topic, publication: impl FnOnce() -> Publication) {
+        if self.broker.has_audience(&topic) {
+            if let Err(e) = self.broker.publish(&topic, publication()) {
+                tracing::debug!(error = %e, "publishing for the other nodes");
+            }
+        }
+    }
 }
 
-/// Delivers messages the sequencer released, in their order.
-fn dispatch_ready(hub: &Hub, clock: Clock, ready: Vec<Ready>) {
+/// Delivers messages the sequencer released, in their order, and sends the receipts of the
+/// recipients reached here to the senders' connections on the other nodes.
+fn dispatch_ready(hub: &Hub, broker: &dyn Broker, clock: Clock, ready: Vec<Ready>) {
     for (m, requester) in ready {
-        hub.dispatch_message(&m, requester.as_ref(), clock.now());
+        let reached = hub.dispatch_message(&m, requester.as_ref(), clock.now());
+        send_receipts(hub, broker, clock, &m, &reached);
+    }
+}
+
+/// Cluster mode: the `message:delivered` of recipients reached on this node, for the sender's
+/// connections on the others (the sender's connections here have theirs from the hub).
+fn send_receipts(hub: &Hub, broker: &dyn Broker, clock: Clock, m: &Message, reached: &[UserId]) {
+    let topic = Topic::User(m.sender_id.clone());
+    if reached.is_empty() || !broker.has_audience(&topic) {
+        return;
+    }
+    for ev in hub.delivered_events(m, reached, clock.now()) {
+        if let Err(e) = broker.publish(&topic, Publication::Receipt(ev)) {
+            tracing::debug!(error = %e, "publishing a receipt");
+        }
     }
 }
 
@@ -283,6 +352,7 @@ impl Fanout {
         let mut advanced = Vec::new();
         for (m, r) in s.admit(message.clone(), requester.cloned(), self.clock.instant()) {
             let reached = self.hub.dispatch_message(&m, r.as_ref(), self.clock.now());
+            send_receipts(&self.hub, self.broker.as_ref(), self.clock, &m, &reached);
             if m.seq == message.seq {
                 advanced = reached;
             }
@@ -312,6 +382,9 @@ struct Delivery {
     hub: Arc<Hub>,
     clock: Clock,
     sequencer: Option<Arc<Sequencer>>,
+    /// Where receipts for the other nodes' senders go; set once the broker exists (it is made
+    /// for this subscriber).
+    broker: std::sync::OnceLock<std::sync::Weak<dyn Broker>>,
 }
 
 impl Subscriber for Delivery {
@@ -320,12 +393,22 @@ impl Subscriber for Delivery {
             (Topic::Conversation(_), Publication::Message(m)) => match &self.sequencer {
                 Some(s) => {
                     let ready = s.admit(Message::clone(m), None, self.clock.instant());
-                    dispatch_ready(&self.hub, self.clock, ready);
+                    match self.broker.get().and_then(std::sync::Weak::upgrade) {
+                        Some(broker) => dispatch_ready(&self.hub, broker.as_ref(), self.clock, ready),
+                        None => ready.into_iter().for_each(|(m, r)| {
+                            self.hub.dispatch_message(&m, r.as_ref(), self.clock.now());
+                        }),
+                    }
                 }
                 None => {
                     self.hub.dispatch_message(m, None, self.clock.now());
                 }
             },
+            (Topic::User(u), Publication::Receipt(ev)) => self.hub.receipt_to_user(u, ev),
+            (Topic::Conversation(c), Publication::ToMembers(ev)) => self.hub.to_members(c, ev, None),
+            (Topic::Conversation(c), Publication::ToJoined { event, except_user, lossy }) => {
+                self.hub.to_joined(c, event, except_user.as_ref(), *lossy);
+            }
             (Topic::User(u), Publication::Event(ev)) => {
                 self.hub.to_users(std::iter::once(u), ev, None);
             }

@@ -131,12 +131,14 @@ pub(crate) fn encode(p: &Publication) -> Result<Vec<u8>, String> {
             let env = ServerEnvelope::new(ServerEvent::MessageSent(confab_codec::event::Message::clone(m)));
             codec.encode_server_into(&env, &mut out).map_err(|e| e.to_string())?;
         }
-        Publication::Event(ev) => {
-            out.push(b'e');
-            let c = ev.conversation.as_ref().map_or("", |c| c.as_str());
-            out.push(u8::try_from(c.len()).map_err(|_| "conversation id too long".to_owned())?);
-            out.extend_from_slice(c.as_bytes());
-            codec.encode_server_into(&ev.envelope, &mut out).map_err(|e| e.to_string())?;
+        Publication::Event(ev) => put_event(&mut out, b'e', ev)?,
+        Publication::Receipt(ev) => put_event(&mut out, b'r', ev)?,
+        Publication::ToMembers(ev) => put_event(&mut out, b'M', ev)?,
+        Publication::ToJoined { event, except_user, lossy } => {
+            out.push(b'J');
+            out.push(u8::from(*lossy));
+            put_str(&mut out, except_user.as_ref().map_or("", |u| u.as_str()))?;
+            put_event(&mut out, b'e', event)?;
         }
         Publication::Members(info) => {
             out.push(b'c');
@@ -152,6 +154,33 @@ pub(crate) fn encode(p: &Publication) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// An id, after its length in one byte (ids are at most 128 bytes).
+fn put_str(out: &mut Vec<u8>, s: &str) -> Result<(), String> {
+    out.push(u8::try_from(s.len()).map_err(|_| "id too long".to_owned())?);
+    out.extend_from_slice(s.as_bytes());
+    Ok(())
+}
+
+fn take_str(bytes: &[u8]) -> Result<(&str, &[u8]), String> {
+    let (len, rest) = bytes.split_first().ok_or("truncated event")?;
+    let (s, rest) = rest.split_at_checked(usize::from(*len)).ok_or("truncated event")?;
+    Ok((std::str::from_utf8(s).map_err(|e| e.to_string())?, rest))
+}
+
+/// A kind byte, the event's conversation (empty for none), then its envelope.
+fn put_event(out: &mut Vec<u8>, kind: u8, ev: &SharedEvent) -> Result<(), String> {
+    out.push(kind);
+    put_str(out, ev.conversation.as_ref().map_or("", |c| c.as_str()))?;
+    codec().encode_server_into(&ev.envelope, out).map_err(|e| e.to_string()).map(drop)
+}
+
+fn take_event(bytes: &[u8]) -> Result<Arc<SharedEvent>, String> {
+    let (c, env) = take_str(bytes)?;
+    let conversation = if c.is_empty() { None } else { Some(ConversationId::parse(c)?) };
+    let envelope = codec().decode_server(env).map_err(|e| e.to_string())?;
+    Ok(SharedEvent::new(envelope, conversation))
+}
+
 pub(crate) fn decode(bytes: &[u8]) -> Result<Publication, String> {
     let (kind, rest) = bytes.split_first().ok_or("empty publication")?;
     match kind {
@@ -159,13 +188,18 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Publication, String> {
             ServerEvent::MessageSent(m) => Ok(Publication::Message(Arc::new(m))),
             other => Err(format!("a message publication holding {}", other.name())),
         },
-        b'e' => {
-            let (len, rest) = rest.split_first().ok_or("truncated event")?;
-            let (c, env) = rest.split_at_checked(usize::from(*len)).ok_or("truncated event")?;
-            let c = std::str::from_utf8(c).map_err(|e| e.to_string())?;
-            let conversation = if c.is_empty() { None } else { Some(ConversationId::parse(c)?) };
-            let envelope = codec().decode_server(env).map_err(|e| e.to_string())?;
-            Ok(Publication::Event(SharedEvent::new(envelope, conversation)))
+        b'e' => Ok(Publication::Event(take_event(rest)?)),
+        b'r' => Ok(Publication::Receipt(take_event(rest)?)),
+        b'M' => Ok(Publication::ToMembers(take_event(rest)?)),
+        b'J' => {
+            let (lossy, rest) = rest.split_first().ok_or("truncated event")?;
+            let (except, rest) = take_str(rest)?;
+            let except_user = if except.is_empty() { None } else { Some(UserId::parse(except)?) };
+            let event = match rest.split_first() {
+                Some((b'e', rest)) => take_event(rest)?,
+                _ => return Err("truncated event".into()),
+            };
+            Ok(Publication::ToJoined { event, except_user, lossy: *lossy != 0 })
         }
         b'c' => {
             let wire: MembersWire = serde_json::from_slice(rest).map_err(|e| e.to_string())?;
@@ -346,6 +380,15 @@ mod tests {
             panic!("not an event")
         };
         assert_eq!((back.envelope.event.name(), back.conversation.clone()), ("match:new", ev.conversation.clone()));
+        let joined = Publication::ToJoined {
+            event: Arc::clone(&ev),
+            except_user: Some(UserId::parse("bob").unwrap()),
+            lossy: true,
+        };
+        let Publication::ToJoined { event, except_user, lossy } = decode(&encode(&joined).unwrap()).unwrap() else {
+            panic!("not a joined event")
+        };
+        assert_eq!((event.envelope.event.name(), except_user.unwrap().as_str(), lossy), ("match:new", "bob", true));
         let info = ConversationInfo {
             id: ConversationId::parse("c").unwrap(),
             members: vec![Member { user_id: UserId::parse("bob").unwrap(), read: Seq(2), delivered: Seq(3) }],

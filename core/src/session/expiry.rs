@@ -31,7 +31,7 @@ pub(crate) fn arm(node: &Arc<Node>, photo: Photo) {
             conversation_id: c.clone(),
             expired_at: t,
         });
-        node.hub.to_users(members.iter(), &node.hub.shared(ev, t, Some(c)), None);
+        node.to_users(members.iter(), &node.hub.shared(ev, t, Some(c)), None);
     });
 }
 

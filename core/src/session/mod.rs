@@ -223,7 +223,7 @@ impl Session {
                 username: self.identity.username.clone(),
                 online_at: self.now(),
             });
-            self.node.hub.to_users(contacts.iter(), &self.node.hub.shared(ev, self.now(), None), None);
+            self.node.to_users(contacts.iter(), &self.node.hub.shared(ev, self.now(), None), None);
         }
         match self.node.store.inbox_take(self.user()).await {
             Ok(items) => {
@@ -385,7 +385,7 @@ impl Session {
             timestamp: Some(t),
         });
         let shared = self.node.hub.shared(ev, t, Some(c.clone()));
-        self.node.hub.to_joined(c, &shared, Some(self.user()), true);
+        self.node.to_joined(c, &shared, Some(self.user()), true);
     }
 }
 
@@ -417,7 +417,7 @@ impl Offline {
             offline_at: self.at,
             last_seen: Some(self.at),
         });
-        node.hub.to_users(contacts.iter(), &node.hub.shared(ev, self.at, None), None);
+        node.to_users(contacts.iter(), &node.hub.shared(ev, self.at, None), None);
     }
 }
 

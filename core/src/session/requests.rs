@@ -204,7 +204,7 @@ impl Session {
             }
             for ev in receipts.values() {
                 if let ServerEvent::MessageNew(n) = &ev.envelope.event {
-                    self.node.hub.tell_delivered(&n.message, self.user().clone(), self.now());
+                    self.node.tell_delivered(&n.message, self.user().clone(), self.now());
                 }
             }
             if gone || !full {
@@ -353,9 +353,9 @@ impl Session {
         // (SMALL_GROUP_MAX: every member's read to every member grows with the group's square).
         let ev = self.node.hub.shared(ev, t, Some(c.clone()));
         if self.node.hub.member_count(&c).is_some_and(|n| n > crate::store::SMALL_GROUP_MAX) {
-            self.node.hub.to_users(std::iter::once(self.user()), &ev, Some(&self.conn.id));
+            self.node.to_users(std::iter::once(self.user()), &ev, Some(&self.conn.id));
         } else {
-            self.node.hub.to_members(&c, &ev, Some(&self.conn.id));
+            self.node.to_members(&c, &ev, Some(&self.conn.id));
         }
         Ok(())
     }
@@ -371,7 +371,7 @@ impl Session {
             deleted_by: self.user().clone(),
             deleted_at: t,
         });
-        self.node.hub.to_members(&c, &self.node.hub.shared(ev, t, Some(c.clone())), None);
+        self.node.to_members(&c, &self.node.hub.shared(ev, t, Some(c.clone())), None);
         Ok(())
     }
 
@@ -402,7 +402,7 @@ impl Session {
             message: s.message,
             last_seen: Some(t),
         });
-        self.node.hub.to_users(contacts.iter(), &self.node.hub.shared(ev, t, None), None);
+        self.node.to_users(contacts.iter(), &self.node.hub.shared(ev, t, None), None);
         Ok(())
     }
 
@@ -434,7 +434,7 @@ impl Session {
             expires_in: e.expires_in,
             created_at: t,
         });
-        self.node.hub.to_members(&c, &self.node.hub.shared(ev, t, Some(c.clone())), None);
+        self.node.to_members(&c, &self.node.hub.shared(ev, t, Some(c.clone())), None);
         Ok(())
     }
 
@@ -467,7 +467,7 @@ impl Session {
         let to_sender = EphemeralViewed { photo_url: None, ..to_viewer.clone() };
         self.send(ServerEvent::EphemeralViewed(to_viewer), rid, conv_route(&c));
         let ev = self.node.hub.shared(ServerEvent::EphemeralViewed(to_sender), t, Some(c));
-        self.node.hub.to_users(std::iter::once(&viewed.sender_id), &ev, None);
+        self.node.to_users(std::iter::once(&viewed.sender_id), &ev, None);
         Ok(())
     }
 
