@@ -320,3 +320,38 @@ async fn a_node_killed_under_load_loses_and_doubles_nothing() {
     expected.sort();
     assert_eq!(texts, expected, "every message once");
 }
+
+/// A node cut off from the other nodes (NATS away) sheds its clients after a few seconds, with
+/// 1001 (reconnect, re-join with `since_seq`), so that they move to a node that hears the
+/// others; once NATS is back it is ready again by itself (SPEC §8: within 30 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_its_broker_sheds_its_clients_and_recovers() {
+    let Some(mut c) = Cluster::start(1) else { return };
+    c.nodes[0].conversation("c1", &["alice", "bob"]);
+    let mut alice = c.nodes[0].client("alice").await;
+    alice.join("c1").await;
+    c.nats.kill();
+    let down = Instant::now();
+    let mut closed = None;
+    while closed.is_none() && down.elapsed() < Duration::from_secs(15) {
+        let _ = alice.recv_within(Duration::from_millis(500)).await;
+        closed = alice.closed.clone();
+    }
+    let (code, _) = closed.expect("shed within 15 s of losing NATS");
+    assert_eq!(code, 1001, "going away: reconnect elsewhere");
+    eprintln!("shed {:?} after NATS went away", down.elapsed());
+    assert!(c.nats.spawn(), "nats-server restarts");
+    let back = Instant::now();
+    loop {
+        let (status, body) = support::http(&c.nodes[0].addr, "GET", "/readyz", None, None);
+        if status == 200 {
+            break;
+        }
+        assert!(back.elapsed() < Duration::from_secs(30), "not ready 30 s after NATS came back: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Serving again.
+    let mut alice = c.nodes[0].client("alice").await;
+    alice.join("c1").await;
+    alice.say("c1", "back").await;
+}

@@ -189,6 +189,9 @@ async fn conversations(store: &dyn Store) {
     assert_eq!((list[0].unread_count, list[0].last_seq, list[0].read_seq), (3, Seq(3), Seq::ZERO));
     assert_eq!(list[0].last_message.as_ref().map(|m| m.content.as_str()), Some("b2"));
     assert_eq!(list[1].unread_count, 0, "one's own messages are not unread");
+    let mut lasts = store.last_seqs(&[c1.clone(), c("missing"), c2.clone()]).await.unwrap();
+    lasts.sort_by(|x, y| x.0.as_str().cmp(y.0.as_str()));
+    assert_eq!(lasts, [(c1.clone(), Seq(3)), (c2.clone(), Seq(1))], "the missing one left out");
     let mine = store.memberships(&a).await.unwrap();
     assert_eq!(mine.iter().map(|m| m.conversation_id.as_str()).collect::<Vec<_>>(), ["c1", "c2", "big"]);
     let mut members: Vec<&str> = mine[0].members.iter().map(UserId::as_str).collect();
