@@ -76,10 +76,17 @@ struct Cluster {
 
 impl Cluster {
     fn start(n: usize) -> Option<Cluster> {
+        Cluster::start_with(n, &[])
+    }
+
+    /// `n` nodes, each started with `extra` flags too.
+    fn start_with(n: usize, extra: &[&str]) -> Option<Cluster> {
         let nats = Nats::start()?;
         let database = support::scratch_postgres()?;
         let broker = nats.url();
-        let nodes = (0..n).map(|_| Server::start(&["--store", &database, "--broker", &broker])).collect();
+        let mut args = vec!["--store", &database, "--broker", &broker];
+        args.extend_from_slice(extra);
+        let nodes = (0..n).map(|_| Server::start(&args)).collect();
         Some(Cluster { nodes, nats, database })
     }
 }
@@ -354,4 +361,50 @@ async fn a_node_without_its_broker_sheds_its_clients_and_recovers() {
     let mut alice = c.nodes[0].client("alice").await;
     alice.join("c1").await;
     alice.say("c1", "back").await;
+}
+
+/// Presence counts every node: a user on two nodes comes online once and stays online while a
+/// device is left anywhere; the connection limit counts both nodes; and the users of a node
+/// killed with `kill -9` are reported offline by a survivor within SPEC §8's 30 s, as the
+/// server API's presence says too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_counts_every_node_and_a_dead_nodes_users_go_offline() {
+    let Some(mut c) = Cluster::start_with(3, &["--max-connections-per-user", "2"]) else { return };
+    c.nodes[0].conversation("c1", &["alice", "bob", "carol"]);
+    let mut bob = c.nodes[2].client("bob").await.ready().await;
+    let alice0 = c.nodes[0].client("alice").await.ready().await;
+    let online = bob.expect("user:online").await;
+    assert_eq!(online["data"]["user_id"], "alice");
+    let _alice1 = c.nodes[1].client("alice").await.ready().await;
+    let _carol1 = c.nodes[1].client("carol").await.ready().await;
+    assert_eq!(bob.expect("user:online").await["data"]["user_id"], "carol");
+    bob.expect_none("user:online", Duration::from_millis(500)).await;
+    // A third device, on a third node, is over the limit of two.
+    let mut third = c.nodes[2].client("alice").await;
+    assert_eq!(third.expect("connection:closed").await["data"]["reason"], "too_many_connections");
+    assert_eq!(third.expect_close().await.0, 4008);
+    // Leaving one node: still online on the other.
+    alice0.close().await;
+    bob.expect_none("user:offline", Duration::from_secs(1)).await;
+    let (_, p) = c.nodes[0].api("GET", "/api/v1/presence/alice", None);
+    assert_eq!((&p["online"], &p["connections"]), (&json!(true), &json!(1)), "{p}");
+
+    // The node that holds alice's and carol's last connections dies.
+    c.nodes[1].kill9();
+    let died = Instant::now();
+    let mut offline = Vec::new();
+    while offline.len() < 2 {
+        let e = bob.recv_within(Duration::from_secs(30)).await.expect("user:offline for the dead node's users");
+        if e["type"] == "user:offline" {
+            offline.push(e["data"]["user_id"].as_str().unwrap().to_owned());
+        }
+    }
+    offline.sort();
+    assert_eq!(offline, ["alice", "carol"], "each once");
+    assert!(died.elapsed() < Duration::from_secs(30), "took {:?}", died.elapsed());
+    eprintln!("a dead node's users went offline {:?} after the kill", died.elapsed());
+    bob.expect_none("user:offline", Duration::from_secs(3)).await;
+    let (_, p) = c.nodes[0].api("GET", "/api/v1/presence/alice", None);
+    assert_eq!(p["online"], false, "{p}");
+    assert!(p["last_seen"].is_string() || p["last_seen"].is_number(), "{p}");
 }

@@ -229,25 +229,32 @@ impl Node {
     }
 
     /// Counts and registers a connection: `Ok(true)` when it is the user's first anywhere.
-    pub fn register(&self, conn: &Conn, profile: Profile) -> Result<bool, CloseReason> {
-        let limits = self.hub.limits();
+    pub async fn register(&self, conn: &Conn, profile: Profile) -> Result<bool, CloseReason> {
+        let limit = self.hub.limits().max_connections_per_user;
         self.hub.take_connect(&conn.user_id, self.clock.instant())?;
-        let first = self
-            .presence
-            .connected(&conn.user_id, limits.max_connections_per_user)
-            .map_err(|_| CloseReason::TooManyConnections)?;
+        let first = self.presence.connected(&conn.user_id, limit).await.map_err(|e| match e {
+            crate::presence::PresenceError::TooManyConnections(_) => CloseReason::TooManyConnections,
+            // The cluster's store is away: this node cannot serve now; another may.
+            crate::presence::PresenceError::Unavailable(_) => CloseReason::ServerShutdown,
+        })?;
         if self.hub.register(conn, profile) {
             self.broker.subscribe(&Topic::User(conn.user_id.clone()));
         }
         Ok(first)
     }
 
-    /// Removes a connection: `true` when it was the user's last anywhere.
-    pub fn unregister(&self, conn: &Conn) -> bool {
+    /// Removes a connection from this node's hub (at once, so that nothing more is queued to
+    /// it); [`Node::uncount`] then says whether it was the user's last anywhere.
+    pub fn unregister(&self, conn: &Conn) {
         if self.hub.unregister(conn) {
             self.broker.unsubscribe(&Topic::User(conn.user_id.clone()));
         }
-        self.presence.disconnected(&conn.user_id, self.clock.now())
+    }
+
+    /// Uncounts a connection that [`Node::unregister`] removed: `true` when it was the user's
+    /// last anywhere (they went offline at `at`).
+    pub async fn uncount(&self, user: &UserId, at: confab_codec::Timestamp) -> bool {
+        self.presence.disconnected(user, at).await
     }
 
     /// Sends an event to a user's connections, here and on the other nodes; how many

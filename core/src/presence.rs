@@ -3,12 +3,18 @@
 //! online) and their last (1→0, they go offline), and it enforces the per-user connection
 //! limit where it can count every connection.
 //!
-//! [`LocalPresence`] counts the connections of one node (today's server). A cluster's
-//! presence counts in the shared store, so that a user on two nodes is online once.
+//! [`LocalPresence`] counts the connections of one node (a node alone). A cluster's presence
+//! counts in the shared store (`confab-server`'s `PgPresence`), so that a user on two nodes is
+//! online once: that is why the calls return futures.
 
 use confab_codec::{PresenceStatus, Timestamp, UserId};
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Mutex, MutexGuard};
+
+/// What a presence call returns: boxed so that `dyn Presence` works.
+pub type PresenceFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What a user looks like to others right now.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,24 +28,27 @@ pub struct PresenceInfo {
 }
 
 /// Why a connection may not be counted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PresenceError {
     #[error("the user has {0} connections already")]
     TooManyConnections(usize),
+    /// The shared store that counts connections cannot be reached.
+    #[error("presence unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// Counts connections per user and keeps their status.
 pub trait Presence: Send + Sync + std::fmt::Debug + 'static {
     /// Counts a new connection of `user`, unless they have `limit` already. `Ok(true)` when
     /// it is their first (0→1: they just came online).
-    fn connected(&self, user: &UserId, limit: usize) -> Result<bool, PresenceError>;
+    fn connected(&self, user: &UserId, limit: usize) -> PresenceFuture<'_, Result<bool, PresenceError>>;
     /// Uncounts a connection. `true` when it was their last (1→0: they just went offline, at
     /// `at`, which is kept as when they were last seen).
-    fn disconnected(&self, user: &UserId, at: Timestamp) -> bool;
+    fn disconnected(&self, user: &UserId, at: Timestamp) -> PresenceFuture<'_, bool>;
     /// Sets an online user's status (ignored while offline).
-    fn set_status(&self, user: &UserId, status: PresenceStatus, message: Option<String>);
-    fn get(&self, user: &UserId) -> PresenceInfo;
-    /// Users online and their connections, in all.
+    fn set_status(&self, user: &UserId, status: PresenceStatus, message: Option<String>) -> PresenceFuture<'_, ()>;
+    fn get(&self, user: &UserId) -> PresenceFuture<'_, PresenceInfo>;
+    /// Users online and their connections, on this node (a gauge per node).
     fn online_count(&self) -> (usize, usize);
 }
 
@@ -69,8 +78,8 @@ impl LocalPresence {
     }
 }
 
-impl Presence for LocalPresence {
-    fn connected(&self, user: &UserId, limit: usize) -> Result<bool, PresenceError> {
+impl LocalPresence {
+    fn connect(&self, user: &UserId, limit: usize) -> Result<bool, PresenceError> {
         let mut s = self.lock();
         let now = s.online.get(user).map_or(0, |u| u.connections);
         if now >= limit {
@@ -82,7 +91,7 @@ impl Presence for LocalPresence {
         Ok(now == 0)
     }
 
-    fn disconnected(&self, user: &UserId, at: Timestamp) -> bool {
+    fn disconnect(&self, user: &UserId, at: Timestamp) -> bool {
         let mut s = self.lock();
         let Some(entry) = s.online.get_mut(user) else { return false };
         entry.connections -= 1;
@@ -95,14 +104,14 @@ impl Presence for LocalPresence {
         last
     }
 
-    fn set_status(&self, user: &UserId, status: PresenceStatus, message: Option<String>) {
+    fn set(&self, user: &UserId, status: PresenceStatus, message: Option<String>) {
         if let Some(u) = self.lock().online.get_mut(user) {
             u.status = status;
             u.message = message;
         }
     }
 
-    fn get(&self, user: &UserId) -> PresenceInfo {
+    fn info(&self, user: &UserId) -> PresenceInfo {
         let s = self.lock();
         match s.online.get(user) {
             Some(u) => PresenceInfo {
@@ -121,6 +130,25 @@ impl Presence for LocalPresence {
             },
         }
     }
+}
+
+impl Presence for LocalPresence {
+    fn connected(&self, user: &UserId, limit: usize) -> PresenceFuture<'_, Result<bool, PresenceError>> {
+        Box::pin(std::future::ready(self.connect(user, limit)))
+    }
+
+    fn disconnected(&self, user: &UserId, at: Timestamp) -> PresenceFuture<'_, bool> {
+        Box::pin(std::future::ready(self.disconnect(user, at)))
+    }
+
+    fn set_status(&self, user: &UserId, status: PresenceStatus, message: Option<String>) -> PresenceFuture<'_, ()> {
+        self.set(user, status, message);
+        Box::pin(std::future::ready(()))
+    }
+
+    fn get(&self, user: &UserId) -> PresenceFuture<'_, PresenceInfo> {
+        Box::pin(std::future::ready(self.info(user)))
+    }
 
     fn online_count(&self) -> (usize, usize) {
         let s = self.lock();
@@ -137,20 +165,20 @@ mod tests {
     fn transitions_limits_status_and_last_seen() {
         let p = LocalPresence::default();
         let u = UserId::parse("u").unwrap();
-        assert_eq!(p.connected(&u, 2), Ok(true), "0→1");
-        assert_eq!(p.connected(&u, 2), Ok(false));
-        assert_eq!(p.connected(&u, 2), Err(PresenceError::TooManyConnections(2)));
-        p.set_status(&u, PresenceStatus::Away, Some("lunch".into()));
-        assert_eq!((p.get(&u).status, p.get(&u).connections), (PresenceStatus::Away, 2));
+        assert_eq!(p.connect(&u, 2), Ok(true), "0→1");
+        assert_eq!(p.connect(&u, 2), Ok(false));
+        assert_eq!(p.connect(&u, 2), Err(PresenceError::TooManyConnections(2)));
+        p.set(&u, PresenceStatus::Away, Some("lunch".into()));
+        assert_eq!((p.info(&u).status, p.info(&u).connections), (PresenceStatus::Away, 2));
         assert_eq!(p.online_count(), (1, 2));
-        assert!(!p.disconnected(&u, Timestamp::from_millis(5)));
-        assert!(p.disconnected(&u, Timestamp::from_millis(7)), "1→0");
-        let info = p.get(&u);
+        assert!(!p.disconnect(&u, Timestamp::from_millis(5)));
+        assert!(p.disconnect(&u, Timestamp::from_millis(7)), "1→0");
+        let info = p.info(&u);
         assert_eq!((info.online, info.last_seen), (false, Some(Timestamp::from_millis(7))));
-        assert!(!p.disconnected(&u, Timestamp::from_millis(9)), "nothing to uncount");
-        assert_eq!(p.connected(&u, 0), Err(PresenceError::TooManyConnections(0)));
+        assert!(!p.disconnect(&u, Timestamp::from_millis(9)), "nothing to uncount");
+        assert_eq!(p.connect(&u, 0), Err(PresenceError::TooManyConnections(0)));
         assert_eq!(p.online_count(), (0, 0));
-        assert_eq!(p.connected(&u, 1), Ok(true), "status starts over");
-        assert_eq!(p.get(&u).status, PresenceStatus::Online);
+        assert_eq!(p.connect(&u, 1), Ok(true), "status starts over");
+        assert_eq!(p.info(&u).status, PresenceStatus::Online);
     }
 }

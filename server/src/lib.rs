@@ -36,7 +36,7 @@ use crate::app::{App, Scheme, Settings};
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::node::{Node, Parts, Services};
-use crate::postgres::PgStore;
+use crate::postgres::{PgPresence, PgStore};
 use crate::sqlite::SqliteStore;
 use crate::store::{CommitSink, Store, StoreError};
 use std::sync::Arc;
@@ -124,14 +124,29 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
 /// tells every client (1001), waits for them with a deadline, and the store finishes its
 /// last batch; [`Running::wait`] returns then.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, StartError> {
-    let (store, sync) = (config.store.clone(), config.sync);
-    start_with_store(config, shutdown, async move |sink, metrics| match store {
-        config::StoreConfig::Sqlite(dir) => {
-            Ok(Arc::new(SqliteStore::open(&dir, sync, sink, metrics)?) as Arc<dyn Store>)
+    let (store, sync, cluster) = (config.store.clone(), config.sync, config.broker.is_some());
+    start_on(config, shutdown, async move |sink, metrics| match store {
+        config::StoreConfig::Sqlite(dir) => Ok(Engines::store(Arc::new(SqliteStore::open(&dir, sync, sink, metrics)?))),
+        config::StoreConfig::Postgres(url) => {
+            let store = PgStore::open(&url, sink, metrics).await?;
+            // With other nodes, presence counts in PostgreSQL too; a node alone counts its own.
+            let presence = if cluster { Some(Arc::new(PgPresence::start(&store).await?)) } else { None };
+            Ok(Engines { store: Arc::new(store), presence })
         }
-        config::StoreConfig::Postgres(url) => Ok(Arc::new(PgStore::open(&url, sink, metrics).await?) as Arc<dyn Store>),
     })
     .await
+}
+
+/// The engines a node runs on: its store and, in cluster mode, presence in that store.
+struct Engines {
+    store: Arc<dyn Store>,
+    presence: Option<Arc<PgPresence>>,
+}
+
+impl Engines {
+    fn store(store: Arc<dyn Store>) -> Self {
+        Self { store, presence: None }
+    }
 }
 
 /// [`start`] on a store that `open` makes, given the commit sink the fan-out listens on: the
@@ -141,6 +156,14 @@ pub async fn start_with_store(
     config: Config,
     shutdown: CancellationToken,
     open: impl AsyncFnOnce(Arc<dyn CommitSink>, Arc<metrics::Metrics>) -> Result<Arc<dyn Store>, StoreError>,
+) -> Result<Running, StartError> {
+    start_on(config, shutdown, async move |sink, metrics| Ok(Engines::store(open(sink, metrics).await?))).await
+}
+
+async fn start_on(
+    config: Config,
+    shutdown: CancellationToken,
+    open: impl AsyncFnOnce(Arc<dyn CommitSink>, Arc<metrics::Metrics>) -> Result<Engines, StoreError>,
 ) -> Result<Running, StartError> {
     let metrics = Arc::new(metrics::Metrics::default());
     let (limits, clock) = (config.limits.clone(), clock::Clock::system());
@@ -159,7 +182,11 @@ pub async fn start_with_store(
     // Fan-out runs on the store's writer, in commit order (see `hub`): one hop less than a
     // channel to a task, on the path of every message.
     let sink = Arc::clone(&parts.fanout) as Arc<dyn CommitSink>;
-    let store = open(sink, Arc::clone(&parts.metrics)).await?;
+    let Engines { store, presence } = open(sink, Arc::clone(&parts.metrics)).await?;
+    let mut parts = parts;
+    if let Some(p) = &presence {
+        parts.presence = Arc::clone(p) as Arc<dyn presence::Presence>;
+    }
     let auth = Auth::new(&config.jwt, config.jwt_audience.as_deref(), config.jwt_issuer.as_deref())
         .map_err(StartError::Auth)?;
     let tls = match &config.cert {
@@ -182,6 +209,10 @@ pub async fn start_with_store(
         // Both end on shutdown.
         tasks.spawn(node::repair_loop(Arc::clone(&node)));
         tasks.spawn(shed_while_cut_off(Arc::clone(&node)));
+    }
+    if let Some(p) = &presence {
+        // Ends on shutdown.
+        tasks.spawn(Arc::clone(p).keep_lease(Arc::clone(&node)));
     }
 
     let settings = Settings {
@@ -248,6 +279,12 @@ pub async fn start_with_store(
         tasks.close();
         if tokio::time::timeout(drain, tasks.wait()).await.is_err() {
             tracing::warn!("shutdown: connections still open after the drain deadline");
+        }
+        // The other nodes stop counting this one's connections at once, not when its lease ends.
+        if let Some(p) = presence {
+            if let Err(e) = p.leave().await {
+                tracing::warn!(error = %e, "presence: leaving the cluster");
+            }
         }
         // The store finishes the writes it accepted (the last batch) before the node stops.
         if let Err(e) = node.store.close().await {

@@ -185,7 +185,7 @@ impl Session {
     async fn listen_and_greet(&mut self) -> Result<(), CloseReason> {
         let profile =
             Profile { username: self.identity.username.clone(), avatar_url: self.identity.avatar_url.clone() };
-        let first = self.node.register(&self.conn, profile).inspect_err(|r| {
+        let first = self.node.register(&self.conn, profile).await.inspect_err(|r| {
             if *r == CloseReason::TooManyConnections {
                 self.node
                     .metrics
@@ -294,8 +294,8 @@ impl Session {
     /// Unregisters the connection: clears its typing states, and tells contacts the user went
     /// offline if this was their last device.
     async fn finish(&mut self) {
-        if let Some(offline) = self.unregister() {
-            offline.tell(&self.node).await;
+        if let Some(leaving) = self.unregister() {
+            leaving.finish(&self.node).await;
         }
         let reason = self.conn.closer.reason().map_or("normal_closure", CloseReason::as_str);
         let (version, platform) = (self.client.client_version.as_deref(), self.client.platform.as_deref());
@@ -311,7 +311,7 @@ impl Session {
     /// The part of the end that needs no waiting (also run when a session is dropped before it
     /// ran, as when an upgrade fails after the session was opened); the user's offline notice,
     /// if this was their last connection, is what is left to do.
-    fn unregister(&mut self) -> Option<Offline> {
+    fn unregister(&mut self) -> Option<Leaving> {
         if !std::mem::take(&mut self.registered) {
             return None;
         }
@@ -319,11 +319,11 @@ impl Session {
             self.broadcast_typing(&c, false);
         }
         let t = self.now();
-        let last = self.node.unregister(&self.conn);
+        self.node.unregister(&self.conn);
         self.node.metrics.connections.get_or_create(&self.conn_labels()).dec();
         let reason = self.conn.closer.reason().map_or("normal_closure", CloseReason::as_str);
         self.node.metrics.sessions_closed.get_or_create(&crate::metrics::ReasonLabel { reason }).inc();
-        last.then(|| Offline { user: self.user().clone(), username: self.identity.username.clone(), at: t })
+        Some(Leaving(Offline { user: self.user().clone(), username: self.identity.username.clone(), at: t }))
     }
 
     async fn memberships(&mut self) -> Vec<crate::store::Membership> {
@@ -391,13 +391,32 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        let Some(offline) = self.unregister() else { return };
+        let Some(leaving) = self.unregister() else { return };
         tracing::debug!(parent: &self.span, "session dropped before it ran");
         let node = Arc::clone(&self.node);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            self.node.tasks.spawn_on(async move { offline.tell(&node).await }, &runtime);
+            self.node.tasks.spawn_on(async move { leaving.finish(&node).await }, &runtime);
         }
     }
+}
+
+/// A connection that ended, still counted by presence: uncounting it may find it was the
+/// user's last anywhere, and then their contacts hear `user:offline`.
+#[derive(Debug)]
+struct Leaving(Offline);
+
+impl Leaving {
+    async fn finish(self, node: &Node) {
+        if node.uncount(&self.0.user, self.0.at).await {
+            self.0.tell(node).await;
+        }
+    }
+}
+
+/// Tells a user's contacts, here and on the other nodes, that the user went offline at `at`
+/// (cluster mode: a dead node's users, found by a survivor).
+pub async fn tell_offline(node: &Node, user: UserId, at: Timestamp) {
+    Offline { user, username: None, at }.tell(node).await;
 }
 
 /// A user's last connection ended: their contacts hear `user:offline`.

@@ -391,7 +391,7 @@ impl Session {
     }
 
     async fn set_status(&mut self, s: SetStatus, rid: Option<RequestId>) -> Result<(), SessionError> {
-        self.node.presence.set_status(self.user(), s.status, s.message.clone());
+        self.node.presence.set_status(self.user(), s.status, s.message.clone()).await;
         let t = self.now();
         let updated = StatusUpdated { status: s.status, message: s.message.clone(), updated_at: Some(t) };
         self.send(ServerEvent::StatusUpdated(updated), rid, Route::Control);

@@ -238,7 +238,7 @@ async fn a_user_s_first_and_last_connection_tell_their_contacts() {
     let first = Client::connect(&node, "alice", HOUR).await;
     assert_eq!(bob.next_of("user:online").await["data"]["user_id"], "alice");
     let second = Client::connect(&node, "alice", HOUR).await;
-    assert!(node.presence.get(&UserId::parse("alice").unwrap()).online);
+    assert!(node.presence.get(&UserId::parse("alice").unwrap()).await.online);
     drop(first.input);
     first.session.await.unwrap();
     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -246,7 +246,7 @@ async fn a_user_s_first_and_last_connection_tell_their_contacts() {
     drop(second.input);
     second.session.await.unwrap();
     assert_eq!(bob.next_of("user:offline").await["data"]["user_id"], "alice");
-    assert!(!node.presence.get(&UserId::parse("alice").unwrap()).online);
+    assert!(!node.presence.get(&UserId::parse("alice").unwrap()).await.online);
 }
 
 /// Two nodes on one bus, each with its own store (as a cluster's nodes have their own view):

@@ -23,12 +23,17 @@ fn identity(app: &App, headers: &HeaderMap) -> Result<Identity, ApiError> {
 pub(super) async fn conversations(State(app): State<App>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     let me = identity(&app, &headers)?;
     let list = app.node.store.conversations_of(&me.user_id).await?;
-    let rows: Vec<Value> = list
-        .into_iter()
-        .map(|c| {
-            let others: Vec<_> = c.members.iter().filter(|m| **m != me.user_id).collect();
-            // Who is online now; `user:online`/`user:offline` keep a connected client current.
-            let online: Vec<_> = others.iter().filter(|m| app.node.presence.get(m).online).collect();
+    let mut rows: Vec<Value> = Vec::with_capacity(list.len());
+    for c in list {
+        let others: Vec<_> = c.members.iter().filter(|m| **m != me.user_id).collect();
+        // Who is online now; `user:online`/`user:offline` keep a connected client current.
+        let mut online = Vec::new();
+        for m in &others {
+            if app.node.presence.get(m).await.online {
+                online.push(*m);
+            }
+        }
+        rows.push({
             json!({
                 "id": c.id,
                 "members": c.members,
@@ -40,8 +45,8 @@ pub(super) async fn conversations(State(app): State<App>, headers: HeaderMap) ->
                 "last_message": c.last_message,
                 "updated_at": c.last_message.as_ref().map(|m| m.created_at),
             })
-        })
-        .collect();
+        });
+    }
     Ok(Json(json!({"conversations": rows})))
 }
 

@@ -198,7 +198,7 @@ pub(super) async fn presence(
 ) -> Result<Json<Value>, ApiError> {
     check_key(&app, &headers)?;
     let user = super::parse_id("user_id", &user, UserId::parse)?;
-    let p = app.node.presence.get(&user);
+    let p = app.node.presence.get(&user).await;
     Ok(Json(json!({
         "user_id": user,
         "online": p.online,

@@ -8,9 +8,12 @@
 //! else is a single conditional statement, or a short transaction, on a pooled connection:
 //! where two nodes race (a read mark, a photo's first view), exactly one statement wins.
 
+mod presence;
 mod rows;
 mod schema;
 mod writer;
+
+pub use presence::PgPresence;
 
 use confab_codec::event::{Message, Metadata};
 use confab_codec::{ConversationId, LocalId, MessageId, MessageKind, PhotoId, Seq, Timestamp, UserId};

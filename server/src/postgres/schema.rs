@@ -11,7 +11,7 @@ use super::*;
 const MIGRATION_LOCK: i64 = 0x0000_636f_6e66_6162;
 
 /// The migrations, in order; a released one is never edited, only followed by another.
-const MIGRATIONS: &[(i32, &str)] = &[(1, V1)];
+const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2)];
 /// How many migrations there are.
 #[cfg(test)]
 pub(super) const VERSIONS: usize = MIGRATIONS.len();
@@ -176,3 +176,73 @@ pub(super) async fn migrate(client: &mut Client) -> Result<(), StoreError> {
     }
     tx.commit().await.map_err(pg)
 }
+
+/// Presence across nodes (`presence.rs`).
+const V2: &str = r#"
+-- Presence across nodes (cluster mode; postgres/presence.rs): each node's lease, and each
+-- node's count of each user's connections; a count on a node whose lease ran out is not
+-- counted, and a sweep removes it.
+CREATE TABLE nodes (
+    id text PRIMARY KEY,
+    lease_until timestamptz NOT NULL
+);
+CREATE TABLE presence (
+    user_id text NOT NULL,
+    node_id text NOT NULL,
+    conns integer NOT NULL,
+    PRIMARY KEY (user_id, node_id)
+);
+CREATE INDEX presence_by_node ON presence (node_id);
+CREATE TABLE user_status (
+    user_id text PRIMARY KEY,
+    status text NOT NULL,
+    message text,
+    last_seen bigint
+);
+
+-- A connection of p_user on p_node, unless the user has p_limit connections on live nodes
+-- already. Answers the count before it (0: the user just came online), or -1 - the count
+-- when refused. Serialized per user, so of two nodes connecting the same user at once one
+-- sees 0 and the other 1.
+CREATE FUNCTION confab_connect(p_user text, p_node text, p_limit integer) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    total integer;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('confab.presence'), hashtext(p_user));
+    SELECT coalesce(sum(p.conns), 0) INTO total FROM presence p JOIN nodes n ON n.id = p.node_id
+     WHERE p.user_id = p_user AND n.lease_until > now();
+    IF total >= p_limit THEN
+        RETURN -1 - total;
+    END IF;
+    INSERT INTO presence (user_id, node_id, conns) VALUES (p_user, p_node, 1)
+        ON CONFLICT (user_id, node_id) DO UPDATE SET conns = presence.conns + 1;
+    IF total = 0 THEN
+        INSERT INTO user_status (user_id, status) VALUES (p_user, 'online')
+            ON CONFLICT (user_id) DO UPDATE SET status = 'online', message = NULL;
+    END IF;
+    RETURN total;
+END
+$$;
+
+-- A connection of p_user on p_node ended (p_node NULL: nothing ended, a sweep asks what is
+-- left). Answers the count left on live nodes; at 0 the user went offline at p_at.
+CREATE FUNCTION confab_disconnect(p_user text, p_node text, p_at bigint) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    total integer;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('confab.presence'), hashtext(p_user));
+    IF p_node IS NOT NULL THEN
+        UPDATE presence SET conns = conns - 1 WHERE user_id = p_user AND node_id = p_node;
+        DELETE FROM presence WHERE user_id = p_user AND node_id = p_node AND conns <= 0;
+    END IF;
+    SELECT coalesce(sum(p.conns), 0) INTO total FROM presence p JOIN nodes n ON n.id = p.node_id
+     WHERE p.user_id = p_user AND n.lease_until > now();
+    IF total = 0 THEN
+        UPDATE user_status SET status = 'offline', message = NULL, last_seen = p_at WHERE user_id = p_user;
+    END IF;
+    RETURN total;
+END
+$$;
+"#;
