@@ -6,6 +6,7 @@
 
 mod child;
 mod client;
+mod cluster;
 mod delay;
 mod density;
 mod floor;
@@ -262,6 +263,11 @@ async fn run_all(args: &Args, addr: &str, h3: Option<(String, String)>) -> bool 
             &report,
         )
         .await;
+    }
+    if wanted("cluster") {
+        // Two nodes on PostgreSQL and NATS: 1:1 on one node beside 1:1 across the two.
+        let rounds = args.rounds.unwrap_or(if args.smoke || args.quick { 1 } else { 3 });
+        ok &= cluster::run_all(pairs, rate, secs, rounds, args.server_threads, &report).await;
     }
     if wanted("lossy") {
         let losses: &[u32] = if args.smoke { &[1] } else { &[0, 1, 3] };

@@ -68,6 +68,15 @@ pub(crate) struct Report {
     pub(crate) server_frames_per_msg: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub(crate) server_bytes_per_msg: Option<f64>,
+    /// The cluster scenario, per delivered message: NATS publications (all nodes), NATS copies
+    /// delivered to nodes (all nodes), and the store's batches (each one PostgreSQL statement
+    /// and round trip: `confab_store_batch_size_count`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub(crate) nats_published_per_msg: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub(crate) nats_copies_per_msg: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub(crate) store_batches_per_msg: Option<f64>,
 }
 
 /// An empty latency histogram: 1 µs to 60 s, 3 significant digits.
@@ -211,7 +220,14 @@ struct Pair {
     rtx: Tx,
 }
 
-async fn pairs(http: &str, target: &Target, prefix: &str, n: usize, format: Format) -> Result<Vec<Pair>, String> {
+async fn pairs(
+    http: &str,
+    target: &Target,
+    rx_target: &Target,
+    prefix: &str,
+    n: usize,
+    format: Format,
+) -> Result<Vec<Pair>, String> {
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         let (s, r) = (format!("{prefix}s{i}"), format!("{prefix}r{i}"));
@@ -219,7 +235,7 @@ async fn pairs(http: &str, target: &Target, prefix: &str, n: usize, format: Form
         create_conversation(http, &conv, &[s.clone(), r.clone()]).await?;
         let conv = conv_id(&conv)?;
         let (tx, tx_rx) = connect(target, &token(&s), format).await?;
-        let (mut rtx, mut rx) = connect(target, &token(&r), format).await?;
+        let (mut rtx, mut rx) = connect(rx_target, &token(&r), format).await?;
         rtx.join(&join_env(&conv), &conv).await?;
         await_joined(&mut rx).await?;
         // The receiver's sending half is not needed after the join, but a WebTransport
@@ -270,6 +286,9 @@ pub(crate) fn finish(
         server_cpu_us_per_msg: None,
         server_frames_per_msg: None,
         server_bytes_per_msg: None,
+        nats_published_per_msg: None,
+        nats_copies_per_msg: None,
+        store_batches_per_msg: None,
     }
 }
 
@@ -283,8 +302,21 @@ pub(crate) async fn latency(
     secs: f64,
     format: Format,
 ) -> Result<Report, String> {
+    latency_between(http, target, target, n, rate, secs, format).await
+}
+
+/// [`latency`] with each pair's receiver on `rx_target` (another node of a cluster).
+pub(crate) async fn latency_between(
+    http: &str,
+    target: &Target,
+    rx_target: &Target,
+    n: usize,
+    rate: f64,
+    secs: f64,
+    format: Format,
+) -> Result<Report, String> {
     let prefix = format!("lat{}{}{}-", &target.name()[..2], format.name(), rand_tag());
-    let pairs = pairs(http, target, &prefix, n, format).await?;
+    let pairs = pairs(http, target, rx_target, &prefix, n, format).await?;
     let sent_bytes: Vec<_> = pairs.iter().map(|p| std::sync::Arc::clone(&p.tx.bytes)).collect();
     let sent_before: u64 = sent_bytes.iter().map(|b| b.sent.load(Ordering::Relaxed)).sum();
     let until = Instant::now() + Duration::from_secs_f64(secs + 3.0);

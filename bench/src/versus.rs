@@ -90,7 +90,7 @@ impl Running {
 
 /// Where the machine has two cores or more and `taskset`: the servers' core (the last) and
 /// the load generator's (the others).
-fn pinning() -> Option<(String, String)> {
+pub(crate) fn pinning() -> Option<(String, String)> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     if cores < 2 || Command::new("taskset").arg("-V").output().is_err() {
         return None;
@@ -100,7 +100,7 @@ fn pinning() -> Option<(String, String)> {
 }
 
 /// Pins every thread of this process (the load generator) to `cpus`.
-fn pin_self(cpus: &str) {
+pub(crate) fn pin_self(cpus: &str) {
     let pid = std::process::id().to_string();
     match Command::new("taskset").args(["-a", "-p", "-c", cpus, &pid]).output() {
         Ok(o) if o.status.success() => {}

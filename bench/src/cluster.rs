@@ -1,0 +1,158 @@
+//! The cluster scenario (issue 15): two confab nodes, each a child process, on one PostgreSQL
+//! database and a private `nats-server`, on loopback. In the same run it measures 1:1 latency
+//! with both users on one node (the single-node figure on the same store) and with the sender
+//! on one node and the receiver on the other. Beside each figure it reports the nodes' CPU per
+//! message, the store batches per message (one PostgreSQL statement, one round trip each), and
+//! the NATS messages per message.
+//!
+//! It needs `nats-server` on the PATH and a PostgreSQL it may create a database in
+//! (`CONFAB_TEST_POSTGRES`, else the local one). Where either is missing it says so and skips.
+
+use crate::child::{ChildServer, CpuMeter};
+use crate::client::Target;
+use crate::scenario::{Report, latency_between};
+use confab_codec::Format;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Nats(Child);
+
+impl Nats {
+    fn start() -> Result<(Nats, String), String> {
+        let port =
+            std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
+        let child = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("nats-server: {e}"))?;
+        let nats = Nats(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                return Err("nats-server did not listen".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok((nats, format!("nats://127.0.0.1:{port}")))
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A counter of a node's `/metrics`.
+async fn metric(http: &str, name: &str) -> f64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(http).await else { return 0.0 };
+    let req = "GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n";
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return 0.0;
+    }
+    let mut body = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut body)).await;
+    body.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The counters a case reads before and after, over every node: NATS publications, NATS
+/// copies received, and the store's batches.
+async fn counters(nodes: &[&ChildServer]) -> [f64; 3] {
+    let mut out = [0.0; 3];
+    for n in nodes {
+        out[0] += metric(&n.http, "confab_broker_published_total").await;
+        out[1] += metric(&n.http, "confab_broker_received_total").await;
+        out[2] += metric(&n.http, "confab_store_batch_size_count").await;
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn run_all(
+    pairs: usize,
+    rate: f64,
+    secs: f64,
+    rounds: usize,
+    threads: usize,
+    report: &dyn Fn(Result<Report, String>) -> bool,
+) -> bool {
+    let (_nats, broker) = match Nats::start() {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("(cluster: skipped, no nats-server: {e})");
+            return true;
+        }
+    };
+    let server = confab_server::postgres::test_server_url();
+    let database = match confab_server::postgres::create_scratch_database(&server, "confab_bench").await {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("(cluster: skipped, no PostgreSQL at {server}: {e})");
+            return true;
+        }
+    };
+    let ok = run_on(&database, &broker, pairs, rate, secs, rounds, threads, report).await;
+    if let Err(e) = confab_server::postgres::drop_scratch_database(&server, &database).await {
+        eprintln!("(cluster: dropping the scratch database: {e})");
+    }
+    ok
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_on(
+    database: &str,
+    broker: &str,
+    pairs: usize,
+    rate: f64,
+    secs: f64,
+    rounds: usize,
+    threads: usize,
+    report: &dyn Fn(Result<Report, String>) -> bool,
+) -> bool {
+    let env = [("CONFAB_STORE", database), ("CONFAB_BROKER", broker)];
+    // Both nodes on the servers' core, the load generator on the others (as in `versus`);
+    // PostgreSQL and NATS float.
+    let pinned = crate::versus::pinning();
+    let wrapper: Vec<&str> = match &pinned {
+        Some((server, clients)) => {
+            crate::versus::pin_self(clients);
+            eprintln!("(cluster: both nodes pinned to core {server}, the load generator to {clients})");
+            vec!["taskset", "-c", server]
+        }
+        None => Vec::new(),
+    };
+    let threads = if pinned.is_some() { 1 } else { threads };
+    let start = || ChildServer::start_with_env(&wrapper, "127.0.0.1", threads, &env);
+    let (a, b) = match (start(), start()) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => return report(Err(format!("cluster: starting a node: {e}"))),
+    };
+    let target = |n: &ChildServer| Target::Ws(n.http.clone());
+    let mut ok = true;
+    for _ in 0..rounds {
+        for (name, rx) in [("cluster_1to1_one_node", &a), ("cluster_1to1_two_nodes", &b)] {
+            let before = counters(&[&a, &b]).await;
+            let (cpu_a, cpu_b) = (CpuMeter::start(a.pid()), CpuMeter::start(b.pid()));
+            let r = latency_between(&a.http, &target(&a), &target(rx), pairs, rate, secs, Format::Json).await;
+            let after = counters(&[&a, &b]).await;
+            let r = r.map(|mut r| {
+                let n = r.received.max(1);
+                r.scenario = name.to_string();
+                r.server = Some("confab/postgres+nats".into());
+                r.server_cpu_us_per_msg = Some(cpu_a.per(n).unwrap_or(0.0) + cpu_b.per(n).unwrap_or(0.0));
+                let per = |i: usize| Some((after[i] - before[i]) / n as f64);
+                (r.nats_published_per_msg, r.nats_copies_per_msg, r.store_batches_per_msg) = (per(0), per(1), per(2));
+                r
+            });
+            ok &= report(r);
+        }
+    }
+    ok
+}
