@@ -74,15 +74,17 @@ async fn counters(nodes: &[&ChildServer]) -> [f64; 3] {
     out
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn run_all(
-    pairs: usize,
-    rate: f64,
-    secs: f64,
-    rounds: usize,
-    threads: usize,
-    report: &dyn Fn(Result<Report, String>) -> bool,
-) -> bool {
+/// What the scenario runs: pairs, their rate in all, seconds per case, rounds of both cases,
+/// and the nodes' runtime threads (when they are not pinned).
+pub(crate) struct Load {
+    pub(crate) pairs: usize,
+    pub(crate) rate: f64,
+    pub(crate) secs: f64,
+    pub(crate) rounds: usize,
+    pub(crate) threads: usize,
+}
+
+pub(crate) async fn run_all(load: Load, report: &dyn Fn(Result<Report, String>) -> bool) -> bool {
     let (_nats, broker) = match Nats::start() {
         Ok(n) => n,
         Err(e) => {
@@ -98,24 +100,15 @@ pub(crate) async fn run_all(
             return true;
         }
     };
-    let ok = run_on(&database, &broker, pairs, rate, secs, rounds, threads, report).await;
+    let ok = run_on(&database, &broker, &load, report).await;
     if let Err(e) = confab_server::postgres::drop_scratch_database(&server, &database).await {
         eprintln!("(cluster: dropping the scratch database: {e})");
     }
     ok
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_on(
-    database: &str,
-    broker: &str,
-    pairs: usize,
-    rate: f64,
-    secs: f64,
-    rounds: usize,
-    threads: usize,
-    report: &dyn Fn(Result<Report, String>) -> bool,
-) -> bool {
+async fn run_on(database: &str, broker: &str, load: &Load, report: &dyn Fn(Result<Report, String>) -> bool) -> bool {
+    let Load { pairs, rate, secs, rounds, threads } = *load;
     let env = [("CONFAB_STORE", database), ("CONFAB_BROKER", broker)];
     // Both nodes on the servers' core, the load generator on the others (as in `versus`);
     // PostgreSQL and NATS float.

@@ -267,7 +267,8 @@ async fn run_all(args: &Args, addr: &str, h3: Option<(String, String)>) -> bool 
     if wanted("cluster") {
         // Two nodes on PostgreSQL and NATS: 1:1 on one node beside 1:1 across the two.
         let rounds = args.rounds.unwrap_or(if args.smoke || args.quick { 1 } else { 3 });
-        ok &= cluster::run_all(pairs, rate, secs, rounds, args.server_threads, &report).await;
+        let load = cluster::Load { pairs, rate, secs, rounds, threads: args.server_threads };
+        ok &= cluster::run_all(load, &report).await;
     }
     if wanted("lossy") {
         let losses: &[u32] = if args.smoke { &[1] } else { &[0, 1, 3] };

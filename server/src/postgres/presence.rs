@@ -208,9 +208,7 @@ impl Presence for PgPresence {
         Box::pin(async move {
             let rows = self
                 .query(
-                    "SELECT (SELECT coalesce(sum(p.conns), 0)::integer FROM presence p JOIN nodes n ON n.id = p.node_id
-                              WHERE p.user_id = $1 AND n.lease_until > now()),
-                            s.status, s.message, s.last_seen
+                    "SELECT confab_live_conns($1), s.status, s.message, s.last_seen
                      FROM (SELECT 1) one LEFT JOIN user_status s ON s.user_id = $1",
                     &[&user.as_str()],
                 )

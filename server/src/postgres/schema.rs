@@ -200,6 +200,13 @@ CREATE TABLE user_status (
     last_seen bigint
 );
 
+-- The user's connections on the nodes whose lease is valid.
+CREATE FUNCTION confab_live_conns(p_user text) RETURNS integer
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(sum(p.conns), 0)::integer FROM presence p JOIN nodes n ON n.id = p.node_id
+     WHERE p.user_id = p_user AND n.lease_until > now()
+$$;
+
 -- A connection of p_user on p_node, unless the user has p_limit connections on live nodes
 -- already. Answers the count before it (0: the user just came online), or -1 - the count
 -- when refused. Serialized per user, so of two nodes connecting the same user at once one
@@ -210,8 +217,7 @@ DECLARE
     total integer;
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtext('confab.presence'), hashtext(p_user));
-    SELECT coalesce(sum(p.conns), 0) INTO total FROM presence p JOIN nodes n ON n.id = p.node_id
-     WHERE p.user_id = p_user AND n.lease_until > now();
+    total := confab_live_conns(p_user);
     IF total >= p_limit THEN
         RETURN -1 - total;
     END IF;
@@ -237,8 +243,7 @@ BEGIN
         UPDATE presence SET conns = conns - 1 WHERE user_id = p_user AND node_id = p_node;
         DELETE FROM presence WHERE user_id = p_user AND node_id = p_node AND conns <= 0;
     END IF;
-    SELECT coalesce(sum(p.conns), 0) INTO total FROM presence p JOIN nodes n ON n.id = p.node_id
-     WHERE p.user_id = p_user AND n.lease_until > now();
+    total := confab_live_conns(p_user);
     IF total = 0 THEN
         UPDATE user_status SET status = 'offline', message = NULL, last_seen = p_at WHERE user_id = p_user;
     END IF;
