@@ -408,3 +408,43 @@ async fn presence_counts_every_node_and_a_dead_nodes_users_go_offline() {
     assert_eq!(p["online"], false, "{p}");
     assert!(p["last_seen"].is_string() || p["last_seen"].is_number(), "{p}");
 }
+
+/// The server API's pushes and ephemeral photos across nodes: a push through one node reaches
+/// a user online on another once (live, not also from the inbox later) and waits in the inbox
+/// for a user online nowhere; a photo sent on one node is viewed on another, the sender hears
+/// the view, and both hear it expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_and_ephemeral_photos_cross_nodes() {
+    let Some(c) = Cluster::start(2) else { return };
+    c.nodes[0].conversation("c1", &["alice", "bob"]);
+    let mut bob = c.nodes[1].client("bob").await.ready().await;
+    let push = json!({"user_ids": ["bob", "carol"], "type": "match:new", "data": {"id": "m1"}});
+    let (status, body) = c.nodes[0].api("POST", "/api/v1/publish", Some(push));
+    assert_eq!((status, &body["delivered"], &body["queued"]), (200, &json!(1), &json!(1)), "{body}");
+    assert_eq!(bob.expect("match:new").await["data"]["id"], "m1");
+    // Not again from an inbox at bob's next connect, on either node.
+    for node in &c.nodes {
+        let mut again = node.client("bob").await.ready().await;
+        again.expect_none("match:new", Duration::from_millis(300)).await;
+    }
+    // carol was online nowhere: her inbox has it, wherever she connects.
+    let mut carol = c.nodes[1].client("carol").await;
+    carol.expect("connection:established").await;
+    assert_eq!(carol.expect("match:new").await["data"]["id"], "m1");
+
+    let mut alice = c.nodes[0].client("alice").await.ready().await;
+    alice.join("c1").await;
+    bob.join("c1").await;
+    let photo = json!({"conversation_id": "c1", "photo_url": "https://cdn.example/p.jpg", "expires_in": 1});
+    alice.send("ephemeral_photo:send", photo).await;
+    let new = bob.expect("ephemeral_photo:new").await;
+    let id = new["data"]["photo_id"].as_str().unwrap().to_owned();
+    bob.send("ephemeral_photo:view", json!({"photo_id": id})).await;
+    assert_eq!(bob.expect("ephemeral_photo:viewed").await["data"]["photo_url"], "https://cdn.example/p.jpg");
+    let told = alice.expect("ephemeral_photo:viewed").await;
+    assert_eq!((&told["data"]["viewer_id"], &told["data"]["photo_id"]), (&json!("bob"), &json!(id)));
+    for client in [&mut alice, &mut bob] {
+        assert_eq!(client.expect("ephemeral_photo:expired").await["data"]["photo_id"], id.as_str());
+        client.expect_none("ephemeral_photo:expired", Duration::from_millis(500)).await;
+    }
+}

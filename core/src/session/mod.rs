@@ -532,7 +532,12 @@ pub async fn publish(
     let shared = node.hub.shared(event, node.clock.now(), None);
     let mut online = 0;
     for u in users {
-        if node.to_user(u, &shared) > 0 {
+        // Online anywhere (presence counts every node in a cluster): the event goes to the
+        // user's connections, here and through the broker; else to the inbox, for the next
+        // connect on any node. (A user who goes offline between the two misses it: a push is
+        // at most once while online.)
+        if node.presence.get(u).await.online {
+            node.to_user(u, &shared);
             online += 1;
         } else {
             let item = crate::store::InboxItem { kind: kind.to_owned(), data: data.clone() };
