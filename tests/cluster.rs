@@ -448,3 +448,38 @@ async fn pushes_and_ephemeral_photos_cross_nodes() {
         client.expect_none("ephemeral_photo:expired", Duration::from_millis(500)).await;
     }
 }
+
+/// The per-user message limit counts every node: with 4 a minute, a user who sends 3 through
+/// one node and 3 through another has 4 stored and 2 refused with `RATE_LIMITED` (each node
+/// counting alone would have let all 6 through).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_message_limit_counts_every_node() {
+    let Some(c) = Cluster::start_with(2, &["--messages-per-minute", "4"]) else { return };
+    c.nodes[0].conversation("c1", &["alice", "bob"]);
+    let mut devices = [c.nodes[0].client("alice").await.ready().await, c.nodes[1].client("alice").await.ready().await];
+    let (mut stored, mut refused) = (0, 0);
+    for (d, device) in devices.iter_mut().enumerate() {
+        for i in 0..3 {
+            let data = json!({"conversation_id": "c1", "content": format!("{d}-{i}")});
+            let rid = device.send("message:send", data).await;
+            loop {
+                let e = device.expect_any(&["message:sent", "error"]).await;
+                if e["type"] == "message:sent" && e["request_id"] == rid.as_str() {
+                    stored += 1;
+                    break;
+                }
+                if e["type"] == "error" && e["data"]["request_id"] == rid.as_str() {
+                    assert_eq!(e["data"]["code"], "RATE_LIMITED", "{e}");
+                    assert!(e["data"]["details"]["retry_after"].as_u64().unwrap_or(0) >= 1, "{e}");
+                    refused += 1;
+                    break;
+                }
+            }
+        }
+    }
+    assert_eq!((stored, refused), (4, 2));
+    let auth = format!("Bearer {}", c.nodes[1].token("bob"));
+    let (_, page) =
+        support::http(&c.nodes[1].addr, "GET", "/v1/chat/conversations/c1/messages?limit=50", Some(&auth), None);
+    assert_eq!(page["messages"].as_array().map(Vec::len), Some(4), "{page}");
+}

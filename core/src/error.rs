@@ -52,6 +52,9 @@ impl From<StoreError> for SessionError {
             StoreError::NotFound(what) => Self::NotFound(what),
             StoreError::NotOwner => Self::PermissionDenied("only the sender may delete a message".into()),
             StoreError::Unavailable(why) => Self::Unavailable(why),
+            StoreError::RateLimited { limit, interval_s, retry_after_s } => {
+                Self::RateLimited { limit, interval_s, retry_after_s }
+            }
             other => Self::Internal(other.to_string()),
         }
     }

@@ -125,10 +125,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
 /// last batch; [`Running::wait`] returns then.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, StartError> {
     let (store, sync, cluster) = (config.store.clone(), config.sync, config.broker.is_some());
+    let l = &config.limits;
+    let message_limits = [l.messages_per_minute, l.messages_per_hour, l.messages_per_day];
     start_on(config, shutdown, async move |sink, metrics| match store {
         config::StoreConfig::Sqlite(dir) => Ok(Engines::store(Arc::new(SqliteStore::open(&dir, sync, sink, metrics)?))),
         config::StoreConfig::Postgres(url) => {
-            let store = PgStore::open(&url, sink, metrics).await?;
+            // With other nodes, the message limits count in PostgreSQL too (every node's
+            // messages in one count, charged in the append's transaction).
+            let limits = cluster.then_some(postgres::MessageLimits { per: message_limits });
+            let store = PgStore::open_with(&url, sink, metrics, limits).await?;
             // With other nodes, presence counts in PostgreSQL too; a node alone counts its own.
             let presence = if cluster { Some(Arc::new(PgPresence::start(&store).await?)) } else { None };
             Ok(Engines { store: Arc::new(store), presence })

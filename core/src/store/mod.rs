@@ -45,6 +45,10 @@ pub enum StoreError {
     /// The store is shutting down.
     #[error("store closed")]
     Closed,
+    /// The sender is over a per-user message limit that the store counts (cluster mode: every
+    /// node's messages in one count); nothing was stored.
+    #[error("{limit} messages per {interval_s} s")]
+    RateLimited { limit: u32, interval_s: u64, retry_after_s: u64 },
 }
 
 /// A message to append; the store assigns `id`, `seq` and keeps `created_at`.

@@ -83,6 +83,7 @@ impl From<crate::store::StoreError> for ApiError {
             S::ConversationExists(_) => ErrorCode::ValidationError,
             S::NotOwner => ErrorCode::PermissionDenied,
             S::Unavailable(_) => ErrorCode::ServiceUnavailable,
+            S::RateLimited { .. } => ErrorCode::RateLimited,
             S::Database(_) | S::Closed => ErrorCode::InternalError,
         };
         ApiError(code, e.to_string())

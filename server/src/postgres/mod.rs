@@ -70,6 +70,13 @@ async fn connect(config: &tokio_postgres::Config) -> Result<Client, StoreError> 
     Ok(client)
 }
 
+/// Messages per user per minute, hour and day (`--messages-per-minute`, ...), each also the
+/// burst, as the hub's buckets have them.
+#[derive(Debug, Clone, Copy)]
+pub struct MessageLimits {
+    pub per: [u32; 3],
+}
+
 /// The PostgreSQL store. Cheap to share (`Arc`); its writer task ends when it is closed or
 /// dropped.
 pub struct PgStore {
@@ -90,6 +97,17 @@ impl PgStore {
     /// Connects, migrates the schema (one node at a time), and starts the writer. Each committed
     /// message is passed to `sink`, in commit order, before its `append` returns.
     pub async fn open(url: &str, sink: Arc<dyn CommitSink>, metrics: Arc<Metrics>) -> Result<Self, StoreError> {
+        Self::open_with(url, sink, metrics, None).await
+    }
+
+    /// [`PgStore::open`], charging each new message to its sender's `limits` in the append's
+    /// transaction (cluster mode: one count for every node's messages).
+    pub async fn open_with(
+        url: &str,
+        sink: Arc<dyn CommitSink>,
+        metrics: Arc<Metrics>,
+        limits: Option<MessageLimits>,
+    ) -> Result<Self, StoreError> {
         let config = connection_config(url).map_err(StoreError::Database)?;
         let mut first = connect(&config).await?;
         schema::migrate(&mut first).await?;
@@ -108,7 +126,8 @@ impl PgStore {
             .map_err(|e| StoreError::Database(format!("PostgreSQL pool: {e}")))?;
         let health = Arc::new(WriteHealth::default());
         let (tx, rx) = mpsc::channel(QUEUE);
-        let writer = writer::Writer::new(config, first, sink, Arc::clone(&metrics), Arc::clone(&health)).await?;
+        let writer =
+            writer::Writer::new(config, first, sink, Arc::clone(&metrics), Arc::clone(&health), limits).await?;
         // Ends when the store is closed or dropped (its queue closes).
         drop(tokio::spawn(writer::run(writer, rx)));
         Ok(Self { pool, writes: tx, health, metrics, closed: AtomicBool::new(false) })

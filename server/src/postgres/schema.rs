@@ -80,19 +80,70 @@ CREATE TABLE attachments (
     created_at bigint NOT NULL
 );
 
+-- Per-user message buckets (cluster mode: every node's messages in one count), as the
+-- token buckets of core/src/limits.rs: kind 1-3 for minute, hour and day, `tokens` at `at`
+-- (ms), refilled at limit / interval up to limit.
+CREATE TABLE user_buckets (
+    user_id text NOT NULL,
+    kind smallint NOT NULL,
+    tokens double precision NOT NULL,
+    at bigint NOT NULL,
+    PRIMARY KEY (user_id, kind)
+);
+
+-- Takes one message from p_user's three buckets, or none: wait_ms 0 when taken, else how
+-- long until the emptiest bucket (bucket 1-3) has a token. The caller holds the user's lock.
+CREATE FUNCTION confab_take(p_user text, p_now bigint, p_rates integer[], OUT wait_ms bigint, OUT bucket integer)
+LANGUAGE plpgsql AS $$
+DECLARE
+    intervals bigint[] := ARRAY[60000, 3600000, 86400000];
+    levels double precision[] := '{}';
+    b integer;
+    cap double precision;
+    lvl double precision;
+    since bigint;
+BEGIN
+    wait_ms := 0;
+    bucket := 0;
+    FOR b IN 1..3 LOOP
+        cap := p_rates[b];
+        SELECT tokens, at INTO lvl, since FROM user_buckets WHERE user_id = p_user AND kind = b;
+        IF NOT FOUND THEN
+            lvl := cap;
+            since := p_now;
+        END IF;
+        lvl := least(cap, lvl + greatest(p_now - since, 0) * cap / intervals[b]);
+        IF lvl < 1 THEN
+            wait_ms := greatest(1, ceil((1 - lvl) * intervals[b] / cap))::bigint;
+            bucket := b;
+            RETURN;
+        END IF;
+        levels := levels || lvl;
+    END LOOP;
+    FOR b IN 1..3 LOOP
+        INSERT INTO user_buckets (user_id, kind, tokens, at) VALUES (p_user, b, levels[b] - 1, p_now)
+            ON CONFLICT (user_id, kind) DO UPDATE SET tokens = excluded.tokens, at = excluded.at;
+    END LOOP;
+END
+$$;
+
 -- One batch of appends, as one statement (so one round trip and one transaction, with no
 -- savepoint per request): the delivery marks of earlier batches, then each append in order.
 -- Every conversation the batch touches is locked first, in id order, so that two nodes'
 -- batches wait for each other instead of deadlocking, and every write to a member row happens
 -- under its conversation's lock. Under that lock a repeated local_id is found before a seq is
 -- taken, so a duplicate never costs a seq; a conversation that does not exist is reported,
--- not raised, so it fails only its own append. Outcome: 0 stored (with its seq), 1 a
--- duplicate (with the stored message's columns), 2 no such conversation. Only a duplicate
--- fills the message columns; the others leave them NULL.
+-- not raised, so it fails only its own append. With p_rates (messages per minute, hour and
+-- day; empty for none) each new message that p_charge marks (a client's, not the server
+-- API's) is charged to its sender's buckets first. Outcome: 0
+-- stored (with its seq), 1 a duplicate (with the stored message's columns), 2 no such
+-- conversation, 3 over a message limit (the wait in ms as o_seq, the bucket 1-3 as
+-- o_created). Only a duplicate fills the message columns.
 CREATE FUNCTION confab_append(
     p_conv text[], p_sender text[], p_id text[], p_kind text[], p_content text[], p_meta text[],
     p_created bigint[], p_local text[], p_reply text[],
-    d_conv text[], d_user text[], d_seq bigint[])
+    d_conv text[], d_user text[], d_seq bigint[],
+    p_now bigint, p_rates integer[], p_charge boolean[])
 RETURNS TABLE (o_i integer, o_outcome smallint, o_id text, o_conv text, o_seq bigint,
                o_sender text, o_content text, o_kind text, o_meta text, o_created bigint,
                o_local text, o_reply text)
@@ -102,11 +153,19 @@ DECLARE
     k integer;
     s bigint;
     prior messages%ROWTYPE;
+    wait_ms bigint;
+    bucket integer;
     sent_c text[] := '{}';
     sent_u text[] := '{}';
     sent_s bigint[] := '{}';
 BEGIN
     PERFORM 1 FROM conversations WHERE id = ANY (p_conv || d_conv) ORDER BY id FOR NO KEY UPDATE;
+    -- Then the senders' message buckets, in user order: every batch takes its locks in one
+    -- global order (conversations, then users), so none waits in a cycle.
+    IF array_length(p_rates, 1) = 3 THEN
+        PERFORM pg_advisory_xact_lock(hashtext('confab.buckets'), hashtext(u))
+           FROM (SELECT DISTINCT unnest(p_sender) AS u ORDER BY 1) s;
+    END IF;
     UPDATE members m SET delivered_seq = d.s
       FROM unnest(d_conv, d_user, d_seq) AS d(c, u, s)
      WHERE m.conversation_id = d.c AND m.user_id = d.u AND m.delivered_seq < d.s;
@@ -125,12 +184,22 @@ BEGIN
                 CONTINUE;
             END IF;
         END IF;
-        UPDATE conversations SET last_seq = last_seq + 1 WHERE id = p_conv[k] RETURNING last_seq INTO s;
+        PERFORM 1 FROM conversations WHERE id = p_conv[k];
         IF NOT FOUND THEN
             o_outcome := 2;
             RETURN NEXT;
             CONTINUE;
         END IF;
+        IF array_length(p_rates, 1) = 3 AND p_charge[k] THEN
+            SELECT * INTO wait_ms, bucket FROM confab_take(p_sender[k], p_now, p_rates);
+            IF wait_ms > 0 THEN
+                -- Over a limit: outcome 3, the wait in o_seq and the bucket in o_created.
+                o_outcome := 3; o_seq := wait_ms; o_created := bucket;
+                RETURN NEXT;
+                CONTINUE;
+            END IF;
+        END IF;
+        UPDATE conversations SET last_seq = last_seq + 1 WHERE id = p_conv[k] RETURNING last_seq INTO s;
         INSERT INTO messages (conversation_id, seq, id, sender_id, kind, content, metadata,
                               created_at, local_id, reply_to)
         VALUES (p_conv[k], s, p_id[k], p_sender[k], p_kind[k], p_content[k], p_meta[k],

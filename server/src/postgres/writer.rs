@@ -17,7 +17,7 @@ pub(super) enum Write {
 /// Row k answers append k: its outcome, then [`MESSAGE_COLUMNS`] (filled for a duplicate).
 const APPEND: &str =
     "SELECT o_i, o_outcome, o_id, o_conv, o_seq, o_sender, o_content, o_kind, o_meta, o_created, o_local, o_reply
-     FROM confab_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+     FROM confab_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
 
 /// The writer's connection and what goes with it.
 pub(super) struct Writer {
@@ -31,6 +31,9 @@ pub(super) struct Writer {
     /// Delivery watermarks the fan-out advanced, highest per member, for the next batch (a
     /// crash before then costs a repeated `message:delivered`, not data).
     delivered: HashMap<(ConversationId, UserId), i64>,
+    /// Messages per minute, hour and day per user, charged in the batch (cluster mode); empty
+    /// where each node counts its own.
+    rates: Vec<i32>,
 }
 
 impl Writer {
@@ -40,10 +43,13 @@ impl Writer {
         sink: Arc<dyn CommitSink>,
         metrics: Arc<Metrics>,
         health: Arc<WriteHealth>,
+        limits: Option<MessageLimits>,
     ) -> Result<Self, StoreError> {
         let stmt = timely(client.prepare(APPEND)).await?;
         metrics.store_writable.set(1);
-        Ok(Self { config, link: Some((client, stmt)), sink, metrics, health, delivered: HashMap::new() })
+        let rates =
+            limits.map_or_else(Vec::new, |l| l.per.iter().map(|n| i32::try_from(*n).unwrap_or(i32::MAX)).collect());
+        Ok(Self { config, link: Some((client, stmt)), sink, metrics, health, delivered: HashMap::new(), rates })
     }
 
     /// The connection, made again if the last one failed.
@@ -110,6 +116,15 @@ impl Writer {
             }
             (1, Some(_)) => Ok(Appended { message: message_at(row, 2)?, duplicate: true }),
             (2, _) => Err(StoreError::ConversationNotFound(m.conversation_id.to_string())),
+            (3, Some(wait_ms)) => {
+                let bucket: Option<i64> = row.try_get(9).map_err(pg)?;
+                let i = usize::try_from(bucket.unwrap_or(1) - 1).unwrap_or(0).min(2);
+                Err(StoreError::RateLimited {
+                    limit: u32::try_from(self.rates.get(i).copied().unwrap_or(0)).unwrap_or(0),
+                    interval_s: [60, 3600, 86_400][i],
+                    retry_after_s: u64::try_from(wait_ms).unwrap_or(0).div_ceil(1000).max(1),
+                })
+            }
             _ => Err(StoreError::Database(format!("confab_append: outcome {outcome} without a seq"))),
         }
     }
@@ -135,10 +150,17 @@ impl Writer {
         let d_conv: Vec<&str> = delivered.keys().map(|(c, _)| c.as_str()).collect();
         let d_user: Vec<&str> = delivered.keys().map(|(_, u)| u.as_str()).collect();
         let d_seq: Vec<i64> = delivered.values().copied().collect();
+        let now = confab_core::clock::system_now().as_millis();
+        let rates = self.rates.clone();
+        // A client's message is charged to its sender; the server API's are not limited.
+        let charge: Vec<bool> = batch.iter().map(|(m, _)| m.requester.is_some()).collect();
         let (client, stmt) = self.link().await?;
         let mut rows = timely(client.query(
             stmt,
-            &[&conv, &sender, &id, &kind, &content, &metadata, &created, &local, &reply, &d_conv, &d_user, &d_seq],
+            &[
+                &conv, &sender, &id, &kind, &content, &metadata, &created, &local, &reply, &d_conv, &d_user, &d_seq,
+                &now, &rates, &charge,
+            ],
         ))
         .await?;
         // Row k answers append k (the function returns them in order; sorted to be sure).
