@@ -392,16 +392,31 @@ async fn actions_client_sends_with_local_ids_attachments_and_read_marks() {
 #[tokio::test]
 async fn one_conversation_every_dialect_each_in_its_own_shape() {
     let s = Server::start(&[]);
-    s.conversation("mix", &["w", "sy", "ch", "ac", "wt"]);
-    let mut w = s.client("w").await.ready().await;
+    every_dialect_in_one_conversation(&[s]).await;
+}
+
+/// The same across three nodes of a cluster (PostgreSQL and NATS): each dialect's client on
+/// another node than the Winkr one, so every message and typing indicator crosses nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_conversation_every_dialect_across_three_nodes() {
+    let Some(c) = support::cluster::Cluster::start(3) else { return };
+    every_dialect_in_one_conversation(&c.nodes).await;
+}
+
+/// Winkr on the first node, then systimz, chatrooms, actions and actions over WebTransport on
+/// the nodes in turn after it.
+async fn every_dialect_in_one_conversation(nodes: &[Server]) {
+    let on = |i: usize| &nodes[i % nodes.len()];
+    on(0).conversation("mix", &["w", "sy", "ch", "ac", "wt"]);
+    let mut w = on(0).client("w").await.ready().await;
     w.join("mix").await;
-    let mut sy = ws(&s, "/ws?dialect=systimz&conversation_id=mix", "sy").await;
+    let mut sy = ws(on(1), "/ws?dialect=systimz&conversation_id=mix", "sy").await;
     sy.expect("connection").await;
-    let mut ch = ws(&s, "/api/v1/ws/chat/mix", "ch").await;
-    let mut ac = ws(&s, "/ws?dialect=actions&codec=msgpack", "ac").await;
+    let mut ch = ws(on(2), "/api/v1/ws/chat/mix", "ch").await;
+    let mut ac = ws(on(3), "/ws?dialect=actions&codec=msgpack", "ac").await;
     ac.expect("connection.established").await;
-    let q = format!("token={}&dialect=actions", s.token("wt"));
-    let mut wt = support::wt::WtClient::connect(&s.h3_addr, &s.cert_sha256, &q).await;
+    let q = format!("token={}&dialect=actions", on(4).token("wt"));
+    let mut wt = support::wt::WtClient::connect(&on(4).h3_addr, &on(4).cert_sha256, &q).await;
     wt.expect("connection.established").await;
     // Winkr joined first; a typing indicator from each other client, heard by Winkr, says that
     // client's session has joined too (it reads frames only after its joins).

@@ -4,6 +4,7 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
+pub mod cluster;
 pub mod wt;
 
 use futures_util::{SinkExt, StreamExt};
