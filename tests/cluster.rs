@@ -397,3 +397,51 @@ async fn the_message_limit_counts_every_node() {
         support::http(&c.nodes[1].addr, "GET", "/v1/chat/conversations/c1/messages?limit=50", Some(&auth), None);
     assert_eq!(page["messages"].as_array().map(Vec::len), Some(4), "{page}");
 }
+
+/// A node cut off from NATS by a partition (a proxy in the test black-holes its link: no
+/// reset, as a real partition): `/readyz` says so within SPEC §8's 8 s, and once the link
+/// heals, the messages sent meanwhile on the other node reach its joined client within 20 s,
+/// once each, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_partitioned_from_nats_catches_up_when_the_link_heals() {
+    let Some(c) = Cluster::start(1) else { return };
+    let proxy = support::proxy::Proxy::start(c.nats.addr());
+    let b = c.start_node(&format!("nats://{}", proxy.addr));
+    c.nodes[0].conversation("c1", &["alice", "bob"]);
+    let mut alice = c.nodes[0].client("alice").await;
+    let mut bob = b.client("bob").await;
+    alice.join("c1").await;
+    bob.join("c1").await;
+    alice.say("c1", "before").await;
+    assert_eq!(content(&bob.expect("message:new").await), "before");
+
+    proxy.cut();
+    let cut = Instant::now();
+    for i in 0..3 {
+        alice.say("c1", &format!("during {i}")).await;
+    }
+    loop {
+        let (status, body) = support::http(&b.addr, "GET", "/readyz", None, None);
+        if status == 503 {
+            assert!(body["reason"].as_str().unwrap_or_default().contains("broker"), "{body}");
+            break;
+        }
+        assert!(cut.elapsed() < Duration::from_secs(8), "still ready 8 s into the partition: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("partitioned node not ready {:?} after the cut", cut.elapsed());
+    proxy.heal();
+    let healed = Instant::now();
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let e = bob.recv_within(Duration::from_secs(20)).await.expect("the messages sent during the partition");
+        if e["type"] == "message:new" {
+            seen.push((seq(&e), content(&e).to_owned()));
+        }
+    }
+    let expected: Vec<(u64, String)> = (0..3).map(|i| (2 + i as u64, format!("during {i}"))).collect();
+    assert_eq!(seen, expected, "once each, in order");
+    assert!(healed.elapsed() < Duration::from_secs(20), "took {:?}", healed.elapsed());
+    eprintln!("caught up {:?} after the heal", healed.elapsed());
+    bob.expect_none("message:new", Duration::from_millis(500)).await;
+}

@@ -52,7 +52,9 @@ pub async fn connect(
         .name("confab")
         .no_echo()
         .connection_timeout(std::time::Duration::from_secs(5))
-        .ping_interval(std::time::Duration::from_secs(2))
+        // A link that went silent (a partition, no reset) is noticed after two unanswered
+        // pings: 3-4 s at this interval, inside SPEC §8's 8 s for /readyz.
+        .ping_interval(std::time::Duration::from_secs(1))
         .max_reconnects(None)
         // Soon after a broker restart (the default backoff grows to seconds): a node cut off for
         // SHED_AFTER sheds its clients.

@@ -41,6 +41,11 @@ impl Nats {
         true
     }
 
+    /// Where it listens, `HOST:PORT`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
@@ -72,6 +77,11 @@ impl Cluster {
     }
 
     /// `n` nodes, each started with `extra` flags too.
+    /// Another node on the cluster's database, reaching NATS at `broker` (a proxy, say).
+    pub fn start_node(&self, broker: &str) -> Server {
+        Server::start(&["--store", &self.database, "--broker", broker])
+    }
+
     pub fn start_with(n: usize, extra: &[&str]) -> Option<Cluster> {
         let nats = Nats::start()?;
         let database = super::scratch_postgres()?;

@@ -5,6 +5,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 pub mod cluster;
+pub mod proxy;
 pub mod wt;
 
 use futures_util::{SinkExt, StreamExt};
