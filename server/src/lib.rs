@@ -241,8 +241,12 @@ async fn start_on(
         (true, config.https, certs.as_ref().map(tls::CertStore::server_config).transpose().map_err(StartError::Tls)?),
     ] {
         let Some(addr) = addr else { continue };
-        let listener =
-            tokio::net::TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr, source })?;
+        let listener = if https && addr.port() == 0 && certs.is_some() {
+            bind_with_free_udp_twin(addr).await
+        } else {
+            tokio::net::TcpListener::bind(addr).await
+        };
+        let listener = listener.map_err(|source| StartError::Listen { addr, source })?;
         let local = listener.local_addr().map_err(|source| StartError::Listen { addr, source })?;
         if https {
             let _ = app.settings.https_port.set(local.port());
@@ -306,6 +310,21 @@ async fn start_on(
         cert_path: tls.map(|t| t.cert_path),
         done,
     })
+}
+
+/// `--https HOST:0`: a TCP port whose UDP twin is free too, since QUIC takes the same port
+/// number. Another process may hold that UDP port (a client's socket: seen when many test
+/// servers and clients share a machine), so a taken one is passed over for another.
+async fn bind_with_free_udp_twin(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let mut taken = None;
+    for _ in 0..32 {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        match std::net::UdpSocket::bind(listener.local_addr()?) {
+            Ok(_probe) => return Ok(listener),
+            Err(e) => taken = Some(e),
+        }
+    }
+    Err(taken.unwrap_or_else(|| std::io::Error::other("no port free on both TCP and UDP")))
 }
 
 /// How long a node may be cut off from the other nodes (its broker) before it sheds its clients.
