@@ -117,42 +117,25 @@ impl Sequencer {
     pub fn fill(&self, c: &ConversationId, after: Seq, read: Vec<Message>) -> Vec<Ready> {
         let mut tracks = self.lock();
         let Some(t) = tracks.get_mut(c) else { return Vec::new() };
-        let mut out = Vec::new();
-        if t.next != after.0 + 1 {
-            // Delivery moved on while the store was read: admit what is still ahead.
-            for m in read {
-                if let Some(seq) = m.seq.filter(|s| s.0 >= t.next) {
-                    t.held.entry(seq.0).or_insert((m, None));
-                }
-            }
-            t.release(&mut out);
-            return out;
-        }
+        // Unless delivery moved on while the store was read (then only what is still ahead
+        // counts), what the store did not return below the lowest seq at hand was deleted.
+        let from_here = t.next == after.0 + 1;
         let lowest_read = read.first().and_then(|m| m.seq).map(|s| s.0);
         for m in read {
             if let Some(seq) = m.seq.filter(|s| s.0 >= t.next) {
                 t.held.entry(seq.0).or_insert((m, None));
             }
         }
-        // Deleted messages leave seqs the store will never return.
         let lowest = match (lowest_read, t.held.keys().next().copied()) {
             (Some(r), Some(h)) => Some(r.min(h)),
             (r, h) => r.or(h),
         };
-        if let Some(lowest) = lowest {
+        if let Some(lowest) = lowest.filter(|_| from_here) {
             t.next = t.next.max(lowest);
         }
+        let mut out = Vec::new();
         t.release(&mut out);
         out
-    }
-
-    /// How many conversations are followed (for the metrics).
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -208,6 +191,6 @@ mod tests {
         s.track(&c, Seq(12));
         assert_eq!(seqs(&s.admit(m(10), None, later)), [10], "followed already: a read changes nothing");
         s.forget(&c);
-        assert!(s.is_empty());
+        assert!(s.positions().is_empty());
     }
 }

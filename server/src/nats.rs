@@ -40,8 +40,9 @@ pub fn parse_urls(s: &str) -> Result<Vec<String>, String> {
     Ok(urls)
 }
 
-/// Connects to NATS. Reconnects by itself for ever; `events` hears when the link comes back
-/// (whatever NATS carried meanwhile is lost: the node sweeps its conversations then).
+/// Connects to NATS. Reconnects by itself for ever; `reconnected` is woken when the link comes
+/// back or NATS dropped messages for this node (what it carried meanwhile is lost: the node
+/// sweeps its conversations then).
 pub async fn connect(
     urls: &[String],
     metrics: Arc<Metrics>,

@@ -46,10 +46,6 @@ impl PgPresence {
         Ok(presence)
     }
 
-    pub fn node_id(&self) -> &str {
-        &self.node
-    }
-
     fn local(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, usize>> {
         self.local.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -137,10 +133,6 @@ impl PgPresence {
     }
 }
 
-fn status_name(s: PresenceStatus) -> &'static str {
-    s.as_str()
-}
-
 impl Presence for PgPresence {
     fn connected(&self, user: &UserId, limit: usize) -> PresenceFuture<'_, Result<bool, PresenceError>> {
         let user = user.clone();
@@ -194,7 +186,7 @@ impl Presence for PgPresence {
             let set = self
                 .query(
                     "UPDATE user_status SET status = $2, message = $3 WHERE user_id = $1",
-                    &[&user.as_str(), &status_name(status), &message],
+                    &[&user.as_str(), &status.as_str(), &message],
                 )
                 .await;
             if let Err(e) = set {
