@@ -67,6 +67,46 @@ async fn a_message_sent_on_one_node_reaches_the_others_over_both_transports() {
     assert_eq!(carol.expect("conversation:unread").await["data"]["unread_count"], 2);
 }
 
+/// A recipient with a device on each of two nodes: both nodes deliver every message, but the
+/// sender hears at most one `message:delivered` per message (the node that moves the watermark
+/// in the store sends it), and one for the last message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recipient_on_two_nodes_gives_the_sender_one_receipt_per_message() {
+    let Some(c) = Cluster::start(3) else { return };
+    c.nodes[0].conversation("c1", &["alice", "bob"]);
+    let mut alice = c.nodes[0].client("alice").await;
+    let mut phone = c.nodes[1].client("bob").await;
+    let mut laptop = c.nodes[2].wt("bob").await;
+    alice.join("c1").await;
+    phone.join("c1").await;
+    laptop.join("c1").await;
+    let mut receipts: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
+    let mut count = |e: &Value| {
+        if e["type"] == "message:delivered" {
+            assert_eq!(e["data"]["user_id"], "bob", "{e}");
+            *receipts.entry(e["data"]["seq"].as_u64().unwrap()).or_default() += 1;
+        }
+    };
+    const N: u64 = 20;
+    for i in 1..=N {
+        alice.send("message:send", json!({"conversation_id": "c1", "content": format!("m{i}")})).await;
+        assert_eq!(seq(&phone.expect("message:new").await), i);
+        assert_eq!(seq(&laptop.expect("message:new").await), i);
+        // Both devices have it before the next is sent: each message's receipt is raced for.
+        while let Some(e) = alice.recv_within(Duration::from_millis(30)).await {
+            count(&e);
+        }
+    }
+    while let Some(e) = alice.recv_within(Duration::from_millis(500)).await {
+        count(&e);
+    }
+    let doubled: Vec<_> = receipts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(doubled.is_empty(), "receipts sent twice (seq, times): {doubled:?}");
+    assert_eq!(receipts.get(&N), Some(&1), "the last message's receipt: {receipts:?}");
+    assert!(receipts.len() as u64 >= N / 2, "most messages have their own receipt: {receipts:?}");
+    assert!(c.nodes.iter().map(|n| n.metric("confab_receipts_claimed_total")).sum::<i64>() >= receipts.len() as i64);
+}
+
 /// Three senders, one on each node, send into one conversation at once; an observer on each
 /// node sees seqs 1..N, each once, in order, and the store holds exactly those.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -361,6 +401,38 @@ async fn pushes_and_ephemeral_photos_cross_nodes() {
         assert_eq!(client.expect("ephemeral_photo:expired").await["data"]["photo_id"], id.as_str());
         client.expect_none("ephemeral_photo:expired", Duration::from_millis(500)).await;
     }
+}
+
+/// The node whose view started a photo's clock is killed before it expires: another node's
+/// sweep announces the expiry, once, to the members it serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_photo_timed_by_a_killed_node_still_expires_once() {
+    let Some(mut c) = Cluster::start(2) else { return };
+    c.nodes[0].conversation("c1", &["alice", "bob"]);
+    let mut alice = c.nodes[0].client("alice").await;
+    let mut bob = c.nodes[1].client("bob").await;
+    alice.join("c1").await;
+    bob.join("c1").await;
+    let photo = json!({"conversation_id": "c1", "photo_url": "https://cdn.example/q.jpg", "expires_in": 2});
+    alice.send("ephemeral_photo:send", photo).await;
+    let id = bob.expect("ephemeral_photo:new").await["data"]["photo_id"].as_str().unwrap().to_owned();
+    bob.send("ephemeral_photo:view", json!({"photo_id": id})).await;
+    bob.expect("ephemeral_photo:viewed").await;
+    alice.expect("ephemeral_photo:viewed").await;
+    let viewed = Instant::now();
+    c.nodes[1].kill9();
+    // Expiry at 2 s, taken over 2 s later at the next 5 s sweep: within about 10 s.
+    let expired = loop {
+        match alice.recv_within(Duration::from_secs(15)).await {
+            Some(e) if e["type"] == "ephemeral_photo:expired" => break e,
+            Some(_) => {}
+            None => panic!("no ephemeral_photo:expired 15 s after the node died"),
+        }
+    };
+    assert_eq!(expired["data"]["photo_id"], id.as_str());
+    eprintln!("expiry announced {:.1} s after the view", viewed.elapsed().as_secs_f64());
+    assert!(viewed.elapsed() >= Duration::from_secs(2), "not before its time");
+    alice.expect_none("ephemeral_photo:expired", Duration::from_secs(6)).await;
 }
 
 /// The per-user message limit counts every node: with 4 a minute, a user who sends 3 through

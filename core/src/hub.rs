@@ -95,11 +95,26 @@ pub struct Hub {
     limits: Limits,
     rates: UserRates,
     ids: Arc<IdMint>,
+    /// Cluster mode: `message:delivered` is sent by the node that wins the watermark in the
+    /// store (`receipts`), not by [`Hub::dispatch_message`].
+    claimed_receipts: bool,
 }
 
 impl Hub {
     pub fn new(limits: Limits) -> Self {
-        Self { state: Mutex::default(), rates: UserRates::new(&limits), limits, ids: Arc::default() }
+        Self {
+            state: Mutex::default(),
+            rates: UserRates::new(&limits),
+            limits,
+            ids: Arc::default(),
+            claimed_receipts: false,
+        }
+    }
+
+    /// A hub whose [`Hub::dispatch_message`] sends no receipts (cluster mode: see `receipts`).
+    #[must_use]
+    pub fn with_claimed_receipts(self) -> Self {
+        Self { claimed_receipts: true, ..self }
     }
 
     /// The server's id mint, which connections share for their own events.
@@ -409,8 +424,9 @@ impl Hub {
     /// that it precedes every receipt), `message:new` to every connection that joined the
     /// conversation (the sender's too: seed 001 clients take it as the confirmation),
     /// `conversation:unread` to members online without the conversation joined, and one
-    /// `message:delivered` to the sender if any recipient's device got it for the first time.
-    /// Returns the recipients whose delivery watermark moved.
+    /// `message:delivered` to the sender if any recipient's device got it for the first time
+    /// (unless the receipts are claimed). Returns the recipients whose delivery watermark moved
+    /// here.
     pub fn dispatch_message(&self, message: &Message, requester: Option<&Requester>, now: Timestamp) -> Vec<UserId> {
         let c = message.conversation_id.clone();
         let sender_id = message.sender_id.clone();
@@ -488,7 +504,9 @@ impl Hub {
                 }
             }
         }
-        self.receipts(&s, message, &advanced, now);
+        if !self.claimed_receipts {
+            self.receipts(&s, message, &advanced, now);
+        }
         advanced
     }
 

@@ -13,6 +13,8 @@
 //! - `link`: the boundary types between transports and sessions (`Conn`, `Inbound`, `Route`).
 //! - `store`: the `Store` interface, its in-memory implementation and its conformance suite.
 //! - `broker`: the `Broker` interface between nodes, and the in-process bus.
+//! - `receipts`: with several nodes, which one sends a `message:delivered` (the one whose
+//!   conditional update of the watermark won).
 //! - `sequencer`: with several nodes, each conversation's messages in seq order, once, gaps
 //!   filled from the store.
 //! - `presence`: the `Presence` interface (online transitions, connection limits), and its
@@ -33,6 +35,7 @@ pub mod link;
 pub mod metrics;
 pub mod node;
 pub mod presence;
+pub mod receipts;
 pub mod sequencer;
 pub mod session;
 pub mod store;

@@ -69,6 +69,10 @@ pub struct Metrics {
     pub broker_received: Counter,
     pub broker_dropped: Counter,
     pub broker_gaps_repaired: Counter,
+    /// Cluster mode: delivery receipts this node won in the store and sent, and claims dropped
+    /// with their queue full.
+    pub receipts_claimed: Counter,
+    pub receipts_dropped: Counter,
     /// 1 while the broker is connected (always 1 for a node alone).
     pub broker_connected: Gauge,
     pub tasks: Gauge,
@@ -102,6 +106,8 @@ impl Default for Metrics {
             broker_received: Counter::default(),
             broker_dropped: Counter::default(),
             broker_gaps_repaired: Counter::default(),
+            receipts_claimed: Counter::default(),
+            receipts_dropped: Counter::default(),
             broker_connected: Gauge::default(),
             tasks: Gauge::default(),
             open_fds: Gauge::default(),
@@ -157,6 +163,16 @@ impl Default for Metrics {
             "broker_dropped",
             "Publications not sent (the broker's queue full or the broker away); receivers repair from the store",
             m.broker_dropped.clone(),
+        );
+        registry.register(
+            "receipts_claimed",
+            "Delivery watermarks this node moved in the store, each sending one message:delivered",
+            m.receipts_claimed.clone(),
+        );
+        registry.register(
+            "receipts_dropped",
+            "Delivery receipts not claimed, their queue full (the next message claims the watermark)",
+            m.receipts_dropped.clone(),
         );
         registry.register(
             "broker_gaps_repaired",

@@ -17,6 +17,7 @@ use crate::limits::Limits;
 use crate::link::{Conn, SharedEvent};
 use crate::metrics::Metrics;
 use crate::presence::{LocalPresence, Presence};
+use crate::receipts::Claims;
 use crate::sequencer::{self, Ready, Sequencer};
 use crate::store::{CommitSink, ConversationInfo, Requester, Store, memory::MemoryStore};
 use confab_codec::event::Message;
@@ -53,6 +54,9 @@ pub struct Node {
     /// Wakes the repair loop's sweep at once (the broker reconnected: what it carried meanwhile
     /// is lost).
     pub sweep: Arc<tokio::sync::Notify>,
+    /// With other nodes on the same store: the recipients reached here, waiting to claim their
+    /// delivery watermarks (`receipts::claim_loop`); none for a node alone.
+    pub claims: Option<Arc<Claims>>,
     /// The broker's subscriber for this node, which the bus holds weakly.
     _delivery: Arc<dyn Subscriber>,
 }
@@ -69,6 +73,7 @@ pub struct Parts {
     pub fanout: Arc<Fanout>,
     pub sequencer: Option<Arc<Sequencer>>,
     pub sweep: Arc<tokio::sync::Notify>,
+    pub claims: Option<Arc<Claims>>,
     /// Keeps the broker's subscriber alive as long as the node (the bus holds it weakly).
     delivery: Arc<dyn Subscriber>,
 }
@@ -101,26 +106,24 @@ impl Parts {
         sequencer: Option<Arc<Sequencer>>,
         connect: impl FnOnce(std::sync::Weak<dyn Subscriber>) -> Arc<dyn Broker>,
     ) -> Self {
-        let hub = Arc::new(Hub::new(limits));
-        let delivery = Arc::new(Delivery {
-            hub: Arc::clone(&hub),
-            clock,
-            sequencer: sequencer.clone(),
-            broker: std::sync::OnceLock::new(),
-        });
-        let broker = connect(Arc::downgrade(&(Arc::clone(&delivery) as Arc<dyn Subscriber>)));
-        let _ = delivery.broker.set(Arc::downgrade(&broker));
-        let delivery: Arc<dyn Subscriber> = delivery;
+        // Nodes that share a store share recipients too: the store decides who sends a receipt.
+        let claims = sequencer.as_ref().map(|_| Arc::new(Claims::new(Arc::clone(&metrics))));
+        let hub = Hub::new(limits);
+        let hub = Arc::new(if claims.is_some() { hub.with_claimed_receipts() } else { hub });
+        let delivery: Arc<dyn Subscriber> =
+            Arc::new(Delivery { hub: Arc::clone(&hub), clock, sequencer: sequencer.clone(), claims: claims.clone() });
+        let broker = connect(Arc::downgrade(&delivery));
         let fanout = Arc::new(Fanout {
             hub: Arc::clone(&hub),
             broker: Arc::clone(&broker),
             metrics: Arc::clone(&metrics),
             clock,
             sequencer: sequencer.clone(),
+            claims: claims.clone(),
         });
         let presence = Arc::new(LocalPresence::default());
         let sweep = Arc::default();
-        Self { hub, broker, presence, clock, metrics, fanout, sequencer, sweep, delivery }
+        Self { hub, broker, presence, clock, metrics, fanout, sequencer, sweep, claims, delivery }
     }
 }
 
@@ -136,7 +139,7 @@ pub struct Services {
 
 impl Node {
     pub fn new(parts: Parts, services: Services) -> Arc<Self> {
-        let Parts { hub, broker, presence, clock, metrics, fanout: _, sequencer, sweep, delivery } = parts;
+        let Parts { hub, broker, presence, clock, metrics, fanout: _, sequencer, sweep, claims, delivery } = parts;
         Arc::new(Self {
             hub,
             store: services.store,
@@ -150,6 +153,7 @@ impl Node {
             certificate: services.certificate,
             sequencer,
             sweep,
+            claims,
             _delivery: delivery,
         })
     }
@@ -224,7 +228,7 @@ impl Node {
     /// broker brought (see [`Sequencer::fill`]).
     pub fn fill(&self, c: &ConversationId, after: confab_codec::Seq, read: Vec<Message>) {
         if let Some(s) = &self.sequencer {
-            dispatch_ready(&self.hub, self.broker.as_ref(), self.clock, s.fill(c, after, read));
+            dispatch_ready(&self.hub, self.claims.as_deref(), self.clock, s.fill(c, after, read));
         }
     }
 
@@ -297,11 +301,35 @@ impl Node {
         });
     }
 
-    /// Tells the sender's connections, here and on the other nodes, that `recipient` got
-    /// `message` (a replay caught them up).
+    /// Tells the sender's connections that `recipient` got `message` (a replay caught them up):
+    /// at once on a node alone, which has recorded the watermark; in a cluster once this node
+    /// has won the watermark in the store.
     pub fn tell_delivered(&self, message: &Message, recipient: UserId, now: confab_codec::Timestamp) {
-        self.hub.tell_delivered(message, recipient.clone(), now);
-        send_receipts(&self.hub, self.broker.as_ref(), self.clock, message, &[recipient]);
+        match &self.claims {
+            Some(claims) => claims.claim(message, vec![recipient]),
+            None => self.hub.tell_delivered(message, recipient, now),
+        }
+    }
+
+    /// Whether delivery watermarks are moved by claims ([`Node::tell_delivered`]) rather than
+    /// by the caller.
+    pub fn claims_receipts(&self) -> bool {
+        self.claims.is_some()
+    }
+
+    /// Cluster mode: `message:delivered` for a watermark this node won, to the sender's
+    /// connections here and on the other nodes.
+    pub(crate) fn send_receipt(&self, message: &Message, recipient: UserId) {
+        self.hub.tell_delivered(message, recipient.clone(), self.clock.now());
+        let topic = Topic::User(message.sender_id.clone());
+        if !self.broker.has_audience(&topic) {
+            return;
+        }
+        for ev in self.hub.delivered_events(message, &[recipient], self.clock.now()) {
+            if let Err(e) = self.broker.publish(&topic, Publication::Receipt(ev)) {
+                tracing::debug!(error = %e, "publishing a receipt");
+            }
+        }
     }
 
     /// Publishes for the other nodes, if any may hear it (none does for a node alone: nothing
@@ -315,25 +343,13 @@ impl Node {
     }
 }
 
-/// Delivers messages the sequencer released, in their order, and sends the receipts of the
-/// recipients reached here to the senders' connections on the other nodes.
-fn dispatch_ready(hub: &Hub, broker: &dyn Broker, clock: Clock, ready: Vec<Ready>) {
+/// Delivers messages the sequencer released, in their order, and queues the receipts of the
+/// recipients reached here for their claims.
+fn dispatch_ready(hub: &Hub, claims: Option<&Claims>, clock: Clock, ready: Vec<Ready>) {
     for (m, requester) in ready {
         let reached = hub.dispatch_message(&m, requester.as_ref(), clock.now());
-        send_receipts(hub, broker, clock, &m, &reached);
-    }
-}
-
-/// Cluster mode: the `message:delivered` of recipients reached on this node, for the sender's
-/// connections on the others (the sender's connections here have theirs from the hub).
-fn send_receipts(hub: &Hub, broker: &dyn Broker, clock: Clock, m: &Message, reached: &[UserId]) {
-    let topic = Topic::User(m.sender_id.clone());
-    if reached.is_empty() || !broker.has_audience(&topic) {
-        return;
-    }
-    for ev in hub.delivered_events(m, reached, clock.now()) {
-        if let Err(e) = broker.publish(&topic, Publication::Receipt(ev)) {
-            tracing::debug!(error = %e, "publishing a receipt");
+        if let Some(claims) = claims {
+            claims.claim(&m, reached);
         }
     }
 }
@@ -347,24 +363,22 @@ pub struct Fanout {
     metrics: Arc<Metrics>,
     clock: Clock,
     sequencer: Option<Arc<Sequencer>>,
+    claims: Option<Arc<Claims>>,
 }
 
 impl Fanout {
     /// Delivers a local commit here. Through the sequencer (other nodes on the store) it may
-    /// wait behind another node's earlier message; the members it reaches then are not
-    /// reported, and their delivery marks wait for a later message (a repeated receipt at
-    /// worst, never a lost message).
+    /// wait behind another node's earlier message; the recipients reached claim their
+    /// watermarks themselves then, so none is left for the store's writer to record.
     fn dispatch(&self, message: &Message, requester: Option<&Requester>) -> Vec<UserId> {
         let Some(s) = &self.sequencer else { return self.hub.dispatch_message(message, requester, self.clock.now()) };
-        let mut advanced = Vec::new();
-        for (m, r) in s.admit(message.clone(), requester.cloned(), self.clock.instant()) {
-            let reached = self.hub.dispatch_message(&m, r.as_ref(), self.clock.now());
-            send_receipts(&self.hub, self.broker.as_ref(), self.clock, &m, &reached);
-            if m.seq == message.seq {
-                advanced = reached;
-            }
-        }
-        advanced
+        dispatch_ready(
+            &self.hub,
+            self.claims.as_deref(),
+            self.clock,
+            s.admit(message.clone(), requester.cloned(), self.clock.instant()),
+        );
+        Vec::new()
     }
 }
 
@@ -389,9 +403,7 @@ struct Delivery {
     hub: Arc<Hub>,
     clock: Clock,
     sequencer: Option<Arc<Sequencer>>,
-    /// Where receipts for the other nodes' senders go; set once the broker exists (it is made
-    /// for this subscriber).
-    broker: std::sync::OnceLock<std::sync::Weak<dyn Broker>>,
+    claims: Option<Arc<Claims>>,
 }
 
 impl Subscriber for Delivery {
@@ -400,12 +412,7 @@ impl Subscriber for Delivery {
             (Topic::Conversation(_), Publication::Message(m)) => match &self.sequencer {
                 Some(s) => {
                     let ready = s.admit(Message::clone(m), None, self.clock.instant());
-                    match self.broker.get().and_then(std::sync::Weak::upgrade) {
-                        Some(broker) => dispatch_ready(&self.hub, broker.as_ref(), self.clock, ready),
-                        None => ready.into_iter().for_each(|(m, r)| {
-                            self.hub.dispatch_message(&m, r.as_ref(), self.clock.now());
-                        }),
-                    }
+                    dispatch_ready(&self.hub, self.claims.as_deref(), self.clock, ready);
                 }
                 None => {
                     self.hub.dispatch_message(m, None, self.clock.now());
@@ -440,7 +447,8 @@ const REPAIR_READ: u32 = 1000;
 
 /// The repair loop of a node that shares its store (one with a sequencer): fills the gaps the
 /// broker left from the store, and sweeps every [`SWEEP_EVERY`] (and when the broker
-/// reconnects, `Node::sweep`). Ends on shutdown.
+/// reconnects, `Node::sweep`): for lost last messages, and for photo expiries a dead node was
+/// timing. Ends on shutdown.
 pub async fn repair_loop(node: Arc<Node>) {
     let Some(sequencer) = node.sequencer.clone() else { return };
     let mut tick = tokio::time::interval(REPAIR_EVERY);
@@ -457,6 +465,7 @@ pub async fn repair_loop(node: Arc<Node>) {
         if sweep_now || now.duration_since(swept) >= SWEEP_EVERY {
             swept = now;
             todo.extend(behind(&node, &sequencer).await);
+            crate::session::announce_overdue(&node).await;
         }
         for (c, after) in todo {
             match node.store.messages_after(&c, after, REPAIR_READ).await {

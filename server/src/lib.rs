@@ -211,8 +211,9 @@ async fn start_on(
     let node = Node::new(parts, services);
     session::rearm_all(&node).await;
     if node.sequencer.is_some() {
-        // Both end on shutdown.
+        // All end on shutdown.
         tasks.spawn(node::repair_loop(Arc::clone(&node)));
+        tasks.spawn(confab_core::receipts::claim_loop(Arc::clone(&node)));
         tasks.spawn(shed_while_cut_off(Arc::clone(&node)));
     }
     if let Some(p) = &presence {

@@ -76,12 +76,12 @@ impl Cluster {
         Cluster::start_with(n, &[])
     }
 
-    /// `n` nodes, each started with `extra` flags too.
     /// Another node on the cluster's database, reaching NATS at `broker` (a proxy, say).
     pub fn start_node(&self, broker: &str) -> Server {
         Server::start(&["--store", &self.database, "--broker", broker])
     }
 
+    /// `n` nodes, each started with `extra` flags too.
     pub fn start_with(n: usize, extra: &[&str]) -> Option<Cluster> {
         let nats = Nats::start()?;
         let database = super::scratch_postgres()?;

@@ -21,7 +21,7 @@ mod tests;
 mod timers;
 
 pub use driver::run;
-pub use expiry::rearm_all;
+pub use expiry::{announce_overdue, rearm_all};
 
 use crate::auth::{AuthError, Identity};
 use crate::error::{CloseReason, SessionError};

@@ -158,7 +158,8 @@ impl Session {
         let mut after = since;
         let mut delivered_up_to = Seq::ZERO;
         let result = self.replay_pages(c, &mut after, &mut delivered_up_to).await;
-        if delivered_up_to > Seq::ZERO {
+        // In a cluster the receipts' claims move the watermark (`Node::tell_delivered`).
+        if delivered_up_to > Seq::ZERO && !self.node.claims_receipts() {
             self.node.store.mark_delivered(c, self.user(), delivered_up_to).await?;
         }
         result.map(|()| after)
@@ -447,12 +448,13 @@ impl Session {
             // SPEC §4: a view after expiry is an error, and the URL is never served again.
             return Err(SessionError::NotFound(format!("photo {id} has expired")));
         }
-        let viewed = self.node.store.view_photo(&id, self.user(), t).await?;
+        let (viewed, started) = self.node.store.view_photo(&id, self.user(), t).await?;
         let Some(expires_at) = viewed.expires_at() else {
             // The sender looking at their own photo: no clock, no notice.
             return Ok(());
         };
-        if photo.first_viewed_at.is_none() {
+        // The node whose view started the clock times it (of two at once, the store picks one).
+        if started {
             super::expiry::arm(&self.node, viewed.clone());
         }
         let c = viewed.conversation_id.clone();

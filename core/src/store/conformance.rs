@@ -128,10 +128,18 @@ async fn marks(store: &dyn Store, rec: &Recorder) {
     let mut found = store.message_seqs(&conv, &[ids[2].clone(), missing, ids[0].clone()]).await.unwrap();
     found.sort_by_key(|(_, s)| *s);
     assert_eq!(found, [(ids[0].clone(), Seq(1)), (ids[2].clone(), Seq(3))]);
-    store.mark_delivered(&conv, &b, Seq(2)).await.unwrap();
-    store.mark_delivered(&conv, &b, Seq(1)).await.unwrap();
+    assert!(store.mark_delivered(&conv, &b, Seq(2)).await.unwrap(), "moved");
+    assert!(!store.mark_delivered(&conv, &b, Seq(1)).await.unwrap(), "not moved");
     let delivered = |info: ConversationInfo| info.members.iter().find(|m| m.user_id == b).unwrap().delivered;
     assert_eq!(delivered(store.conversation(&conv).await.unwrap().unwrap()), Seq(2), "never backwards");
+    // Claims (cluster mode's receipts): each mark that moves is reported once, to one caller.
+    let marks =
+        [(conv.clone(), b.clone(), Seq(3)), (conv.clone(), a.clone(), Seq(1)), (conv.clone(), b.clone(), Seq(1))];
+    let mut won = store.claim_delivered(&marks[..2]).await.unwrap();
+    won.sort_unstable();
+    assert_eq!(won, [0, 1]);
+    assert!(store.claim_delivered(&marks).await.unwrap().is_empty(), "claimed already, or behind");
+    assert_eq!(delivered(store.conversation(&conv).await.unwrap().unwrap()), Seq(3));
     // The fan-out reached b with the next message: recorded by the store (with a later write).
     *rec.reached.lock().unwrap() = vec![b.clone()];
     store.append(text(&conv, &a, "m3", None)).await.unwrap();
@@ -230,16 +238,18 @@ async fn photos_inbox_attachments(store: &dyn Store) {
     store.create_photo(photo.clone()).await.unwrap();
     assert_eq!(store.photo(&id).await.unwrap(), Some(photo));
     assert!(store.ticking_photos().await.unwrap().is_empty());
-    let by_sender = store.view_photo(&id, &a, Timestamp::from_millis(2_000)).await.unwrap();
-    assert_eq!(by_sender.first_viewed_at, None, "the sender's view starts nothing");
-    let first = store.view_photo(&id, &b, Timestamp::from_millis(3_000)).await.unwrap();
-    let second = store.view_photo(&id, &b, Timestamp::from_millis(4_000)).await.unwrap();
+    let (by_sender, started) = store.view_photo(&id, &a, Timestamp::from_millis(2_000)).await.unwrap();
+    assert_eq!((by_sender.first_viewed_at, started), (None, false), "the sender's view starts nothing");
+    let (first, started_first) = store.view_photo(&id, &b, Timestamp::from_millis(3_000)).await.unwrap();
+    let (second, started_second) = store.view_photo(&id, &b, Timestamp::from_millis(4_000)).await.unwrap();
     assert_eq!(
         (first.first_viewed_at, second.first_viewed_at),
         (Some(Timestamp::from_millis(3_000)), first.first_viewed_at)
     );
+    assert_eq!((started_first, started_second), (true, false), "one view starts the clock");
     assert_eq!(second.expires_at(), Some(Timestamp::from_millis(13_000)));
     assert_eq!(store.ticking_photos().await.unwrap().len(), 1);
+    assert!(store.claim_expiry(&id).await.unwrap(), "the first announcer of the expiry");
     let missing = PhotoId::parse("ph_missing").unwrap();
     assert!(matches!(store.view_photo(&missing, &b, Timestamp::from_millis(1)).await, Err(StoreError::NotFound(_))));
 

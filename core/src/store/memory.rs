@@ -163,12 +163,15 @@ impl Store for MemoryStore {
         })
     }
 
-    fn mark_delivered(&self, c: &ConversationId, user: &UserId, seq: Seq) -> StoreFuture<'_, ()> {
+    fn mark_delivered(&self, c: &ConversationId, user: &UserId, seq: Seq) -> StoreFuture<'_, bool> {
         self.with(|s| {
-            if let Some(member) = s.conversations.get_mut(c).and_then(|conv| conv.members.get_mut(user)) {
-                member.delivered = member.delivered.max(seq);
-            }
-            Ok(())
+            Ok(match s.conversations.get_mut(c).and_then(|conv| conv.members.get_mut(user)) {
+                Some(member) if member.delivered < seq => {
+                    member.delivered = seq;
+                    true
+                }
+                _ => false,
+            })
         })
     }
 
@@ -296,13 +299,14 @@ impl Store for MemoryStore {
         self.with(|s| Ok(s.photos.get(id).cloned()))
     }
 
-    fn view_photo(&self, id: &PhotoId, viewer: &UserId, now: Timestamp) -> StoreFuture<'_, Photo> {
+    fn view_photo(&self, id: &PhotoId, viewer: &UserId, now: Timestamp) -> StoreFuture<'_, (Photo, bool)> {
         self.with(|s| {
             let p = s.photos.get_mut(id).ok_or_else(|| StoreError::NotFound(format!("photo {id} not found")))?;
-            if p.first_viewed_at.is_none() && &p.sender_id != viewer {
+            let started = p.first_viewed_at.is_none() && &p.sender_id != viewer;
+            if started {
                 p.first_viewed_at = Some(now);
             }
-            Ok(p.clone())
+            Ok((p.clone(), started))
         })
     }
 

@@ -202,6 +202,9 @@ pub struct InboxItem {
     pub data: Metadata,
 }
 
+/// A member's delivery watermark to move: conversation, member, seq.
+pub type DeliveryMark = (ConversationId, UserId, Seq);
+
 /// Where a store hands each newly committed message (and who asked for it), in commit order,
 /// before its `append` returns: the node's fan-out. It runs on the store's writer, so it must
 /// not block (it only fills bounded queues). It returns the members whose delivery watermark
@@ -220,8 +223,23 @@ pub trait Store: Send + Sync + 'static {
     fn delete_message(&self, c: &ConversationId, m: &MessageId, by: &UserId) -> StoreFuture<'_, Message>;
     /// Moves a member's read watermark forward to the message; `None` if it was already past it.
     fn mark_read(&self, c: &ConversationId, user: &UserId, m: &MessageId) -> StoreFuture<'_, Option<Seq>>;
-    /// Moves a member's delivery watermark forward to `seq`.
-    fn mark_delivered(&self, c: &ConversationId, user: &UserId, seq: Seq) -> StoreFuture<'_, ()>;
+    /// Moves a member's delivery watermark forward to `seq`; true if it moved (a conditional
+    /// update: of several nodes marking the same seq, one is told so).
+    fn mark_delivered(&self, c: &ConversationId, user: &UserId, seq: Seq) -> StoreFuture<'_, bool>;
+    /// Moves many delivery watermarks (distinct conversation and member pairs); the indices of
+    /// `marks` that moved. Cluster mode: the node told so alone sends `message:delivered`.
+    fn claim_delivered(&self, marks: &[DeliveryMark]) -> StoreFuture<'_, Vec<usize>> {
+        let marks = marks.to_vec();
+        Box::pin(async move {
+            let mut won = Vec::new();
+            for (i, (c, u, s)) in marks.iter().enumerate() {
+                if self.mark_delivered(c, u, *s).await? {
+                    won.push(i);
+                }
+            }
+            Ok(won)
+        })
+    }
     /// The seqs of those of `ids` that are messages of `c` (not deleted), in no order.
     fn message_seqs(&self, c: &ConversationId, ids: &[MessageId]) -> StoreFuture<'_, Vec<(MessageId, Seq)>>;
     /// Messages with seq greater than `after`, oldest first, at most `limit`.
@@ -260,10 +278,19 @@ pub trait Store: Send + Sync + 'static {
     fn create_photo(&self, p: Photo) -> StoreFuture<'_, ()>;
     fn photo(&self, id: &PhotoId) -> StoreFuture<'_, Option<Photo>>;
     /// Records a view by `viewer`; the first view by someone other than the sender starts the
-    /// clock. Returns the photo as it is after the view.
-    fn view_photo(&self, id: &PhotoId, viewer: &UserId, now: Timestamp) -> StoreFuture<'_, Photo>;
-    /// Photos viewed but not yet expired, to re-arm their timers after a restart.
+    /// clock (a conditional update: of several nodes, one starts it). Returns the photo as it
+    /// is after the view, and whether this view started the clock.
+    fn view_photo(&self, id: &PhotoId, viewer: &UserId, now: Timestamp) -> StoreFuture<'_, (Photo, bool)>;
+    /// Photos viewed, to arm their timers after a restart (and in a cluster to announce those
+    /// a dead node was timing); a store that records [`Store::claim_expiry`] leaves out those
+    /// already announced.
     fn ticking_photos(&self) -> StoreFuture<'_, Vec<Photo>>;
+    /// Records that a photo's expiry is being announced; true for the one caller that did it
+    /// first. A store of one node needs no record: a photo's timer runs once there.
+    fn claim_expiry(&self, id: &PhotoId) -> StoreFuture<'_, bool> {
+        let _ = id;
+        Box::pin(async { Ok(true) })
+    }
     fn inbox_push(&self, user: &UserId, item: InboxItem) -> StoreFuture<'_, ()>;
     /// Takes (and removes) a user's inbox, oldest first.
     fn inbox_take(&self, user: &UserId) -> StoreFuture<'_, Vec<InboxItem>>;

@@ -292,6 +292,14 @@ const MEMBERSHIPS: &str = "WITH mine AS MATERIALIZED (
      LEFT JOIN members other ON mine.n < $2 AND other.conversation_id = mine.id
      ORDER BY c.last_seq DESC, c.id, other.user_id";
 
+/// Moves delivery watermarks that are behind; returns the input positions (`$1`) that moved.
+/// Under READ COMMITTED an update that finds its row changed by a committed claim re-checks
+/// `delivered_seq < s` on the new row, so one claim of a seq wins and the others see it done.
+const CLAIM_DELIVERED: &str = "UPDATE members m SET delivered_seq = d.s
+     FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[]) AS d(i, c, u, s)
+     WHERE m.conversation_id = d.c AND m.user_id = d.u AND m.delivered_seq < d.s
+     RETURNING d.i";
+
 impl Store for PgStore {
     fn append(&self, m: NewMessage) -> StoreFuture<'_, Appended> {
         boxed(async move {
@@ -352,7 +360,7 @@ impl Store for PgStore {
         })
     }
 
-    fn mark_delivered(&self, c: &ConversationId, user: &UserId, s: Seq) -> StoreFuture<'_, ()> {
+    fn mark_delivered(&self, c: &ConversationId, user: &UserId, s: Seq) -> StoreFuture<'_, bool> {
         let (c, u) = (c.clone(), user.clone());
         boxed(async move {
             let n = self
@@ -361,7 +369,23 @@ impl Store for PgStore {
                     &[&c.as_str(), &u.as_str(), &sql_seq(s)],
                 )
                 .await;
-            self.track(n).map(drop)
+            self.track(n).map(|n| n > 0)
+        })
+    }
+
+    fn claim_delivered(&self, marks: &[DeliveryMark]) -> StoreFuture<'_, Vec<usize>> {
+        let mut marks: Vec<(usize, &DeliveryMark)> = marks.iter().enumerate().collect();
+        // Rows locked in one order on every node: two claims never wait on each other in a cycle.
+        marks.sort_by(|a, b| (&a.1.0, &a.1.1).cmp(&(&b.1.0, &b.1.1)));
+        let index: Vec<i64> = marks.iter().map(|(i, _)| *i as i64).collect();
+        let convs: Vec<String> = marks.iter().map(|(_, m)| m.0.as_str().to_owned()).collect();
+        let users: Vec<String> = marks.iter().map(|(_, m)| m.1.as_str().to_owned()).collect();
+        let seqs: Vec<i64> = marks.iter().map(|(_, m)| sql_seq(m.2)).collect();
+        boxed(async move {
+            // A node that finds a row locked waits, then re-checks the condition on the row the
+            // other committed: of two nodes claiming one seq, exactly one gets its index back.
+            let rows = self.query(CLAIM_DELIVERED, &[&index, &convs, &users, &seqs]).await;
+            self.track(rows)?.iter().map(|r| r.try_get::<_, i64>(0).map(|i| i as usize).map_err(rows::pg)).collect()
         })
     }
 
@@ -569,7 +593,7 @@ impl Store for PgStore {
         })
     }
 
-    fn view_photo(&self, id: &PhotoId, viewer: &UserId, now: Timestamp) -> StoreFuture<'_, Photo> {
+    fn view_photo(&self, id: &PhotoId, viewer: &UserId, now: Timestamp) -> StoreFuture<'_, (Photo, bool)> {
         let (id, viewer) = (id.clone(), viewer.clone());
         boxed(async move {
             // The first view by someone other than the sender starts the clock: a conditional
@@ -583,20 +607,39 @@ impl Store for PgStore {
                 )
                 .await;
             if let Some(r) = self.track(started)?.first() {
-                return photo(r);
+                return Ok((photo(r)?, true));
             }
             let rows =
                 self.query(&format!("SELECT {PHOTO_COLUMNS} FROM photos WHERE id = $1"), &[&id.as_str()]).await?;
-            rows.first().map(photo).transpose()?.ok_or_else(|| StoreError::NotFound(format!("photo {id} not found")))
+            let p = rows.first().map(photo).transpose()?;
+            Ok((p.ok_or_else(|| StoreError::NotFound(format!("photo {id} not found")))?, false))
         })
     }
 
     fn ticking_photos(&self) -> StoreFuture<'_, Vec<Photo>> {
         boxed(async move {
             let rows = self
-                .query(&format!("SELECT {PHOTO_COLUMNS} FROM photos WHERE first_viewed_at IS NOT NULL"), &[])
+                .query(
+                    &format!(
+                        "SELECT {PHOTO_COLUMNS} FROM photos WHERE first_viewed_at IS NOT NULL AND NOT expiry_announced"
+                    ),
+                    &[],
+                )
                 .await?;
             rows.iter().map(photo).collect()
+        })
+    }
+
+    fn claim_expiry(&self, id: &PhotoId) -> StoreFuture<'_, bool> {
+        let id = id.clone();
+        boxed(async move {
+            let n = self
+                .execute(
+                    "UPDATE photos SET expiry_announced = true WHERE id = $1 AND NOT expiry_announced",
+                    &[&id.as_str()],
+                )
+                .await;
+            self.track(n).map(|n| n > 0)
         })
     }
 

@@ -11,7 +11,7 @@ use super::*;
 const MIGRATION_LOCK: i64 = 0x0000_636f_6e66_6162;
 
 /// The migrations, in order; a released one is never edited, only followed by another.
-const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2)];
+const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2), (3, V3)];
 /// How many migrations there are.
 #[cfg(test)]
 pub(super) const VERSIONS: usize = MIGRATIONS.len();
@@ -319,4 +319,12 @@ BEGIN
     RETURN total;
 END
 $$;
+"#;
+
+/// Cluster mode: a photo's expiry is announced by the one node that marks it (a dead node's
+/// timers are taken over by the others' sweep, and a node that starts arms every ticking one).
+const V3: &str = r#"
+ALTER TABLE photos ADD COLUMN expiry_announced boolean NOT NULL DEFAULT false;
+DROP INDEX photos_ticking;
+CREATE INDEX photos_ticking ON photos (id) WHERE first_viewed_at IS NOT NULL AND NOT expiry_announced;
 "#;

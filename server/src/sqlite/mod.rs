@@ -254,7 +254,7 @@ impl Store for SqliteStore {
         self.write(move |r| Write::MarkRead(c, u, m, r))
     }
 
-    fn mark_delivered(&self, c: &ConversationId, user: &UserId, seq: Seq) -> StoreFuture<'_, ()> {
+    fn mark_delivered(&self, c: &ConversationId, user: &UserId, seq: Seq) -> StoreFuture<'_, bool> {
         let (c, u) = (c.clone(), user.clone());
         self.write(move |r| Write::MarkDelivered(c, u, seq, r))
     }
@@ -455,7 +455,7 @@ impl Store for SqliteStore {
         self.read(move |t| photo(t, &id))
     }
 
-    fn view_photo(&self, id: &PhotoId, viewer: &UserId, now: Timestamp) -> StoreFuture<'_, Photo> {
+    fn view_photo(&self, id: &PhotoId, viewer: &UserId, now: Timestamp) -> StoreFuture<'_, (Photo, bool)> {
         let (id, viewer) = (id.clone(), viewer.clone());
         self.write(move |r| Write::ViewPhoto(id, viewer, now, r))
     }

@@ -95,12 +95,12 @@ pub(super) enum Write {
     Append(NewMessage, Reply<Appended>),
     Delete(ConversationId, MessageId, UserId, Reply<Message>),
     MarkRead(ConversationId, UserId, MessageId, Reply<Option<Seq>>),
-    MarkDelivered(ConversationId, UserId, Seq, Reply<()>),
+    MarkDelivered(ConversationId, UserId, Seq, Reply<bool>),
     Create(ConversationId, Vec<UserId>, Option<u32>, Reply<ConversationInfo>),
     SetMembers(ConversationId, Vec<UserId>, Reply<ConversationInfo>),
     DeleteConversation(ConversationId, Reply<()>),
     CreatePhoto(Photo, Reply<()>),
-    ViewPhoto(PhotoId, UserId, Timestamp, Reply<Photo>),
+    ViewPhoto(PhotoId, UserId, Timestamp, Reply<(Photo, bool)>),
     InboxPush(UserId, InboxItem, Reply<()>),
     InboxTake(UserId, Reply<Vec<InboxItem>>),
     PutAttachment(Attachment, Reply<()>),
@@ -434,12 +434,13 @@ pub(super) fn apply_one(tx: &mut Transaction<'_>, w: Write, seqs: &mut Seqs) -> 
         }),
         Write::ViewPhoto(id, viewer, now, reply) => step(tx, reply, |t| {
             let mut p = photo(t, &id)?.ok_or_else(|| StoreError::NotFound(format!("photo {id} not found")))?;
-            if p.first_viewed_at.is_none() && p.sender_id != viewer {
+            let started = p.first_viewed_at.is_none() && p.sender_id != viewer;
+            if started {
                 exec(t, "UPDATE photos SET first_viewed_at = ?1 WHERE id = ?2", params![now.as_millis(), id.as_str()])
                     .map_err(db)?;
                 p.first_viewed_at = Some(now);
             }
-            Ok(p)
+            Ok((p, started))
         }),
         Write::InboxPush(u, item, reply) => step(tx, reply, |t| {
             let data = serde_json::to_string(&item.data).map_err(|e| StoreError::Database(e.to_string()))?;
@@ -556,14 +557,14 @@ pub(super) fn mark_read(
     Ok((n > 0).then_some(seq))
 }
 
-pub(super) fn mark_delivered(t: &Connection, c: &ConversationId, u: &UserId, seq: Seq) -> Result<(), StoreError> {
-    exec(
+pub(super) fn mark_delivered(t: &Connection, c: &ConversationId, u: &UserId, seq: Seq) -> Result<bool, StoreError> {
+    let n = exec(
         t,
         "UPDATE members SET delivered_seq = ?1 WHERE conversation_id = ?2 AND user_id = ?3 AND delivered_seq < ?1",
         params![seq.0 as i64, c.as_str(), u.as_str()],
     )
     .map_err(db)?;
-    Ok(())
+    Ok(n > 0)
 }
 
 pub(super) fn replace_members(t: &Connection, c: &ConversationId, members: &[UserId]) -> Result<(), StoreError> {
