@@ -435,6 +435,142 @@ async fn a_photo_timed_by_a_killed_node_still_expires_once() {
     alice.expect_none("ephemeral_photo:expired", Duration::from_secs(6)).await;
 }
 
+fn readyz(s: &support::Server) -> u16 {
+    support::http(&s.addr, "GET", "/readyz", None, None).0
+}
+
+/// The messages of `c1` as stored, oldest first, read through `s`.
+fn stored(s: &support::Server) -> Vec<String> {
+    let auth = format!("Bearer {}", s.token("alice"));
+    let (status, body) =
+        support::http(&s.addr, "GET", "/v1/chat/conversations/c1/messages?limit=100", Some(&auth), None);
+    assert_eq!(status, 200, "{body}");
+    let messages = body["messages"].as_array().cloned().or_else(|| body.as_array().cloned()).unwrap();
+    messages.iter().map(|m| m["content"].as_str().unwrap().to_owned()).collect()
+}
+
+/// One node is cut off from PostgreSQL (a black-holing proxy) while another keeps serving:
+/// the cut node acknowledges nothing and goes not ready, and its client still hears what the
+/// other node stores (NATS carries it). After the heal the client's refused sends, sent again
+/// with their `local_id`s, are stored once, and everyone has everything once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_postgres_acknowledges_nothing_while_the_others_serve() {
+    let Some(c) = Cluster::start(1) else { return };
+    let proxy = support::proxy::Proxy::start(c.postgres_addr());
+    let cut = c.start_node_through(&proxy);
+    c.nodes[0].conversation("c1", &["alice", "bob"]);
+    let mut alice = c.nodes[0].client("alice").await;
+    let mut bob = cut.client("bob").await;
+    alice.join("c1").await;
+    bob.join("c1").await;
+    alice.say("c1", "before").await;
+    assert_eq!(content(&bob.expect("message:new").await), "before");
+
+    proxy.cut();
+    let cut_at = Instant::now();
+    let send = |i: usize| json!({"conversation_id": "c1", "content": format!("bob {i}"), "local_id": format!("b{i}")});
+    let mut rids = Vec::new();
+    for i in 0..2 {
+        rids.push(bob.send("message:send", send(i)).await);
+    }
+    for i in 0..3 {
+        alice.say("c1", &format!("alice {i}")).await;
+    }
+    for i in 0..3 {
+        let got = bob.expect("message:new").await;
+        assert_eq!((content(&got), seq(&got)), (format!("alice {i}").as_str(), 2 + i as u64), "live through NATS");
+    }
+    while readyz(&cut) != 503 {
+        assert!(cut_at.elapsed() < Duration::from_secs(8), "still ready 8 s after the cut");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let not_ready_after = cut_at.elapsed();
+    assert_eq!(readyz(&c.nodes[0]), 200, "the other node is unaffected");
+    assert!(bob.seen.iter().all(|e| e["type"] != "message:sent"), "acknowledged while cut off: {:?}", bob.seen);
+
+    proxy.heal();
+    let healed_at = Instant::now();
+    // Each send has its answer: refused (to be sent again), or stored after the heal.
+    let mut retry = Vec::new();
+    for (i, rid) in rids.iter().enumerate() {
+        let e = loop {
+            let e = bob.expect_any(&["message:sent", "error"]).await;
+            if e["request_id"] == rid.as_str() || e["data"]["request_id"] == rid.as_str() {
+                break e;
+            }
+        };
+        if e["type"] == "error" {
+            assert_eq!(e["data"]["code"], "SERVICE_UNAVAILABLE", "{e}");
+            retry.push(i);
+        }
+    }
+    while readyz(&cut) != 200 {
+        assert!(healed_at.elapsed() < Duration::from_secs(30), "not ready 30 s after the heal");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!("not ready {not_ready_after:?} after the cut, ready {:?} after the heal", healed_at.elapsed());
+    for i in retry {
+        let rid = bob.send("message:send", send(i)).await;
+        loop {
+            let e = bob.expect_any(&["message:sent", "error"]).await;
+            assert_ne!(e["type"], "error", "{e}");
+            if e["request_id"] == rid.as_str() {
+                break;
+            }
+        }
+    }
+    // (alice hears her own messages too: senders who joined get theirs.)
+    let mut from_bob = Vec::new();
+    while from_bob.len() < 2 {
+        let got = alice.expect("message:new").await;
+        if content(&got).starts_with("bob") {
+            from_bob.push((content(&got).to_owned(), seq(&got)));
+        }
+    }
+    // A refused send retried after a later one that went through comes after it.
+    assert_eq!(from_bob.iter().map(|(_, s)| *s).collect::<Vec<_>>(), [5, 6], "gap-free: {from_bob:?}");
+    let mut contents: Vec<&str> = from_bob.iter().map(|(c, _)| c.as_str()).collect();
+    contents.sort_unstable();
+    assert_eq!(contents, ["bob 0", "bob 1"], "once each");
+    let mut all = stored(&c.nodes[0]);
+    assert_eq!(all[..4], ["before", "alice 0", "alice 1", "alice 2"]);
+    all[4..].sort_unstable();
+    assert_eq!(all[4..], ["bob 0", "bob 1"], "stored once each");
+}
+
+/// A node cut off from PostgreSQL past its presence lease is counted out by the others (its
+/// users offline, once); when the link heals it closes its clients (1001), which connect
+/// again and are counted again: no user is left online nowhere, or offline while connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_past_its_lease_hands_its_clients_back() {
+    let Some(c) = Cluster::start(1) else { return };
+    let proxy = support::proxy::Proxy::start(c.postgres_addr());
+    let cut = c.start_node_through(&proxy);
+    c.nodes[0].conversation("c1", &["alice", "bob"]);
+    let mut alice = c.nodes[0].client("alice").await.ready().await;
+    let mut bob = cut.client("bob").await.ready().await;
+    assert_eq!(alice.expect("user:online").await["data"]["user_id"], "bob");
+    proxy.cut();
+    let cut_at = Instant::now();
+    let offline = loop {
+        match alice.recv_within(Duration::from_secs(30)).await {
+            Some(e) if e["type"] == "user:offline" => break e,
+            Some(_) => {}
+            None => panic!("bob not reported offline 30 s after his node was cut off"),
+        }
+    };
+    assert_eq!(offline["data"]["user_id"], "bob");
+    eprintln!("offline {:.1} s after the cut", cut_at.elapsed().as_secs_f64());
+    proxy.heal();
+    let (code, _) = bob.expect_close().await;
+    assert_eq!(code, 1001, "the node hands its clients back once it finds its lease gone");
+    let _bob = cut.client("bob").await.ready().await;
+    assert_eq!(alice.expect("user:online").await["data"]["user_id"], "bob");
+    alice.expect_none("user:offline", Duration::from_millis(500)).await;
+    let (status, body) = c.nodes[0].api("GET", "/api/v1/presence/bob", None);
+    assert_eq!((status, &body["online"]), (200, &json!(true)), "{body}");
+}
+
 /// The per-user message limit counts every node: with 4 a minute, a user who sends 3 through
 /// one node and 3 through another has 4 stored and 2 refused with `RATE_LIMITED` (each node
 /// counting alone would have let all 6 through).

@@ -125,6 +125,35 @@ impl CpuMeter {
     }
 }
 
+/// The CPU time of every process with one command name (`postgres`: the postmaster and its
+/// backends), counting those that start meanwhile from zero.
+pub(crate) struct NamedCpuMeter {
+    name: &'static str,
+    start: std::collections::HashMap<u32, u64>,
+}
+
+impl NamedCpuMeter {
+    pub(crate) fn start(name: &'static str) -> Self {
+        Self { name, start: named_pids(name).into_iter().filter_map(|p| Some((p, cpu_us(p)?))).collect() }
+    }
+
+    /// Their CPU µs since [`NamedCpuMeter::start`], per one of `messages`.
+    pub(crate) fn per(&self, messages: u64) -> f64 {
+        let spent: u64 = named_pids(self.name)
+            .into_iter()
+            .filter_map(|p| Some(cpu_us(p)?.saturating_sub(self.start.get(&p).copied().unwrap_or(0))))
+            .sum();
+        spent as f64 / messages.max(1) as f64
+    }
+}
+
+fn named_pids(name: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim_end() == name))
+        .collect()
+}
+
 /// The server's CPU time so far (user + system, all threads, dead ones too), in µs.
 fn cpu_us(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

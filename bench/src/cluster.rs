@@ -1,14 +1,15 @@
-//! The cluster scenario (issue 15): two confab nodes, each a child process, on one PostgreSQL
-//! database and a private `nats-server`, on loopback. In the same run it measures 1:1 latency
-//! with both users on one node (the single-node figure on the same store) and with the sender
-//! on one node and the receiver on the other. Beside each figure it reports the nodes' CPU per
-//! message, the store batches per message (one PostgreSQL statement, one round trip each), and
-//! the NATS messages per message.
+//! The cluster scenario (issue 15): three confab nodes, each a child process, on one
+//! PostgreSQL database and a private `nats-server`, on loopback. In the same run it measures
+//! 1:1 latency with both users on one node (the single-node figure on the same store) and with
+//! the sender on one node and the receiver on another; the third node serves nobody, so NATS
+//! must carry it nothing. Beside each figure it reports per message: the nodes' CPU,
+//! PostgreSQL's and NATS's CPU, the store batches (one PostgreSQL statement, one round trip
+//! each), the transactions PostgreSQL committed, the WAL bytes, and the NATS messages.
 //!
 //! It needs `nats-server` on the PATH and a PostgreSQL it may create a database in
 //! (`CONFAB_TEST_POSTGRES`, else the local one). Where either is missing it says so and skips.
 
-use crate::child::{ChildServer, CpuMeter};
+use crate::child::{ChildServer, CpuMeter, NamedCpuMeter};
 use crate::client::Target;
 use crate::scenario::{Report, latency_between};
 use confab_codec::Format;
@@ -18,6 +19,10 @@ use std::time::{Duration, Instant};
 struct Nats(Child);
 
 impl Nats {
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
     fn start() -> Result<(Nats, String), String> {
         let port =
             std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
@@ -85,7 +90,7 @@ pub(crate) struct Load {
 }
 
 pub(crate) async fn run_all(load: Load, report: &dyn Fn(Result<Report, String>) -> bool) -> bool {
-    let (_nats, broker) = match Nats::start() {
+    let (nats, broker) = match Nats::start() {
         Ok(n) => n,
         Err(e) => {
             eprintln!("(cluster: skipped, no nats-server: {e})");
@@ -100,48 +105,75 @@ pub(crate) async fn run_all(load: Load, report: &dyn Fn(Result<Report, String>) 
             return true;
         }
     };
-    let ok = run_on(&database, &broker, &load, report).await;
+    let ok = run_on(&database, (&broker, nats.pid()), &load, report).await;
     if let Err(e) = confab_server::postgres::drop_scratch_database(&server, &database).await {
         eprintln!("(cluster: dropping the scratch database: {e})");
     }
     ok
 }
 
-async fn run_on(database: &str, broker: &str, load: &Load, report: &dyn Fn(Result<Report, String>) -> bool) -> bool {
+/// PostgreSQL's counters for a case: the WAL position and committed transactions (after a
+/// pause, so that the backends' statistics are flushed).
+async fn pg_counters(database: &str) -> Option<(i64, i64)> {
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    confab_server::postgres::wal_and_commits(database).await.map_err(|e| eprintln!("(cluster: {e})")).ok()
+}
+
+async fn run_on(
+    database: &str,
+    (broker, nats_pid): (&str, u32),
+    load: &Load,
+    report: &dyn Fn(Result<Report, String>) -> bool,
+) -> bool {
     let Load { pairs, rate, secs, rounds, threads } = *load;
     let env = [("CONFAB_STORE", database), ("CONFAB_BROKER", broker)];
-    // Both nodes on the servers' core, the load generator on the others (as in `versus`);
+    // The nodes on the servers' core, the load generator on the others (as in `versus`);
     // PostgreSQL and NATS float.
     let pinned = crate::versus::pinning();
     let wrapper: Vec<&str> = match &pinned {
         Some((server, clients)) => {
             crate::versus::pin_self(clients);
-            eprintln!("(cluster: both nodes pinned to core {server}, the load generator to {clients})");
+            eprintln!("(cluster: the nodes pinned to core {server}, the load generator to {clients})");
             vec!["taskset", "-c", server]
         }
         None => Vec::new(),
     };
     let threads = if pinned.is_some() { 1 } else { threads };
     let start = || ChildServer::start_with_env(&wrapper, "127.0.0.1", threads, &env);
-    let (a, b) = match (start(), start()) {
-        (Ok(a), Ok(b)) => (a, b),
-        (Err(e), _) | (_, Err(e)) => return report(Err(format!("cluster: starting a node: {e}"))),
+    let nodes = match (0..3).map(|_| start()).collect::<Result<Vec<_>, _>>() {
+        Ok(nodes) => nodes,
+        Err(e) => return report(Err(format!("cluster: starting a node: {e}"))),
     };
+    let all: Vec<&ChildServer> = nodes.iter().collect();
+    let (a, b) = (&nodes[0], &nodes[1]);
     let target = |n: &ChildServer| Target::Ws(n.http.clone());
     let mut ok = true;
     for _ in 0..rounds {
-        for (name, rx) in [("cluster_1to1_one_node", &a), ("cluster_1to1_two_nodes", &b)] {
-            let before = counters(&[&a, &b]).await;
-            let (cpu_a, cpu_b) = (CpuMeter::start(a.pid()), CpuMeter::start(b.pid()));
-            let r = latency_between(&a.http, &target(&a), &target(rx), pairs, rate, secs, Format::Json).await;
-            let after = counters(&[&a, &b]).await;
+        for (name, rx) in [("cluster_1to1_one_node", a), ("cluster_1to1_two_nodes", b)] {
+            let before = counters(&all).await;
+            let pg_before = pg_counters(database).await;
+            let cpu: Vec<CpuMeter> = all.iter().map(|n| CpuMeter::start(n.pid())).collect();
+            let (pg_cpu, nats_cpu) = (NamedCpuMeter::start("postgres"), CpuMeter::start(nats_pid));
+            let r = latency_between(&a.http, &target(a), &target(rx), pairs, rate, secs, Format::Json).await;
+            let after = counters(&all).await;
             let r = r.map(|mut r| {
                 let n = r.received.max(1);
                 r.scenario = name.to_string();
                 r.server = Some("confab/postgres+nats".into());
-                r.server_cpu_us_per_msg = Some(cpu_a.per(n).unwrap_or(0.0) + cpu_b.per(n).unwrap_or(0.0));
+                r.server_cpu_us_per_msg = Some(cpu.iter().map(|c| c.per(n).unwrap_or(0.0)).sum());
+                r.postgres_cpu_us_per_msg = Some(pg_cpu.per(n));
+                r.nats_cpu_us_per_msg = nats_cpu.per(n);
                 let per = |i: usize| Some((after[i] - before[i]) / n as f64);
                 (r.nats_published_per_msg, r.nats_copies_per_msg, r.store_batches_per_msg) = (per(0), per(1), per(2));
+                r
+            });
+            let pg_after = pg_counters(database).await;
+            let r = r.map(|mut r| {
+                if let (Some((wal0, tx0)), Some((wal1, tx1))) = (pg_before, pg_after) {
+                    let n = r.received.max(1) as f64;
+                    r.wal_bytes_per_msg = Some((wal1 - wal0) as f64 / n);
+                    r.pg_xacts_per_msg = Some((tx1 - tx0) as f64 / n);
+                }
                 r
             });
             ok &= report(r);

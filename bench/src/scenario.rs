@@ -77,6 +77,17 @@ pub(crate) struct Report {
     pub(crate) nats_copies_per_msg: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub(crate) store_batches_per_msg: Option<f64>,
+    /// The cluster scenario, per delivered message: PostgreSQL's CPU (every `postgres`
+    /// process), NATS's CPU, WAL bytes (`pg_current_wal_lsn`) and committed transactions in the
+    /// database (`pg_stat_database`: the writer's batches, receipt claims, presence, reads).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub(crate) postgres_cpu_us_per_msg: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub(crate) nats_cpu_us_per_msg: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub(crate) wal_bytes_per_msg: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub(crate) pg_xacts_per_msg: Option<f64>,
 }
 
 /// An empty latency histogram: 1 µs to 60 s, 3 significant digits.
@@ -289,6 +300,10 @@ pub(crate) fn finish(
         nats_published_per_msg: None,
         nats_copies_per_msg: None,
         store_batches_per_msg: None,
+        postgres_cpu_us_per_msg: None,
+        nats_cpu_us_per_msg: None,
+        wal_bytes_per_msg: None,
+        pg_xacts_per_msg: None,
     }
 }
 

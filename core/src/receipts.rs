@@ -20,6 +20,10 @@ use tokio::sync::mpsc;
 const QUEUE: usize = 65_536;
 /// Most claims settled by one statement.
 const BATCH: usize = 1024;
+/// How long the first claim of a batch waits for others: a receipt a few milliseconds later
+/// costs nobody anything, and a statement for every message would double PostgreSQL's
+/// transactions.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 
 #[derive(Debug)]
 struct Claim {
@@ -70,6 +74,15 @@ pub async fn claim_loop(node: Arc<Node>) {
         tokio::select! {
             () = node.shutdown.cancelled() => return,
             n = rx.recv_many(&mut batch, BATCH) => if n == 0 { return },
+        }
+        if batch.len() < BATCH {
+            tokio::time::sleep(LINGER).await;
+            while batch.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(claim) => batch.push(claim),
+                    Err(_) => break,
+                }
+            }
         }
         let (marks, messages) = newest_per_member(batch.drain(..));
         match node.store.claim_delivered(&marks).await {

@@ -81,6 +81,20 @@ impl Cluster {
         Server::start(&["--store", &self.database, "--broker", broker])
     }
 
+    /// Another node reaching the cluster's PostgreSQL through `proxy` (which it may cut).
+    pub fn start_node_through(&self, proxy: &super::proxy::Proxy) -> Server {
+        // postgres://USER@HOST:PORT/DB: the proxy takes HOST:PORT's place.
+        let (head, name) = self.database.rsplit_once('/').unwrap();
+        let (user, _) = head.rsplit_once('@').unwrap();
+        Server::start(&["--store", &format!("{user}@{}/{name}", proxy.addr), "--broker", &self.nats.url()])
+    }
+
+    /// Where the cluster's PostgreSQL listens, `HOST:PORT` (for a proxy).
+    pub fn postgres_addr(&self) -> String {
+        let (head, _) = self.database.rsplit_once('/').unwrap();
+        head.rsplit_once('@').unwrap().1.to_owned()
+    }
+
     /// `n` nodes, each started with `extra` flags too.
     pub fn start_with(n: usize, extra: &[&str]) -> Option<Cluster> {
         let nats = Nats::start()?;

@@ -155,6 +155,29 @@ impl PgStore {
         timely(client.query(&stmt, params)).await
     }
 
+    /// [`CLAIM_DELIVERED`] in a transaction that commits without waiting for its WAL to reach
+    /// the disk: a receipt's mark is not worth an fsync (one a message, doubling PostgreSQL's
+    /// commit work). Should PostgreSQL crash within its WAL writer's delay, the mark is lost and
+    /// a later delivery claims it again: a repeated receipt, never a lost message. The three
+    /// statements go out together (one round trip); in a failed transaction COMMIT rolls back.
+    async fn claim_rows(&self, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<Vec<Row>, StoreError> {
+        let client = self.client().await?;
+        let stmt = timely(client.prepare_cached(CLAIM_DELIVERED)).await?;
+        let (begun, rows, done) = timely(async {
+            let (b, r, d) = tokio::join!(
+                client.batch_execute("BEGIN; SET LOCAL synchronous_commit = off"),
+                client.query(&stmt, params),
+                client.batch_execute("COMMIT"),
+            );
+            Ok::<_, tokio_postgres::Error>((b, r, d))
+        })
+        .await?;
+        begun.map_err(pg)?;
+        let rows = rows.map_err(pg)?;
+        done.map_err(pg)?;
+        Ok(rows)
+    }
+
     /// Rows changed by one statement on a pooled connection.
     async fn execute(
         &self,
@@ -292,13 +315,16 @@ const MEMBERSHIPS: &str = "WITH mine AS MATERIALIZED (
      LEFT JOIN members other ON mine.n < $2 AND other.conversation_id = mine.id
      ORDER BY c.last_seq DESC, c.id, other.user_id";
 
-/// Moves delivery watermarks that are behind; returns the input positions (`$1`) that moved.
-/// Under READ COMMITTED an update that finds its row changed by a committed claim re-checks
-/// `delivered_seq < s` on the new row, so one claim of a seq wins and the others see it done.
-const CLAIM_DELIVERED: &str = "UPDATE members m SET delivered_seq = d.s
-     FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[]) AS d(i, c, u, s)
-     WHERE m.conversation_id = d.c AND m.user_id = d.u AND m.delivered_seq < d.s
-     RETURNING d.i";
+/// Moves delivery watermarks that are behind (members only); returns the pairs that moved. Of
+/// two claims of one row, the later waits for the earlier's commit and then re-checks
+/// `seq < excluded.seq` on the row it wrote, so one claim of a seq wins and the other sees it
+/// done (the same when both insert: the loser's insert turns into that conditional update).
+const CLAIM_DELIVERED: &str = "INSERT INTO deliveries (conversation_id, user_id, seq)
+     SELECT d.c, d.u, d.s FROM unnest($1::text[], $2::text[], $3::bigint[]) AS d(c, u, s)
+     JOIN members m ON m.conversation_id = d.c AND m.user_id = d.u AND m.delivered_seq < d.s
+     ORDER BY d.c, d.u
+     ON CONFLICT (conversation_id, user_id) DO UPDATE SET seq = excluded.seq WHERE deliveries.seq < excluded.seq
+     RETURNING conversation_id, user_id";
 
 impl Store for PgStore {
     fn append(&self, m: NewMessage) -> StoreFuture<'_, Appended> {
@@ -374,18 +400,21 @@ impl Store for PgStore {
     }
 
     fn claim_delivered(&self, marks: &[DeliveryMark]) -> StoreFuture<'_, Vec<usize>> {
-        let mut marks: Vec<(usize, &DeliveryMark)> = marks.iter().enumerate().collect();
-        // Rows locked in one order on every node: two claims never wait on each other in a cycle.
-        marks.sort_by(|a, b| (&a.1.0, &a.1.1).cmp(&(&b.1.0, &b.1.1)));
-        let index: Vec<i64> = marks.iter().map(|(i, _)| *i as i64).collect();
-        let convs: Vec<String> = marks.iter().map(|(_, m)| m.0.as_str().to_owned()).collect();
-        let users: Vec<String> = marks.iter().map(|(_, m)| m.1.as_str().to_owned()).collect();
-        let seqs: Vec<i64> = marks.iter().map(|(_, m)| sql_seq(m.2)).collect();
+        let marks = marks.to_vec();
         boxed(async move {
-            // A node that finds a row locked waits, then re-checks the condition on the row the
-            // other committed: of two nodes claiming one seq, exactly one gets its index back.
-            let rows = self.query(CLAIM_DELIVERED, &[&index, &convs, &users, &seqs]).await;
-            self.track(rows)?.iter().map(|r| r.try_get::<_, i64>(0).map(|i| i as usize).map_err(rows::pg)).collect()
+            let convs: Vec<&str> = marks.iter().map(|m| m.0.as_str()).collect();
+            let users: Vec<&str> = marks.iter().map(|m| m.1.as_str()).collect();
+            let seqs: Vec<i64> = marks.iter().map(|m| sql_seq(m.2)).collect();
+            // Rows are written in one order on every node (ORDER BY): two claims never wait on
+            // each other in a cycle.
+            let rows = self.claim_rows(&[&convs, &users, &seqs]).await;
+            let moved: std::collections::HashSet<(String, String)> = self
+                .track(rows)?
+                .iter()
+                .map(|r| Ok((r.try_get(0).map_err(pg)?, r.try_get(1).map_err(pg)?)))
+                .collect::<Result<_, StoreError>>()?;
+            let won = |m: &DeliveryMark| moved.contains(&(m.0.as_str().to_owned(), m.1.as_str().to_owned()));
+            Ok(marks.iter().enumerate().filter(|(_, m)| won(m)).map(|(i, _)| i).collect())
         })
     }
 
@@ -774,6 +803,18 @@ pub async fn drop_scratch_database(server_url: &str, url: &str) -> Result<(), St
         return Err(StoreError::Database(format!("not a scratch database: {name:?}")));
     }
     timely(client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).await
+}
+
+/// The server's WAL position in bytes and the committed transactions of the database at `url`
+/// so far (the cluster bench reads them before and after a case; the latter lags by up to a
+/// second, PostgreSQL's statistics flush).
+pub async fn wal_and_commits(url: &str) -> Result<(i64, i64), StoreError> {
+    let config = connection_config(url).map_err(StoreError::Database)?;
+    let client = connect(&config).await?;
+    let sql = "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint,
+                      (SELECT xact_commit FROM pg_stat_database WHERE datname = current_database())";
+    let row = timely(client.query_one(sql, &[])).await?;
+    Ok((row.try_get(0).map_err(pg)?, row.try_get(1).map_err(pg)?))
 }
 
 #[cfg(test)]

@@ -29,6 +29,9 @@ pub struct PgPresence {
     node: String,
     /// This node's own connections per user, for `online_count` (a gauge of this node).
     local: Mutex<HashMap<UserId, usize>>,
+    /// Disconnects that could not be counted (PostgreSQL away), counted at the next renewal:
+    /// otherwise they would keep their users online until this node stops.
+    uncounted: Mutex<Vec<(UserId, Timestamp)>>,
 }
 
 impl std::fmt::Debug for PgPresence {
@@ -41,13 +44,17 @@ impl PgPresence {
     /// Registers this node (a fresh id and lease) on the store's database.
     pub async fn start(store: &PgStore) -> Result<Self, StoreError> {
         let node = format!("node_{:016x}", rand::random::<u64>());
-        let presence = Self { pool: store.pool.clone(), node, local: Mutex::default() };
+        let presence = Self { pool: store.pool.clone(), node, local: Mutex::default(), uncounted: Mutex::default() };
         presence.renew().await?;
         Ok(presence)
     }
 
     fn local(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, usize>> {
         self.local.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn uncounted(&self) -> std::sync::MutexGuard<'_, Vec<(UserId, Timestamp)>> {
+        self.uncounted.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     async fn query(
@@ -64,15 +71,18 @@ impl PgPresence {
     }
 
     /// Renews this node's lease (or takes it again, if it was swept while this node was cut off).
-    pub async fn renew(&self) -> Result<(), StoreError> {
+    /// Whether the lease was still held (false when it is taken afresh).
+    pub async fn renew(&self) -> Result<bool, StoreError> {
         let lease = i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX);
-        self.query(
-            "INSERT INTO nodes (id, lease_until) VALUES ($1, now() + make_interval(secs => $2::bigint / 1000.0))
-             ON CONFLICT (id) DO UPDATE SET lease_until = excluded.lease_until",
-            &[&self.node, &lease],
-        )
-        .await
-        .map(drop)
+        let rows = self
+            .query(
+                "INSERT INTO nodes (id, lease_until) VALUES ($1, now() + make_interval(secs => $2::bigint / 1000.0))
+                 ON CONFLICT (id) DO UPDATE SET lease_until = excluded.lease_until
+                 RETURNING xmax <> 0",
+                &[&self.node, &lease],
+            )
+            .await?;
+        Ok(rows.first().and_then(|r| r.try_get::<_, bool>(0).ok()).unwrap_or(false))
     }
 
     /// Removes the nodes whose lease ran out, and their counts; returns the users who were
@@ -107,10 +117,23 @@ impl PgPresence {
                 () = node.shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            if let Err(e) = self.renew().await {
-                tracing::warn!(error = %e, "presence: renewing this node's lease");
-                continue;
+            match self.renew().await {
+                Ok(true) => {}
+                Ok(false) => {
+                    // Cut off past its lease, this node was swept: the others have counted its
+                    // users out and announced them offline. Its clients must connect again to
+                    // be counted (on any node), as after the node's death.
+                    tracing::warn!("presence: this node's lease ran out while it was cut off; closing its connections");
+                    self.local().clear();
+                    self.uncounted().clear();
+                    node.hub.close_all(confab_core::error::CloseReason::ServerShutdown);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "presence: renewing this node's lease");
+                    continue;
+                }
             }
+            self.count_late_disconnects(&node).await;
             let at = node.clock.now();
             match self.sweep(at).await {
                 Ok(users) => {
@@ -124,6 +147,28 @@ impl PgPresence {
                 Err(e) => tracing::debug!(error = %e, "presence: sweeping expired leases"),
             }
         }
+    }
+
+    /// Counts the disconnects that PostgreSQL missed, announcing the users they leave offline.
+    async fn count_late_disconnects(&self, node: &Arc<confab_core::node::Node>) {
+        let late = std::mem::take(&mut *self.uncounted());
+        for (i, (user, at)) in late.iter().enumerate() {
+            match self.uncount(user, *at).await {
+                Ok(true) => confab_core::session::tell_offline(node, user.clone(), *at).await,
+                Ok(false) => {}
+                Err(_) => {
+                    self.uncounted().extend(late[i..].iter().cloned());
+                    return;
+                }
+            }
+        }
+    }
+
+    /// One disconnect from this node in PostgreSQL: true when the user has no connection left.
+    async fn uncount(&self, user: &UserId, at: Timestamp) -> Result<bool, StoreError> {
+        let rows =
+            self.query("SELECT confab_disconnect($1, $2, $3)", &[&user.as_str(), &self.node, &at.as_millis()]).await?;
+        Ok(rows.first().and_then(|r| r.try_get::<_, i32>(0).ok()) == Some(0))
     }
 
     /// Leaves the cluster on a clean shutdown: this node's counts go at once.
@@ -159,21 +204,21 @@ impl Presence for PgPresence {
         Box::pin(async move {
             {
                 let mut local = self.local();
-                if let Some(n) = local.get_mut(&user) {
-                    *n -= 1;
-                    if *n == 0 {
+                match local.get_mut(&user) {
+                    Some(n) if *n > 1 => *n -= 1,
+                    Some(_) => {
                         local.remove(&user);
                     }
+                    // Counted out already: this node's lease ran out and a survivor swept it.
+                    None => return false,
                 }
             }
-            let rows = self
-                .query("SELECT confab_disconnect($1, $2, $3)", &[&user.as_str(), &self.node, &at.as_millis()])
-                .await;
-            match rows {
-                Ok(rows) => rows.first().and_then(|r| r.try_get::<_, i32>(0).ok()) == Some(0),
+            match self.uncount(&user, at).await {
+                Ok(offline) => offline,
                 Err(e) => {
-                    // The lease sweep counts the connection out if this node dies meanwhile.
-                    tracing::warn!(error = %e, user = %user, "presence: counting a disconnect");
+                    // Counted at the next renewal (or by the lease sweep if this node dies).
+                    tracing::warn!(error = %e, user = %user, "presence: counting a disconnect, later");
+                    self.uncounted().push((user, at));
                     false
                 }
             }

@@ -138,6 +138,8 @@ pub(super) fn conversation(c: &ConversationId, rows: &[Row]) -> Result<Option<Co
 }
 
 /// A conversation and its members, in one round trip.
-pub(super) const CONVERSATION: &str = "SELECT c.max_members, c.last_seq, m.user_id, m.read_seq, m.delivered_seq
+pub(super) const CONVERSATION: &str = "SELECT c.max_members, c.last_seq, m.user_id, m.read_seq,
+            GREATEST(m.delivered_seq, d.seq)
      FROM conversations c LEFT JOIN members m ON m.conversation_id = c.id
+     LEFT JOIN deliveries d ON d.conversation_id = m.conversation_id AND d.user_id = m.user_id
      WHERE c.id = $1 ORDER BY m.user_id";

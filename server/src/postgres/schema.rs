@@ -321,9 +321,21 @@ END
 $$;
 "#;
 
-/// Cluster mode: a photo's expiry is announced by the one node that marks it (a dead node's
-/// timers are taken over by the others' sweep, and a node that starts arms every ticking one).
+/// Cluster mode: exactly one node acts on a delivery and on a photo's expiry.
+/// - `deliveries`: delivery watermarks claimed by the nodes (`claim_delivered`), in a table of
+///   their own: a claim on the member's row would wait behind the append that moves the same
+///   row's read mark, and the two would take turns. A member's watermark is the greater of
+///   `members.delivered_seq` (a node alone) and this.
+/// - `photos.expiry_announced`: set by the one node that announces the expiry (a dead node's
+///   timers are taken over by the others' sweep, and a node that starts arms every ticking one).
 const V3: &str = r#"
+CREATE TABLE deliveries (
+    conversation_id text NOT NULL,
+    user_id text NOT NULL,
+    seq bigint NOT NULL,
+    PRIMARY KEY (conversation_id, user_id),
+    FOREIGN KEY (conversation_id, user_id) REFERENCES members ON DELETE CASCADE
+);
 ALTER TABLE photos ADD COLUMN expiry_announced boolean NOT NULL DEFAULT false;
 DROP INDEX photos_ticking;
 CREATE INDEX photos_ticking ON photos (id) WHERE first_viewed_at IS NOT NULL AND NOT expiry_announced;
