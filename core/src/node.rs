@@ -198,20 +198,20 @@ impl Node {
     /// Cluster mode: caches the conversations of a user who connects here and hears them from
     /// the other nodes, so that their messages reach the user's connections here as
     /// `conversation:unread` before the user joins any (on a node alone, the node that commits
-    /// a message has its conversation cached already). At most [`FOLLOW_MAX`] a connect.
+    /// a message has its conversation cached already). At most [`FOLLOW_MAX`] a connect, read
+    /// in one call.
     pub async fn follow(&self, conversations: impl Iterator<Item = &ConversationId>) {
         if self.sequencer.is_none() {
             return;
         }
-        for c in conversations.take(FOLLOW_MAX) {
-            if self.hub.member_count(c).is_some() {
-                continue;
-            }
-            match self.store.conversation(c).await {
-                Ok(Some(info)) => self.cache_conversation(info, false),
-                Ok(None) => {}
-                Err(e) => tracing::debug!(error = %e, conversation = %c, "following a conversation"),
-            }
+        let uncached: Vec<ConversationId> =
+            conversations.take(FOLLOW_MAX).filter(|c| self.hub.member_count(c).is_none()).cloned().collect();
+        if uncached.is_empty() {
+            return;
+        }
+        match self.store.conversations(&uncached).await {
+            Ok(infos) => infos.into_iter().for_each(|info| self.cache_conversation(info, false)),
+            Err(e) => tracing::debug!(error = %e, conversations = uncached.len(), "following conversations"),
         }
     }
 

@@ -200,6 +200,12 @@ async fn conversations(store: &dyn Store) {
     let mut lasts = store.last_seqs(&[c1.clone(), c("missing"), c2.clone()]).await.unwrap();
     lasts.sort_by(|x, y| x.0.as_str().cmp(y.0.as_str()));
     assert_eq!(lasts, [(c1.clone(), Seq(3)), (c2.clone(), Seq(1))], "the missing one left out");
+    let mut many = store.conversations(&[c2.clone(), c("missing"), c1.clone()]).await.unwrap();
+    many.sort_by(|x, y| x.id.as_str().cmp(y.id.as_str()));
+    assert_eq!(
+        many,
+        [store.conversation(&c1).await.unwrap().unwrap(), store.conversation(&c2).await.unwrap().unwrap()]
+    );
     let mine = store.memberships(&a).await.unwrap();
     assert_eq!(mine.iter().map(|m| m.conversation_id.as_str()).collect::<Vec<_>>(), ["c1", "c2", "big"]);
     let mut members: Vec<&str> = mine[0].members.iter().map(UserId::as_str).collect();

@@ -248,6 +248,18 @@ pub trait Store: Send + Sync + 'static {
     /// older ones exist.
     fn history(&self, c: &ConversationId, before: Option<Seq>, limit: u32) -> StoreFuture<'_, (Vec<Message>, bool)>;
     fn conversation(&self, c: &ConversationId) -> StoreFuture<'_, Option<ConversationInfo>>;
+    /// Those of `cs` that exist, in no order (cluster mode's connect, `Node::follow`: one read
+    /// for many).
+    fn conversations(&self, cs: &[ConversationId]) -> StoreFuture<'_, Vec<ConversationInfo>> {
+        let cs = cs.to_vec();
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(cs.len());
+            for c in cs {
+                out.extend(self.conversation(&c).await?);
+            }
+            Ok(out)
+        })
+    }
     /// The last seq of each of `cs` that exists (cluster mode's sweep: one read for many).
     fn last_seqs(&self, cs: &[ConversationId]) -> StoreFuture<'_, Vec<(ConversationId, Seq)>> {
         let cs = cs.to_vec();

@@ -465,6 +465,19 @@ impl Store for PgStore {
         boxed(async move { self.conversation_info(&c).await })
     }
 
+    fn conversations(&self, cs: &[ConversationId]) -> StoreFuture<'_, Vec<ConversationInfo>> {
+        let ids: Vec<String> = cs.iter().map(|c| c.as_str().to_owned()).collect();
+        boxed(async move {
+            let rows = self.query(CONVERSATIONS, &[&ids]).await?;
+            let mut out = Vec::new();
+            for group in rows.chunk_by(|a, b| a.get::<_, &str>(5) == b.get::<_, &str>(5)) {
+                let id = parse(group[0].try_get(5).map_err(pg)?, ConversationId::parse, "conversation id")?;
+                out.extend(conversation(&id, group)?);
+            }
+            Ok(out)
+        })
+    }
+
     fn last_seqs(&self, cs: &[ConversationId]) -> StoreFuture<'_, Vec<(ConversationId, Seq)>> {
         let ids: Vec<String> = cs.iter().map(|c| c.as_str().to_owned()).collect();
         boxed(async move {

@@ -137,6 +137,14 @@ pub(super) fn conversation(c: &ConversationId, rows: &[Row]) -> Result<Option<Co
     }))
 }
 
+/// Many conversations and their members, in one round trip: [`CONVERSATION`]'s columns, then
+/// the conversation's id, ordered by it.
+pub(super) const CONVERSATIONS: &str = "SELECT c.max_members, c.last_seq, m.user_id, m.read_seq,
+            GREATEST(m.delivered_seq, d.seq), c.id
+     FROM conversations c LEFT JOIN members m ON m.conversation_id = c.id
+     LEFT JOIN deliveries d ON d.conversation_id = m.conversation_id AND d.user_id = m.user_id
+     WHERE c.id = ANY ($1) ORDER BY c.id, m.user_id";
+
 /// A conversation and its members, in one round trip.
 pub(super) const CONVERSATION: &str = "SELECT c.max_members, c.last_seq, m.user_id, m.read_seq,
             GREATEST(m.delivered_seq, d.seq)
