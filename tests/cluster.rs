@@ -562,13 +562,58 @@ async fn a_node_cut_off_past_its_lease_hands_its_clients_back() {
     assert_eq!(offline["data"]["user_id"], "bob");
     eprintln!("offline {:.1} s after the cut", cut_at.elapsed().as_secs_f64());
     proxy.heal();
-    let (code, _) = bob.expect_close().await;
+    let healed = Instant::now();
+    // Its next renewal after the heal finds the lease gone: a renewal stuck on a connection of
+    // before the cut fails first (5 s), and renewals come every 2 s.
+    let (code, _) = bob.expect_close_within(Duration::from_secs(30)).await;
     assert_eq!(code, 1001, "the node hands its clients back once it finds its lease gone");
+    eprintln!("closed {:.1} s after the heal", healed.elapsed().as_secs_f64());
     let _bob = cut.client("bob").await.ready().await;
     assert_eq!(alice.expect("user:online").await["data"]["user_id"], "bob");
     alice.expect_none("user:offline", Duration::from_millis(500)).await;
     let (status, body) = c.nodes[0].api("GET", "/api/v1/presence/bob", None);
     assert_eq!((status, &body["online"]), (200, &json!(true)), "{body}");
+}
+
+/// A node stops hearing a conversation once no user it serves is in it: after bob leaves
+/// node 1 (and its 5 s sweep has run), alice's messages cost node 1 no NATS copy; when bob
+/// connects there again, he hears the conversation again, unread counts included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stops_hearing_a_conversation_its_users_left() {
+    let Some(c) = Cluster::start(2) else { return };
+    c.nodes[0].conversation("c1", &["alice", "bob"]);
+    let mut alice = c.nodes[0].client("alice").await;
+    alice.join("c1").await;
+    let mut bob = c.nodes[1].client("bob").await.ready().await;
+    alice.say("c1", "while bob is on node 1").await;
+    assert_eq!(bob.expect("conversation:unread").await["data"]["conversation_id"], "c1", "node 1 hears c1");
+    let copies = || c.nodes[1].metric("confab_broker_received_total");
+    assert!(copies() > 0, "through NATS");
+    bob.close().await;
+    // The sweep runs every 5 s: within 12 s node 1 has dropped c1.
+    let left = Instant::now();
+    loop {
+        let before = copies();
+        alice.say("c1", "after bob left").await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if copies() == before {
+            break;
+        }
+        assert!(left.elapsed() < Duration::from_secs(12), "node 1 still hears c1 12 s after bob left");
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    eprintln!("node 1 stopped hearing c1 {:.1} s after bob left", left.elapsed().as_secs_f64());
+    let quiet = copies();
+    for i in 0..5 {
+        alice.say("c1", &format!("unheard {i}")).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(copies(), quiet, "no NATS copy for a node that serves nobody in c1");
+    let mut bob = c.nodes[1].client("bob").await.ready().await;
+    let sent = alice.say("c1", "bob is back").await;
+    let unread = bob.expect("conversation:unread").await;
+    assert_eq!(unread["data"]["conversation_id"], "c1");
+    assert_eq!(unread["data"]["last_message"]["id"], sent["id"], "{unread}");
 }
 
 /// The per-user message limit counts every node: with 4 a minute, a user who sends 3 through

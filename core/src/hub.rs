@@ -268,6 +268,23 @@ impl Hub {
         }
     }
 
+    /// Cluster mode: drops the cached conversations that no connection here joined and no
+    /// member connected here belongs to (their users left this node), and returns them: the
+    /// node stops hearing them. A member who connects again caches them again.
+    pub fn drop_idle_conversations(&self) -> Vec<ConversationId> {
+        let mut s = self.lock();
+        let State { users, convs, .. } = &mut *s;
+        let idle: Vec<ConversationId> = convs
+            .iter()
+            .filter(|(_, e)| e.joined.is_empty() && !e.members.keys().any(|u| users.contains_key(u)))
+            .map(|(c, _)| c.clone())
+            .collect();
+        for c in &idle {
+            convs.remove(c);
+        }
+        idle
+    }
+
     /// Drops a deleted conversation; returns the connections that had joined it.
     pub fn forget_conversation(&self, c: &ConversationId) -> Vec<Conn> {
         let mut s = self.lock();

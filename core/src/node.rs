@@ -57,6 +57,9 @@ pub struct Node {
     /// With other nodes on the same store: the recipients reached here, waiting to claim their
     /// delivery watermarks (`receipts::claim_loop`); none for a node alone.
     pub claims: Option<Arc<Claims>>,
+    /// Serializes caching a conversation with dropping idle ones (`Node::drop_idle`), so that
+    /// a conversation cached again is never left unsubscribed.
+    following: std::sync::Mutex<()>,
     /// The broker's subscriber for this node, which the bus holds weakly.
     _delivery: Arc<dyn Subscriber>,
 }
@@ -154,6 +157,7 @@ impl Node {
             sequencer,
             sweep,
             claims,
+            following: std::sync::Mutex::new(()),
             _delivery: delivery,
         })
     }
@@ -188,11 +192,30 @@ impl Node {
                 tracing::debug!(error = %e, "publishing a membership change");
             }
         }
+        let _following = self.following.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(s) = &self.sequencer {
             s.track(&info.id, info.last_seq);
         }
         self.hub.cache_conversation(info, replace);
         self.broker.subscribe(&topic);
+    }
+
+    /// Cluster mode: stops hearing the conversations none of this node's connections needs
+    /// any more (their members left it), so that NATS carries their messages only to the
+    /// nodes that serve someone in them. Returns how many were dropped.
+    pub fn drop_idle(&self) -> usize {
+        if self.sequencer.is_none() {
+            return 0;
+        }
+        let _following = self.following.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let idle = self.hub.drop_idle_conversations();
+        for c in &idle {
+            self.broker.unsubscribe(&Topic::Conversation(c.clone()));
+            if let Some(s) = &self.sequencer {
+                s.forget(c);
+            }
+        }
+        idle.len()
     }
 
     /// Cluster mode: caches the conversations of a user who connects here and hears them from
@@ -447,8 +470,9 @@ const REPAIR_READ: u32 = 1000;
 
 /// The repair loop of a node that shares its store (one with a sequencer): fills the gaps the
 /// broker left from the store, and sweeps every [`SWEEP_EVERY`] (and when the broker
-/// reconnects, `Node::sweep`): for lost last messages, and for photo expiries a dead node was
-/// timing. Ends on shutdown.
+/// reconnects, `Node::sweep`): for lost last messages, for photo expiries a dead node was
+/// timing, and for conversations this node no longer needs (`Node::drop_idle`). Ends on
+/// shutdown.
 pub async fn repair_loop(node: Arc<Node>) {
     let Some(sequencer) = node.sequencer.clone() else { return };
     let mut tick = tokio::time::interval(REPAIR_EVERY);
@@ -464,6 +488,7 @@ pub async fn repair_loop(node: Arc<Node>) {
         let mut todo = sequencer.overdue(now, sequencer::PATIENCE);
         if sweep_now || now.duration_since(swept) >= SWEEP_EVERY {
             swept = now;
+            node.drop_idle();
             todo.extend(behind(&node, &sequencer).await);
             crate::session::announce_overdue(&node).await;
         }

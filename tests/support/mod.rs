@@ -550,7 +550,12 @@ impl Client {
 
     /// Reads until the server closes; returns the close code and reason.
     pub async fn expect_close(&mut self) -> (u16, String) {
-        let deadline = tokio::time::Instant::now() + WAIT;
+        self.expect_close_within(WAIT).await
+    }
+
+    /// As [`Client::expect_close`], waiting up to `wait`.
+    pub async fn expect_close_within(&mut self, wait: Duration) -> (u16, String) {
+        let deadline = tokio::time::Instant::now() + wait;
         while self.closed.is_none() {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match self.recv_within(left).await {
