@@ -435,18 +435,20 @@ async fn a_photo_timed_by_a_killed_node_still_expires_once() {
     alice.expect_none("ephemeral_photo:expired", Duration::from_secs(6)).await;
 }
 
-fn readyz(s: &support::Server) -> u16 {
-    support::http(&s.addr, "GET", "/readyz", None, None).0
+/// alice on `a` and bob on `b`, both joined to `c1`, and one message ("before") across.
+async fn joined_across(a: &support::Server, b: &support::Server) -> (support::Client, support::Client) {
+    a.conversation("c1", &["alice", "bob"]);
+    let mut alice = a.client("alice").await;
+    let mut bob = b.client("bob").await;
+    alice.join("c1").await;
+    bob.join("c1").await;
+    alice.say("c1", "before").await;
+    assert_eq!(content(&bob.expect("message:new").await), "before");
+    (alice, bob)
 }
 
-/// The messages of `c1` as stored, oldest first, read through `s`.
-fn stored(s: &support::Server) -> Vec<String> {
-    let auth = format!("Bearer {}", s.token("alice"));
-    let (status, body) =
-        support::http(&s.addr, "GET", "/v1/chat/conversations/c1/messages?limit=100", Some(&auth), None);
-    assert_eq!(status, 200, "{body}");
-    let messages = body["messages"].as_array().cloned().or_else(|| body.as_array().cloned()).unwrap();
-    messages.iter().map(|m| m["content"].as_str().unwrap().to_owned()).collect()
+fn readyz(s: &support::Server) -> u16 {
+    support::http(&s.addr, "GET", "/readyz", None, None).0
 }
 
 /// One node is cut off from PostgreSQL (a black-holing proxy) while another keeps serving:
@@ -458,13 +460,7 @@ async fn a_node_cut_off_from_postgres_acknowledges_nothing_while_the_others_serv
     let Some(c) = Cluster::start(1) else { return };
     let proxy = support::proxy::Proxy::start(c.postgres_addr());
     let cut = c.start_node_through(&proxy);
-    c.nodes[0].conversation("c1", &["alice", "bob"]);
-    let mut alice = c.nodes[0].client("alice").await;
-    let mut bob = cut.client("bob").await;
-    alice.join("c1").await;
-    bob.join("c1").await;
-    alice.say("c1", "before").await;
-    assert_eq!(content(&bob.expect("message:new").await), "before");
+    let (mut alice, mut bob) = joined_across(&c.nodes[0], &cut).await;
 
     proxy.cut();
     let cut_at = Instant::now();
@@ -532,7 +528,7 @@ async fn a_node_cut_off_from_postgres_acknowledges_nothing_while_the_others_serv
     let mut contents: Vec<&str> = from_bob.iter().map(|(c, _)| c.as_str()).collect();
     contents.sort_unstable();
     assert_eq!(contents, ["bob 0", "bob 1"], "once each");
-    let mut all = stored(&c.nodes[0]);
+    let mut all = c.nodes[0].stored("c1");
     assert_eq!(all[..4], ["before", "alice 0", "alice 1", "alice 2"]);
     all[4..].sort_unstable();
     assert_eq!(all[4..], ["bob 0", "bob 1"], "stored once each");
@@ -660,13 +656,7 @@ async fn a_node_partitioned_from_nats_catches_up_when_the_link_heals() {
     let Some(c) = Cluster::start(1) else { return };
     let proxy = support::proxy::Proxy::start(c.nats.addr());
     let b = c.start_node(&format!("nats://{}", proxy.addr));
-    c.nodes[0].conversation("c1", &["alice", "bob"]);
-    let mut alice = c.nodes[0].client("alice").await;
-    let mut bob = b.client("bob").await;
-    alice.join("c1").await;
-    bob.join("c1").await;
-    alice.say("c1", "before").await;
-    assert_eq!(content(&bob.expect("message:new").await), "before");
+    let (mut alice, mut bob) = joined_across(&c.nodes[0], &b).await;
 
     proxy.cut();
     let cut = Instant::now();

@@ -18,16 +18,6 @@ fn readyz(s: &Server) -> (u16, Value) {
     support::http(&s.addr, "GET", "/readyz", None, None)
 }
 
-/// The messages of `c1` as stored, oldest first.
-fn history(s: &Server) -> Vec<String> {
-    let auth = format!("Bearer {}", s.token("alice"));
-    let (status, body) =
-        support::http(&s.addr, "GET", "/v1/chat/conversations/c1/messages?limit=100", Some(&auth), None);
-    assert_eq!(status, 200, "{body}");
-    let messages = body["messages"].as_array().cloned().or_else(|| body.as_array().cloned()).unwrap();
-    messages.iter().map(|m| m["content"].as_str().unwrap().to_owned()).collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cut_off_from_postgres_acknowledges_nothing_and_recovers_by_itself() {
     let Some(database) = support::scratch_postgres() else { return };
@@ -100,7 +90,7 @@ async fn a_node_cut_off_from_postgres_acknowledges_nothing_and_recovers_by_itsel
         assert_eq!(got["data"]["message"]["content"], format!("during {i}"));
         assert_eq!(got["data"]["message"]["seq"], 2 + i, "gap-free after the outage");
     }
-    assert_eq!(history(&s), ["before", "during 0", "during 1", "during 2"]);
+    assert_eq!(s.stored("c1"), ["before", "during 0", "during 1", "during 2"]);
     drop(s);
     support::drop_postgres(&database);
 }

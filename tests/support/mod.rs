@@ -297,6 +297,16 @@ impl Server {
         Client::connect(&self.addr, &format!("token={}", self.token(user))).await
     }
 
+    /// The contents of the messages of `conv` as stored, oldest first (alice reads them).
+    pub fn stored(&self, conv: &str) -> Vec<String> {
+        let auth = format!("Bearer {}", self.token("alice"));
+        let path = format!("/v1/chat/conversations/{conv}/messages?limit=100");
+        let (status, body) = http(&self.addr, "GET", &path, Some(&auth), None);
+        assert_eq!(status, 200, "{body}");
+        let messages = body["messages"].as_array().cloned().or_else(|| body.as_array().cloned()).unwrap();
+        messages.iter().map(|m| m["content"].as_str().unwrap().to_owned()).collect()
+    }
+
     /// Conversation `conv` with members alice and bob, both connected and ready.
     pub async fn alice_and_bob(&self, conv: &str) -> (Client, Client) {
         self.conversation(conv, &["alice", "bob"]);
