@@ -672,6 +672,19 @@ mod tests {
     }
 
     #[test]
+    fn a_conversation_is_idle_once_no_member_is_connected_here_and_none_joined() {
+        let (hub, conn, _out) = hub_with_bob();
+        assert!(hub.join(&c1(), &conn));
+        assert!(hub.drop_idle_conversations().is_empty(), "joined");
+        assert!(hub.leave(&c1(), &conn.id));
+        assert!(hub.drop_idle_conversations().is_empty(), "bob, a member, is still connected here");
+        hub.unregister(&conn);
+        assert_eq!(hub.drop_idle_conversations(), [c1()]);
+        assert_eq!(hub.member_count(&c1()), None, "dropped from the cache");
+        assert!(hub.drop_idle_conversations().is_empty());
+    }
+
+    #[test]
     fn the_last_local_connection_is_reported_and_its_joins_are_dropped() {
         let (hub, conn, _out) = hub_with_bob();
         assert!(hub.join(&c1(), &conn));
