@@ -161,7 +161,10 @@ async fn three_senders_on_three_nodes_one_gap_free_order_everywhere() {
                 seen.push(seq(&e));
             }
         }
-        assert_eq!(seen, (1..=total as u64).collect::<Vec<_>>(), "node {i}: each once, in order");
+        if let Some(at) = seen.iter().zip(1..).position(|(s, want)| *s != want) {
+            let window = &seen[at.saturating_sub(3)..(at + 20).min(seen.len())];
+            panic!("node {i}: each once, in order: seq {} at position {at}: {window:?}", seen[at]);
+        }
         o.expect_none("message:new", Duration::from_millis(300)).await;
     }
 }

@@ -251,6 +251,7 @@ impl Node {
     /// broker brought (see [`Sequencer::fill`]).
     pub fn fill(&self, c: &ConversationId, after: confab_codec::Seq, read: Vec<Message>) {
         if let Some(s) = &self.sequencer {
+            let _order = s.ordered();
             dispatch_ready(&self.hub, self.claims.as_deref(), self.clock, s.fill(c, after, read));
         }
     }
@@ -395,6 +396,7 @@ impl Fanout {
     /// watermarks themselves then, so none is left for the store's writer to record.
     fn dispatch(&self, message: &Message, requester: Option<&Requester>) -> Vec<UserId> {
         let Some(s) = &self.sequencer else { return self.hub.dispatch_message(message, requester, self.clock.now()) };
+        let _order = s.ordered();
         dispatch_ready(
             &self.hub,
             self.claims.as_deref(),
@@ -434,6 +436,7 @@ impl Subscriber for Delivery {
         match (topic, publication) {
             (Topic::Conversation(_), Publication::Message(m)) => match &self.sequencer {
                 Some(s) => {
+                    let _order = s.ordered();
                     let ready = s.admit(Message::clone(m), None, self.clock.instant());
                     dispatch_ready(&self.hub, self.claims.as_deref(), self.clock, ready);
                 }

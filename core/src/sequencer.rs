@@ -53,9 +53,20 @@ impl Track {
 #[derive(Debug, Default)]
 pub struct Sequencer {
     tracks: Mutex<HashMap<ConversationId, Track>>,
+    /// Held from admitting to delivering (see [`Sequencer::ordered`]).
+    order: Mutex<()>,
 }
 
 impl Sequencer {
+    /// Taken by every caller around admitting and delivering what was released: the store's
+    /// writer (local commits), the broker's subscriber and the repair loop each release
+    /// messages, and without it one of them could deliver seq n+1 while another, which
+    /// released n just before, had not delivered n yet (seen in the three-senders test:
+    /// 115..119 before 101..114).
+    pub fn ordered(&self) -> MutexGuard<'_, ()> {
+        self.order.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<ConversationId, Track>> {
         // Plain data, consistent between statements: a panic elsewhere leaves it usable.
         self.tracks.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
