@@ -175,13 +175,7 @@ async fn three_senders_on_three_nodes_one_gap_free_order_everywhere() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_broker_restart_every_message_reaches_every_node() {
     let Some(mut c) = Cluster::start(2) else { return };
-    c.nodes[0].conversation("c1", &["alice", "bob"]);
-    let mut alice = c.nodes[0].client("alice").await;
-    let mut bob = c.nodes[1].client("bob").await;
-    alice.join("c1").await;
-    bob.join("c1").await;
-    alice.say("c1", "before").await;
-    assert_eq!(content(&bob.expect("message:new").await), "before");
+    let (mut alice, mut bob) = joined_across(&c.nodes[0], &c.nodes[1]).await;
 
     c.nats.kill();
     let down = Instant::now();
