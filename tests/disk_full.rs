@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 use support::{Server, http};
 
 /// A tmpfs mounted for the test, unmounted when dropped.
@@ -138,7 +139,12 @@ async fn a_full_disk_is_a_retryable_error_and_not_ready_until_there_is_room() {
     std::fs::remove_file(filler).unwrap();
     let (status, body) = readyz(&s);
     assert_eq!((status, &body["ready"]), (200, &json!(true)), "{body}");
-    assert_eq!(s.metric("confab_store_writable"), 1);
+    // The writer answers the probe, then records the success: the gauge follows a moment later.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while s.metric("confab_store_writable") != 1 {
+        assert!(std::time::Instant::now() < deadline, "confab_store_writable still 0 after a write succeeded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     for (i, text) in &refused {
         let rid = alice
             .send("message:send", json!({"conversation_id": "c1", "content": text, "local_id": format!("l{i}")}))
