@@ -202,20 +202,14 @@ impl Node {
 
     /// Cluster mode: stops hearing the conversations none of this node's connections needs
     /// any more (their members left it), so that NATS carries their messages only to the
-    /// nodes that serve someone in them. Returns how many were dropped.
-    pub fn drop_idle(&self) -> usize {
-        if self.sequencer.is_none() {
-            return 0;
-        }
+    /// nodes that serve someone in them.
+    pub fn drop_idle(&self) {
+        let Some(s) = &self.sequencer else { return };
         let _following = self.following.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let idle = self.hub.drop_idle_conversations();
-        for c in &idle {
-            self.broker.unsubscribe(&Topic::Conversation(c.clone()));
-            if let Some(s) = &self.sequencer {
-                s.forget(c);
-            }
+        for c in self.hub.drop_idle_conversations() {
+            s.forget(&c);
+            self.broker.unsubscribe(&Topic::Conversation(c));
         }
-        idle.len()
     }
 
     /// Cluster mode: caches the conversations of a user who connects here and hears them from
@@ -251,8 +245,7 @@ impl Node {
     /// broker brought (see [`Sequencer::fill`]).
     pub fn fill(&self, c: &ConversationId, after: confab_codec::Seq, read: Vec<Message>) {
         if let Some(s) = &self.sequencer {
-            let _order = s.ordered();
-            dispatch_ready(&self.hub, self.claims.as_deref(), self.clock, s.fill(c, after, read));
+            release_in_order(&self.hub, self.claims.as_deref(), self.clock, s, |s| s.fill(c, after, read));
         }
     }
 
@@ -367,10 +360,18 @@ impl Node {
     }
 }
 
-/// Delivers messages the sequencer released, in their order, and queues the receipts of the
-/// recipients reached here for their claims.
-fn dispatch_ready(hub: &Hub, claims: Option<&Claims>, clock: Clock, ready: Vec<Ready>) {
-    for (m, requester) in ready {
+/// Releases messages from the sequencer (`release`: admit or fill) and delivers them, in their
+/// order, under the sequencer's order lock (see [`Sequencer::ordered`]); queues the receipts
+/// of the recipients reached here for their claims.
+fn release_in_order(
+    hub: &Hub,
+    claims: Option<&Claims>,
+    clock: Clock,
+    s: &Sequencer,
+    release: impl FnOnce(&Sequencer) -> Vec<Ready>,
+) {
+    let _order = s.ordered();
+    for (m, requester) in release(s) {
         let reached = hub.dispatch_message(&m, requester.as_ref(), clock.now());
         if let Some(claims) = claims {
             claims.claim(&m, reached);
@@ -396,13 +397,10 @@ impl Fanout {
     /// watermarks themselves then, so none is left for the store's writer to record.
     fn dispatch(&self, message: &Message, requester: Option<&Requester>) -> Vec<UserId> {
         let Some(s) = &self.sequencer else { return self.hub.dispatch_message(message, requester, self.clock.now()) };
-        let _order = s.ordered();
-        dispatch_ready(
-            &self.hub,
-            self.claims.as_deref(),
-            self.clock,
-            s.admit(message.clone(), requester.cloned(), self.clock.instant()),
-        );
+        let now = self.clock.instant();
+        release_in_order(&self.hub, self.claims.as_deref(), self.clock, s, |s| {
+            s.admit(message.clone(), requester.cloned(), now)
+        });
         Vec::new()
     }
 }
@@ -436,9 +434,10 @@ impl Subscriber for Delivery {
         match (topic, publication) {
             (Topic::Conversation(_), Publication::Message(m)) => match &self.sequencer {
                 Some(s) => {
-                    let _order = s.ordered();
-                    let ready = s.admit(Message::clone(m), None, self.clock.instant());
-                    dispatch_ready(&self.hub, self.claims.as_deref(), self.clock, ready);
+                    let now = self.clock.instant();
+                    release_in_order(&self.hub, self.claims.as_deref(), self.clock, s, |s| {
+                        s.admit(Message::clone(m), None, now)
+                    });
                 }
                 None => {
                     self.hub.dispatch_message(m, None, self.clock.now());

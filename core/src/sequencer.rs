@@ -58,7 +58,7 @@ pub struct Sequencer {
 }
 
 impl Sequencer {
-    /// Taken by every caller around admitting and delivering what was released: the store's
+    /// Taken around admitting and delivering what was released (`node::release_in_order`): the store's
     /// writer (local commits), the broker's subscriber and the repair loop each release
     /// messages, and without it one of them could deliver seq n+1 while another, which
     /// released n just before, had not delivered n yet (seen in the three-senders test:
