@@ -57,6 +57,19 @@ struct Claims {
     avatar_url: Option<String>,
 }
 
+/// What `mint` signs: the claims, and the audience and issuer this server checks, if any.
+/// (Decoding reads no `aud`/`iss` into `Claims`: `Validation` checks them, and an `aud` may be
+/// a list.)
+#[derive(Serialize)]
+struct Minted<'a> {
+    #[serde(flatten)]
+    claims: Claims,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aud: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iss: Option<&'a str>,
+}
+
 /// How tokens are checked.
 #[derive(Debug, Clone)]
 pub enum KeyConfig {
@@ -71,6 +84,9 @@ pub struct Auth {
     decoding: DecodingKey,
     encoding: Option<EncodingKey>,
     validation: Validation,
+    /// What minted tokens carry, so that they pass this server's own checks.
+    audience: Option<String>,
+    issuer: Option<String>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -111,7 +127,13 @@ impl Auth {
             required.push("iss");
         }
         validation.set_required_spec_claims(&required);
-        Ok(Self { decoding, encoding, validation })
+        Ok(Self {
+            decoding,
+            encoding,
+            validation,
+            audience: audience.map(str::to_owned),
+            issuer: issuer.map(str::to_owned),
+        })
     }
 
     /// Verifies a token and says who it belongs to.
@@ -131,7 +153,8 @@ impl Auth {
         })
     }
 
-    /// Mints an HS256 token (dev mode's `/dev/token`, and tests). `None` without a secret.
+    /// Mints an HS256 token (dev mode's `/dev/token`, `confab token`, tests). `None` without a
+    /// secret.
     pub fn mint(&self, user_id: &UserId, username: Option<&str>, expires_at_s: i64) -> Option<String> {
         let claims = Claims {
             sub: user_id.to_string(),
@@ -139,6 +162,7 @@ impl Auth {
             username: username.map(str::to_owned),
             avatar_url: None,
         };
+        let claims = Minted { claims, aud: self.audience.as_deref(), iss: self.issuer.as_deref() };
         let key = self.encoding.as_ref()?;
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, key).ok()
     }
@@ -199,8 +223,10 @@ mod tests {
     fn audience_and_issuer_are_enforced_when_configured() {
         let auth = Auth::new(&KeyConfig::Secret("k".into()), Some("confab"), Some("winkr")).unwrap();
         let u = UserId::parse("u").unwrap();
-        // Minted tokens carry neither claim, so they are refused.
-        assert!(matches!(auth.verify(&auth.mint(&u, None, now_s() + 60).unwrap()), Err(AuthError::Invalid(_))));
+        // Minted tokens carry both (`confab token` with --jwt-audience/--jwt-issuer).
+        assert_eq!(auth.verify(&auth.mint(&u, None, now_s() + 60).unwrap()).map(|i| i.user_id), Ok(u.clone()));
+        let other = Auth::new(&KeyConfig::Secret("k".into()), Some("other"), Some("winkr")).unwrap();
+        assert!(matches!(auth.verify(&other.mint(&u, None, now_s() + 60).unwrap()), Err(AuthError::Invalid(_))));
         let key = EncodingKey::from_secret(b"k");
         let token = |aud: &str, iss: &str| {
             let claims = serde_json::json!({"sub": "u", "exp": now_s() + 60, "aud": aud, "iss": iss});

@@ -140,27 +140,43 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
+    parse_with_file(argv, |a: &Args| a.config.clone())
+}
+
+/// [`parse_args`] for a command line that holds the server's flags among its own (`confab
+/// token`): `config` says where the parsed command names its `--config` file.
+pub fn parse_with_file<P, I, T>(argv: I, config: impl Fn(&P) -> Option<PathBuf>) -> Result<P, String>
+where
+    P: Parser,
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
     let argv: Vec<std::ffi::OsString> = argv.into_iter().map(Into::into).collect();
-    let first = match Args::try_parse_from(&argv) {
+    let first = match P::try_parse_from(&argv) {
         Ok(a) => a,
         Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => {
             e.exit()
         }
         Err(e) => return Err(e.to_string()),
     };
-    let Some(path) = first.config.clone() else { return Ok(first) };
+    let Some(path) = config(&first) else { return Ok(first) };
     let text = std::fs::read_to_string(&path).map_err(|e| format!("config {}: {e}", path.display()))?;
     let file_args = file_arguments(&text, &argv).map_err(|e| format!("config {}: {e}", path.display()))?;
     let mut merged = argv.iter().take(1).cloned().collect::<Vec<_>>();
-    merged.extend(file_args.into_iter().map(std::ffi::OsString::from));
+    merged.extend(file_args.into_iter().flat_map(|(_, flags)| flags).map(std::ffi::OsString::from));
     merged.extend(argv.iter().skip(1).cloned());
-    Args::try_parse_from(merged).map_err(|e| format!("config {}: {e}", path.display()))
+    P::try_parse_from(merged).map_err(|e| format!("config {}: {e}", path.display()))
 }
 
-/// The file's settings as flags, leaving out those a flag or an environment variable gives.
-fn file_arguments(text: &str, argv: &[std::ffi::OsString]) -> Result<Vec<String>, String> {
+/// The file's settings as flags, by key, leaving out those a flag in `argv` or an environment
+/// variable gives.
+pub(crate) fn file_arguments(text: &str, argv: &[std::ffi::OsString]) -> Result<Vec<(String, Vec<String>)>, String> {
     use clap::CommandFactory;
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| e.message().to_string())?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        let before = e.span().and_then(|s| text.get(..s.start)).unwrap_or_default();
+        let line = before.matches('\n').count() + 1;
+        format!("TOML syntax, line {line}: {}", e.message())
+    })?;
     let command = Args::command();
     let mut out = Vec::new();
     for (key, value) in table {
@@ -177,6 +193,7 @@ fn file_arguments(text: &str, argv: &[std::ffi::OsString]) -> Result<Vec<String>
         if on_command_line || in_environment {
             continue;
         }
+        let mut flags = Vec::new();
         let scalar = |v: &toml::Value| match v {
             toml::Value::String(s) => Ok(s.clone()),
             toml::Value::Integer(i) => Ok(i.to_string()),
@@ -184,14 +201,15 @@ fn file_arguments(text: &str, argv: &[std::ffi::OsString]) -> Result<Vec<String>
             other => Err(format!("{key}: expected a string or a number, got {}", other.type_str())),
         };
         match &value {
-            toml::Value::Boolean(true) => out.push(format!("--{long}")),
+            toml::Value::Boolean(true) => flags.push(format!("--{long}")),
             toml::Value::Boolean(false) => {}
             toml::Value::Array(items) => {
                 let items = items.iter().map(scalar).collect::<Result<Vec<_>, _>>()?;
-                out.push(format!("--{long}={}", items.join(",")));
+                flags.push(format!("--{long}={}", items.join(",")));
             }
-            v => out.push(format!("--{long}={}", scalar(v)?)),
+            v => flags.push(format!("--{long}={}", scalar(v)?)),
         }
+        out.push((key, flags));
     }
     Ok(out)
 }

@@ -9,6 +9,7 @@
 //!
 //! # Layout
 //! - `config`: flags and environment, checked at start.
+//! - `cli`: the operator's helpers (`confab token`, `config check`, `config example`, `version`).
 //! - `transport`: the WebSocket and WebTransport transports.
 //! - `serve`: accept loops for the TCP listeners, with handshake timeouts.
 //! - `tls`: PEM certificates, or a generated development certificate.
@@ -22,6 +23,7 @@
 
 pub mod api;
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod nats;
 pub mod postgres;

@@ -1,11 +1,16 @@
-//! `confab`: parse the configuration, set up logging, run until SIGINT/SIGTERM.
+//! `confab`: parse the configuration, set up logging, run until SIGINT/SIGTERM; or run one of
+//! the operator's helpers (`cli`).
 
 use confab_server::config::Config;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let args = match confab_server::config::parse_args(std::env::args_os()) {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| confab_server::cli::is_helper(a)) {
+        return confab_server::cli::run(argv);
+    }
+    let args = match confab_server::config::parse_args(argv) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("confab: {e}");

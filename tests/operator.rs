@@ -1,0 +1,147 @@
+//! The operator's side, against the real binary: the command-line helpers (`confab token`,
+//! `confab config check|example`, `confab version`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::process::{Command, Output};
+use support::{Client, JWT_SECRET, Server};
+
+fn confab(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_confab-e2e"))
+        .args(args)
+        .env_remove("CONFAB_JWT_SECRET")
+        .env_remove("CONFAB_CONFIG")
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("confab-operator-{}-{name}", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Whether the server takes `token`: the connection is established, or refused with 4003.
+async fn accepted(s: &Server, token: &str) -> bool {
+    let mut c = Client::connect(&s.addr, &format!("token={token}")).await;
+    match c.expect_any(&["connection:established", "error"]).await["type"].as_str() {
+        Some("connection:established") => true,
+        _ => {
+            assert_eq!(c.expect_close().await.0, 4003);
+            false
+        }
+    }
+}
+
+#[tokio::test]
+async fn confab_token_mints_what_the_server_configured_the_same_way_accepts() {
+    let s = Server::start(&[]);
+    // From the flag.
+    let out = confab(&["token", "--user", "alice", "--ttl", "10m", "--jwt-secret", JWT_SECRET]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(accepted(&s, &stdout(&out)).await);
+    // From the configuration file, and from the environment: the server's own sources.
+    let file = temp_file("token.toml", &format!("jwt_secret = \"{JWT_SECRET}\"\n"));
+    let out = confab(&["token", "--user", "bob", "--config", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(accepted(&s, &stdout(&out)).await);
+    let out = Command::new(env!("CARGO_BIN_EXE_confab-e2e"))
+        .args(["token", "--user", "carol"])
+        .env("CONFAB_JWT_SECRET", JWT_SECRET)
+        .output()
+        .unwrap();
+    assert!(accepted(&s, &stdout(&out)).await);
+    // Another secret's token is refused: the helper really signs with the configured one.
+    let out = confab(&["token", "--user", "alice", "--jwt-secret", "some-other-secret-0123456789"]);
+    assert!(!accepted(&s, &stdout(&out)).await);
+    // A second's token has expired by the time it is used.
+    let out = confab(&["token", "--user", "alice", "--ttl", "1s", "--jwt-secret", JWT_SECRET]);
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let mut c = Client::connect(&s.addr, &format!("token={}", stdout(&out))).await;
+    assert_eq!(c.expect("error").await["data"]["code"], "TOKEN_EXPIRED");
+}
+
+#[test]
+fn confab_token_refuses_what_it_cannot_sign() {
+    for (args, status, says) in [
+        (&["token"][..], 2, "--user"),
+        (&["token", "--user", "a b"], 2, "--user \"a b\""),
+        (&["token", "--user", "a", "--ttl", "soon"], 2, "is not a duration"),
+        (&["token", "--user", "a", "--ttl", "400d"], 2, "between 1s and 366d"),
+        (&["token", "--user", "a", "--jwt-public-key", "/nonexistent.pem"], 1, "public key"),
+    ] {
+        let out = confab(args);
+        assert_eq!(out.status.code(), Some(status), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+}
+
+#[test]
+fn config_example_is_a_file_the_server_starts_with() {
+    // The example names production certificate paths: point them at a real pair.
+    let s = Server::start(&[]);
+    let certs = s.data_dir.join("certs");
+    let example = stdout(&confab(&["config", "example"]));
+    assert!(example.contains("jwt_secret") && example.contains("api_key"), "{example}");
+    let text = example
+        .replace("/etc/confab/fullchain.pem", certs.join("dev-cert.pem").to_str().unwrap())
+        .replace("/etc/confab/privkey.pem", certs.join("dev-key.pem").to_str().unwrap())
+        .replace("/var/lib/confab", s.data_dir.join("example-data").to_str().unwrap());
+    let file = temp_file("example.toml", &text);
+    let out = confab(&["config", "check", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains(": ok (production; http=127.0.0.1:8080 https=0.0.0.0:4433"), "{}", stdout(&out));
+
+    // Every setting the server takes is in the example, at least as a comment.
+    let help = stdout(&confab(&["--help"]));
+    for flag in help.split_whitespace().filter_map(|w| w.strip_prefix("--")) {
+        let key = flag.trim_end_matches(|c: char| !c.is_ascii_alphanumeric()).replace('-', "_");
+        if ["config", "help", "version"].contains(&key.as_str()) {
+            continue;
+        }
+        assert!(example.contains(&format!("{key} =")), "the example lacks {key}");
+    }
+}
+
+#[test]
+fn config_check_names_the_key_at_fault() {
+    let listen = "http = \"127.0.0.1:0\"\nhttps = \"off\"\n";
+    for (name, text, says) in [
+        ("unknown", format!("{listen}bogus_key = 1\n"), "unknown key \"bogus_key\""),
+        ("value", format!("{listen}max_frame_bytes = \"lots\"\n"), "key \"max_frame_bytes\": invalid value 'lots'"),
+        ("low", format!("{listen}max_frame_bytes = 10\n"), "max-frame-bytes: must be at least 1024"),
+        ("pair", format!("{listen}cert = \"/x.pem\"\n"), "key \"key\": missing"),
+        ("files", "cert = \"/nonexistent/c.pem\"\nkey = \"/nonexistent/k.pem\"\n".into(), "/nonexistent/c.pem"),
+        ("syntax", "https = \"off\"\nhttp = \n".into(), "TOML syntax, line 2"),
+        ("public", "http = \"0.0.0.0:8080\"\n".into(), "jwt-secret (or jwt-public-key) and api-key"),
+    ] {
+        let file = temp_file(&format!("{name}.toml"), &text);
+        let out = confab(&["config", "check", file.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1), "{name}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{name}: {}", stderr(&out));
+    }
+    let out = confab(&["config", "check", "/nonexistent/confab.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("cannot read"), "{}", stderr(&out));
+    let out = confab(&["config", "check"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn confab_version_says_the_version() {
+    let out = confab(&["version"]);
+    assert!(out.status.success());
+    assert!(stdout(&out).starts_with(&format!("confab {}\n", env!("CARGO_PKG_VERSION"))), "{}", stdout(&out));
+}
