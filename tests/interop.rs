@@ -13,36 +13,7 @@ mod support;
 
 use std::path::Path;
 use std::process::Command;
-use support::Server;
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-/// Whether a prerequisite is there; outside CI a missing one skips the test.
-fn have(what: &str, ok: bool) -> bool {
-    if !ok {
-        assert!(!in_ci(), "{what} is required in CI but missing");
-        eprintln!("SKIPPED: {what} is not installed (see .ci/run for how CI installs it)");
-    }
-    ok
-}
-
-/// The browser tests' prerequisites: Chromium and playwright-core. `None`: skip.
-fn browser_clients() -> Option<std::path::PathBuf> {
-    let clients = root().join("tests/clients");
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    let ok = have("chromium (apt-get install chromium)", Path::new(&chromium).exists())
-        && have(
-            "node with playwright-core (npm ci in tests/clients)",
-            clients.join("node_modules/playwright-core").exists(),
-        );
-    ok.then_some(clients)
-}
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
-}
+use support::{Server, browser_clients, have, root};
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().expect("start the client");

@@ -6,7 +6,9 @@
 //! - `confab config check FILE` says whether a server would start with that file, and which key
 //!   is at fault when not;
 //! - `confab config example` prints the commented example file;
-//! - `confab version`.
+//! - `confab version`;
+//! - `confab openapi`: the OpenAPI document, as `/api/openapi.json` serves it in dev mode
+//!   (`docs/openapi.json` is its output).
 //!
 //! Exit status: 0 done, 1 the configuration is at fault (or no token can be minted), 2 a
 //! command line clap refuses.
@@ -28,7 +30,7 @@ const MAX_TTL: Duration = Duration::from_secs(366 * 86_400);
 
 /// The helpers' names: a first argument that is one of them runs it instead of the server.
 pub fn is_helper(first: &std::ffi::OsStr) -> bool {
-    matches!(first.to_str(), Some("token" | "config" | "version"))
+    matches!(first.to_str(), Some("token" | "config" | "version" | "openapi"))
 }
 
 /// Runs the helper that `argv[1]` names; `argv[0]` is the program.
@@ -55,8 +57,21 @@ pub fn run(argv: Vec<OsString>) -> ExitCode {
             }
             Err(e) => exit_clap(e),
         },
+        Some("openapi") => match OpenApi::try_parse_from(rest) {
+            Ok(_) => match crate::api::openapi(true).to_pretty_json() {
+                Ok(doc) => {
+                    println!("{doc}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("confab openapi: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+            Err(e) => exit_clap(e),
+        },
         _ => {
-            eprintln!("confab: unknown helper (token, config, version)");
+            eprintln!("confab: unknown helper (token, config, version, openapi)");
             ExitCode::from(2)
         }
     }
@@ -204,6 +219,14 @@ enum ConfigAction {
     about = "Prints the version and what this build speaks."
 )]
 struct Version {}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "confab openapi",
+    bin_name = "confab openapi",
+    about = "Prints the OpenAPI 3.1 document of every HTTP route (dev-mode routes included)."
+)]
+struct OpenApi {}
 
 /// `confab config check FILE`: each key alone first, so that a bad value is blamed on its key,
 /// then the whole as the server would take it, then the files it names.

@@ -99,6 +99,37 @@ fn on_own_runtime<T: Send + 'static, F: std::future::Future<Output = T> + Send>(
     .unwrap()
 }
 
+/// Whether the suite runs in CI (`CI=true`), where a missing prerequisite fails a test.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Whether a prerequisite is there; outside CI a missing one skips the test.
+pub fn have(what: &str, ok: bool) -> bool {
+    if !ok {
+        assert!(!in_ci(), "{what} is required in CI but missing");
+        eprintln!("SKIPPED: {what} is not installed (see .ci/run for how CI installs it)");
+    }
+    ok
+}
+
+/// The browser tests' prerequisites: Chromium and playwright-core. `None`: skip.
+pub fn browser_clients() -> Option<std::path::PathBuf> {
+    let clients = root().join("tests/clients");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let ok = have("chromium (apt-get install chromium)", std::path::Path::new(&chromium).exists())
+        && have(
+            "node with playwright-core (npm ci in tests/clients)",
+            clients.join("node_modules/playwright-core").exists(),
+        );
+    ok.then_some(clients)
+}
+
+/// The project's top directory.
+pub fn root() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
+}
+
 static NEXT_DIR: AtomicU64 = AtomicU64::new(0);
 
 impl Server {

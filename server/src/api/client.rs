@@ -1,68 +1,99 @@
 //! Client REST (SPEC §5), authenticated with the user's JWT (`Authorization: Bearer`).
 
-use super::{ApiError, App};
+use super::bodies::{ConversationList, ConversationRow, ErrorBody, HistoryPage};
+use super::{ApiError, App, Segment};
 use crate::auth::Identity;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use confab_codec::event::MAX_HISTORY_LIMIT;
 use confab_codec::{ConversationId, ErrorCode, Seq};
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 fn identity(app: &App, headers: &HeaderMap) -> Result<Identity, ApiError> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|h| h.strip_prefix("Bearer "))
-        .ok_or_else(|| ApiError(ErrorCode::Unauthorized, "Authorization: Bearer <token> required".into()))?;
-    app.node.auth.verify(token.trim()).map_err(|e| ApiError(e.code(), e.to_string()))
+        .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "Authorization: Bearer <token> required"))?;
+    app.node.auth.verify(token.trim()).map_err(|e| ApiError::new(e.code(), e.to_string()))
 }
 
-/// `GET /v1/chat/conversations`: the user's conversations with unread counts and last message.
-pub(super) async fn conversations(State(app): State<App>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+/// The user's conversations, with unread counts, the last message and who is online.
+#[utoipa::path(
+    get,
+    path = "/v1/chat/conversations",
+    tag = "client",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller's conversations", body = ConversationList),
+        (status = 401, description = "No token, or an expired or invalid one", body = ErrorBody),
+        (status = 503, description = "The store cannot be reached", body = ErrorBody),
+    )
+)]
+pub(super) async fn conversations(
+    State(app): State<App>,
+    headers: HeaderMap,
+) -> Result<Json<ConversationList>, ApiError> {
     let me = identity(&app, &headers)?;
     let list = app.node.store.conversations_of(&me.user_id).await?;
-    let mut rows: Vec<Value> = Vec::with_capacity(list.len());
+    let mut rows = Vec::with_capacity(list.len());
     for c in list {
-        let others: Vec<_> = c.members.iter().filter(|m| **m != me.user_id).collect();
+        let others: Vec<_> = c.members.iter().filter(|m| **m != me.user_id).cloned().collect();
         // Who is online now; `user:online`/`user:offline` keep a connected client current.
         let mut online = Vec::new();
         for m in &others {
             if app.node.presence.get(m).await.online {
-                online.push(*m);
+                online.push(m.clone());
             }
         }
-        rows.push({
-            json!({
-                "id": c.id,
-                "members": c.members,
-                "other_user_ids": others,
-                "online_user_ids": online,
-                "last_seq": c.last_seq,
-                "read_seq": c.read_seq,
-                "unread_count": c.unread_count,
-                "last_message": c.last_message,
-                "updated_at": c.last_message.as_ref().map(|m| m.created_at),
-            })
+        rows.push(ConversationRow {
+            updated_at: c.last_message.as_ref().map(|m| m.created_at),
+            id: c.id,
+            members: c.members,
+            other_user_ids: others,
+            online_user_ids: online,
+            last_seq: c.last_seq,
+            read_seq: c.read_seq,
+            unread_count: c.unread_count,
+            last_message: c.last_message,
         });
     }
-    Ok(Json(json!({"conversations": rows})))
+    Ok(Json(ConversationList { conversations: rows }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct Page {
+    /// Messages before this sequence number (the first one of the page before).
     before_seq: Option<u64>,
+    /// 1 to 100 (default 50).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
 }
 
-/// `GET /v1/chat/conversations/{id}/messages?before_seq=&limit=`: a page of history, oldest first.
+/// A page of a conversation's history, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/chat/conversations/{id}/messages",
+    tag = "client",
+    security(("bearer" = [])),
+    params(("id" = super::bodies::Id, Path, description = "The conversation"), Page),
+    responses(
+        (status = 200, description = "Up to `limit` messages before `before_seq`", body = HistoryPage),
+        (status = 400, description = "A bad id, `before_seq` or `limit`", body = ErrorBody),
+        (status = 401, description = "No token, or an expired or invalid one", body = ErrorBody),
+        (status = 403, description = "The caller is not a member", body = ErrorBody),
+        (status = 404, description = "No such conversation", body = ErrorBody),
+        (status = 503, description = "The store cannot be reached", body = ErrorBody),
+    )
+)]
 pub(super) async fn messages(
     State(app): State<App>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Segment(id): Segment,
     super::Params(page): super::Params<Page>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<HistoryPage>, ApiError> {
     let me = identity(&app, &headers)?;
     let c = super::parse_id("id", &id, ConversationId::parse)?;
     let info = app
@@ -70,30 +101,47 @@ pub(super) async fn messages(
         .store
         .conversation(&c)
         .await?
-        .ok_or_else(|| ApiError(ErrorCode::ConversationNotFound, format!("conversation {c} not found")))?;
+        .ok_or_else(|| ApiError::new(ErrorCode::ConversationNotFound, format!("conversation {c} not found")))?;
     if !info.members.iter().any(|m| m.user_id == me.user_id) {
-        return Err(ApiError(ErrorCode::Forbidden, format!("not a member of conversation {c}")));
+        return Err(ApiError::new(ErrorCode::Forbidden, format!("not a member of conversation {c}")));
     }
     let limit = page.limit.unwrap_or(50);
     if !(1..=MAX_HISTORY_LIMIT).contains(&limit) {
-        return Err(ApiError(
+        return Err(ApiError::new(
             ErrorCode::ValidationError,
             format!("limit: must be 1 to {MAX_HISTORY_LIMIT}, got {limit}"),
         ));
     }
-    let (messages, has_more) = app.node.store.history(&c, page.before_seq.map(Seq), limit).await?;
-    Ok(Json(json!({"conversation_id": c, "messages": messages, "has_more": has_more})))
+    // Stores keep sequence numbers as signed 64-bit integers; anything above is "before all".
+    let before = page.before_seq.map(|s| Seq(s.min(i64::MAX as u64)));
+    let (messages, has_more) = app.node.store.history(&c, before, limit).await?;
+    Ok(Json(HistoryPage { conversation_id: c, messages, has_more }))
 }
 
-/// `GET /v1/attachments/{id}`: a file sent inline with a message (seed 004). The random id
-/// in the URL is the capability (an `<img src>` cannot send a token); the type is one of a few
-/// safe ones, never HTML, and `nosniff` keeps a browser from guessing otherwise.
+/// A file sent inline with a message (seed 004). The random id in the URL is the capability (an
+/// `<img src>` cannot send a token); the type is one of a few safe ones, never HTML, and
+/// `nosniff` keeps a browser from guessing otherwise.
+#[utoipa::path(
+    get,
+    path = "/v1/attachments/{id}",
+    tag = "client",
+    params(("id" = super::bodies::Id, Path, description = "The attachment's id (`att_...`), from the message")),
+    responses(
+        (status = 200, description = "The file: an image, a PDF, plain text, or octets", content(
+            ("image/jpeg"), ("image/png"), ("image/gif"), ("image/webp"), ("application/pdf"),
+            ("text/plain; charset=utf-8"), ("application/octet-stream"),
+        )),
+        (status = 400, description = "A path that is not text", body = ErrorBody),
+        (status = 404, description = "No such attachment", body = ErrorBody),
+        (status = 503, description = "The store cannot be reached", body = ErrorBody),
+    )
+)]
 pub(super) async fn attachment(
     State(app): State<App>,
-    Path(id): Path<String>,
+    Segment(id): Segment,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
-    let not_found = || ApiError(ErrorCode::NotFound, format!("attachment {id} not found"));
+    let not_found = || ApiError::new(ErrorCode::NotFound, format!("attachment {id} not found"));
     if id.len() > 64 || !id.starts_with("att_") {
         return Err(not_found());
     }

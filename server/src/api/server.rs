@@ -2,16 +2,17 @@
 //! `Authorization: ApiKey KEY`: conversations and their members, published events, system
 //! messages, presence.
 
-use super::{ApiError, App, Body};
+use super::bodies::{
+    CreateConversation, Created, ErrorBody, Members, PostMessage, Posted, Presence, Publish, Published, SetMembers,
+};
+use super::{ApiError, App, Body, Segment};
 use crate::session;
 use crate::store::NewMessage;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
-use confab_codec::event::{Left, Metadata, ServerEvent};
+use confab_codec::event::{Left, ServerEvent};
 use confab_codec::{ConversationId, ErrorCode, MessageKind, UserId};
-use serde::Deserialize;
-use serde_json::{Value, json};
 
 fn check_key(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
     let given =
@@ -21,13 +22,13 @@ fn check_key(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
         let (a, b) = (g.trim().as_bytes(), app.settings.api_key.as_bytes());
         a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
     });
-    if ok { Ok(()) } else { Err(ApiError(ErrorCode::Unauthorized, "Authorization: ApiKey <key> required".into())) }
+    if ok { Ok(()) } else { Err(ApiError::new(ErrorCode::Unauthorized, "Authorization: ApiKey <key> required")) }
 }
 
 fn users(field: &str, list: &[String]) -> Result<Vec<UserId>, ApiError> {
     let mut out: Vec<UserId> = list
         .iter()
-        .map(|m| UserId::parse(m).map_err(|r| ApiError(ErrorCode::ValidationError, format!("{field}: {m:?} {r}"))))
+        .map(|m| UserId::parse(m).map_err(|r| ApiError::new(ErrorCode::ValidationError, format!("{field}: {m:?} {r}"))))
         .collect::<Result<_, _>>()?;
     out.sort();
     out.dedup();
@@ -38,19 +39,26 @@ fn conversation_id(id: &str) -> Result<ConversationId, ApiError> {
     super::parse_id("id", id, ConversationId::parse)
 }
 
-#[derive(Deserialize)]
-pub(super) struct CreateConversation {
-    id: Option<String>,
-    members: Vec<String>,
-    max_members: Option<u32>,
-}
-
-/// `POST /api/v1/conversations` `{"id"?, "members", "max_members"?}` → `{"id"}`.
+/// Creates a conversation with its members.
+#[utoipa::path(
+    post,
+    path = "/api/v1/conversations",
+    tag = "server",
+    security(("api_key" = [])),
+    request_body = CreateConversation,
+    responses(
+        (status = 201, description = "Created", body = Created),
+        (status = 400, description = "A bad body or id; or the id is taken", body = ErrorBody),
+        (status = 401, description = "No API key, or a wrong one", body = ErrorBody),
+        (status = 409, description = "More members than `max_members`", body = ErrorBody),
+        (status = 503, description = "The store cannot be reached", body = ErrorBody),
+    )
+)]
 pub(super) async fn create_conversation(
     State(app): State<App>,
     headers: HeaderMap,
     Body(req): Body<CreateConversation>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Created>), ApiError> {
     check_key(&app, &headers)?;
     let id = match &req.id {
         Some(id) => conversation_id(id)?,
@@ -58,44 +66,75 @@ pub(super) async fn create_conversation(
     };
     let members = users("members", &req.members)?;
     if req.max_members.is_some_and(|m| members.len() > m as usize) {
-        return Err(ApiError(ErrorCode::ConversationFull, format!("{} members exceed max_members", members.len())));
+        return Err(ApiError::new(
+            ErrorCode::ConversationFull,
+            format!("{} members exceed max_members", members.len()),
+        ));
     }
     let info = app.node.store.create_conversation(id.clone(), members, req.max_members).await?;
     app.node.cache_conversation(info, true);
-    Ok((StatusCode::CREATED, Json(json!({"id": id}))))
+    Ok((StatusCode::CREATED, Json(Created { id })))
 }
 
-#[derive(Deserialize)]
-pub(super) struct SetMembers {
-    members: Vec<String>,
-}
-
-/// `PUT /api/v1/conversations/{id}/members` `{"members"}`.
+/// Replaces a conversation's members; those removed hear `conversation:left`.
+#[utoipa::path(
+    put,
+    path = "/api/v1/conversations/{id}/members",
+    tag = "server",
+    security(("api_key" = [])),
+    params(("id" = super::bodies::Id, Path, description = "The conversation")),
+    request_body = SetMembers,
+    responses(
+        (status = 200, description = "The members now", body = Members),
+        (status = 400, description = "A bad body or id", body = ErrorBody),
+        (status = 401, description = "No API key, or a wrong one", body = ErrorBody),
+        (status = 404, description = "No such conversation", body = ErrorBody),
+        (status = 409, description = "More members than `max_members`", body = ErrorBody),
+        (status = 503, description = "The store cannot be reached", body = ErrorBody),
+    )
+)]
 pub(super) async fn set_members(
     State(app): State<App>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Segment(id): Segment,
     Body(req): Body<SetMembers>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Members>, ApiError> {
     check_key(&app, &headers)?;
     let c = conversation_id(&id)?;
     let members = users("members", &req.members)?;
     if let Some(info) = app.node.store.conversation(&c).await? {
         if info.max_members.is_some_and(|m| members.len() > m as usize) {
-            return Err(ApiError(ErrorCode::ConversationFull, format!("{} members exceed max_members", members.len())));
+            return Err(ApiError::new(
+                ErrorCode::ConversationFull,
+                format!("{} members exceed max_members", members.len()),
+            ));
         }
     }
     let info = app.node.store.set_members(&c, members).await?;
     let members: Vec<_> = info.members.iter().map(|m| m.user_id.clone()).collect();
     app.node.cache_conversation(info, true);
-    Ok(Json(json!({"id": c, "members": members})))
+    Ok(Json(Members { id: c, members }))
 }
 
-/// `DELETE /api/v1/conversations/{id}`: joined connections hear `conversation:left`.
+/// Deletes a conversation and its messages; joined connections hear `conversation:left`.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/conversations/{id}",
+    tag = "server",
+    security(("api_key" = [])),
+    params(("id" = super::bodies::Id, Path, description = "The conversation")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "A bad id", body = ErrorBody),
+        (status = 401, description = "No API key, or a wrong one", body = ErrorBody),
+        (status = 404, description = "No such conversation", body = ErrorBody),
+        (status = 503, description = "The store cannot be reached", body = ErrorBody),
+    )
+)]
 pub(super) async fn delete_conversation(
     State(app): State<App>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Segment(id): Segment,
 ) -> Result<StatusCode, ApiError> {
     check_key(&app, &headers)?;
     let c = conversation_id(&id)?;
@@ -109,67 +148,78 @@ pub(super) async fn delete_conversation(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
-pub(super) struct Publish {
-    user_ids: Vec<String>,
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    data: Metadata,
-}
-
-/// `POST /api/v1/publish` `{"user_ids", "type", "data"}`: online users get it now, the others
-/// find it in their inbox on their next connection.
+/// An app event (`match:new`...) for some users: online users get it now, the others find it in
+/// their inbox at their next connection.
+#[utoipa::path(
+    post,
+    path = "/api/v1/publish",
+    tag = "server",
+    security(("api_key" = [])),
+    request_body = Publish,
+    responses(
+        (status = 200, description = "Told or queued", body = Published),
+        (status = 400, description = "A bad body, user id or event type", body = ErrorBody),
+        (status = 401, description = "No API key, or a wrong one", body = ErrorBody),
+        (status = 503, description = "The store cannot be reached", body = ErrorBody),
+    )
+)]
 pub(super) async fn publish(
     State(app): State<App>,
     headers: HeaderMap,
     Body(req): Body<Publish>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Published>, ApiError> {
     check_key(&app, &headers)?;
     let users = users("user_ids", &req.user_ids)?;
     let online = session::publish(&app.node, &users, &req.kind, req.data)
         .await
-        .map_err(|e| ApiError(ErrorCode::ValidationError, e))?;
-    Ok(Json(json!({"delivered": online, "queued": users.len() - online})))
+        .map_err(|e| ApiError::new(ErrorCode::ValidationError, e))?;
+    Ok(Json(Published { delivered: online, queued: users.len() - online }))
 }
 
-#[derive(Deserialize)]
-pub(super) struct PostMessage {
-    content: String,
-    #[serde(rename = "type", default)]
-    kind: Option<String>,
-    #[serde(default)]
-    metadata: Metadata,
-    /// Who the message is from: `system` unless given (an AI assistant's id for `type: "ai"`).
-    #[serde(default)]
-    sender_id: Option<String>,
-}
-
-/// `POST /api/v1/conversations/{id}/messages` `{"content", "type": "system", "sender_id"?}`: a
-/// message from the backend, stored and fanned out like any other (sender `system` by default).
+/// A message from the backend, stored and fanned out like any other (sender `system` by
+/// default).
+#[utoipa::path(
+    post,
+    path = "/api/v1/conversations/{id}/messages",
+    tag = "server",
+    security(("api_key" = [])),
+    params(("id" = super::bodies::Id, Path, description = "The conversation")),
+    request_body = PostMessage,
+    responses(
+        (status = 201, description = "Stored and sent to the members", body = Posted),
+        (status = 400, description = "A bad body, id, content or message type", body = ErrorBody),
+        (status = 401, description = "No API key, or a wrong one", body = ErrorBody),
+        (status = 404, description = "No such conversation", body = ErrorBody),
+        (status = 429, description = "The sender's message limits are spent", body = ErrorBody),
+        (status = 503, description = "The store cannot be reached or refuses writes", body = ErrorBody),
+    )
+)]
 pub(super) async fn post_message(
     State(app): State<App>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Segment(id): Segment,
     Body(req): Body<PostMessage>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Posted>), ApiError> {
     check_key(&app, &headers)?;
     let c = conversation_id(&id)?;
     let kind = match req.kind.as_deref() {
         None | Some("system") => MessageKind::System,
         Some(other) => MessageKind::from_name(other)
-            .ok_or_else(|| ApiError(ErrorCode::InvalidMessageType, format!("unknown message type {other:?}")))?,
+            .ok_or_else(|| ApiError::new(ErrorCode::InvalidMessageType, format!("unknown message type {other:?}")))?,
     };
     let n = req.content.chars().count();
     if n == 0 || n > confab_codec::event::MAX_TEXT_CHARS {
-        return Err(ApiError(ErrorCode::ValidationError, format!("content: must be 1 to 2000 characters, got {n}")));
+        return Err(ApiError::new(
+            ErrorCode::ValidationError,
+            format!("content: must be 1 to 2000 characters, got {n}"),
+        ));
     }
     let info = app
         .node
         .store
         .conversation(&c)
         .await?
-        .ok_or_else(|| ApiError(ErrorCode::ConversationNotFound, format!("conversation {c} not found")))?;
+        .ok_or_else(|| ApiError::new(ErrorCode::ConversationNotFound, format!("conversation {c} not found")))?;
     app.node.cache_conversation(info, false);
     let sender = super::parse_id("sender_id", req.sender_id.as_deref().unwrap_or("system"), UserId::parse)?;
     let appended = app
@@ -187,24 +237,36 @@ pub(super) async fn post_message(
             requester: None,
         })
         .await?;
-    Ok((StatusCode::CREATED, Json(json!({"message": appended.message}))))
+    Ok((StatusCode::CREATED, Json(Posted { message: appended.message })))
 }
 
-/// `GET /api/v1/presence/{user_id}`.
+/// A user's presence: online, status, last seen, connections on every node.
+#[utoipa::path(
+    get,
+    path = "/api/v1/presence/{user_id}",
+    tag = "server",
+    security(("api_key" = [])),
+    params(("user_id" = super::bodies::Id, Path, description = "The user")),
+    responses(
+        (status = 200, description = "The user's presence", body = Presence),
+        (status = 400, description = "A bad user id", body = ErrorBody),
+        (status = 401, description = "No API key, or a wrong one", body = ErrorBody),
+    )
+)]
 pub(super) async fn presence(
     State(app): State<App>,
     headers: HeaderMap,
-    Path(user): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+    Segment(user): Segment,
+) -> Result<Json<Presence>, ApiError> {
     check_key(&app, &headers)?;
     let user = super::parse_id("user_id", &user, UserId::parse)?;
     let p = app.node.presence.get(&user).await;
-    Ok(Json(json!({
-        "user_id": user,
-        "online": p.online,
-        "status": p.status,
-        "message": p.message,
-        "last_seen": p.last_seen,
-        "connections": p.connections,
-    })))
+    Ok(Json(Presence {
+        user_id: user,
+        online: p.online,
+        status: p.status,
+        message: p.message,
+        last_seen: p.last_seen,
+        connections: p.connections,
+    }))
 }

@@ -18,7 +18,7 @@ use crate::error::CloseReason;
 use crate::link::{Closer, ConnOutput, Inbound, Outgoing, Route, TransportKind};
 use crate::session::{self, Opening};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{Extension, MatchedPath, Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -77,16 +77,16 @@ fn subprotocol_format(headers: &HeaderMap) -> Format {
 }
 
 /// `GET /ws`, and `GET /v1/ws`, seed 000's path, where `message:new` carries its fields flat
-/// as well (protocol.md).
+/// as well (`flat_messages`; protocol.md).
 pub async fn upgrade(
     State(app): State<App>,
-    route: MatchedPath,
+    flat_messages: bool,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     scheme: Option<Extension<Scheme>>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let endpoint = Endpoint { flat_messages: route.as_str() == wire::path::WS_V1, ..Endpoint::default() };
+    let endpoint = Endpoint { flat_messages, ..Endpoint::default() };
     upgrade_at(app, query, headers, ws, endpoint, None, scheme).await
 }
 
