@@ -11,9 +11,8 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::path::Path;
 use std::process::Command;
-use support::{Server, browser_clients, have, root};
+use support::{Server, browser_clients, drive, have, root};
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().expect("start the client");
@@ -60,34 +59,6 @@ fn chromium_speaks_webtransport_with_confab() {
     for step in ["established: ok", "message: ok", "datagrams: ok", "client close: ok", "server close: ok (4003"] {
         assert!(out.contains(step), "missing {step:?} in:\n{out}");
     }
-}
-
-/// Runs a browser script that asks the test for things by printing a line (`RESTART`,
-/// `FREEZE`, ...): `answer` does it and returns the line to write back. Returns everything the
-/// script printed, once it exited with success.
-fn drive(script: &Path, args: &[&str], mut answer: impl FnMut(&str) -> Option<&'static str>) -> String {
-    use std::io::{BufRead, BufReader, Write};
-    let mut node = Command::new("node")
-        .arg(script)
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("start node");
-    let mut stdin = node.stdin.take().unwrap();
-    let mut out = String::new();
-    for line in BufReader::new(node.stdout.take().unwrap()).lines() {
-        let line = line.unwrap();
-        eprintln!("{line}");
-        if let Some(reply) = answer(&line) {
-            writeln!(stdin, "{reply}").unwrap();
-        }
-        out.push_str(&line);
-        out.push('\n');
-    }
-    let status = node.wait().unwrap();
-    assert!(status.success(), "the browser test failed:\n{out}");
-    out
 }
 
 #[test]

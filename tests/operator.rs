@@ -1,13 +1,13 @@
 //! The operator's side, against the real binary: the command-line helpers (`confab token`,
-//! `confab config check|example`, `confab version`), and the OpenAPI document, checked by
-//! schemathesis (PyPI) against a live server.
+//! `confab config check|example`, `confab version`), the OpenAPI document, checked by
+//! schemathesis (PyPI) against a live server, and the admin console in headless Chromium.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "support/mod.rs"]
 mod support;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::process::{Command, Output};
 use support::{API_KEY, Client, JWT_SECRET, Server};
 
@@ -245,4 +245,71 @@ fn schemathesis_finds_nothing() {
         assert!(out.status.success(), "schemathesis, {name}:\n{stdout}\n{}", stderr(&out));
         assert!(stdout.contains("passed"), "schemathesis, {name}, ran nothing:\n{stdout}");
     }
+}
+
+/// The admin console after real traffic: a wrong key is refused, the right one shows the
+/// figures the traffic made, and a device's Disconnect button closes that client with 4004.
+#[tokio::test]
+async fn the_admin_console_shows_real_figures_and_disconnects_a_device() {
+    let Some(clients) = support::browser_clients() else { return };
+    let s = Server::start(&[]);
+    let (mut alice, mut bob) = s.alice_and_bob("c-admin").await;
+    alice.join("c-admin").await;
+    bob.join("c-admin").await;
+    let bob_connection = {
+        // `alice_and_bob` has read the greeting; the devices list names the connection.
+        let (status, user) = s.api("GET", "/api/v1/admin/users/bob", None);
+        assert_eq!(status, 200);
+        user["devices"][0]["connection_id"].as_str().unwrap().to_owned()
+    };
+    for i in 0..20 {
+        alice.say("c-admin", &format!("hello {i}")).await;
+        bob.expect("message:new").await;
+    }
+    // An error a client provokes: joining a conversation that does not exist.
+    let rid = alice.send("conversation:join", json!({"conversation_id": "no-such-conversation"})).await;
+    let code = alice.expect_error(&rid).await["code"].as_str().unwrap().to_owned();
+    // The trends take a point every 2 s.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+
+    let port = s.addr.rsplit(':').next().unwrap().to_string();
+    let shot = support::root().join("docs/images/admin.png");
+    let args = [
+        port,
+        API_KEY.to_owned(),
+        "2".into(),
+        "c-admin".into(),
+        code.clone(),
+        "bob".into(),
+        shot.display().to_string(),
+    ];
+    let script = clients.join("admin_console.mjs");
+    let out = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        support::drive(&script, &args, |_| None)
+    })
+    .await
+    .unwrap();
+    assert!(out.contains("wrong key: refused"), "{out}");
+    let figures: Value =
+        serde_json::from_str(out.lines().find_map(|l| l.strip_prefix("figures: ")).expect("the console's figures"))
+            .unwrap();
+    assert_eq!(figures["connections"], 2, "{figures}");
+    assert_eq!(figures["users_online"], 2, "{figures}");
+    assert!(figures["max_rate"].as_f64().unwrap() > 0.0, "{figures}");
+    assert_eq!(figures["kinds"], json!([["websocket", "winkr", "json", "2"]]), "{figures}");
+    let row = figures["conversations"].as_array().unwrap().iter().find(|r| r[0] == "c-admin").cloned();
+    let row = row.unwrap_or_else(|| panic!("c-admin is not listed: {figures}"));
+    assert_eq!(
+        (row[1].as_str(), row[2].as_str(), row[3].as_str()),
+        (Some("alice, bob"), Some("2"), Some("20")),
+        "{figures}"
+    );
+    assert!(figures["incidents"].as_array().unwrap().iter().any(|c| c == code.as_str()), "{figures}");
+    assert!(figures["certificate"].as_str().unwrap().ends_with("days"), "{figures}");
+
+    // The button closed bob's device, and only it, with the documented code.
+    assert!(out.contains(&format!("disconnected: {bob_connection}")), "{out}");
+    assert_eq!(bob.expect_close().await.0, 4004);
+    alice.say("c-admin", "still here").await;
 }

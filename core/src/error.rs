@@ -134,6 +134,9 @@ pub enum CloseReason {
     /// The user already has the maximum number of connections, or opened too many too fast.
     /// Reconnect later, or close another device.
     TooManyConnections,
+    /// An operator disconnected this device (the admin console). Do not reconnect by itself:
+    /// the same close as [`CloseReason::AccessDenied`].
+    Disconnected,
 }
 
 impl CloseReason {
@@ -146,7 +149,7 @@ impl CloseReason {
             Self::TooBig => close::TOO_BIG,
             Self::TokenExpired => close::TOKEN_EXPIRED,
             Self::Unauthorized => close::UNAUTHORIZED,
-            Self::AccessDenied => close::FORBIDDEN,
+            Self::AccessDenied | Self::Disconnected => close::FORBIDDEN,
             Self::TooManyConnections => close::TOO_MANY_CONNECTIONS,
         }
     }
@@ -169,6 +172,7 @@ impl CloseReason {
             Self::Unauthorized => "unauthorized",
             Self::AccessDenied => "access_denied",
             Self::TooManyConnections => "too_many_connections",
+            Self::Disconnected => "disconnected_by_operator",
         }
     }
 }
@@ -187,6 +191,8 @@ mod tests {
         assert_eq!(CloseReason::Unauthorized.code(), 4003);
         assert_eq!(CloseReason::AccessDenied.code(), 4004);
         assert_eq!(CloseReason::TooManyConnections.code(), 4008);
+        assert_eq!(CloseReason::Disconnected.code(), 4004);
+        assert_eq!(CloseReason::Disconnected.reconnect(), Reconnect::No);
         assert_eq!(CloseReason::Unauthorized.reconnect(), Reconnect::No);
         assert_eq!(CloseReason::SlowConsumer.reconnect(), Reconnect::WithBackoff);
         assert_eq!(CloseReason::TokenExpired.reconnect(), Reconnect::AfterNewToken);

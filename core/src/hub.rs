@@ -59,6 +59,34 @@ struct Marks {
 struct ConvEntry {
     members: HashMap<UserId, Marks>,
     joined: HashMap<ConnectionId, Joined>,
+    /// The last message fanned out here, and when it was sent (the admin console's activity).
+    last: Option<(Seq, Timestamp)>,
+}
+
+/// How a connection talks: the protocol's names of its transport, dialect and codec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionKind {
+    pub transport: &'static str,
+    pub dialect: &'static str,
+    pub codec: &'static str,
+}
+
+/// One of the devices (connections) of a user on this node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Device {
+    pub connection_id: ConnectionId,
+    pub kind: ConnectionKind,
+}
+
+/// A conversation as this node knows it: cached because a member is connected here.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConversationActivity {
+    pub id: ConversationId,
+    pub members: Vec<UserId>,
+    /// Connections here that joined it.
+    pub joined: usize,
+    /// The last message fanned out here since this node cached it.
+    pub last: Option<(Seq, Timestamp)>,
 }
 
 #[derive(Debug, Default)]
@@ -86,6 +114,17 @@ const PRUNE_EVERY: u64 = 4096;
 fn prune(s: &mut State, rates: &UserRates, now: Instant) {
     let users = &s.users;
     s.buckets.retain(|u, b| users.contains_key(u) || !b.all_full(rates, now));
+}
+
+fn device(conn: &Conn) -> Device {
+    Device {
+        connection_id: conn.id.clone(),
+        kind: ConnectionKind {
+            transport: conn.transport.name(),
+            dialect: conn.codec.dialect.name(),
+            codec: conn.codec.format.name(),
+        },
+    }
 }
 
 /// Shared by every connection; cheap to lock (no await while held).
@@ -285,6 +324,50 @@ impl Hub {
         idle
     }
 
+    /// The connections on this node by transport, dialect and codec, with their counts.
+    pub fn connection_counts(&self) -> Vec<(ConnectionKind, usize)> {
+        let s = self.lock();
+        let mut counts: HashMap<ConnectionKind, usize> = HashMap::new();
+        for conn in s.users.values().flat_map(|u| &u.conns) {
+            *counts.entry(device(conn).kind).or_default() += 1;
+        }
+        drop(s);
+        let mut out: Vec<(ConnectionKind, usize)> = counts.into_iter().collect();
+        out.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        out
+    }
+
+    /// The user's connections on this node.
+    pub fn devices(&self, user: &UserId) -> Vec<Device> {
+        let s = self.lock();
+        s.users.get(user).map(|u| u.conns.iter().map(device).collect()).unwrap_or_default()
+    }
+
+    /// Closes one of the user's connections here with `reason`; whether it was found.
+    pub fn disconnect(&self, user: &UserId, connection: &ConnectionId, reason: CloseReason) -> bool {
+        let s = self.lock();
+        let conn = s.users.get(user).and_then(|u| u.conns.iter().find(|c| c.id == *connection));
+        conn.inspect(|c| c.closer.close(reason)).is_some()
+    }
+
+    /// Up to `limit` cached conversations, the most recently active first.
+    pub fn conversation_activity(&self, limit: usize) -> Vec<ConversationActivity> {
+        let s = self.lock();
+        let mut all: Vec<ConversationActivity> = s
+            .convs
+            .iter()
+            .map(|(id, e)| {
+                let mut members: Vec<UserId> = e.members.keys().cloned().collect();
+                members.sort();
+                ConversationActivity { id: id.clone(), members, joined: e.joined.len(), last: e.last }
+            })
+            .collect();
+        drop(s);
+        all.sort_by(|a, b| b.last.map(|l| l.1).cmp(&a.last.map(|l| l.1)).then_with(|| a.id.cmp(&b.id)));
+        all.truncate(limit);
+        all
+    }
+
     /// Drops a deleted conversation; returns the connections that had joined it.
     pub fn forget_conversation(&self, c: &ConversationId) -> Vec<Conn> {
         let mut s = self.lock();
@@ -459,6 +542,7 @@ impl Hub {
         let Some(entry) = s.convs.get_mut(&c) else { return Vec::new() };
         if let Some(seq) = message.seq {
             entry.members.entry(sender_id.clone()).and_modify(|m| m.read = m.read.max(seq));
+            entry.last = Some((seq, message.created_at));
         }
         let sender = Sender { id: sender_id.clone(), username: profile.username, avatar_url: profile.avatar_url };
         let new = SharedEvent::new(

@@ -30,6 +30,7 @@ pub mod broker;
 pub mod clock;
 pub mod error;
 pub mod hub;
+pub mod incidents;
 pub mod limits;
 pub mod link;
 pub mod metrics;

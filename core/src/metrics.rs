@@ -78,6 +78,64 @@ pub struct Metrics {
     pub tasks: Gauge,
     pub open_fds: Gauge,
     pub resident_memory_bytes: Gauge,
+    /// The TLS certificate's end of validity, Unix seconds (0: no TLS listener).
+    pub certificate_expiry_seconds: Gauge,
+    /// The message latencies since the admin console's sampler last looked (`LatencyWindow`).
+    pub latency_window: LatencyWindow,
+}
+
+/// Message latencies counted in power-of-two millisecond buckets since the last `take`: what
+/// the admin console draws, without reading the Prometheus histogram back. One relaxed atomic
+/// add per observation.
+#[derive(Debug, Default)]
+pub struct LatencyWindow {
+    /// Bucket `i` counts latencies below `2^i` ms (bucket 0: under 1 ms), the last one the rest.
+    buckets: [std::sync::atomic::AtomicU64; LATENCY_BUCKETS],
+}
+
+const LATENCY_BUCKETS: usize = 16;
+
+impl LatencyWindow {
+    pub fn observe(&self, ms: u64) {
+        let i = (u64::BITS - ms.leading_zeros()) as usize;
+        self.buckets[i.min(LATENCY_BUCKETS - 1)].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The latencies since the last call, and starts a new window.
+    pub fn take(&self) -> LatencySample {
+        let counts = self.buckets.each_ref().map(|b| b.swap(0, std::sync::atomic::Ordering::Relaxed));
+        LatencySample { counts }
+    }
+}
+
+/// One window of [`LatencyWindow`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LatencySample {
+    counts: [u64; LATENCY_BUCKETS],
+}
+
+impl LatencySample {
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The latency (ms) below which the fraction `q` of the window fell: the upper bound of its
+    /// bucket, so within a factor of two. `None` for an empty window.
+    pub fn quantile_ms(&self, q: f64) -> Option<u64> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Some(if i == 0 { 1 } else { 1 << i });
+            }
+        }
+        Some(1 << (LATENCY_BUCKETS - 1))
+    }
 }
 
 impl Default for Metrics {
@@ -112,6 +170,8 @@ impl Default for Metrics {
             tasks: Gauge::default(),
             open_fds: Gauge::default(),
             resident_memory_bytes: Gauge::default(),
+            certificate_expiry_seconds: Gauge::default(),
+            latency_window: LatencyWindow::default(),
             registry: Registry::default(),
         };
         registry.register("connections", "Open client connections", m.connections.clone());
@@ -184,6 +244,11 @@ impl Default for Metrics {
             "1 while the broker to the other nodes is connected (always 1 for a node alone)",
             m.broker_connected.clone(),
         );
+        registry.register(
+            "certificate_expiry_seconds",
+            "When the TLS certificate new handshakes get stops being valid, Unix seconds (0: no TLS)",
+            m.certificate_expiry_seconds.clone(),
+        );
         m.broker_connected.set(1);
         Self { registry, ..m }
     }
@@ -214,5 +279,27 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LatencyWindow;
+
+    #[test]
+    fn latency_windows_give_quantiles_within_a_factor_of_two_and_start_afresh() {
+        let w = LatencyWindow::default();
+        assert_eq!(w.take().quantile_ms(0.5), None);
+        for ms in [0, 3, 3, 3, 3, 3, 3, 3, 3, 900] {
+            w.observe(ms);
+        }
+        let s = w.take();
+        assert_eq!(s.count(), 10);
+        assert_eq!(s.quantile_ms(0.5), Some(4));
+        assert_eq!(s.quantile_ms(0.99), Some(1024));
+        assert_eq!(s.quantile_ms(0.0), Some(1));
+        assert_eq!(w.take().count(), 0);
+        w.observe(u64::MAX);
+        assert_eq!(w.take().quantile_ms(1.0), Some(1 << 15));
     }
 }

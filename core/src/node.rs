@@ -31,6 +31,8 @@ use tokio_util::task::TaskTracker;
 pub trait Certificate: Send + Sync + std::fmt::Debug + 'static {
     /// SHA-256 of the certificate (DER), lowercase hex.
     fn sha256_hex(&self) -> String;
+    /// When it stops being valid, Unix seconds.
+    fn not_after_s(&self) -> i64;
 }
 
 /// Everything sessions share.
@@ -57,6 +59,8 @@ pub struct Node {
     /// With other nodes on the same store: the recipients reached here, waiting to claim their
     /// delivery watermarks (`receipts::claim_loop`); none for a node alone.
     pub claims: Option<Arc<Claims>>,
+    /// Recent errors and closes for cause, for the admin console.
+    pub incidents: crate::incidents::Incidents,
     /// Serializes caching a conversation with dropping idle ones (`Node::drop_idle`), so that
     /// a conversation cached again is never left unsubscribed.
     following: std::sync::Mutex<()>,
@@ -157,6 +161,7 @@ impl Node {
             sequencer,
             sweep,
             claims,
+            incidents: crate::incidents::Incidents::default(),
             following: std::sync::Mutex::new(()),
             _delivery: delivery,
         })

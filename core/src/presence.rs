@@ -50,6 +50,24 @@ pub trait Presence: Send + Sync + std::fmt::Debug + 'static {
     fn get(&self, user: &UserId) -> PresenceFuture<'_, PresenceInfo>;
     /// Users online and their connections, on this node (a gauge per node).
     fn online_count(&self) -> (usize, usize);
+    /// The nodes that count presence together (cluster mode), for the admin console; none for
+    /// a node alone.
+    fn nodes(&self) -> PresenceFuture<'_, Result<Vec<NodeState>, PresenceError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+}
+
+/// A node of a cluster, as presence sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeState {
+    pub id: String,
+    /// The node that answers.
+    pub this_node: bool,
+    /// Its lease: a node that stops renewing it is swept, and its users counted offline.
+    pub lease_until: Timestamp,
+    pub live: bool,
+    pub users: u64,
+    pub connections: u64,
 }
 
 #[derive(Debug)]

@@ -84,6 +84,8 @@ pub struct Scheme(pub &'static str);
 pub struct App {
     pub node: Arc<Node>,
     pub settings: Arc<Settings>,
+    /// The admin console's figures over time.
+    pub trends: Arc<crate::trends::Trends>,
 }
 
 impl App {

@@ -17,7 +17,8 @@
 //! - `postgres`: cluster mode's PostgreSQL store, shared by every node.
 //! - `nats`: cluster mode's broker between nodes, on core NATS.
 //! - `app`: what handlers and transports share: the node and the connection settings.
-//! - `api`: client REST, the server API, health, metrics, dev tokens.
+//! - `api`: client REST, the server API, health, metrics, dev tokens, the admin console.
+//! - `trends`: the admin console's figures over the last minutes.
 //!
 //! The core's modules are re-exported under their names (`session`, `hub`, `store`, ...).
 
@@ -31,6 +32,7 @@ pub mod serve;
 pub mod sqlite;
 pub mod tls;
 pub mod transport;
+pub mod trends;
 
 pub use confab_core::{auth, broker, clock, error, hub, limits, link, metrics, node, presence, session, store};
 
@@ -235,7 +237,10 @@ async fn start_on(
         default_dialect: config.default_dialect,
         https_port: std::sync::OnceLock::new(),
     };
-    let app = App { node: Arc::clone(&node), settings: Arc::new(settings) };
+    let trends = Arc::new(trends::Trends::new(node.clock.now().as_millis()));
+    // Ends on shutdown.
+    tasks.spawn(Arc::clone(&trends).sample(Arc::clone(&node)));
+    let app = App { node: Arc::clone(&node), settings: Arc::new(settings), trends };
     let router = api::router(app.clone());
     let mut servers = Vec::new();
     let mut bound = (None, None);

@@ -22,6 +22,8 @@ pub struct TlsMaterial {
     key_kind: KeyKind,
     /// SHA-256 of the leaf certificate (DER), for `serverCertificateHashes`.
     pub sha256: [u8; 32],
+    /// When the leaf certificate stops being valid, Unix seconds.
+    pub not_after: i64,
     /// Where the files are.
     pub cert_path: PathBuf,
 }
@@ -53,7 +55,7 @@ impl TlsMaterial {
 /// server runs (SIGHUP reloads the PEM files): live connections keep the one they started with.
 #[derive(Debug)]
 pub struct CertStore {
-    current: std::sync::RwLock<(Arc<rustls::sign::CertifiedKey>, String)>,
+    current: std::sync::RwLock<(Arc<rustls::sign::CertifiedKey>, String, i64)>,
     provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
@@ -62,19 +64,25 @@ impl confab_core::node::Certificate for CertStore {
     fn sha256_hex(&self) -> String {
         CertStore::sha256_hex(self)
     }
+
+    fn not_after_s(&self) -> i64 {
+        self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).2
+    }
 }
 
 impl CertStore {
     pub fn new(material: &TlsMaterial) -> Result<Arc<Self>, String> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let key = certified(&provider, material)?;
-        Ok(Arc::new(Self { current: std::sync::RwLock::new((key, material.sha256_hex())), provider }))
+        let current = (key, material.sha256_hex(), material.not_after);
+        Ok(Arc::new(Self { current: std::sync::RwLock::new(current), provider }))
     }
 
     /// Serves `material` to every handshake from now on.
     pub fn replace(&self, material: &TlsMaterial) -> Result<(), String> {
         let key = certified(&self.provider, material)?;
-        *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = (key, material.sha256_hex());
+        *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            (key, material.sha256_hex(), material.not_after);
         Ok(())
     }
 
@@ -128,6 +136,9 @@ fn material(
     cert_path: PathBuf,
 ) -> Result<TlsMaterial, String> {
     let leaf = chain.first().ok_or("no certificate in the PEM file")?;
+    let (_, parsed) =
+        x509_parser::parse_x509_certificate(leaf.as_ref()).map_err(|e| format!("the certificate: {e}"))?;
+    let not_after = parsed.validity().not_after.timestamp();
     let digest = ring::digest::digest(&ring::digest::SHA256, leaf.as_ref());
     let mut sha256 = [0u8; 32];
     sha256.copy_from_slice(digest.as_ref());
@@ -137,7 +148,7 @@ fn material(
         PrivateKeyDer::Pkcs1(k) => (KeyKind::Pkcs1, k.secret_pkcs1_der().to_vec()),
         _ => return Err("unsupported private key format".into()),
     };
-    Ok(TlsMaterial { chain, key_der: Arc::new(der), key_kind, sha256, cert_path })
+    Ok(TlsMaterial { chain, key_der: Arc::new(der), key_kind, sha256, not_after, cert_path })
 }
 
 /// Loads a PEM certificate chain and private key (production).

@@ -130,6 +130,34 @@ pub fn root() -> &'static std::path::Path {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
 }
 
+/// Runs a browser script that asks the test for things by printing a line (`RESTART`,
+/// `FREEZE`, ...): `answer` does it and returns the line to write back. Returns everything the
+/// script printed, once it exited with success.
+pub fn drive(script: &std::path::Path, args: &[&str], mut answer: impl FnMut(&str) -> Option<&'static str>) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let mut node = Command::new("node")
+        .arg(script)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start node");
+    let mut stdin = node.stdin.take().unwrap();
+    let mut out = String::new();
+    for line in BufReader::new(node.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        eprintln!("{line}");
+        if let Some(reply) = answer(&line) {
+            writeln!(stdin, "{reply}").unwrap();
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    let status = node.wait().unwrap();
+    assert!(status.success(), "the browser test failed:\n{out}");
+    out
+}
+
 static NEXT_DIR: AtomicU64 = AtomicU64::new(0);
 
 impl Server {

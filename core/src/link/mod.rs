@@ -333,6 +333,7 @@ impl ConnOutput {
         if let (ServerEvent::MessageNew(m), Pacing::Live) = (&ev.envelope.event, pacing) {
             let ms = self.clock.now().as_millis().saturating_sub(m.message.created_at.as_millis());
             self.metrics.message_latency_seconds.observe(ms.max(0) as f64 / 1000.0);
+            self.metrics.latency_window.observe(u64::try_from(ms).unwrap_or(0));
         }
     }
 }

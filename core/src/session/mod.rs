@@ -321,8 +321,12 @@ impl Session {
         let t = self.now();
         self.node.unregister(&self.conn);
         self.node.metrics.connections.get_or_create(&self.conn_labels()).dec();
-        let reason = self.conn.closer.reason().map_or("normal_closure", CloseReason::as_str);
+        let closed_by = self.conn.closer.reason();
+        let reason = closed_by.map_or("normal_closure", CloseReason::as_str);
         self.node.metrics.sessions_closed.get_or_create(&crate::metrics::ReasonLabel { reason }).inc();
+        if closed_by.is_some_and(|r| !matches!(r, CloseReason::Normal | CloseReason::ServerShutdown)) {
+            self.record(reason, None, format!("connection closed: {reason}"));
+        }
         Some(Leaving(Offline { user: self.user().clone(), username: self.identity.username.clone(), at: t }))
     }
 
@@ -371,8 +375,21 @@ impl Session {
 
     fn fail(&self, e: &SessionError, request_event: Option<&str>, request_id: Option<&RequestId>, route: Route) {
         self.node.metrics.errors.get_or_create(&crate::metrics::CodeLabel { code: e.code().as_str() }).inc();
+        self.record(e.code().as_str(), request_event, e.to_string());
         let data = e.to_error_data(request_event, request_id.map(RequestId::as_str));
         self.send(ServerEvent::Error(data), None, route);
+    }
+
+    /// Keeps an error or a close for the admin console.
+    fn record(&self, code: &'static str, event: Option<&str>, message: String) {
+        self.node.incidents.record(crate::incidents::Incident {
+            at: self.now(),
+            code,
+            user_id: self.user().clone(),
+            connection_id: self.conn.id.clone(),
+            event: event.map(str::to_owned),
+            message,
+        });
     }
 
     fn broadcast_typing(&self, c: &ConversationId, is_typing: bool) {

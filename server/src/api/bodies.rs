@@ -288,6 +288,126 @@ pub(super) struct ClientConfig {
     pub cert_sha256: Option<String>,
 }
 
+/// `GET /api/v1/admin/overview`: the admin console's dashboard.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct Overview {
+    pub(super) version: &'static str,
+    pub(super) dev: bool,
+    /// When this node started, and how long ago (seconds).
+    #[schema(value_type = String)]
+    pub(super) started_at: Timestamp,
+    pub(super) uptime_s: i64,
+    pub(super) connections: ConnectionCounts,
+    /// Users with a connection on this node.
+    pub(super) users_online: usize,
+    /// Every 2 s over the last ten minutes, oldest first.
+    #[schema(value_type = Vec<crate::trends::Point>)]
+    pub(super) trends: Vec<crate::trends::Point>,
+    /// The TLS certificate new handshakes get; absent without a TLS listener.
+    pub(super) certificate: Option<CertificateState>,
+    /// 1 while the store takes writes.
+    pub(super) store_writable: bool,
+    /// Cluster mode: every node sharing the store, by presence's leases; absent for a node
+    /// alone.
+    pub(super) nodes: Option<Vec<NodeRow>>,
+    /// Set when the nodes could not be read.
+    pub(super) nodes_error: Option<String>,
+    /// The latest errors sent to clients and connections closed for cause, newest first.
+    pub(super) incidents: Vec<IncidentRow>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct ConnectionCounts {
+    pub(super) total: usize,
+    pub(super) by_kind: Vec<KindCount>,
+}
+
+/// Connections of one kind.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct KindCount {
+    /// `websocket` or `webtransport`.
+    pub(super) transport: &'static str,
+    /// `winkr`, `systimz`, `chatrooms`, `chatrooms_personal` or `actions`.
+    pub(super) dialect: &'static str,
+    /// `json` or `msgpack`.
+    pub(super) codec: &'static str,
+    pub(super) count: usize,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct CertificateState {
+    pub(super) sha256: String,
+    #[schema(value_type = String)]
+    pub(super) not_after: Timestamp,
+    /// Days until `not_after` (negative once expired).
+    pub(super) days_left: f64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct NodeRow {
+    pub(super) id: String,
+    /// The node that answered.
+    pub(super) this_node: bool,
+    /// Whether its lease is current: a node that stops renewing it is swept within seconds.
+    pub(super) live: bool,
+    #[schema(value_type = String)]
+    pub(super) lease_until: Timestamp,
+    pub(super) users: u64,
+    pub(super) connections: u64,
+}
+
+/// An error sent to a client, or a connection closed for cause.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct IncidentRow {
+    #[schema(value_type = String)]
+    pub(super) at: Timestamp,
+    /// The protocol's error code (`RATE_LIMITED`...) or the close reason (`slow_consumer`...).
+    pub(super) code: &'static str,
+    #[schema(value_type = String)]
+    pub(super) user_id: UserId,
+    pub(super) connection_id: String,
+    /// The request that failed.
+    pub(super) event: Option<String>,
+    pub(super) message: String,
+}
+
+/// `GET /api/v1/admin/conversations`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct ActivityList {
+    pub(super) conversations: Vec<ActivityRow>,
+}
+
+/// A conversation this node holds (a member is connected here, or was lately).
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct ActivityRow {
+    #[schema(value_type = String)]
+    pub(super) id: ConversationId,
+    #[schema(value_type = Vec<String>)]
+    pub(super) members: Vec<UserId>,
+    /// Connections here that joined it.
+    pub(super) joined: usize,
+    /// The last message fanned out here.
+    pub(super) last_seq: Option<u64>,
+    #[schema(value_type = Option<String>)]
+    pub(super) last_activity: Option<Timestamp>,
+}
+
+/// `GET /api/v1/admin/users/{user_id}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct UserState {
+    pub(super) presence: Presence,
+    /// The user's connections on this node.
+    pub(super) devices: Vec<DeviceRow>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct DeviceRow {
+    pub(super) connection_id: String,
+    pub(super) transport: &'static str,
+    pub(super) dialect: &'static str,
+    pub(super) codec: &'static str,
+}
+
 /// `POST /dev/demo`.
 #[derive(Debug, Serialize, ToSchema)]
 pub(super) struct DemoConversations {

@@ -2,11 +2,17 @@
 //!
 //! - `client`: REST for clients, with their JWT (`/v1/chat/...`);
 //! - `server`: the API for the app backend, with the API key (`/api/v1/...`);
-//! - `ops`: `/healthz`, `/metrics`, and `/dev/token` in dev mode.
+//! - `ops`: `/healthz`, `/readyz`, `/metrics`, `/api/openapi.json`, and `/dev/token` in dev
+//!   mode;
+//! - `admin`: the admin console (`/admin`) and its API (`/api/v1/admin/...`, the API key);
+//! - `sockets`: the WebSocket endpoints, handed to the transport;
+//! - `demo`: the browser client and the demo page;
+//! - `bodies`: the JSON bodies, which the OpenAPI document describes.
 //!
 //! Errors are JSON `{"error": {"code", "message"}}` with the protocol's codes and a matching
 //! HTTP status (`ApiError`).
 
+mod admin;
 mod bodies;
 mod client;
 mod demo;
@@ -62,7 +68,13 @@ fn documented(dev: bool) -> OpenApiRouter<App> {
         .routes(routes!(demo::index))
         .routes(routes!(demo::client_module))
         .routes(routes!(demo::client_config))
-        .routes(routes!(demo::photo));
+        .routes(routes!(demo::photo))
+        .routes(routes!(admin::page))
+        .routes(routes!(admin::script))
+        .routes(routes!(admin::overview))
+        .routes(routes!(admin::conversations))
+        .routes(routes!(admin::user))
+        .routes(routes!(admin::disconnect));
     if dev {
         r = r.routes(routes!(ops::dev_token)).routes(routes!(ops::cert_hash)).routes(routes!(demo::dev_demo));
     }
@@ -91,6 +103,7 @@ struct OpenApiJson(Arc<str>);
         (name = "ops", description = "Health, readiness, metrics and this document."),
         (name = "demo", description = "The browser client and the demo page."),
         (name = "dev", description = "Dev mode only: tokens and the dev certificate."),
+        (name = "admin", description = "The admin console at `/admin` and what it reads (`Authorization: ApiKey KEY`)."),
     )
 )]
 struct Doc;
@@ -181,15 +194,15 @@ pub(crate) fn parse_id<T>(field: &str, s: &str, parse: fn(&str) -> Result<T, Str
     parse(s).map_err(|r| ApiError::new(ErrorCode::ValidationError, format!("{field}: {r}")))
 }
 
-/// One path segment (`{id}`), turning axum's rejection (bad percent-encoding) into a
-/// `VALIDATION_ERROR`.
+/// The path's parameters (`{id}`, or a tuple for several), turning axum's rejection (bad
+/// percent-encoding) into a `VALIDATION_ERROR`.
 #[derive(Debug)]
-pub struct Segment(pub String);
+pub struct Segment<T = String>(pub T);
 
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Segment {
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> axum::extract::FromRequestParts<S> for Segment<T> {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::extract::Path::<String>::from_request_parts(parts, state).await {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(v)) => Ok(Segment(v)),
             Err(e) => Err(ApiError::new(ErrorCode::ValidationError, e.body_text())),
         }

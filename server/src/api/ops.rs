@@ -71,6 +71,9 @@ pub(super) async fn readyz(State(app): State<App>) -> (StatusCode, Json<Readines
 pub(super) async fn metrics(State(app): State<App>) -> String {
     let (users, _) = app.node.presence.online_count();
     app.node.metrics.users_online.set(users as i64);
+    if let Some(c) = &app.node.certificate {
+        app.node.metrics.certificate_expiry_seconds.set(c.not_after_s());
+    }
     app.node.metrics.sample_process(app.node.tasks.len());
     app.node.metrics.render()
 }

@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use confab_codec::event::{Left, ServerEvent};
 use confab_codec::{ConversationId, ErrorCode, MessageKind, UserId};
 
-fn check_key(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn check_key(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
     let given =
         headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|h| h.strip_prefix("ApiKey "));
     // Compared in full whatever the first difference, so timing says nothing about the key.

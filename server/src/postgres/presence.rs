@@ -12,7 +12,7 @@
 
 use super::*;
 use confab_codec::PresenceStatus;
-use confab_core::presence::{Presence, PresenceError, PresenceFuture, PresenceInfo};
+use confab_core::presence::{NodeState, Presence, PresenceError, PresenceFuture, PresenceInfo};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -179,6 +179,32 @@ impl PgPresence {
 }
 
 impl Presence for PgPresence {
+    fn nodes(&self) -> PresenceFuture<'_, Result<Vec<NodeState>, PresenceError>> {
+        Box::pin(async move {
+            let rows = self
+                .query(
+                    "SELECT n.id, (extract(epoch FROM n.lease_until) * 1000)::bigint, n.lease_until > now(),
+                            count(p.user_id), coalesce(sum(p.conns), 0)::bigint
+                     FROM nodes n LEFT JOIN presence p ON p.node_id = n.id GROUP BY n.id ORDER BY n.id",
+                    &[],
+                )
+                .await
+                .map_err(|e| PresenceError::Unavailable(e.to_string()))?;
+            let state = |r: &Row| -> Result<NodeState, tokio_postgres::Error> {
+                let id: String = r.try_get(0)?;
+                Ok(NodeState {
+                    this_node: id == self.node,
+                    id,
+                    lease_until: Timestamp::from_millis(r.try_get(1)?),
+                    live: r.try_get(2)?,
+                    users: u64::try_from(r.try_get::<_, i64>(3)?).unwrap_or(0),
+                    connections: u64::try_from(r.try_get::<_, i64>(4)?).unwrap_or(0),
+                })
+            };
+            rows.iter().map(state).collect::<Result<_, _>>().map_err(|e| PresenceError::Unavailable(e.to_string()))
+        })
+    }
+
     fn connected(&self, user: &UserId, limit: usize) -> PresenceFuture<'_, Result<bool, PresenceError>> {
         let user = user.clone();
         Box::pin(async move {
