@@ -339,6 +339,11 @@ async fn presence_counts_every_node_and_a_dead_nodes_users_go_offline() {
     bob.expect_none("user:offline", Duration::from_secs(1)).await;
     let (_, p) = c.nodes[0].api("GET", "/api/v1/presence/alice", None);
     assert_eq!((&p["online"], &p["connections"]), (&json!(true), &json!(1)), "{p}");
+    // The admin console's view of the cluster: three live nodes, the three connections left.
+    let (nodes, connections) = admin_nodes(&c.nodes[0]);
+    assert_eq!((nodes.len(), connections), (3, 3), "{nodes:?}");
+    assert!(nodes.iter().all(|n| n["live"] == true), "{nodes:?}");
+    assert_eq!(nodes.iter().filter(|n| n["this_node"] == true).count(), 1, "{nodes:?}");
 
     // The node that holds alice's and carol's last connections dies.
     c.nodes[1].kill9();
@@ -358,6 +363,18 @@ async fn presence_counts_every_node_and_a_dead_nodes_users_go_offline() {
     let (_, p) = c.nodes[0].api("GET", "/api/v1/presence/alice", None);
     assert_eq!(p["online"], false, "{p}");
     assert!(p["last_seen"].is_string() || p["last_seen"].is_number(), "{p}");
+    // The dead node was swept: the console lists the two left, bob's connection on them.
+    let (nodes, connections) = admin_nodes(&c.nodes[0]);
+    assert_eq!((nodes.len(), connections), (2, 1), "{nodes:?}");
+}
+
+/// The cluster's nodes as the admin console shows them, and their connections in all.
+fn admin_nodes(s: &support::Server) -> (Vec<Value>, u64) {
+    let (status, o) = s.api("GET", "/api/v1/admin/overview", None);
+    assert_eq!(status, 200, "{o}");
+    let nodes = o["nodes"].as_array().cloned().unwrap_or_else(|| panic!("no nodes in {o}"));
+    let connections = nodes.iter().map(|n| n["connections"].as_u64().unwrap()).sum();
+    (nodes, connections)
 }
 
 /// The server API's pushes and ephemeral photos across nodes: a push through one node reaches

@@ -225,7 +225,7 @@ fn schemathesis_finds_nothing() {
     let key = format!("Authorization: ApiKey {API_KEY}");
     let bearer = format!("Authorization: Bearer {}", s.token("alice"));
     let runs: [(&str, &[&str]); 4] = [
-        ("server API", &["--checks", "all", "-H", &key, "--include-tag", "server"]),
+        ("server API, admin", &["--checks", "all", "-H", &key, "--include-tag", "server", "--include-tag", "admin"]),
         ("client REST", &["--checks", "all", "-H", &bearer, "--include-tag", "client"]),
         (
             "ops, demo, dev",
@@ -312,4 +312,81 @@ async fn the_admin_console_shows_real_figures_and_disconnects_a_device() {
     assert!(out.contains(&format!("disconnected: {bob_connection}")), "{out}");
     assert_eq!(bob.expect_close().await.0, 4004);
     alice.say("c-admin", "still here").await;
+}
+
+/// The metric names in `text`: `confab_` and what follows.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    text.match_indices("confab_")
+        .map(|(i, _)| {
+            let rest = &text[i + "confab_".len()..];
+            let end =
+                rest.find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')).unwrap_or(rest.len());
+            format!("confab_{}", &rest[..end])
+        })
+        .filter(|n| n.len() > "confab_".len())
+        .collect()
+}
+
+/// Every expression of the Grafana dashboard and the alerting rules names metrics the server
+/// really exports: read from `/metrics` after traffic that gives every labelled family a
+/// series (connections, closes, events, errors, a rate limit).
+#[tokio::test]
+async fn the_dashboard_and_the_alerts_name_only_exported_metrics() {
+    let s = Server::start(&["--typing-per-minute", "1"]);
+    let (mut alice, bob) = s.alice_and_bob("c-metrics").await;
+    alice.join("c-metrics").await;
+    alice.say("c-metrics", "hi").await;
+    for _ in 0..3 {
+        alice.send("typing:start", json!({"conversation_id": "c-metrics"})).await;
+    }
+    let rid = alice.send("conversation:join", json!({"conversation_id": "nowhere"})).await;
+    alice.expect_error(&rid).await;
+    bob.close().await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (status, body) = support::http(&s.addr, "GET", "/metrics", None, None);
+    assert_eq!(status, 200);
+    let exported: std::collections::BTreeSet<String> = body
+        .as_str()
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next().map(str::to_owned))
+        .collect();
+    for needed in ["confab_rate_limited_total", "confab_errors_total", "confab_sessions_closed_total"] {
+        assert!(exported.contains(needed), "the traffic did not make {needed}: {exported:?}");
+    }
+
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(support::root().join("docs/grafana/confab-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    let mut expressions = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            expressions.push(target["expr"].as_str().unwrap().to_owned());
+        }
+    }
+    let alerts = std::fs::read_to_string(support::root().join("docs/prometheus/confab-alerts.yml")).unwrap();
+    assert!(alerts.matches("- alert: ").count() >= 10, "{alerts}");
+    expressions.push(alerts);
+    let mut named = std::collections::BTreeSet::new();
+    for e in &expressions {
+        let names = metric_names(e);
+        for n in &names {
+            assert!(exported.contains(n), "{n} (in {e:?}) is not exported; exported: {exported:?}");
+        }
+        named.extend(names);
+    }
+    // The dashboard covers what an operator needs: messages, latency, the store, errors, the
+    // certificate.
+    for metric in [
+        "confab_messages_stored_total",
+        "confab_message_latency_seconds_bucket",
+        "confab_store_commit_seconds_bucket",
+        "confab_errors_total",
+        "confab_sessions_closed_total",
+        "confab_certificate_expiry_seconds",
+    ] {
+        assert!(named.contains(metric), "nothing shows {metric}");
+    }
 }
