@@ -223,15 +223,7 @@ pub(super) async fn user(
             codec: d.kind.codec,
         })
         .collect();
-    let presence = Presence {
-        user_id: user,
-        online: p.online,
-        status: p.status,
-        message: p.message,
-        last_seen: p.last_seen,
-        connections: p.connections,
-    };
-    Ok(Json(UserState { presence, devices }))
+    Ok(Json(UserState { presence: Presence::of(user, p), devices }))
 }
 
 /// Disconnects one of a user's devices on this node: it is closed with 4004

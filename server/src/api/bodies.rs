@@ -248,6 +248,19 @@ pub(super) struct Presence {
     pub(super) connections: usize,
 }
 
+impl Presence {
+    pub(super) fn of(user_id: UserId, p: confab_core::presence::PresenceInfo) -> Self {
+        Self {
+            user_id,
+            online: p.online,
+            status: p.status,
+            message: p.message,
+            last_seen: p.last_seen,
+            connections: p.connections,
+        }
+    }
+}
+
 /// `GET /readyz`.
 #[derive(Debug, Serialize, ToSchema)]
 pub(super) struct Readiness {

@@ -96,12 +96,7 @@ pub(super) async fn messages(
 ) -> Result<Json<HistoryPage>, ApiError> {
     let me = identity(&app, &headers)?;
     let c = super::parse_id("id", &id, ConversationId::parse)?;
-    let info = app
-        .node
-        .store
-        .conversation(&c)
-        .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::ConversationNotFound, format!("conversation {c} not found")))?;
+    let info = super::existing_conversation(&app, &c).await?;
     if !info.members.iter().any(|m| m.user_id == me.user_id) {
         return Err(ApiError::new(ErrorCode::Forbidden, format!("not a member of conversation {c}")));
     }

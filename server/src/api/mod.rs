@@ -209,6 +209,18 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> axum::extract::FromR
     }
 }
 
+/// The conversation `c`, or `CONVERSATION_NOT_FOUND`.
+pub(crate) async fn existing_conversation(
+    app: &App,
+    c: &confab_codec::ConversationId,
+) -> Result<crate::store::ConversationInfo, ApiError> {
+    app.node
+        .store
+        .conversation(c)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::ConversationNotFound, format!("conversation {c} not found")))
+}
+
 /// Reads the query string, turning serde's rejection into a `VALIDATION_ERROR`.
 #[derive(Debug)]
 pub struct Params<T>(pub T);

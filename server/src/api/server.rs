@@ -214,12 +214,7 @@ pub(super) async fn post_message(
             format!("content: must be 1 to 2000 characters, got {n}"),
         ));
     }
-    let info = app
-        .node
-        .store
-        .conversation(&c)
-        .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::ConversationNotFound, format!("conversation {c} not found")))?;
+    let info = super::existing_conversation(&app, &c).await?;
     app.node.cache_conversation(info, false);
     let sender = super::parse_id("sender_id", req.sender_id.as_deref().unwrap_or("system"), UserId::parse)?;
     let appended = app
@@ -261,12 +256,5 @@ pub(super) async fn presence(
     check_key(&app, &headers)?;
     let user = super::parse_id("user_id", &user, UserId::parse)?;
     let p = app.node.presence.get(&user).await;
-    Ok(Json(Presence {
-        user_id: user,
-        online: p.online,
-        status: p.status,
-        message: p.message,
-        last_seen: p.last_seen,
-        connections: p.connections,
-    }))
+    Ok(Json(Presence::of(user, p)))
 }

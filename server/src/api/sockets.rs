@@ -26,20 +26,34 @@ struct Connect {
     since_seq: Option<u64>,
 }
 
-/// `101` on success, and then the protocol runs over the socket; the refusals before it are
-/// plain text (a refused token is told on the socket: an `error` event and close 4003).
+/// What a WebSocket endpoint answers: `101`, and then the protocol runs over the socket; the
+/// refusals before it are plain text (a refused token is told on the socket: an `error` event
+/// and close 4003).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // described here, answered by axum and the transport
+enum UpgradeAnswer {
+    /// Switched to the WebSocket protocol
+    #[response(status = 101)]
+    Switched,
+    /// Not a WebSocket handshake, or a bad codec, dialect or resume point
+    #[response(status = 400, content_type = "text/plain")]
+    BadRequest(String),
+    /// The `Origin` is not in `allowed-origins`
+    #[response(status = 403, content_type = "text/plain")]
+    Forbidden(String),
+    /// The connection cannot be upgraded
+    #[response(status = 426, content_type = "text/plain")]
+    NotUpgradable(String),
+}
+
+/// The Winkr dialect unless the query or a subprotocol names another.
 #[utoipa::path(
     get,
     path = "/ws",
     tag = "websocket",
     summary = "Open a WebSocket session (the Winkr dialect unless another is named)",
     params(Connect),
-    responses(
-        (status = 101, description = "Switched to the WebSocket protocol"),
-        (status = 400, description = "Not a WebSocket handshake, or a bad codec or dialect", content_type = "text/plain", body = String),
-        (status = 403, description = "The `Origin` is not in `allowed-origins`", content_type = "text/plain", body = String),
-        (status = 426, description = "The connection cannot be upgraded", content_type = "text/plain", body = String),
-    )
+    responses(UpgradeAnswer)
 )]
 pub(super) async fn ws(
     state: State<App>,
@@ -58,12 +72,7 @@ pub(super) async fn ws(
     tag = "websocket",
     summary = "Open a WebSocket session (seed 000's path)",
     params(Connect),
-    responses(
-        (status = 101, description = "Switched to the WebSocket protocol"),
-        (status = 400, description = "Not a WebSocket handshake, or a bad codec or dialect", content_type = "text/plain", body = String),
-        (status = 403, description = "The `Origin` is not in `allowed-origins`", content_type = "text/plain", body = String),
-        (status = 426, description = "The connection cannot be upgraded", content_type = "text/plain", body = String),
-    )
+    responses(UpgradeAnswer)
 )]
 pub(super) async fn ws_v1(
     state: State<App>,
@@ -82,12 +91,7 @@ pub(super) async fn ws_v1(
     tag = "websocket",
     summary = "Open a WebSocket session scoped to one chat (seed 003)",
     params(("chat_id" = super::bodies::Id, Path, description = "The conversation"), Connect),
-    responses(
-        (status = 101, description = "Switched to the WebSocket protocol"),
-        (status = 400, description = "Not a WebSocket handshake, or a bad codec or resume point", content_type = "text/plain", body = String),
-        (status = 403, description = "The `Origin` is not in `allowed-origins`", content_type = "text/plain", body = String),
-        (status = 426, description = "The connection cannot be upgraded", content_type = "text/plain", body = String),
-    )
+    responses(UpgradeAnswer)
 )]
 pub(super) async fn chat(
     state: State<App>,
@@ -107,12 +111,7 @@ pub(super) async fn chat(
     tag = "websocket",
     summary = "Open a user's personal WebSocket (seed 003)",
     params(("user_id" = super::bodies::Id, Path, description = "The token's user"), Connect),
-    responses(
-        (status = 101, description = "Switched to the WebSocket protocol"),
-        (status = 400, description = "Not a WebSocket handshake, or a bad codec", content_type = "text/plain", body = String),
-        (status = 403, description = "The `Origin` is not in `allowed-origins`", content_type = "text/plain", body = String),
-        (status = 426, description = "The connection cannot be upgraded", content_type = "text/plain", body = String),
-    )
+    responses(UpgradeAnswer)
 )]
 pub(super) async fn personal(
     state: State<App>,
