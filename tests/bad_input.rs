@@ -45,6 +45,15 @@ async fn malformed_frames_get_errors_and_the_connection_carries_on() {
             Message::Text(format!(r#"{{"type":"heartbeat","data":{{"pad":"{}"}}}}"#, "x".repeat(40_000)).into()),
             "MESSAGE_TOO_LARGE",
         ),
+        // NUL: no store keeps it the same way (PostgreSQL's text refuses it).
+        (
+            Message::Text(r#"{"type":"message:send","data":{"conversation_id":"c1","content":"a\u0000b"}}"#.into()),
+            "VALIDATION_ERROR",
+        ),
+        (
+            Message::Text(r#"{"type":"status:update","data":{"status":"away","message":"\u0000"}}"#.into()),
+            "VALIDATION_ERROR",
+        ),
     ];
     for (msg, code) in bad {
         alice.send_message(msg).await;
@@ -64,6 +73,9 @@ async fn malformed_frames_get_errors_and_the_connection_carries_on() {
         (Some("content"), Some("r-7"))
     );
     assert_eq!(e["data"]["request_event"], "message:send");
+    let (status, body) =
+        s.api("POST", "/api/v1/conversations/c1/messages", Some(json!({"content": "nul \u{0} inside"})));
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("VALIDATION_ERROR")), "{body}");
     // Still connected and working.
     alice.say("c1", "still here").await;
     assert_eq!(bob.expect("message:new").await["data"]["message"]["content"], "still here");

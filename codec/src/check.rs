@@ -13,13 +13,26 @@ pub(crate) fn id<T>(field: &str, s: &str, parse: fn(&str) -> Result<T, String>) 
     parse(s).map_err(|reason| CodecError::invalid(field, reason))
 }
 
+/// Text that a store can keep: no U+0000 (PostgreSQL's `text` cannot hold it, and no client
+/// means it).
+pub fn storable(field: &str, s: &str) -> Result<(), CodecError> {
+    if s.contains('\0') {
+        return Err(CodecError::invalid(field, "must not contain the NUL character (U+0000)"));
+    }
+    Ok(())
+}
+
 /// An optional free text of at most `max` characters; longer is a validation error.
 pub(crate) fn short_text(field: &str, s: Option<String>, max: usize) -> Result<Option<String>, CodecError> {
     match s {
         Some(s) if char_len(&s) > max => {
             Err(CodecError::invalid(field, format!("must be at most {max} characters, got {}", char_len(&s))))
         }
-        other => Ok(other),
+        Some(s) => {
+            storable(field, &s)?;
+            Ok(Some(s))
+        }
+        None => Ok(None),
     }
 }
 
@@ -33,7 +46,7 @@ pub(crate) fn content_text(field: &'static str, s: &str, max: usize) -> Result<(
     if s.trim().is_empty() {
         return Err(CodecError::invalid(field, format!("must be 1 to {max} characters, got {n} (blank)")));
     }
-    Ok(())
+    storable(field, s)
 }
 
 /// An absolute `http`/`https` URL with no whitespace or control characters.
@@ -75,7 +88,7 @@ fn body(kind: MessageKind, content: &str, metadata: &Metadata) -> Result<(), Cod
                     got: char_len(content),
                 });
             }
-            Ok(())
+            storable("content", content)
         }
         MessageKind::Gift => content_text("content", content, MAX_GIFT_CHARS),
         MessageKind::System => {
@@ -138,6 +151,24 @@ pub(crate) fn send(p: SendParts) -> Result<SendMessage, CodecError> {
 mod tests {
     use super::*;
     use crate::error::ErrorCode;
+
+    #[test]
+    fn nul_is_refused_in_stored_text() {
+        let parts = |content: &str, kind: &str| SendParts {
+            conversation_id: "c1".into(),
+            content: Some(content.into()),
+            kind: Some(kind.into()),
+            metadata: Some(serde_json::from_value(serde_json::json!({"lat": 1.0, "lng": 2.0})).unwrap()),
+            ..SendParts::default()
+        };
+        for (content, kind) in [("a\0b", "text"), ("\0", "gift"), ("here\0", "location")] {
+            let e = send(parts(content, kind)).unwrap_err();
+            assert_eq!(e.code(), ErrorCode::ValidationError, "{kind}: {e}");
+        }
+        assert!(send(parts("fine", "text")).is_ok());
+        assert!(short_text("message", Some("a\0".into()), 10).is_err());
+        assert_eq!(short_text("message", Some("ok".into()), 10).unwrap().as_deref(), Some("ok"));
+    }
 
     fn parts(kind: &str, content: &str, metadata: Value) -> SendParts {
         SendParts {

@@ -20,6 +20,7 @@
 //! - `check` (private): field checks shared by every dialect.
 
 mod check;
+pub use check::storable;
 pub mod dialect;
 mod envelope;
 pub mod error;

@@ -207,8 +207,8 @@ pub(super) struct Published {
 /// `POST /api/v1/conversations/{id}/messages`: a message from the backend.
 #[derive(Debug, Deserialize, ToSchema)]
 pub(super) struct PostMessage {
-    /// 1 to 2000 characters.
-    #[schema(min_length = 1, max_length = 2000)]
+    /// 1 to 2000 characters, without NUL (U+0000).
+    #[schema(min_length = 1, max_length = 2000, pattern = "^[^\\u0000]*$")]
     pub(super) content: String,
     /// `system` (the default) or another message type (`ai`, `text`...).
     #[serde(rename = "type", default)]

@@ -214,6 +214,8 @@ pub(super) async fn post_message(
             format!("content: must be 1 to 2000 characters, got {n}"),
         ));
     }
+    confab_codec::storable("content", &req.content)
+        .map_err(|e| ApiError::new(ErrorCode::ValidationError, e.to_string()))?;
     let info = super::existing_conversation(&app, &c).await?;
     app.node.cache_conversation(info, false);
     let sender = super::parse_id("sender_id", req.sender_id.as_deref().unwrap_or("system"), UserId::parse)?;
