@@ -27,7 +27,8 @@ async fn conversations_are_created_changed_and_deleted() {
     let id = body["id"].as_str().unwrap().to_string();
     assert!(id.starts_with("conv_"));
     let (status, body) = s.api("POST", "/api/v1/conversations", Some(json!({"id": id, "members": ["x"]})));
-    assert_eq!((status, body["error"]["code"].clone()), (400, json!("VALIDATION_ERROR")), "ids are unique");
+    // Taken, not malformed: 409 (the same request with another id succeeds).
+    assert_eq!((status, body["error"]["code"].clone()), (409, json!("VALIDATION_ERROR")), "ids are unique");
     let (status, body) = s.api("POST", "/api/v1/conversations", Some(json!({"members": "alice"})));
     assert_eq!((status, body["error"]["code"].clone()), (400, json!("VALIDATION_ERROR")));
     let (status, body) =

@@ -94,6 +94,8 @@ struct State {
     users: HashMap<UserId, UserEntry>,
     buckets: HashMap<UserId, UserBuckets>,
     convs: HashMap<ConversationId, ConvEntry>,
+    /// The connections registered, by kind (the admin console's counts, without a walk).
+    kinds: HashMap<ConnectionKind, usize>,
     /// The conversations each connection joined, so that a disconnect touches those only (it
     /// used to walk every cached conversation: with tens of thousands cached, that showed in
     /// profiles of the benchmark's teardowns).
@@ -204,7 +206,9 @@ impl Hub {
         // entries (400 bytes) on its first push (benchmarks.md, issue 19, third pass).
         entry.conns.reserve_exact(1);
         entry.conns.push(conn.clone());
-        entry.conns.len() == 1
+        let first = entry.conns.len() == 1;
+        *s.kinds.entry(device(conn).kind).or_default() += 1;
+        first
     }
 
     /// Removes a connection everywhere. `true` if it was the user's last on this node.
@@ -215,13 +219,23 @@ impl Hub {
                 entry.joined.remove(&conn.id);
             }
         }
-        let last = match s.users.get_mut(&conn.user_id) {
+        let (removed, last) = match s.users.get_mut(&conn.user_id) {
             Some(u) => {
+                let before = u.conns.len();
                 u.conns.retain(|c| c.id != conn.id);
-                u.conns.is_empty()
+                (u.conns.len() < before, u.conns.is_empty())
             }
-            None => false,
+            None => (false, false),
         };
+        if removed {
+            let kind = device(conn).kind;
+            if let Some(n) = s.kinds.get_mut(&kind) {
+                *n -= 1;
+                if *n == 0 {
+                    s.kinds.remove(&kind);
+                }
+            }
+        }
         if last {
             s.users.remove(&conn.user_id);
         }
@@ -326,13 +340,7 @@ impl Hub {
 
     /// The connections on this node by transport, dialect and codec, with their counts.
     pub fn connection_counts(&self) -> Vec<(ConnectionKind, usize)> {
-        let s = self.lock();
-        let mut counts: HashMap<ConnectionKind, usize> = HashMap::new();
-        for conn in s.users.values().flat_map(|u| &u.conns) {
-            *counts.entry(device(conn).kind).or_default() += 1;
-        }
-        drop(s);
-        let mut out: Vec<(ConnectionKind, usize)> = counts.into_iter().collect();
+        let mut out: Vec<(ConnectionKind, usize)> = self.lock().kinds.iter().map(|(k, n)| (*k, *n)).collect();
         out.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         out
     }
@@ -727,6 +735,36 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn the_admin_view_counts_kinds_lists_devices_and_disconnects_one() {
+        let (hub, bob, _out) = hub_with_bob();
+        let codec = Codec::new(Dialect::Systimz, Format::MsgPack);
+        let (bob2, _out2) =
+            Conn::new(hub.ids(), user("bob"), TransportKind::WebTransport, codec, 16, Arc::default(), Clock::system());
+        hub.register(&bob2, Profile::default());
+        let counts = hub.connection_counts();
+        assert_eq!(counts.len(), 2, "{counts:?}");
+        assert!(counts.iter().all(|(_, n)| *n == 1));
+        assert!(
+            counts.iter().any(|(k, _)| (k.transport, k.dialect, k.codec) == ("webtransport", "systimz", "msgpack"))
+        );
+        assert_eq!(hub.devices(&user("bob")).len(), 2);
+        assert!(hub.disconnect(&user("bob"), &bob2.id, CloseReason::Disconnected));
+        assert_eq!(bob2.closer.reason(), Some(CloseReason::Disconnected));
+        assert_eq!(bob.closer.reason(), None, "the other device stays");
+        assert!(!hub.disconnect(&user("alice"), &bob.id, CloseReason::Disconnected), "only the user's own");
+        hub.unregister(&bob2);
+        hub.unregister(&bob2);
+        assert_eq!(hub.connection_counts().len(), 1, "counted down once");
+        // Activity: the last message fanned out.
+        assert_eq!(hub.conversation_activity(10)[0].last, None);
+        hub.dispatch_message(&message(7), None, Timestamp::from_millis(0));
+        let a = hub.conversation_activity(10);
+        assert_eq!((a.len(), a[0].last.map(|l| l.0), a[0].members.len()), (1, Some(Seq(7)), 2));
+        hub.unregister(&bob);
+        assert!(hub.connection_counts().is_empty());
     }
 
     #[test]
