@@ -1,0 +1,325 @@
+//! The native client (`clients/rust`, crate `confab-client`) against the real server, through
+//! its terminal chat `confab-chat --json` (SPEC §8): both transports, the fallback to
+//! WebSocket when UDP is dropped, resuming after a restart and a `kill -9` with nothing lost
+//! or doubled, the outbox across a restart of the client, a refused token.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "support/mod.rs"]
+mod support;
+
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use support::Server;
+
+/// A running `confab-chat --json`: lines in, events out.
+struct Chat {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    events: mpsc::Receiver<Value>,
+    /// Events read while looking for another.
+    seen: Vec<Value>,
+}
+
+impl Chat {
+    fn start(s: &Server, user: &str, extra: &[&str]) -> Chat {
+        Chat::start_at(&format!("https://{}", s.https_addr), &s.cert_sha256, &s.token(user), extra)
+    }
+
+    fn start_at(server: &str, cert_hash: &str, token: &str, extra: &[&str]) -> Chat {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_confab-chat-e2e"))
+            .args(["--server", server, "--cert-hash", cert_hash, "--token", token, "--json", "--keepalive", "1"])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, events) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                let v: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON on stdout: {line}"));
+                eprintln!("chat: {v}");
+                if tx.send(v).is_err() {
+                    return;
+                }
+            }
+        });
+        Chat { stdin: child.stdin.take(), child, events, seen: Vec::new() }
+    }
+
+    fn say(&mut self, line: &str) {
+        writeln!(self.stdin.as_mut().unwrap(), "{line}").unwrap();
+    }
+
+    /// The next event that `pred` accepts within `wait`, keeping the others.
+    fn expect_within(&mut self, wait: Duration, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(i) = self.seen.iter().position(&pred) {
+            return self.seen.remove(i);
+        }
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(v) if pred(&v) => return v,
+                Ok(v) => self.seen.push(v),
+                Err(_) => panic!("no {what} within {wait:?}; seen: {:#?}", self.seen),
+            }
+        }
+    }
+
+    fn expect(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        self.expect_within(Duration::from_secs(15), what, pred)
+    }
+
+    fn connected(&mut self) -> String {
+        self.expect("connected", |e| e["event"] == "connected")["transport"].as_str().unwrap().to_owned()
+    }
+
+    fn state(&mut self, local_id: &str, state: &str) -> Value {
+        let l = local_id.to_owned();
+        let s = state.to_owned();
+        self.expect(&format!("{local_id} {state}"), move |e| {
+            e["event"] == "state" && e["local_id"] == l && e["state"] == s
+        })
+    }
+
+    /// Sends and returns the new `local_id` (from its `sending` state).
+    fn send(&mut self, conv: &str, text: &str) -> String {
+        self.say(&format!("send {conv} {text}"));
+        let e = self.expect("sending", |e| e["event"] == "state" && e["state"] == "sending");
+        e["local_id"].as_str().unwrap().to_owned()
+    }
+
+    /// Every `message` event's content so far and within `wait`.
+    fn messages_within(&mut self, wait: Duration) -> Vec<String> {
+        let deadline = Instant::now() + wait;
+        while let Ok(v) = self.events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            self.seen.push(v);
+        }
+        let contents = self.seen.iter().filter(|e| e["event"] == "message");
+        contents.map(|e| e["message"]["content"].as_str().unwrap().to_owned()).collect()
+    }
+
+    /// `quit`, and the exit status.
+    fn quit(mut self) -> i32 {
+        self.say("quit");
+        drop(self.stdin.take());
+        wait_exit(&mut self.child)
+    }
+}
+
+impl Drop for Chat {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_exit(child: &mut Child) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code().unwrap_or(-1);
+        }
+        assert!(Instant::now() < deadline, "confab-chat did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+async fn bob_joined(s: &Server, conv: &str) -> support::Client {
+    let mut bob = s.client("bob").await.ready().await;
+    bob.join(conv).await;
+    bob
+}
+
+/// Over each transport: a message goes both ways once, and the sender sees its states in
+/// order, sending → sent → delivered → read.
+#[tokio::test]
+async fn chats_over_both_transports_with_states_in_order() {
+    for transport in ["webtransport", "websocket"] {
+        let s = Server::start(&[]);
+        s.conversation("c1", &["alice", "bob"]);
+        let mut bob = bob_joined(&s, "c1").await;
+        let mut alice = Chat::start(&s, "alice", &["--transport", transport]);
+        assert_eq!(alice.connected(), transport);
+        alice.say("join c1");
+        alice.expect("joined", |e| e["event"] == "joined" && e["conversation_id"] == "c1");
+        let local = alice.send("c1", "hello bob, from far away");
+        let sent = alice.state(&local, "sent");
+        let id = sent["message_id"].as_str().unwrap().to_owned();
+        let new = bob.expect("message:new").await;
+        assert_eq!(new["data"]["message"]["content"], "hello bob, from far away");
+        assert_eq!(new["data"]["message"]["id"], id.as_str());
+        alice.state(&local, "delivered");
+        bob.send("message:read", json!({"conversation_id": "c1", "message_id": id})).await;
+        alice.state(&local, "read");
+        // States never go backwards: no second `sent` or `delivered` for it.
+        let again = alice.messages_within(Duration::from_millis(300));
+        let states: Vec<&Value> =
+            alice.seen.iter().filter(|e| e["event"] == "state" && e["local_id"] == local.as_str()).collect();
+        assert!(states.is_empty(), "{states:?}");
+        // Bob's answer arrives once.
+        bob.say("c1", "hi alice").await;
+        let got = alice.expect("bob's message", |e| e["event"] == "message" && e["message"]["content"] == "hi alice");
+        assert_eq!(got["message"]["sender_id"], "bob");
+        let all = alice.messages_within(Duration::from_millis(500));
+        assert_eq!(all.iter().filter(|m| *m == "hi alice").count(), 0, "once: {all:?} {again:?}");
+        assert_eq!(alice.quit(), 0, "{transport}");
+    }
+}
+
+/// `auto` with UDP to the server dropped (a TCP proxy, and a UDP socket on the same port that
+/// swallows every datagram): WebSocket within a few seconds, and the chat works.
+#[tokio::test]
+async fn auto_falls_back_to_websocket_when_udp_is_dropped() {
+    let s = Server::start(&[]);
+    s.conversation("c1", &["alice", "bob"]);
+    let proxy = support::proxy::Proxy::start(s.https_addr.clone());
+    let _black_hole = std::net::UdpSocket::bind(proxy.addr).unwrap();
+    let started = Instant::now();
+    let mut alice = Chat::start_at(&format!("https://{}", proxy.addr), &s.cert_sha256, &s.token("alice"), &[]);
+    assert_eq!(alice.connected(), "websocket");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(8), "fell back after {took:?}");
+    eprintln!("fell back to WebSocket after {took:?}");
+    let mut bob = bob_joined(&s, "c1").await;
+    alice.say("join c1");
+    alice.expect("joined", |e| e["event"] == "joined");
+    let local = alice.send("c1", "over tcp");
+    alice.state(&local, "sent");
+    assert_eq!(bob.expect("message:new").await["data"]["message"]["content"], "over tcp");
+    assert_eq!(alice.quit(), 0);
+}
+
+/// The server restarts, then dies by `kill -9`: each time the client reconnects and resumes,
+/// what it sent while the server was away goes out once, and what others sent meanwhile
+/// arrives once, in order.
+#[tokio::test]
+async fn resumes_after_a_restart_and_a_kill_with_nothing_lost_or_doubled() {
+    for transport in ["webtransport", "websocket"] {
+        let mut s = Server::start(&[]);
+        s.conversation("c1", &["alice", "bob"]);
+        let mut alice = Chat::start(&s, "alice", &["--transport", transport]);
+        alice.connected();
+        alice.say("join c1");
+        alice.expect("joined", |e| e["event"] == "joined");
+        let mut bob = bob_joined(&s, "c1").await;
+        bob.say("c1", "b1").await;
+        alice.expect("b1", |e| e["event"] == "message" && e["message"]["content"] == "b1");
+
+        for (round, kill) in [(1, false), (2, true)] {
+            if kill {
+                s.kill9();
+            } else {
+                s.terminate();
+            }
+            alice.expect("disconnected", |e| e["event"] == "disconnected");
+            let local = alice.send("c1", &format!("a{round} while away"));
+            s.restart();
+            alice.expect("reconnected", |e| e["event"] == "connected");
+            alice.state(&local, "sent");
+            let mut bob2 = bob_joined(&s, "c1").await;
+            bob2.say("c1", &format!("b{round} after")).await;
+            let text = format!("b{round} after");
+            alice.expect(&text.clone(), move |e| e["event"] == "message" && e["message"]["content"] == text.as_str());
+            bob = bob2;
+        }
+        drop(bob);
+        let messages = alice.messages_within(Duration::from_millis(800));
+        let stored = s.stored("c1");
+        assert_eq!(stored, ["b1", "a1 while away", "b1 after", "a2 while away", "b2 after"], "{transport}");
+        // Each message once (b1 and the own messages came before this count's window or not at all).
+        for m in &messages {
+            assert_eq!(messages.iter().filter(|x| *x == m).count(), 1, "{m} twice: {messages:?}");
+        }
+        assert_eq!(alice.quit(), 0);
+    }
+}
+
+/// A message sent while the server is away stays in the outbox file; the client quits; a new
+/// client on the same file sends it, once.
+#[tokio::test]
+async fn the_outbox_survives_a_restart_of_the_client() {
+    let mut s = Server::start(&[]);
+    s.conversation("c1", &["alice", "bob"]);
+    let outbox = s.data_dir.join("alice-outbox.db");
+    let file = outbox.to_str().unwrap().to_owned();
+    let mut alice = Chat::start(&s, "alice", &["--outbox", &file]);
+    alice.connected();
+    alice.say("join c1");
+    alice.expect("joined", |e| e["event"] == "joined");
+    s.terminate();
+    alice.expect("disconnected", |e| e["event"] == "disconnected");
+    let local = alice.send("c1", "kept across restarts");
+    assert_eq!(alice.quit(), 0);
+    s.restart();
+    assert!(s.stored("c1").is_empty());
+
+    let mut again = Chat::start(&s, "alice", &["--outbox", &file]);
+    again.connected();
+    let sent = again.state(&local, "sent");
+    assert!(sent["message_id"].is_string());
+    // A third start finds the outbox empty: nothing goes twice.
+    assert_eq!(again.quit(), 0);
+    let mut third = Chat::start(&s, "alice", &["--outbox", &file]);
+    third.connected();
+    let extra = third.messages_within(Duration::from_millis(800));
+    assert!(third.seen.iter().all(|e| e["event"] != "state"), "{extra:?} {:?}", third.seen);
+    assert_eq!(third.quit(), 0);
+    assert_eq!(s.stored("c1"), ["kept across restarts"]);
+}
+
+/// A token the server refuses: an `error` event and a non-zero exit, promptly.
+#[tokio::test]
+async fn a_refused_token_ends_it_with_an_error() {
+    let s = Server::start(&[]);
+    for transport in ["webtransport", "websocket"] {
+        let started = Instant::now();
+        let mut chat = Chat::start_at(
+            &format!("https://{}", s.https_addr),
+            &s.cert_sha256,
+            "not-a-token",
+            &["--transport", transport],
+        );
+        let e = chat.expect("error", |e| e["event"] == "error");
+        assert!(["TOKEN_INVALID", "UNAUTHORIZED"].contains(&e["code"].as_str().unwrap()), "{e}");
+        // It stops by itself: no reconnecting with a refused token.
+        assert_ne!(wait_exit(&mut chat.child), 0, "{transport}");
+        let errors = chat.messages_within(Duration::from_millis(100));
+        assert!(chat.seen.iter().all(|e| e["event"] != "error"), "one error: {errors:?} {:?}", chat.seen);
+        assert!(started.elapsed() < Duration::from_secs(10), "{transport}: {:?}", started.elapsed());
+    }
+}
+
+/// `--dev --user ID` fetches a token (and pins the certificate the server reports).
+#[tokio::test]
+async fn dev_mode_fetches_a_token() {
+    let s = Server::start(&[]);
+    s.conversation("c1", &["alice", "bob"]);
+    let mut chat = Command::new(env!("CARGO_BIN_EXE_confab-chat-e2e"))
+        .args(["--server", &format!("https://{}", s.https_addr), "--dev", "--user", "alice", "--json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(chat.stdin.as_mut().unwrap(), "join c1\nhistory c1").unwrap();
+    let mut lines = BufReader::new(chat.stdout.take().unwrap()).lines();
+    let mut events = Vec::new();
+    for line in lines.by_ref() {
+        let v: Value = serde_json::from_str(&line.unwrap()).unwrap();
+        let done = v["event"] == "history";
+        events.push(v);
+        if done {
+            break;
+        }
+    }
+    assert_eq!(events[0]["event"], "connected", "{events:?}");
+    assert_eq!(events.last().unwrap()["messages"], json!([]));
+    drop(chat.stdin.take());
+    assert_eq!(wait_exit(&mut chat), 0);
+}
