@@ -46,6 +46,10 @@ struct Joined {
     conn: Conn,
     /// Live events held back while the session replays history to this connection.
     replay: Option<Vec<Arc<SharedEvent>>>,
+    /// The last seq the replay sent: a message up to it that reaches the fan-out later (its
+    /// commit was visible to the replay's read before the writer, or the broker, handed it
+    /// here) is not sent again.
+    replayed: Seq,
 }
 
 /// A member's watermarks, as cached.
@@ -314,7 +318,9 @@ impl Hub {
         for user in entry.members.keys() {
             for conn in users.get(user).map(|u| u.conns.as_slice()).unwrap_or_default() {
                 if conn.listens_to_all() && !entry.joined.contains_key(&conn.id) {
-                    entry.joined.insert(conn.id.clone(), Joined { conn: conn.clone(), replay: None });
+                    entry
+                        .joined
+                        .insert(conn.id.clone(), Joined { conn: conn.clone(), replay: None, replayed: Seq::ZERO });
                     joins.entry(conn.id.clone()).or_default().insert(c.clone());
                 }
             }
@@ -393,7 +399,9 @@ impl Hub {
     pub fn join(&self, c: &ConversationId, conn: &Conn) -> bool {
         let mut s = self.lock();
         let Some(entry) = s.convs.get_mut(c) else { return false };
-        entry.joined.insert(conn.id.clone(), Joined { conn: conn.clone(), replay: Some(Vec::new()) });
+        entry
+            .joined
+            .insert(conn.id.clone(), Joined { conn: conn.clone(), replay: Some(Vec::new()), replayed: Seq::ZERO });
         s.joins.entry(conn.id.clone()).or_default().insert(c.clone());
         true
     }
@@ -402,6 +410,7 @@ impl Hub {
     pub fn finish_replay(&self, c: &ConversationId, conn: &ConnectionId, replayed_up_to: Seq) {
         let mut s = self.lock();
         let Some(j) = s.convs.get_mut(c).and_then(|e| e.joined.get_mut(conn)) else { return };
+        j.replayed = j.replayed.max(replayed_up_to);
         for ev in j.replay.take().unwrap_or_default() {
             let already = match &ev.envelope.event {
                 ServerEvent::MessageNew(m) => m.message.seq.is_some_and(|s| s <= replayed_up_to),
@@ -561,6 +570,9 @@ impl Hub {
         let mut joined_users: HashSet<UserId> = HashSet::new();
         for j in entry.joined.values_mut() {
             joined_users.insert(j.conn.user_id.clone());
+            if message.seq.is_some_and(|seq| seq <= j.replayed) {
+                continue;
+            }
             let ok = match &mut j.replay {
                 Some(held) if held.len() < self.limits.outbound_queue => {
                     held.push(Arc::clone(&new));
@@ -781,6 +793,21 @@ mod tests {
         assert_eq!(delivered(&mut out), [3], "once each: 1 and 2 came with the replay");
         hub.dispatch_message(&message(4), None, Timestamp::from_millis(0));
         assert_eq!(delivered(&mut out), [4], "live after the replay");
+    }
+
+    /// The replay read a message whose commit the fan-out had not dispatched yet (PostgreSQL:
+    /// the read sees the commit before the writer hands it over; a cluster: before the broker
+    /// brings it); when it comes after the replay ended, it is not sent twice.
+    #[test]
+    fn a_message_the_replay_sent_is_not_sent_again_when_its_fan_out_comes_late() {
+        let (hub, conn, mut out) = hub_with_bob();
+        conn.no_greeting();
+        assert!(hub.join(&c1(), &conn));
+        hub.finish_replay(&c1(), &conn.id, Seq(2));
+        for seq in 1..=3 {
+            hub.dispatch_message(&message(seq), None, Timestamp::from_millis(0));
+        }
+        assert_eq!(delivered(&mut out), [3]);
     }
 
     #[test]

@@ -146,23 +146,28 @@ impl Session {
             self.node.hub.finish_replay(c, &self.conn.id, Seq::ZERO);
             return Ok(());
         };
-        let result = self.replay(c, since).await;
-        let replayed_up_to = result.as_ref().copied().unwrap_or(since);
+        // What the replay sent, even if it stopped on an error: the held-back events up to it
+        // are not sent again.
+        let (replayed_up_to, result) = self.replay(c, since).await;
         self.node.hub.finish_replay(c, &self.conn.id, replayed_up_to);
-        result.map(|_| ())
+        result
     }
 
     /// Sends every message after `since`, oldest first, waiting for queue space rather than
-    /// overflowing it. Returns the last seq sent.
-    async fn replay(&mut self, c: &ConversationId, since: Seq) -> Result<Seq, SessionError> {
+    /// overflowing it. Returns the last seq sent, and how the replay ended.
+    async fn replay(&mut self, c: &ConversationId, since: Seq) -> (Seq, Result<(), SessionError>) {
         let mut after = since;
         let mut delivered_up_to = Seq::ZERO;
         let result = self.replay_pages(c, &mut after, &mut delivered_up_to).await;
-        // In a cluster the receipts' claims move the watermark (`Node::tell_delivered`).
+        // In a cluster the receipts' claims move the watermark (`Node::tell_delivered`). The
+        // watermark is bookkeeping: failing to write it does not fail the join (the next
+        // delivery moves it).
         if delivered_up_to > Seq::ZERO && !self.node.claims_receipts() {
-            self.node.store.mark_delivered(c, self.user(), delivered_up_to).await?;
+            if let Err(e) = self.node.store.mark_delivered(c, self.user(), delivered_up_to).await {
+                tracing::warn!(error = %e, conversation = %c, "replay: the delivery watermark was not written");
+            }
         }
-        result.map(|()| after)
+        (after, result)
     }
 
     async fn replay_pages(
