@@ -323,3 +323,63 @@ async fn dev_mode_fetches_a_token() {
     drop(chat.stdin.take());
     assert_eq!(wait_exit(&mut chat), 0);
 }
+
+/// `network_changed()` on WebTransport: the session moves to a new UDP socket (a new local
+/// port, as after a change of network) and goes on, the conversation's stream included,
+/// without a reconnect; messages flow both ways after the move.
+#[tokio::test]
+async fn a_network_change_moves_the_webtransport_session_without_reconnecting() {
+    let s = Server::start(&[]);
+    s.conversation("c1", &["alice", "bob"]);
+    let mut bob = bob_joined(&s, "c1").await;
+    let mut alice = Chat::start(&s, "alice", &["--transport", "webtransport"]);
+    assert_eq!(alice.connected(), "webtransport");
+    alice.say("join c1");
+    alice.expect("joined", |e| e["event"] == "joined");
+    bob.say("c1", "before the move").await;
+    alice.expect("before", |e| e["event"] == "message" && e["message"]["content"] == "before the move");
+
+    let moved_at = Instant::now();
+    alice.say("network-changed");
+    let moved = alice.expect("network_changed", |e| e["event"] == "network_changed");
+    assert!(moved["local_address"].as_str().unwrap().parse::<std::net::SocketAddr>().is_ok(), "{moved}");
+    bob.say("c1", "after the move").await;
+    alice.expect("after", |e| e["event"] == "message" && e["message"]["content"] == "after the move");
+    eprintln!("first message after network_changed: {:?}", moved_at.elapsed());
+    let local = alice.send("c1", "from the new address");
+    alice.state(&local, "sent");
+    // (Bob hears his own messages too.)
+    while bob.expect("message:new").await["data"]["message"]["content"] != "from the new address" {}
+    // Twice more, for good measure: still the same session.
+    for i in 0..2 {
+        alice.say("network-changed");
+        alice.expect("network_changed", |e| e["event"] == "network_changed");
+        bob.say("c1", &format!("move {i}")).await;
+        let text = format!("move {i}");
+        alice.expect(&text.clone(), move |e| e["event"] == "message" && e["message"]["content"] == text.as_str());
+    }
+    let rest = alice.messages_within(Duration::from_millis(300));
+    let reconnects: Vec<&Value> =
+        alice.seen.iter().filter(|e| e["event"] == "disconnected" || e["event"] == "connected").collect();
+    assert!(reconnects.is_empty(), "the session moved, it did not reconnect: {reconnects:?} {rest:?}");
+    assert_eq!(alice.quit(), 0);
+}
+
+/// On WebSocket a network change means a new connection: the client reconnects at once and
+/// resumes.
+#[tokio::test]
+async fn a_network_change_on_websocket_reconnects_and_resumes() {
+    let s = Server::start(&[]);
+    s.conversation("c1", &["alice", "bob"]);
+    let mut bob = bob_joined(&s, "c1").await;
+    let mut alice = Chat::start(&s, "alice", &["--transport", "websocket"]);
+    alice.connected();
+    alice.say("join c1");
+    alice.expect("joined", |e| e["event"] == "joined");
+    alice.say("network-changed");
+    alice.expect("disconnected", |e| e["event"] == "disconnected");
+    alice.expect("connected again", |e| e["event"] == "connected");
+    bob.say("c1", "after").await;
+    alice.expect("after", |e| e["event"] == "message" && e["message"]["content"] == "after");
+    assert_eq!(alice.quit(), 0);
+}

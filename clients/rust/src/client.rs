@@ -36,6 +36,7 @@ enum Command {
     Typing(String),
     History { conversation_id: String, before_seq: Option<u64>, limit: Option<u32> },
     Status { status: String, message: Option<String> },
+    NetworkChanged,
     Close(oneshot::Sender<()>),
 }
 
@@ -140,6 +141,14 @@ impl Client {
     /// Sets the user's presence status: `online`, `away`, `busy` or `offline`.
     pub async fn status(&self, status: &str, message: Option<&str>) -> Result<(), ClientError> {
         self.command(Command::Status { status: status.to_owned(), message: message.map(str::to_owned) }).await
+    }
+
+    /// Tells the client that the device changed networks (call it from the OS's network
+    /// callback): on WebTransport the session moves to a new socket and goes on, conversation
+    /// streams and all (QUIC connection migration); on WebSocket, or while offline, the client
+    /// reconnects at once.
+    pub async fn network_changed(&self) -> Result<(), ClientError> {
+        self.command(Command::NetworkChanged).await
     }
 
     /// Stops: waits briefly for the outbox to empty when connected (what is left is sent by
@@ -247,6 +256,11 @@ impl Task {
                             return;
                         }
                         None => return,
+                        // A new network: try it now rather than at the end of the backoff.
+                        Some(Command::NetworkChanged) => {
+                            attempt = 0;
+                            break;
+                        }
                         Some(c) => self.offline(c).await,
                     }
                 }
@@ -292,7 +306,7 @@ impl Task {
             Command::Send(p) => self.queue(p).await,
             // Latest-wins or answerable later: dropped while offline.
             Command::Read { .. } | Command::Typing(_) | Command::History { .. } | Command::Status { .. } => {}
-            Command::Close(_) => {}
+            Command::NetworkChanged | Command::Close(_) => {}
         }
     }
 
@@ -448,6 +462,13 @@ impl Task {
             Command::Status { status, message } => {
                 let rid = self.request_id();
                 link.send(&envelope("status:update", json!({"status": status, "message": message}), &rid), None).await
+            }
+            Command::NetworkChanged => {
+                let local = link.network_changed()?;
+                self.emit(Event::NetworkChanged { local_address: local.to_string() }).await;
+                // A packet on the new path at once: the server validates it and answers there.
+                let rid = self.request_id();
+                link.send(&envelope("heartbeat", json!({}), &rid), None).await
             }
             Command::Close(_) => Ok(()),
         }

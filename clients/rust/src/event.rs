@@ -45,6 +45,12 @@ pub enum Event {
     Connected {
         transport: TransportKind,
     },
+    /// The device's network changed and the WebTransport session moved to a new local address
+    /// without reconnecting (QUIC connection migration). On WebSocket a reconnect follows
+    /// instead.
+    NetworkChanged {
+        local_address: String,
+    },
     /// The connection is gone; the client reconnects by itself unless an `error` said it was
     /// refused.
     Disconnected {

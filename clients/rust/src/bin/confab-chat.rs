@@ -169,8 +169,14 @@ async fn command(client: &Client, line: &str) -> Result<bool, String> {
         }
         "typing" => client.typing(&arg("CONV")?).await.map_err(e)?,
         "history" => client.history(&arg("CONV")?, None, None).await.map_err(e)?,
+        // Not in SPEC §8's list: what a phone's network callback does.
+        "network-changed" => client.network_changed().await.map_err(e)?,
         "quit" => return Ok(false),
-        other => return Err(format!("unknown command {other:?}: join, leave, send, read, typing, history, quit")),
+        other => {
+            return Err(format!(
+                "unknown command {other:?}: join, leave, send, read, typing, history, network-changed, quit"
+            ));
+        }
     }
     Ok(true)
 }
@@ -185,6 +191,7 @@ fn show(json: bool, e: &Event) {
     match e {
         Event::Connected { transport } => println!("* connected over {}", transport.name()),
         Event::Disconnected { reason } => println!("* disconnected: {reason}"),
+        Event::NetworkChanged { local_address } => println!("* moved to {local_address}"),
         Event::Joined { conversation_id, .. } => println!("* joined {conversation_id}"),
         Event::Left { conversation_id } => println!("* left {conversation_id}"),
         Event::Message { message } => println!(

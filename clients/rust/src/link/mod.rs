@@ -87,6 +87,15 @@ impl Link {
         }
     }
 
+    /// The device changed networks: WebTransport moves its session to a new socket and returns
+    /// the new local address; a WebSocket cannot move (`Err`: reconnect).
+    pub(crate) fn network_changed(&mut self) -> Result<std::net::SocketAddr, String> {
+        match &mut self.inner {
+            Inner::Ws(_) => Err("network changed: a WebSocket reconnects".into()),
+            Inner::Wt(w) => w.rebind(),
+        }
+    }
+
     pub(crate) async fn close(self) {
         match self.inner {
             Inner::Ws(w) => w.close().await,

@@ -13,7 +13,7 @@ use wtransport::{ClientConfig, Connection, Endpoint, RecvStream, SendStream};
 
 pub(super) struct Wt {
     conn: Connection,
-    _endpoint: Endpoint<Client>,
+    endpoint: Endpoint<Client>,
     control: SendStream,
     conversations: HashMap<String, SendStream>,
     tx: mpsc::Sender<Incoming>,
@@ -73,7 +73,7 @@ impl Wt {
                 }
             }
         });
-        Ok(Wt { conn, _endpoint: endpoint, control, conversations: HashMap::new(), tx })
+        Ok(Wt { conn, endpoint, control, conversations: HashMap::new(), tx })
     }
 
     pub(super) async fn send(&mut self, env: &Value, conversation: Option<&str>) -> Result<(), String> {
@@ -98,6 +98,18 @@ impl Wt {
 
     pub(super) fn datagram(&mut self, env: &Value) -> Result<(), String> {
         self.conn.send_datagram(wire::to_msgpack(env)).map_err(|e| e.to_string())
+    }
+
+    /// Moves the session to a new UDP socket (the device changed networks): QUIC connection
+    /// migration, no new handshake. Returns the new local address.
+    pub(super) fn rebind(&self) -> Result<std::net::SocketAddr, String> {
+        let old = self.endpoint.local_addr().map_err(|e| e.to_string())?;
+        let any: std::net::SocketAddr = if old.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }
+            .parse()
+            .map_err(|e: std::net::AddrParseError| e.to_string())?;
+        let socket = std::net::UdpSocket::bind(any).map_err(|e| format!("a new socket: {e}"))?;
+        self.endpoint.rebind(socket).map_err(|e| format!("rebind: {e}"))?;
+        self.endpoint.local_addr().map_err(|e| e.to_string())
     }
 
     pub(super) fn close(self) {
