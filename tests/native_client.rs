@@ -383,3 +383,82 @@ async fn a_network_change_on_websocket_reconnects_and_resumes() {
     alice.expect("after", |e| e["event"] == "message" && e["message"]["content"] == "after");
     assert_eq!(alice.quit(), 0);
 }
+
+/// `pause()` closes the connection until `resume()`; what came meanwhile arrives after it,
+/// once.
+#[tokio::test]
+async fn pause_and_resume() {
+    let s = Server::start(&[]);
+    s.conversation("c1", &["alice", "bob"]);
+    let mut bob = bob_joined(&s, "c1").await;
+    let mut alice = Chat::start(&s, "alice", &[]);
+    alice.connected();
+    alice.say("join c1");
+    alice.expect("joined", |e| e["event"] == "joined");
+    alice.say("pause");
+    alice.expect("paused", |e| e["event"] == "disconnected" && e["reason"] == "paused");
+    bob.say("c1", "while you were away").await;
+    // Paused means quiet: no reconnect by itself.
+    let quiet = alice.messages_within(Duration::from_secs(2));
+    assert!(alice.seen.iter().all(|e| e["event"] != "connected"), "{quiet:?} {:?}", alice.seen);
+    alice.say("resume");
+    alice.connected();
+    alice.expect("the missed message", |e| e["event"] == "message" && e["message"]["content"] == "while you were away");
+    let after = alice.messages_within(Duration::from_millis(500));
+    assert!(!after.iter().any(|m| m == "while you were away"), "once: {after:?}");
+    assert_eq!(alice.quit(), 0);
+}
+
+/// With a token callback, the client sends `auth:refresh` before the token expires, so a
+/// 4-second token keeps a connection for longer with no reconnect.
+#[tokio::test]
+async fn a_token_callback_keeps_the_connection_past_the_first_token() {
+    use confab_client::{Client, Config, Event, TokenSource, TransportChoice};
+    for transport in [TransportChoice::WebTransport, TransportChoice::WebSocket] {
+        let s = Server::start(&[]);
+        s.conversation("c1", &["alice", "bob"]);
+        let addr = s.addr.clone();
+        let fetched = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = std::sync::Arc::clone(&fetched);
+        let source = TokenSource::Callback(std::sync::Arc::new(move || {
+            let (addr, count) = (addr.clone(), std::sync::Arc::clone(&count));
+            Box::pin(async move {
+                count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let (status, body) = tokio::task::spawn_blocking(move || {
+                    support::http(&addr, "GET", "/dev/token?user_id=alice&ttl=4", None, None)
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+                if status != 200 {
+                    return Err(format!("{status}"));
+                }
+                Ok(body["token"].as_str().unwrap_or_default().to_owned())
+            })
+        }));
+        let mut config = Config::new(format!("https://{}", s.https_addr), source);
+        config.cert_sha256 = Some(confab_client::parse_cert_hash(&s.cert_sha256).unwrap());
+        config.transport = transport;
+        let (client, mut events) = Client::connect(config).await.unwrap();
+        client.join("c1").await.unwrap();
+        let mut bob = bob_joined(&s, "c1").await;
+        // Past the first token's expiry, and the second's.
+        tokio::time::sleep(Duration::from_secs(7)).await;
+        bob.say("c1", "still with us?").await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let e = tokio::time::timeout(left, events.next()).await.expect("the message").expect("events");
+            let done = matches!(&e, Event::Message { message } if message["content"] == "still with us?");
+            seen.push(e);
+            if done {
+                break;
+            }
+        }
+        let connects = seen.iter().filter(|e| matches!(e, Event::Connected { .. })).count();
+        assert_eq!(connects, 1, "{transport:?}: no reconnect: {seen:?}");
+        assert!(!seen.iter().any(|e| matches!(e, Event::Disconnected { .. })), "{transport:?}: {seen:?}");
+        assert!(fetched.load(std::sync::atomic::Ordering::Relaxed) >= 3, "the token was refreshed");
+        client.close().await;
+    }
+}

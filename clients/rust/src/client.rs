@@ -37,6 +37,8 @@ enum Command {
     History { conversation_id: String, before_seq: Option<u64>, limit: Option<u32> },
     Status { status: String, message: Option<String> },
     NetworkChanged,
+    Pause,
+    Resume,
     Close(oneshot::Sender<()>),
 }
 
@@ -81,6 +83,7 @@ impl Client {
             tracked: HashMap::new(),
             next_request: 0,
             prefer_websocket_until: None,
+            refresh_at: None,
             last_error: None,
             first: Some(first_tx),
         };
@@ -151,6 +154,17 @@ impl Client {
         self.command(Command::NetworkChanged).await
     }
 
+    /// The app went to the background: the connection is closed and the client waits, sending
+    /// nothing, until [`Client::resume`]. Sends meanwhile wait in the outbox.
+    pub async fn pause(&self) -> Result<(), ClientError> {
+        self.command(Command::Pause).await
+    }
+
+    /// Back in the foreground: connects at once and resumes every conversation.
+    pub async fn resume(&self) -> Result<(), ClientError> {
+        self.command(Command::Resume).await
+    }
+
     /// Stops: waits briefly for the outbox to empty when connected (what is left is sent by
     /// the next client on the same outbox file), then closes the connection.
     pub async fn close(self) {
@@ -173,6 +187,8 @@ struct Tracked {
 /// How a session ended.
 enum End {
     Lost(String),
+    /// The app paused the client.
+    Paused,
     Refused(ClientError),
     Closed(oneshot::Sender<()>),
 }
@@ -191,6 +207,9 @@ struct Task {
     next_request: u64,
     /// `Auto` fell back to WebSocket: WebTransport is tried again after this.
     prefer_websocket_until: Option<Instant>,
+    /// When to ask the token callback for a new token (three quarters into the current one's
+    /// life), if it has an `exp`.
+    refresh_at: Option<Instant>,
     /// The last `error` event's code, for a refusal's report.
     last_error: Option<(String, String)>,
     first: Option<oneshot::Sender<Result<(), ClientError>>>,
@@ -216,7 +235,10 @@ impl Task {
         let mut attempt: u32 = 0;
         loop {
             let outcome = match self.config.token.get().await {
-                Ok(token) => self.open(&token).await,
+                Ok(token) => {
+                    self.refresh_at = refresh_time(&token);
+                    self.open(&token).await
+                }
                 Err(e) => Err(format!("token: {e}")),
             };
             match outcome {
@@ -235,6 +257,14 @@ impl Task {
                             return;
                         }
                         End::Lost(reason) => self.emit(Event::Disconnected { reason }).await,
+                        End::Paused => {
+                            self.emit(Event::Disconnected { reason: "paused".into() }).await;
+                            if !self.paused(&mut commands).await {
+                                return;
+                            }
+                            attempt = 0;
+                            continue;
+                        }
                     }
                 }
                 Err(why) => {
@@ -256,14 +286,37 @@ impl Task {
                             return;
                         }
                         None => return,
-                        // A new network: try it now rather than at the end of the backoff.
-                        Some(Command::NetworkChanged) => {
+                        // A new network, or back in the foreground: try now rather than at the
+                        // end of the backoff.
+                        Some(Command::NetworkChanged | Command::Resume) => {
+                            attempt = 0;
+                            break;
+                        }
+                        Some(Command::Pause) => {
+                            if !self.paused(&mut commands).await {
+                                return;
+                            }
                             attempt = 0;
                             break;
                         }
                         Some(c) => self.offline(c).await,
                     }
                 }
+            }
+        }
+    }
+
+    /// Waits for `Resume` (true) or `Close` (false), keeping requests for later.
+    async fn paused(&mut self, commands: &mut mpsc::Receiver<Command>) -> bool {
+        loop {
+            match commands.recv().await {
+                Some(Command::Resume) => return true,
+                Some(Command::Close(done)) => {
+                    let _ = done.send(());
+                    return false;
+                }
+                None => return false,
+                Some(c) => self.offline(c).await,
             }
         }
     }
@@ -306,7 +359,7 @@ impl Task {
             Command::Send(p) => self.queue(p).await,
             // Latest-wins or answerable later: dropped while offline.
             Command::Read { .. } | Command::Typing(_) | Command::History { .. } | Command::Status { .. } => {}
-            Command::NetworkChanged | Command::Close(_) => {}
+            Command::NetworkChanged | Command::Pause | Command::Resume | Command::Close(_) => {}
         }
     }
 
@@ -379,6 +432,10 @@ impl Task {
                         closing = Some((done, Instant::now() + FLUSH));
                         continue;
                     }
+                    if let Command::Pause = c {
+                        link.close().await;
+                        return End::Paused;
+                    }
                     if let Err(e) = self.online(&mut link, c).await {
                         return End::Lost(e);
                     }
@@ -420,6 +477,12 @@ impl Task {
                     }
                 }
                 _ = flush_tick, if closing.is_some() => {}
+                _ = tokio::time::sleep_until(self.refresh_at.unwrap_or_else(Instant::now)), if self.refresh_at.is_some() => {
+                    self.refresh_at = None;
+                    if let Err(e) = self.refresh(&mut link).await {
+                        return End::Lost(e);
+                    }
+                }
             }
         }
     }
@@ -470,8 +533,27 @@ impl Task {
                 let rid = self.request_id();
                 link.send(&envelope("heartbeat", json!({}), &rid), None).await
             }
-            Command::Close(_) => Ok(()),
+            Command::Pause | Command::Resume | Command::Close(_) => Ok(()),
         }
+    }
+
+    /// Sends `auth:refresh` with a new token from the callback, before the current one
+    /// expires (a fixed token is not refreshed: the server closes with 4001 at its expiry).
+    async fn refresh(&mut self, link: &mut Link) -> Result<(), String> {
+        if !matches!(self.config.token, crate::config::TokenSource::Callback(_)) {
+            return Ok(());
+        }
+        let token = match tokio::time::timeout(self.config.connect_timeout, self.config.token.get()).await {
+            Ok(Ok(t)) => t,
+            // Tried again in a while; the connection stays until the server's 4001.
+            _ => {
+                self.refresh_at = Some(Instant::now() + Duration::from_secs(5));
+                return Ok(());
+            }
+        };
+        self.refresh_at = refresh_time(&token);
+        let rid = self.request_id();
+        link.send(&envelope("auth:refresh", json!({"token": token}), &rid), None).await
     }
 
     async fn advance(&mut self, conv: &str, up_to: u64, state: MessageState) {
@@ -626,5 +708,35 @@ impl Task {
             }
         }
         self.emit(Event::Error { code, message, local_id }).await;
+    }
+}
+
+/// Three quarters into the token's life, from its `exp` claim (read, not verified: the server
+/// verifies). `None` for a token without one.
+fn refresh_time(token: &str) -> Option<Instant> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    let exp = serde_json::from_slice::<Value>(&bytes).ok()?["exp"].as_u64()?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+    let left = exp.saturating_sub(now);
+    Some(Instant::now() + Duration::from_secs(left) * 3 / 4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    #[test]
+    fn a_token_is_refreshed_three_quarters_into_its_life() {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let claims =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(r#"{{"sub":"a","exp":{}}}"#, now + 400));
+        let at = refresh_time(&format!("h.{claims}.s")).unwrap();
+        let wait = at.duration_since(Instant::now());
+        assert!(wait > Duration::from_secs(290) && wait <= Duration::from_secs(300), "{wait:?}");
+        assert!(refresh_time("not-a-jwt").is_none());
+        assert!(refresh_time("h.e30.s").is_none(), "no exp");
     }
 }

@@ -169,12 +169,15 @@ async fn command(client: &Client, line: &str) -> Result<bool, String> {
         }
         "typing" => client.typing(&arg("CONV")?).await.map_err(e)?,
         "history" => client.history(&arg("CONV")?, None, None).await.map_err(e)?,
-        // Not in SPEC §8's list: what a phone's network callback does.
+        // Not in SPEC §8's list: what a phone's network callback and its app's going to the
+        // background and back do.
         "network-changed" => client.network_changed().await.map_err(e)?,
+        "pause" => client.pause().await.map_err(e)?,
+        "resume" => client.resume().await.map_err(e)?,
         "quit" => return Ok(false),
         other => {
             return Err(format!(
-                "unknown command {other:?}: join, leave, send, read, typing, history, network-changed, quit"
+                "unknown command {other:?}: join, leave, send, read, typing, history, network-changed, pause, resume, quit"
             ));
         }
     }
