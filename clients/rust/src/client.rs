@@ -236,7 +236,9 @@ impl Task {
         loop {
             let outcome = match self.config.token.get().await {
                 Ok(token) => {
-                    self.refresh_at = refresh_time(&token);
+                    // A fixed token is not refreshed: the server closes with 4001 at its expiry.
+                    let callback = matches!(self.config.token, crate::config::TokenSource::Callback(_));
+                    self.refresh_at = if callback { refresh_time(&token) } else { None };
                     self.open(&token).await
                 }
                 Err(e) => Err(format!("token: {e}")),
@@ -383,8 +385,10 @@ impl Task {
         *at = Some(Instant::now());
         let data =
             json!({"conversation_id": p.conversation_id, "content": p.content, "type": "text", "local_id": p.local_id});
-        let conv = p.conversation_id.clone();
-        self.requests.insert(rid.clone(), p.local_id.clone());
+        let (conv, local_id) = (p.conversation_id.clone(), p.local_id.clone());
+        // One request in flight per message: an earlier copy's answer can only be the same.
+        self.requests.retain(|_, l| *l != local_id);
+        self.requests.insert(rid.clone(), local_id);
         link.send(&envelope("message:send", data, &rid), Some(&conv)).await
     }
 
@@ -401,6 +405,8 @@ impl Task {
     async fn session(&mut self, mut link: Link, commands: &mut mpsc::Receiver<Command>) -> End {
         self.emit(Event::Connected { transport: link.kind }).await;
         self.last_error = None;
+        // Requests of an earlier connection get no answer now.
+        self.requests.clear();
         let convs: Vec<String> = self.joined.keys().cloned().collect();
         for c in convs {
             if let Err(e) = self.join_on(&mut link, &c).await {
@@ -416,6 +422,10 @@ impl Task {
         let mut beat = tokio::time::interval_at(Instant::now() + keepalive, keepalive);
         let mut heard = Instant::now();
         let mut closing: Option<(oneshot::Sender<()>, Instant)> = None;
+        // Made once, not at every event: polled only while closing, and while a refresh is due.
+        let mut flush = tokio::time::interval(Duration::from_millis(50));
+        let refresh = tokio::time::sleep_until(self.refresh_at.unwrap_or_else(far_future));
+        tokio::pin!(refresh);
         loop {
             if let Some((_, until)) = &closing {
                 if self.pending.is_empty() || Instant::now() >= *until {
@@ -424,7 +434,6 @@ impl Task {
                     return End::Closed(done);
                 }
             }
-            let flush_tick = tokio::time::sleep(Duration::from_millis(50));
             tokio::select! {
                 c = commands.recv(), if closing.is_none() => {
                     let Some(c) = c else { link.close().await; return End::Lost("client dropped".into()) };
@@ -476,12 +485,13 @@ impl Task {
                         }
                     }
                 }
-                _ = flush_tick, if closing.is_some() => {}
-                _ = tokio::time::sleep_until(self.refresh_at.unwrap_or_else(Instant::now)), if self.refresh_at.is_some() => {
+                _ = flush.tick(), if closing.is_some() => {}
+                _ = &mut refresh, if self.refresh_at.is_some() => {
                     self.refresh_at = None;
                     if let Err(e) = self.refresh(&mut link).await {
                         return End::Lost(e);
                     }
+                    refresh.as_mut().reset(self.refresh_at.unwrap_or_else(far_future));
                 }
             }
         }
@@ -538,11 +548,8 @@ impl Task {
     }
 
     /// Sends `auth:refresh` with a new token from the callback, before the current one
-    /// expires (a fixed token is not refreshed: the server closes with 4001 at its expiry).
+    /// expires (only a callback has one to give: `refresh_at` is set for it alone).
     async fn refresh(&mut self, link: &mut Link) -> Result<(), String> {
-        if !matches!(self.config.token, crate::config::TokenSource::Callback(_)) {
-            return Ok(());
-        }
         let token = match tokio::time::timeout(self.config.connect_timeout, self.config.token.get()).await {
             Ok(Ok(t)) => t,
             // Tried again in a while; the connection stays until the server's 4001.
@@ -709,6 +716,11 @@ impl Task {
         }
         self.emit(Event::Error { code, message, local_id }).await;
     }
+}
+
+/// An instant no timer of a session reaches.
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(365 * 86_400)
 }
 
 /// Three quarters into the token's life, from its `exp` claim (read, not verified: the server
