@@ -9,10 +9,13 @@ use crate::config::{Config, TransportChoice};
 use crate::error::{ClientError, is_refusal, refusal_code};
 use crate::event::{Event, MessageState, TransportKind};
 use crate::link::{Incoming, Link};
-use crate::outbox::{Outbox, Pending};
+use crate::store::{Pending, Recent, Store};
 use crate::wire::{envelope, kind};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -27,6 +30,9 @@ const TRACKED: usize = 1000;
 const RESEND_AFTER: Duration = Duration::from_secs(5);
 /// How long `close` waits for the outbox to empty while connected.
 const FLUSH: Duration = Duration::from_secs(2);
+/// Messages for the cache are written in batches of at most this many (or when no more are
+/// waiting): one transaction per batch, not per message.
+const CACHE_BATCH: usize = 256;
 
 enum Command {
     Join(String),
@@ -47,6 +53,7 @@ enum Command {
 #[derive(Debug, Clone)]
 pub struct Client {
     commands: mpsc::Sender<Command>,
+    store: Arc<Store>,
 }
 
 /// The events, in order. `None` once the client has stopped.
@@ -67,22 +74,23 @@ impl Client {
     /// the connect deadline: it always settles. A refused token is the error.
     pub async fn connect(config: Config) -> Result<(Client, Events), ClientError> {
         config.authority()?;
-        let outbox = Outbox::open(config.outbox.as_deref())?;
-        let pending = outbox.all()?;
+        let store = Arc::new(Store::open(config.outbox.as_deref())?);
+        let pending = store.all()?;
         let (commands, rx) = mpsc::channel(COMMANDS);
         let (events, erx) = mpsc::channel(EVENTS);
         let (first_tx, first) = oneshot::channel();
         let deadline = config.connect_timeout + config.webtransport_deadline;
         let task = Task {
             config,
-            outbox,
+            store: store.clone(),
             events,
             joined: BTreeMap::new(),
             pending: pending.into_iter().map(|p| (p, None)).collect(),
             requests: HashMap::new(),
             tracked: HashMap::new(),
             next_request: 0,
-            prefer_websocket_until: None,
+            prefer_websocket: None,
+            cache: Vec::new(),
             refresh_at: None,
             last_error: None,
             first: Some(first_tx),
@@ -91,7 +99,14 @@ impl Client {
         if let Ok(Ok(Err(refused))) = tokio::time::timeout(deadline, first).await {
             return Err(refused);
         }
-        Ok((Client { commands }, Events { rx: erx }))
+        Ok((Client { commands, store }, Events { rx: erx }))
+    }
+
+    /// The conversation's last `limit` messages from the local cache (at most
+    /// [`crate::RECENT`]), oldest first: what a cold start shows before the server answers.
+    /// Empty without a client file (`Config::outbox`).
+    pub fn cached_messages(&self, conversation_id: &str, limit: usize) -> Result<Vec<Value>, ClientError> {
+        self.store.recent(conversation_id, limit)
     }
 
     async fn command(&self, c: Command) -> Result<(), ClientError> {
@@ -191,11 +206,16 @@ enum End {
     Paused,
     Refused(ClientError),
     Closed(oneshot::Sender<()>),
+    /// `Auto` was on WebSocket and a WebTransport session opened: the client moves to it.
+    Upgraded(Link),
 }
+
+/// A connection being opened beside the one in use.
+type Opening = Pin<Box<dyn Future<Output = Result<Link, String>> + Send>>;
 
 struct Task {
     config: Config,
-    outbox: Outbox,
+    store: Arc<Store>,
     events: mpsc::Sender<Event>,
     /// Joined conversations, and the last `seq` handed to the app (unknown until joined once).
     joined: BTreeMap<String, Option<u64>>,
@@ -205,8 +225,11 @@ struct Task {
     requests: HashMap<String, String>,
     tracked: HashMap<String, Vec<Tracked>>,
     next_request: u64,
-    /// `Auto` fell back to WebSocket: WebTransport is tried again after this.
-    prefer_websocket_until: Option<Instant>,
+    /// `Auto` fell back to WebSocket on this network (the local address the server is reached
+    /// from): WebTransport is tried again after this.
+    prefer_websocket: Option<(String, Instant)>,
+    /// Messages handed to the app, for the cache: written in batches.
+    cache: Vec<Recent>,
     /// When to ask the token callback for a new token (three quarters into the current one's
     /// life), if it has an `exp`.
     refresh_at: Option<Instant>,
@@ -233,21 +256,19 @@ impl Task {
 
     async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         let mut attempt: u32 = 0;
+        let mut upgraded: Option<Link> = None;
         loop {
-            let outcome = match self.config.token.get().await {
-                Ok(token) => {
-                    // A fixed token is not refreshed: the server closes with 4001 at its expiry.
-                    let callback = matches!(self.config.token, crate::config::TokenSource::Callback(_));
-                    self.refresh_at = if callback { refresh_time(&token) } else { None };
-                    self.open(&token).await
-                }
-                Err(e) => Err(format!("token: {e}")),
-            };
+            let outcome = if let Some(link) = upgraded.take() { Ok(link) } else { self.connect_once().await };
             match outcome {
                 Ok(link) => {
                     attempt = 0;
-                    self.settle_first(Ok(()));
-                    match self.session(link, &mut commands).await {
+                    let end = self.session(link, &mut commands).await;
+                    // The session settles `connect` once the server accepted the token; one that
+                    // ended before it said either way counts as a failure to connect.
+                    if !matches!(end, End::Refused(_)) {
+                        self.settle_first(Ok(()));
+                    }
+                    match end {
                         End::Closed(done) => {
                             let _ = done.send(());
                             return;
@@ -259,6 +280,10 @@ impl Task {
                             return;
                         }
                         End::Lost(reason) => self.emit(Event::Disconnected { reason }).await,
+                        End::Upgraded(link) => {
+                            upgraded = Some(link);
+                            continue;
+                        }
                         End::Paused => {
                             self.emit(Event::Disconnected { reason: "paused".into() }).await;
                             if !self.paused(&mut commands).await {
@@ -323,23 +348,42 @@ impl Task {
         }
     }
 
-    /// Tries the transports in order.
+    /// A token, then a connection.
+    async fn connect_once(&mut self) -> Result<Link, String> {
+        let token = self.config.token.get().await.map_err(|e| format!("token: {e}"))?;
+        // A fixed token is not refreshed: the server closes with 4001 at its expiry.
+        let callback = matches!(self.config.token, crate::config::TokenSource::Callback(_));
+        self.refresh_at = if callback { refresh_time(&token) } else { None };
+        self.open(&token).await
+    }
+
+    /// Tries the transports in order. `Auto` goes straight to WebSocket on a network where
+    /// WebTransport failed less than `retry_webtransport_after` ago (remembered in the client
+    /// file across restarts), and records what worked.
     async fn open(&mut self, token: &str) -> Result<Link, String> {
         let now = Instant::now();
-        let order: &[TransportKind] = match self.config.transport {
+        let network = match self.config.transport {
+            TransportChoice::Auto => network_of(&self.config).await,
+            _ => None,
+        };
+        let choice = self.config.transport;
+        let order: &[TransportKind] = match choice {
             TransportChoice::WebSocket => &[TransportKind::WebSocket],
             TransportChoice::WebTransport => &[TransportKind::WebTransport],
-            TransportChoice::Auto if self.prefer_websocket_until.is_some_and(|t| t > now) => {
-                &[TransportKind::WebSocket]
-            }
+            TransportChoice::Auto if self.websocket_preferred(network.as_deref(), now) => &[TransportKind::WebSocket],
             TransportChoice::Auto => &[TransportKind::WebTransport, TransportKind::WebSocket],
         };
         let mut why = String::new();
         for (i, kind) in order.iter().enumerate() {
             match Link::open(&self.config, *kind, token).await {
                 Ok(link) => {
-                    if i > 0 {
-                        self.prefer_websocket_until = Some(now + self.config.retry_webtransport_after);
+                    if let Some(network) = network {
+                        if i > 0 {
+                            self.prefer_websocket = Some((network.clone(), now + self.config.retry_webtransport_after));
+                        }
+                        if i > 0 || *kind == TransportKind::WebTransport {
+                            self.remember_transport(&network, *kind);
+                        }
                     }
                     return Ok(link);
                 }
@@ -349,11 +393,53 @@ impl Task {
         Err(why)
     }
 
+    /// Whether `Auto` should skip WebTransport on this network for now.
+    fn websocket_preferred(&mut self, network: Option<&str>, now: Instant) -> bool {
+        let Some(network) = network else { return false };
+        if let Some((n, until)) = &self.prefer_websocket {
+            if n == network {
+                return *until > now;
+            }
+        }
+        // Another network, or a fresh start: what the file remembers about this one.
+        let Some((TransportKind::WebSocket, at)) = self.store.transport_for(network) else { return false };
+        let retry = self.config.retry_webtransport_after.as_millis() as i64;
+        let left = (at + retry).saturating_sub(crate::store::now_ms());
+        if left <= 0 {
+            return false;
+        }
+        self.prefer_websocket = Some((network.to_owned(), now + Duration::from_millis(left as u64)));
+        true
+    }
+
+    fn remember_transport(&self, network: &str, kind: TransportKind) {
+        if let Err(e) = self.store.set_transport(network, kind) {
+            tracing::warn!(error = %e, "client file");
+        }
+    }
+
+    /// Writes the messages waiting for the cache.
+    fn flush_cache(&mut self) {
+        if let Err(e) = self.store.remember(&self.cache) {
+            tracing::warn!(error = %e, "cache");
+        }
+        self.cache.clear();
+    }
+
+    /// Where a newly joined conversation resumes: the last cached message (from this run or an
+    /// earlier one), so that what was missed while away arrives; none without a client file.
+    fn resume_point(&self, conv: &str) -> Option<u64> {
+        self.store.last_seq(conv)
+    }
+
     /// A request while there is no connection: kept for the next one.
     async fn offline(&mut self, c: Command) {
         match c {
             Command::Join(conv) => {
-                self.joined.entry(conv).or_insert(None);
+                if !self.joined.contains_key(&conv) {
+                    let from = self.resume_point(&conv);
+                    self.joined.insert(conv, from);
+                }
             }
             Command::Leave(conv) => {
                 self.joined.remove(&conv);
@@ -366,7 +452,7 @@ impl Task {
     }
 
     async fn queue(&mut self, p: Pending) {
-        if let Err(e) = self.outbox.add(&p) {
+        if let Err(e) = self.store.add(&p) {
             self.emit(Event::Error {
                 code: "OUTBOX".into(),
                 message: e.to_string(),
@@ -402,7 +488,13 @@ impl Task {
         link.join(conv, &envelope("conversation:join", data, &rid)).await
     }
 
-    async fn session(&mut self, mut link: Link, commands: &mut mpsc::Receiver<Command>) -> End {
+    async fn session(&mut self, link: Link, commands: &mut mpsc::Receiver<Command>) -> End {
+        let end = self.connected(link, commands).await;
+        self.flush_cache();
+        end
+    }
+
+    async fn connected(&mut self, mut link: Link, commands: &mut mpsc::Receiver<Command>) -> End {
         self.emit(Event::Connected { transport: link.kind }).await;
         self.last_error = None;
         // Requests of an earlier connection get no answer now.
@@ -426,6 +518,13 @@ impl Task {
         let mut flush = tokio::time::interval(Duration::from_millis(50));
         let refresh = tokio::time::sleep_until(self.refresh_at.unwrap_or_else(far_future));
         tokio::pin!(refresh);
+        // `Auto` on WebSocket tries WebTransport again beside it, and moves when it opens.
+        let retry = self.config.retry_webtransport_after;
+        let upgrade_at = (self.config.transport == TransportChoice::Auto && link.kind == TransportKind::WebSocket)
+            .then(|| self.prefer_websocket.as_ref().map_or_else(|| Instant::now() + retry, |(_, until)| *until));
+        let upgrade = tokio::time::sleep_until(upgrade_at.unwrap_or_else(far_future));
+        tokio::pin!(upgrade);
+        let mut opening: Option<Opening> = None;
         loop {
             if let Some((_, until)) = &closing {
                 if self.pending.is_empty() || Instant::now() >= *until {
@@ -452,7 +551,15 @@ impl Task {
                 incoming = link.incoming.recv() => match incoming {
                     Some(Incoming::Event(v)) => {
                         heard = Instant::now();
+                        // The server accepted the token: `connect` returns. (A refusal comes as
+                        // `error` and `connection:closed`, then the close.)
+                        if self.first.is_some() && kind(&v) == "connection:established" {
+                            self.settle_first(Ok(()));
+                        }
                         self.on_event(v).await;
+                        if !self.cache.is_empty() && (link.incoming.is_empty() || self.cache.len() >= CACHE_BATCH) {
+                            self.flush_cache();
+                        }
                     }
                     Some(Incoming::Closed { code: Some(code), reason }) if is_refusal(code) => {
                         // A new token may cure an expired one.
@@ -486,6 +593,36 @@ impl Task {
                     }
                 }
                 _ = flush.tick(), if closing.is_some() => {}
+                _ = &mut upgrade, if upgrade_at.is_some() && opening.is_none() && closing.is_none() => {
+                    let config = self.config.clone();
+                    opening = Some(Box::pin(async move {
+                        let token = config.token.get().await.map_err(|e| format!("token: {e}"))?;
+                        Link::open(&config, TransportKind::WebTransport, &token).await
+                    }));
+                    upgrade.as_mut().reset(far_future());
+                }
+                opened = async {
+                    match opening.as_mut() {
+                        Some(f) => f.await,
+                        None => std::future::pending().await,
+                    }
+                }, if opening.is_some() => {
+                    opening = None;
+                    match opened {
+                        Ok(wt) => {
+                            if let Some(network) = network_of(&self.config).await {
+                                self.remember_transport(&network, TransportKind::WebTransport);
+                            }
+                            self.prefer_websocket = None;
+                            link.close().await;
+                            return End::Upgraded(wt);
+                        }
+                        Err(why) => {
+                            tracing::debug!(%why, "WebTransport still fails");
+                            upgrade.as_mut().reset(Instant::now() + retry);
+                        }
+                    }
+                }
                 _ = &mut refresh, if self.refresh_at.is_some() => {
                     self.refresh_at = None;
                     if let Err(e) = self.refresh(&mut link).await {
@@ -500,7 +637,10 @@ impl Task {
     async fn online(&mut self, link: &mut Link, c: Command) -> Result<(), String> {
         match c {
             Command::Join(conv) => {
-                self.joined.entry(conv.clone()).or_insert(None);
+                if !self.joined.contains_key(&conv) {
+                    let from = self.resume_point(&conv);
+                    self.joined.insert(conv.clone(), from);
+                }
                 self.join_on(link, &conv).await
             }
             Command::Leave(conv) => {
@@ -612,6 +752,7 @@ impl Task {
                         return;
                     }
                     *seen = Some(seq);
+                    self.cache.push((conv, seq, message.to_string()));
                 }
                 self.emit(Event::Message { message }).await;
             }
@@ -620,7 +761,7 @@ impl Task {
                 let Some(i) = self.pending.iter().position(|(p, _)| p.local_id == local_id) else { return };
                 let (p, _) = self.pending.remove(i);
                 self.requests.retain(|_, l| *l != local_id);
-                if let Err(e) = self.outbox.remove(&local_id) {
+                if let Err(e) = self.store.remove(&local_id) {
                     tracing::warn!(error = %e, "outbox");
                 }
                 let (message_id, seq) = (s("id"), d["seq"].as_u64().unwrap_or(0));
@@ -703,7 +844,7 @@ impl Task {
             if !transient {
                 if let Some(i) = self.pending.iter().position(|(p, _)| &p.local_id == local_id) {
                     let (p, _) = self.pending.remove(i);
-                    let _ = self.outbox.remove(local_id);
+                    let _ = self.store.remove(local_id);
                     let e = Event::State {
                         local_id: local_id.clone(),
                         conversation_id: p.conversation_id,
@@ -716,6 +857,17 @@ impl Task {
         }
         self.emit(Event::Error { code, message, local_id }).await;
     }
+}
+
+/// The network the device is on, as told by the local address the OS routes the server's
+/// traffic from (no packet is sent): Wi-Fi and cellular differ, and so do most Wi-Fi networks.
+async fn network_of(config: &Config) -> Option<String> {
+    let (host, port) = config.authority().ok()?;
+    let server = tokio::net::lookup_host((host.as_str(), port)).await.ok()?.next()?;
+    let any: std::net::SocketAddr = if server.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
+    let socket = std::net::UdpSocket::bind(any).ok()?;
+    socket.connect(server).ok()?;
+    Some(socket.local_addr().ok()?.ip().to_string())
 }
 
 /// An instant no timer of a session reaches.

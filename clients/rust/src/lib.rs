@@ -13,6 +13,8 @@
 //! - Never loses a message: reconnects with backoff and jitter, re-joins with `since_seq`,
 //!   drops repeats by `seq`, and keeps unsent messages in an outbox file (SQLite) until the
 //!   server acknowledges them, exactly once thanks to `local_id`.
+//! - The same file keeps each conversation's recent messages (a cold start shows them at
+//!   once, and resumes from the last one) and which transport worked on each network.
 //! - A refused token (close 4001 without a new one, 4003, 4004) stops it with an error.
 //!
 //! `clients/rust/README.md` has an example and what the client guarantees.
@@ -21,7 +23,7 @@
 //! - `config`: the server, the token source, trust, transports, outbox, timings.
 //! - `client`: the handle and the task that owns the connection.
 //! - `link`: one connection on WebSocket or WebTransport.
-//! - `outbox`: unsent messages in SQLite.
+//! - `store`: the client file (SQLite): the outbox, recent messages, the transport per network.
 //! - `event`, `error`: what the app hears.
 //! - `wire`, `tls`: envelopes and frames; certificate pinning.
 
@@ -30,7 +32,7 @@ pub mod config;
 mod error;
 mod event;
 mod link;
-mod outbox;
+mod store;
 mod tls;
 mod wire;
 
@@ -38,6 +40,18 @@ pub use client::{Client, Events};
 pub use config::{Config, TokenSource, TransportChoice, parse_cert_hash};
 pub use error::ClientError;
 pub use event::{Event, MessageState, TransportKind};
+pub use store::RECENT;
+
+/// A conversation's last `limit` cached messages (at most [`RECENT`]), oldest first, read
+/// from a client file without a client: what an app shows at a cold start, before
+/// [`Client::connect`] returns.
+pub fn cached_messages(
+    file: &std::path::Path,
+    conversation_id: &str,
+    limit: usize,
+) -> Result<Vec<serde_json::Value>, ClientError> {
+    store::Store::open(Some(file))?.recent(conversation_id, limit)
+}
 
 /// Fetches `path` from a dev server over HTTPS (`/dev/token?...`, `/cert-hash`), trusting the
 /// pinned certificate, or any certificate when `pin` is `None`: dev mode only, where the

@@ -32,7 +32,8 @@ struct Args {
     cert_hash: Option<String>,
     #[arg(long, value_enum, default_value = "auto")]
     transport: Transport,
-    /// A file that keeps unsent messages across restarts of the client.
+    /// The client file: keeps unsent messages across restarts of the client (and recent
+    /// messages, and the transport that worked on each network).
     #[arg(long)]
     outbox: Option<PathBuf>,
     /// Standard output carries only JSON objects, one a line.
@@ -41,6 +42,9 @@ struct Args {
     /// Seconds between keepalives; a connection silent for three is taken as dead.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     keepalive: u64,
+    /// With `--transport auto` on WebSocket: seconds before WebTransport is tried again.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    retry_webtransport: u64,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -90,6 +94,7 @@ async fn run(args: Args) -> Result<ExitCode, String> {
     config.cert_sha256 = pin;
     config.outbox = args.outbox.clone();
     config.keepalive = std::time::Duration::from_secs(args.keepalive);
+    config.retry_webtransport_after = std::time::Duration::from_secs(args.retry_webtransport);
     config.transport = match args.transport {
         Transport::Auto => TransportChoice::Auto,
         Transport::Webtransport => TransportChoice::WebTransport,
