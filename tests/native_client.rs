@@ -1,7 +1,9 @@
 //! The native client (`clients/rust`, crate `confab-client`) against the real server, through
 //! its terminal chat `confab-chat --json` (SPEC §8): both transports, the fallback to
-//! WebSocket when UDP is dropped, resuming after a restart and a `kill -9` with nothing lost
-//! or doubled, the outbox across a restart of the client, a refused token.
+//! WebSocket when UDP is dropped (remembered per network, and left again when UDP returns),
+//! resuming after a restart and a `kill -9` with nothing lost or doubled, the outbox across a
+//! restart of the client, a refused token, connection migration, a loss in one conversation
+//! not delaying another.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -461,4 +463,91 @@ async fn a_token_callback_keeps_the_connection_past_the_first_token() {
         assert!(fetched.load(std::sync::atomic::Ordering::Relaxed) >= 3, "the token was refreshed");
         client.close().await;
     }
+}
+
+/// A datagram lost in one conversation does not hold up another: each conversation has its
+/// own QUIC stream. The relay drops the datagram that carries a long message of c1's; a short
+/// message of c2's, sent after the drop, reaches the app before c1's is retransmitted (on one
+/// ordered byte stream, as on TCP, it would wait behind it), and c1's still arrives, once.
+#[tokio::test]
+async fn a_loss_in_one_conversation_does_not_delay_another() {
+    let s = Server::start(&[]);
+    s.conversation("c1", &["alice", "bob"]);
+    s.conversation("c2", &["alice", "bob"]);
+    let relay = support::udp::UdpRelay::start("127.0.0.1:0".parse().unwrap(), s.h3_addr.parse().unwrap());
+    let server = format!("https://{}", relay.addr);
+    let mut alice = Chat::start_at(&server, &s.cert_sha256, &s.token("alice"), &["--transport", "webtransport"]);
+    assert_eq!(alice.connected(), "webtransport");
+    for c in ["c1", "c2"] {
+        alice.say(&format!("join {c}"));
+        alice.expect("joined", move |e| e["event"] == "joined" && e["conversation_id"] == c);
+    }
+    let mut bob = s.client("bob").await.ready().await;
+    bob.join("c1").await;
+    bob.join("c2").await;
+
+    let long = "A".repeat(1000);
+    relay.drop_next_longer_than(900);
+    bob.say("c1", &long).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while relay.dropped() == 0 {
+        assert!(Instant::now() < deadline, "no datagram of c1's message was dropped");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    bob.say("c2", "B, after the loss").await;
+    alice.expect("c2's message", |e| e["event"] == "message" && e["message"]["content"] == "B, after the loss");
+    let before: Vec<&Value> = alice.seen.iter().filter(|e| e["event"] == "message").collect();
+    assert!(before.is_empty(), "c1's message came first: {before:?}");
+    let l = long.clone();
+    alice.expect("c1's message, retransmitted", move |e| {
+        e["event"] == "message" && e["message"]["content"] == l.as_str()
+    });
+    let rest = alice.messages_within(Duration::from_millis(300));
+    assert!(rest.is_empty(), "once each: {rest:?}");
+    assert!(alice.seen.iter().all(|e| e["event"] != "disconnected"), "{:?}", alice.seen);
+    assert_eq!(alice.quit(), 0);
+}
+
+/// `auto` on a network that drops UDP: it falls back to WebSocket and the client file
+/// remembers it, so the next start goes straight to WebSocket (not one datagram sent); once
+/// UDP passes again, the client opens WebTransport beside the WebSocket and moves over, with
+/// nothing lost or doubled.
+#[tokio::test]
+async fn auto_remembers_a_network_without_udp_and_moves_to_webtransport_when_it_returns() {
+    let s = Server::start(&[]);
+    s.conversation("c1", &["alice", "bob"]);
+    let proxy = support::proxy::Proxy::start(s.https_addr.clone());
+    let relay = support::udp::UdpRelay::start(proxy.addr, s.h3_addr.parse().unwrap());
+    relay.block(true);
+    let file = s.data_dir.join("alice.db");
+    let file = file.to_str().unwrap().to_owned();
+    let server = format!("https://{}", proxy.addr);
+    let args = ["--outbox", &file, "--retry-webtransport", "5"];
+    let mut alice = Chat::start_at(&server, &s.cert_sha256, &s.token("alice"), &args);
+    assert_eq!(alice.connected(), "websocket");
+    assert!(relay.datagrams_from_client() > 0, "WebTransport was tried first");
+    assert_eq!(alice.quit(), 0);
+
+    let tried = relay.datagrams_from_client();
+    let mut alice = Chat::start_at(&server, &s.cert_sha256, &s.token("alice"), &args);
+    assert_eq!(alice.connected(), "websocket");
+    assert_eq!(relay.datagrams_from_client(), tried, "the second start tried WebTransport again");
+    alice.say("join c1");
+    alice.expect("joined", |e| e["event"] == "joined");
+    let mut bob = bob_joined(&s, "c1").await;
+    bob.say("c1", "over tcp").await;
+    alice.expect("over tcp", |e| e["event"] == "message" && e["message"]["content"] == "over tcp");
+
+    relay.block(false);
+    let moved = alice.expect_within(Duration::from_secs(20), "webtransport", |e| e["event"] == "connected");
+    assert_eq!(moved["transport"], "webtransport");
+    bob.say("c1", "over quic").await;
+    alice.expect("over quic", |e| e["event"] == "message" && e["message"]["content"] == "over quic");
+    let local = alice.send("c1", "from quic");
+    alice.state(&local, "sent");
+    let rest = alice.messages_within(Duration::from_millis(500));
+    let all: Vec<&Value> = alice.seen.iter().filter(|e| e["event"] == "message").collect();
+    assert_eq!(all.len(), 1, "only alice's own message is left, once: {all:?} {rest:?}");
+    assert_eq!(s.stored("c1"), ["over tcp", "over quic", "from quic"]);
+    assert_eq!(alice.quit(), 0);
 }

@@ -6,6 +6,7 @@
 
 pub mod cluster;
 pub mod proxy;
+pub mod udp;
 pub mod wt;
 
 use futures_util::{SinkExt, StreamExt};
