@@ -208,6 +208,8 @@ enum End {
     Closed(oneshot::Sender<()>),
     /// `Auto` was on WebSocket and a WebTransport session opened: the client moves to it.
     Upgraded(Link),
+    /// The network changed under a connection that cannot move (a WebSocket).
+    Moved,
 }
 
 /// A connection being opened beside the one in use.
@@ -280,6 +282,11 @@ impl Task {
                             return;
                         }
                         End::Lost(reason) => self.emit(Event::Disconnected { reason }).await,
+                        // A new network: a connection there at once, not after a backoff.
+                        End::Moved => {
+                            self.emit(Event::Disconnected { reason: "network changed".into() }).await;
+                            continue;
+                        }
                         End::Upgraded(link) => {
                             upgraded = Some(link);
                             continue;
@@ -544,6 +551,10 @@ impl Task {
                         link.close().await;
                         return End::Paused;
                     }
+                    if matches!(c, Command::NetworkChanged) && link.kind == TransportKind::WebSocket {
+                        link.close().await;
+                        return End::Moved;
+                    }
                     if let Err(e) = self.online(&mut link, c).await {
                         return End::Lost(e);
                     }
@@ -646,7 +657,7 @@ impl Task {
             Command::Leave(conv) => {
                 self.joined.remove(&conv);
                 let rid = self.request_id();
-                link.send(&envelope("conversation:leave", json!({"conversation_id": conv}), &rid), Some(&conv)).await
+                link.leave(&conv, &envelope("conversation:leave", json!({"conversation_id": conv}), &rid)).await
             }
             Command::Send(p) => {
                 self.queue(p).await;
@@ -719,7 +730,13 @@ impl Task {
         }
     }
 
-    async fn on_event(&mut self, v: Value) {
+    async fn on_event(&mut self, mut v: Value) {
+        // A new message is the most frequent event and the largest: taken out, not copied.
+        if kind(&v) == "message:new" {
+            let mut data = v["data"].take();
+            let message = if data["message"].is_object() { data["message"].take() } else { data };
+            return self.on_message(message).await;
+        }
         let d = &v["data"];
         let s = |k: &str| d[k].as_str().unwrap_or_default().to_owned();
         match kind(&v) {
@@ -741,20 +758,6 @@ impl Task {
                 let conv = s("conversation_id");
                 self.joined.remove(&conv);
                 self.emit(Event::Left { conversation_id: conv }).await;
-            }
-            "message:new" => {
-                let message = if d["message"].is_object() { d["message"].clone() } else { d.clone() };
-                let conv = message["conversation_id"].as_str().unwrap_or_default().to_owned();
-                let seq = message["seq"].as_u64();
-                if let (Some(seq), Some(seen)) = (seq, self.joined.get_mut(&conv)) {
-                    // Once each, in order: a replay after a reconnect may repeat what was seen.
-                    if seen.is_some_and(|last| seq <= last) {
-                        return;
-                    }
-                    *seen = Some(seq);
-                    self.cache.push((conv, seq, message.to_string()));
-                }
-                self.emit(Event::Message { message }).await;
             }
             "message:sent" => {
                 let local_id = s("local_id");
@@ -827,6 +830,23 @@ impl Task {
             "error" => self.on_error(d).await,
             _ => {}
         }
+    }
+
+    /// A message, once and in order per conversation: a replay after a reconnect may repeat
+    /// what was seen.
+    async fn on_message(&mut self, message: Value) {
+        let conv = message["conversation_id"].as_str().unwrap_or_default().to_owned();
+        let seq = message["seq"].as_u64();
+        if let (Some(seq), Some(seen)) = (seq, self.joined.get_mut(&conv)) {
+            if seen.is_some_and(|last| seq <= last) {
+                return;
+            }
+            *seen = Some(seq);
+            if self.store.keeps() {
+                self.cache.push((conv, seq, message.to_string()));
+            }
+        }
+        self.emit(Event::Message { message }).await;
     }
 
     async fn on_error(&mut self, d: &Value) {

@@ -76,6 +76,11 @@ impl Store {
         Ok(Self { db: Some(Mutex::new(db)) })
     }
 
+    /// Whether there is a file to keep things in.
+    pub(crate) fn keeps(&self) -> bool {
+        self.db.is_some()
+    }
+
     fn db(&self) -> Option<MutexGuard<'_, Connection>> {
         self.db.as_ref().map(|m| m.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }

@@ -79,6 +79,14 @@ impl Link {
         }
     }
 
+    /// Leaves: on WebTransport the conversation's stream then ends.
+    pub(crate) async fn leave(&mut self, conversation: &str, env: &Value) -> Result<(), String> {
+        match &mut self.inner {
+            Inner::Ws(w) => w.send(env).await,
+            Inner::Wt(w) => w.leave(conversation, env).await,
+        }
+    }
+
     /// Latest-wins traffic (typing): a datagram on WebTransport, a frame on WebSocket.
     pub(crate) async fn send_unreliable(&mut self, env: &Value) -> Result<(), String> {
         match &mut self.inner {

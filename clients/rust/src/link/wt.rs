@@ -11,11 +11,20 @@ use tokio::sync::mpsc;
 use wtransport::endpoint::endpoint_side::Client;
 use wtransport::{ClientConfig, Connection, Endpoint, RecvStream, SendStream};
 
+/// Conversation streams a session may have open at once: the server allows 128
+/// bidirectional QUIC streams, and the CONNECT request and the control stream take two
+/// (docs/protocol.md §10b). One more would wait for credit that never comes.
+const CONVERSATION_STREAMS: usize = 126;
+/// How long a new conversation stream may take to open.
+const OPEN_STREAM: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub(super) struct Wt {
     conn: Connection,
     endpoint: Endpoint<Client>,
     control: SendStream,
     conversations: HashMap<String, SendStream>,
+    /// A stream did not open in time: the server gives no more (see `join`).
+    no_more_streams: bool,
     tx: mpsc::Sender<Incoming>,
 }
 
@@ -73,7 +82,7 @@ impl Wt {
                 }
             }
         });
-        Ok(Wt { conn, endpoint, control, conversations: HashMap::new(), tx })
+        Ok(Wt { conn, endpoint, control, conversations: HashMap::new(), no_more_streams: false, tx })
     }
 
     pub(super) async fn send(&mut self, env: &Value, conversation: Option<&str>) -> Result<(), String> {
@@ -85,14 +94,40 @@ impl Wt {
         stream.write_all(&bytes).await.map_err(|e| e.to_string())
     }
 
-    /// A join opens the conversation's stream; its first frame is the join.
+    /// A join opens the conversation's stream; its first frame is the join. Past the streams
+    /// the server allows, the join goes on the control stream and the conversation lives there
+    /// (docs/protocol.md §10b, "How many").
     pub(super) async fn join(&mut self, conversation: &str, env: &Value) -> Result<(), String> {
-        let (mut send, recv) =
-            self.conn.open_bi().await.map_err(|e| e.to_string())?.await.map_err(|e| e.to_string())?;
+        let new = !self.conversations.contains_key(conversation);
+        if self.no_more_streams || (new && self.conversations.len() >= CONVERSATION_STREAMS) {
+            return self.send(env, None).await;
+        }
+        // A stream the server has no credit for would wait for ever, and the whole client with
+        // it: after a short wait the conversation goes on the control stream instead, and so do
+        // the ones after it on this session.
+        let opening = async { self.conn.open_bi().await.map_err(|e| e.to_string())?.await.map_err(|e| e.to_string()) };
+        let (mut send, recv) = match tokio::time::timeout(OPEN_STREAM, opening).await {
+            Ok(opened) => opened?,
+            Err(_) => {
+                tracing::warn!("no stream credit from the server: conversations join on the control stream");
+                self.no_more_streams = true;
+                return self.send(env, None).await;
+            }
+        };
         send.write_all(&wire::frame(&wire::to_msgpack(env))).await.map_err(|e| e.to_string())?;
         read_stream(recv, self.tx.clone());
         // A second stream for the same conversation moves it there; the server ends the old one.
         self.conversations.insert(conversation.to_owned(), send);
+        Ok(())
+    }
+
+    /// A leave goes on the conversation's stream, which then ends: its place is free for
+    /// another conversation.
+    pub(super) async fn leave(&mut self, conversation: &str, env: &Value) -> Result<(), String> {
+        self.send(env, Some(conversation)).await?;
+        if let Some(mut stream) = self.conversations.remove(conversation) {
+            let _ = stream.finish().await;
+        }
         Ok(())
     }
 
@@ -121,10 +156,10 @@ impl Wt {
 fn read_stream(mut recv: RecvStream, tx: mpsc::Sender<Incoming>) {
     tokio::spawn(async move {
         let mut frames = confab_codec::frame::FrameDecoder::new(confab_codec::frame::MAX_SERVER_FRAME_BYTES);
-        let mut buf = vec![0u8; 16 * 1024];
-        while let Ok(Some(n)) = recv.read(&mut buf).await {
-            let Some(chunk) = buf.get(..n) else { return };
-            if frames.push(chunk).is_err() {
+        // Chunks straight from QUIC's receive buffer: no buffer of its own per stream, which
+        // an idle conversation would hold for nothing.
+        while let Ok(Some(chunk)) = recv.quic_stream_mut().read_chunk(16 * 1024, true).await {
+            if frames.push(&chunk.bytes).is_err() {
                 return;
             }
             while let Ok(Some(f)) = frames.next_frame() {
