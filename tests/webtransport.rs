@@ -330,3 +330,26 @@ async fn the_connect_request_is_checked_for_path_and_origin() {
     let answer = support::raw_tcp(&s.addr, req.as_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
 }
+
+/// A session has 126 conversation streams (128 QUIC streams less the CONNECT request and the
+/// control stream); closing one should make room for another. It does not yet: both sides
+/// finish the stream, yet no new stream credit comes (docs/protocol.md §10b, "How many";
+/// confab-client falls back to the control stream). Kept, ignored, until that is fixed.
+#[tokio::test]
+#[ignore = "known defect: a closed conversation stream's QUIC credit is not returned (docs/protocol.md §10b)"]
+async fn a_closed_conversation_stream_makes_room_for_another() {
+    let s = Server::start(&[]);
+    for i in 0..127 {
+        s.conversation(&format!("k{i}"), &["alice"]);
+    }
+    let mut alice = s.wt("alice").await;
+    for i in 0..126 {
+        alice.join(&format!("k{i}")).await;
+    }
+    alice.close_stream("k0").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = alice.recv_within(Duration::from_millis(100)).await;
+    assert!(alice.ended.iter().any(|o| o == "k0"), "the server finished k0: {:?}", alice.ended);
+    let joined = tokio::time::timeout(Duration::from_secs(5), alice.join("k126")).await;
+    assert!(joined.is_ok(), "no room for a stream after one closed");
+}

@@ -1,7 +1,7 @@
 //! A UDP relay between one QUIC client and the server, which a test can block (every datagram
-//! vanishes, as on a network that drops UDP) and which can drop one chosen datagram from the
-//! server: the blocked and lossy paths of the native client's tests. It follows the client to
-//! a new address (connection migration).
+//! vanishes, as on a network that drops UDP) and which can drop the server's long datagrams
+//! for a while: the blocked and lossy paths of the native client's tests. It follows the client
+//! to a new address (connection migration).
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -13,8 +13,9 @@ struct State {
     blocked: AtomicBool,
     stop: AtomicBool,
     from_client: AtomicU64,
-    /// Drop the next datagram from the server longer than this (0: none).
+    /// Drop the datagrams from the server longer than this (0: none), until `drop_until`.
     drop_over: AtomicUsize,
+    drop_until: Mutex<Option<std::time::Instant>>,
     dropped: AtomicU64,
     client: Mutex<Option<SocketAddr>>,
 }
@@ -56,10 +57,8 @@ impl UdpRelay {
                     continue;
                 }
                 let over = s.drop_over.load(Ordering::SeqCst);
-                if over > 0
-                    && n > over
-                    && s.drop_over.compare_exchange(over, 0, Ordering::SeqCst, Ordering::SeqCst).is_ok()
-                {
+                let dropping = s.drop_until.lock().unwrap().is_some_and(|t| std::time::Instant::now() < t);
+                if over > 0 && n > over && dropping {
                     s.dropped.fetch_add(1, Ordering::SeqCst);
                     continue;
                 }
@@ -82,8 +81,10 @@ impl UdpRelay {
         self.state.from_client.load(Ordering::SeqCst)
     }
 
-    /// The next datagram from the server longer than `len` bytes is dropped.
-    pub fn drop_next_longer_than(&self, len: usize) {
+    /// For `window`, every datagram from the server longer than `len` bytes is dropped (a
+    /// lost packet, and each of its retransmissions).
+    pub fn drop_longer_than(&self, len: usize, window: Duration) {
+        *self.state.drop_until.lock().unwrap() = Some(std::time::Instant::now() + window);
         self.state.drop_over.store(len, Ordering::SeqCst);
     }
 
