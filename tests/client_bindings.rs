@@ -115,3 +115,34 @@ async fn the_python_bindings_chat_with_a_websocket_user() {
     let status = child.wait().unwrap();
     assert!(status.success() && passed, "the Python side failed: {status}");
 }
+
+/// The Kotlin and Swift sides are generated from the same library (compiling them needs the
+/// Android and Apple toolchains, which CI has not: clients/rust/README.md). What the apps
+/// call is there, by the names the README gives.
+#[test]
+fn the_kotlin_and_swift_bindings_are_generated() {
+    let dir = std::env::temp_dir().join(format!("confab-bindings-{}", std::process::id()));
+    let lib = ffi_library();
+    for language in ["kotlin", "swift"] {
+        let status = Command::new(env!("CARGO_BIN_EXE_uniffi-bindgen-e2e"))
+            .args(["generate", "--library"])
+            .arg(&lib)
+            .args(["--language", language, "--no-format", "--out-dir"])
+            .arg(dir.join(language))
+            .status()
+            .unwrap();
+        assert!(status.success(), "uniffi-bindgen --language {language}");
+    }
+    let kotlin = std::fs::read_to_string(dir.join("kotlin/uniffi/confab_ffi/confab_ffi.kt")).unwrap();
+    let swift = std::fs::read_to_string(dir.join("swift/confab_ffi.swift")).unwrap();
+    assert!(dir.join("swift/confab_ffiFFI.h").exists() && dir.join("swift/confab_ffiFFI.modulemap").exists());
+    for (source, names) in [
+        (&kotlin, ["class ConfabClient", "interface TokenProvider", "fun `networkChanged`", "class ConfabException"]),
+        (&swift, ["class ConfabClient", "protocol TokenProvider", "func networkChanged", "enum ConfabError"]),
+    ] {
+        for name in names {
+            assert!(source.contains(name), "{name} missing from the generated bindings");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -150,6 +150,7 @@ def main():
     ask("bob_say", text="while you were away")
     heard = []
     done = threading.Event()
+    stopped = threading.Event()
 
     class Listener(confab.EventListener):
         def on_event(self, event):
@@ -157,6 +158,8 @@ def main():
             heard.append(event)
             if event.is_message() and event.message.content == "after the restart":
                 done.set()
+            if event.is_stopped():
+                stopped.set()
 
     alice = confab.ConfabClient.connect(config(), DevTokens("alice"))
     assert [c.seq for c in alice.cached_messages("c1", 10)] == [1, 2]
@@ -174,7 +177,9 @@ def main():
     ask("bob_expect_typing")
     alice.set_status("busy", "in a meeting")
     alice.close()
-    assert heard[-1].is_stopped(), heard[-1]
+    # The listener hears the end on its own thread, last.
+    assert stopped.wait(5), heard[-1]
+    assert heard[-1].is_stopped() and sum(e.is_stopped() for e in heard) == 1, heard
 
     # 4. Forced onto WebSocket, the same API.
     alice = confab.ConfabClient.connect(config(confab.Transport.WEB_SOCKET, None), DevTokens("alice"))

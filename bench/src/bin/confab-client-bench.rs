@@ -16,6 +16,10 @@
 #[path = "../setup.rs"]
 mod setup;
 
+#[allow(dead_code, unreachable_pub)]
+#[path = "../delay.rs"]
+mod delay;
+
 use clap::Parser;
 use confab_client::{Client, Config, Event, TokenSource, TransportChoice, parse_cert_hash};
 use serde_json::json;
@@ -33,12 +37,24 @@ struct Args {
     /// Messages received per transport in the receive scenario.
     #[arg(long, default_value_t = 5000)]
     messages: usize,
-    /// Conversations joined in the memory scenario.
-    #[arg(long, default_value_t = 500)]
+    /// Messages a second that bob sends in the receive scenario (0: as fast as they go). A
+    /// client's cost per message depends on it: at a low rate each message wakes it alone.
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// Conversations joined in the memory scenario (126 or fewer: each on a stream of its own).
+    #[arg(long, default_value_t = 100)]
     conversations: usize,
     /// Rounds of each migration case.
     #[arg(long, default_value_t = 20)]
     rounds: usize,
+    /// A round trip added between the client and the server for the migration cases, in
+    /// milliseconds (a user-space delay line: half each way), as on a mobile network.
+    #[arg(long, default_value_t = 0)]
+    rtt_ms: u64,
+    /// Pins the child (the server and the sender) to this CPU with `taskset`; run this
+    /// benchmark itself under `taskset -c OTHER` so the client has a core of its own.
+    #[arg(long)]
+    server_cpu: Option<u32>,
     /// Internal: serve confab here and print `READY https=ADDR hash=HEX` (the child process).
     #[arg(long, hide = true)]
     serve: Option<String>,
@@ -72,9 +88,17 @@ struct Child {
 }
 
 impl Child {
-    fn start(conversations: usize) -> Result<Child, String> {
+    fn start(conversations: usize, cpu: Option<u32>) -> Result<Child, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let mut child = std::process::Command::new(exe)
+        let mut command = match cpu {
+            Some(cpu) => {
+                let mut c = std::process::Command::new("taskset");
+                c.args(["-c", &cpu.to_string()]).arg(exe);
+                c
+            }
+            None => std::process::Command::new(exe),
+        };
+        let mut child = command
             .args(["--serve", "127.0.0.1", "--conversations", &conversations.to_string()])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -146,8 +170,15 @@ fn serve(ip: &str, conversations: usize) -> Result<(), String> {
         let text = "x".repeat(100);
         while let Some(line) = lines.recv().await {
             match line.split_once(' ') {
-                Some(("send", n)) => {
+                Some(("send", n_rate)) => {
+                    // `send N RATE`: N messages at RATE a second (0: as fast as they go).
+                    let (n, rate) = n_rate.split_once(' ').unwrap_or((n_rate, "0"));
+                    let rate: f64 = rate.parse().unwrap_or(0.0);
+                    let started = tokio::time::Instant::now();
                     for i in 0..n.parse::<usize>().unwrap_or(0) {
+                        if rate > 0.0 {
+                            tokio::time::sleep_until(started + Duration::from_secs_f64(i as f64 / rate)).await;
+                        }
                         bob.send("c0", &format!("{i} {text}")).await.map_err(|e| e.to_string())?;
                     }
                 }
@@ -197,7 +228,7 @@ struct Receive {
     msgs_per_s: f64,
 }
 
-async fn receive(child: &mut Child, transport: TransportChoice, n: usize) -> Result<Receive, String> {
+async fn receive(child: &mut Child, transport: TransportChoice, n: usize, rate: f64) -> Result<Receive, String> {
     let (alice, mut events) =
         Client::connect(config(&child.https, &child.hash, "alice", transport)?).await.map_err(|e| e.to_string())?;
     alice.join("c0").await.map_err(|e| e.to_string())?;
@@ -206,7 +237,7 @@ async fn receive(child: &mut Child, transport: TransportChoice, n: usize) -> Res
     let started = Instant::now();
     let cpu0 = process_cpu();
     let region = Region::new(GLOBAL);
-    child.tell(&format!("send {n}"))?;
+    child.tell(&format!("send {n} {rate}"))?;
     for _ in 0..n {
         next_message(&mut events, Duration::from_secs(30)).await?;
     }
@@ -238,15 +269,18 @@ async fn memory(child: &Child, transport: TransportChoice, k: usize) -> Result<f
     Ok((after - before) as f64 / k as f64)
 }
 
-/// Milliseconds from the act to alice's receiving the message bob sends right after it.
+/// Milliseconds from the act to alice's receiving the message bob sends right after it;
+/// alice reaches the server at `via`.
 async fn migration(
     child: &mut Child,
+    via: &str,
     transport: TransportChoice,
     reconnect: bool,
     rounds: usize,
 ) -> Result<Vec<f64>, String> {
-    let (alice, mut events) =
-        Client::connect(config(&child.https, &child.hash, "alice", transport)?).await.map_err(|e| e.to_string())?;
+    let mut c = config(via, &child.hash, "alice", transport)?;
+    c.keepalive = Duration::from_secs(30);
+    let (alice, mut events) = Client::connect(c).await.map_err(|e| e.to_string())?;
     alice.join("c0").await.map_err(|e| e.to_string())?;
     joined(&mut events, 1).await?;
     let mut took = Vec::new();
@@ -294,14 +328,14 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: &Args) -> Result<(), String> {
-    let mut child = Child::start(args.conversations)?;
+    let mut child = Child::start(args.conversations, args.server_cpu)?;
     let kinds = [("webtransport", TransportChoice::WebTransport), ("websocket", TransportChoice::WebSocket)];
     eprintln!(
         "{:<14} {:>12} {:>12} {:>12} {:>10} {:>16}",
         "transport", "CPU µs/msg", "allocs/msg", "bytes/msg", "msgs/s", "heap B/conv"
     );
     for (name, t) in kinds {
-        let r = receive(&mut child, t, args.messages).await?;
+        let r = receive(&mut child, t, args.messages, args.rate).await?;
         let per_conv = memory(&child, t, args.conversations).await?;
         eprintln!(
             "{name:<14} {:>12.1} {:>12.1} {:>12.0} {:>10.0} {:>16.0}",
@@ -309,7 +343,7 @@ async fn run(args: &Args) -> Result<(), String> {
         );
         println!(
             "{}",
-            json!({"scenario": "client-receive", "transport": name, "messages": args.messages,
+            json!({"scenario": "client-receive", "transport": name, "messages": args.messages, "rate": args.rate,
                    "cpu_us_per_msg": r.cpu_us, "allocs_per_msg": r.allocs, "alloc_bytes_per_msg": r.bytes,
                    "msgs_per_s": r.msgs_per_s, "conversations": args.conversations,
                    "heap_bytes_per_conversation": per_conv})
@@ -321,13 +355,23 @@ async fn run(args: &Args) -> Result<(), String> {
         ("websocket network_changed (reconnect)", TransportChoice::WebSocket, false),
     ];
     eprintln!("{:<42} {:>9} {:>9} {:>9}", "to the next message", "p50 ms", "p90 ms", "max ms");
+    let server: std::net::SocketAddr = child.https.parse().map_err(|e| format!("{e}"))?;
+    let line = match args.rtt_ms {
+        0 => None,
+        rtt => Some(delay::DelayLine::start(server, server, Duration::from_millis(rtt) / 2).await?),
+    };
     for (name, t, reconnect) in cases {
-        let took = migration(&mut child, t, reconnect, args.rounds).await?;
+        let via = match (&line, t) {
+            (None, _) => child.https.clone(),
+            (Some(l), TransportChoice::WebSocket) => l.tcp.to_string(),
+            (Some(l), _) => l.udp.to_string(),
+        };
+        let took = migration(&mut child, &via, t, reconnect, args.rounds).await?;
         let (p50, p90, max) = (quantile(&took, 0.5), quantile(&took, 0.9), quantile(&took, 1.0));
         eprintln!("{name:<42} {p50:>9.2} {p90:>9.2} {max:>9.2}");
         println!(
             "{}",
-            json!({"scenario": "client-migration", "case": name, "rounds": args.rounds,
+            json!({"scenario": "client-migration", "case": name, "rounds": args.rounds, "rtt_ms": args.rtt_ms,
                    "p50_ms": p50, "p90_ms": p90, "max_ms": max})
         );
     }
