@@ -435,7 +435,9 @@ impl Task {
 
     /// Where a newly joined conversation resumes: the last cached message (from this run or an
     /// earlier one), so that what was missed while away arrives; none without a client file.
-    fn resume_point(&self, conv: &str) -> Option<u64> {
+    fn resume_point(&mut self, conv: &str) -> Option<u64> {
+        // What waits for the cache counts too: a quick leave and join must not replay it.
+        self.flush_cache();
         self.store.last_seq(conv)
     }
 

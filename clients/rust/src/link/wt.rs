@@ -13,7 +13,7 @@ use wtransport::{ClientConfig, Connection, Endpoint, RecvStream, SendStream};
 
 /// Conversation streams a session may have open at once: the server allows 128
 /// bidirectional QUIC streams, and the CONNECT request and the control stream take two
-/// (docs/protocol.md §10b). One more would wait for credit that never comes.
+/// (docs/protocol.md §10b). One more could wait for credit that never comes.
 const CONVERSATION_STREAMS: usize = 126;
 /// How long a new conversation stream may take to open.
 const OPEN_STREAM: std::time::Duration = std::time::Duration::from_secs(1);
@@ -103,8 +103,9 @@ impl Wt {
             return self.send(env, None).await;
         }
         // A stream the server has no credit for would wait for ever, and the whole client with
-        // it: after a short wait the conversation goes on the control stream instead, and so do
-        // the ones after it on this session.
+        // it (a server other than confab may give credit back late, or never): after a short
+        // wait the conversation goes on the control stream instead, and so do the ones after it
+        // on this session.
         let opening = async { self.conn.open_bi().await.map_err(|e| e.to_string())?.await.map_err(|e| e.to_string()) };
         let (mut send, recv) = match tokio::time::timeout(OPEN_STREAM, opening).await {
             Ok(opened) => opened?,

@@ -70,10 +70,18 @@ pub(super) const CLOSE_DEADLINE: Duration = Duration::from_secs(2);
 pub(super) const CLOSE_GRACE: Duration = Duration::from_millis(250);
 /// Room left in a QUIC datagram for the HTTP/3 datagram header (the quarter stream id).
 pub(super) const DATAGRAM_HEADER: usize = 8;
-/// Bidirectional streams a client may have open at once: a control stream and one per joined
-/// conversation. quinn keeps state for every stream a peer may open, so this is most of an
-/// idle session's memory: 1,024 cost 148 KiB a session, 128 cost 74 KiB (benchmarks.md).
-pub(super) const MAX_STREAMS: u32 = 128;
+/// Bidirectional streams a client may have open at once: the CONNECT request, the control
+/// stream and 126 conversations make 128 (docs/protocol.md §10b). quinn keeps state for every
+/// stream a peer may open, so this is most of an idle session's memory: 1,024 cost 148 KiB a
+/// session, 128 cost 74 KiB (benchmarks.md).
+pub(super) const STREAMS_AT_ONCE: u32 = 128;
+/// The QUIC window behind it. quinn gives a closed stream's credit back only in batches, once
+/// more than an eighth of the window is free (`queue_max_stream_id`), so with a window of 128 a
+/// client at the limit that closed one stream waited until it had closed 17. With 148, at most
+/// 18 freed places go unannounced, and a client that keeps to 128 always finds the place of a
+/// stream it closed free again: 148 - 18 >= 128 + 1.
+pub(super) const MAX_STREAMS: u32 = 148;
+const _: () = assert!(MAX_STREAMS - MAX_STREAMS / 8 > STREAMS_AT_ONCE);
 /// The longest a client that speaks QUIC's ACK frequency extension (draft-ietf-quic-ack-frequency;
 /// quinn does) is asked to hold an acknowledgement back. Its default is 25 ms, and that delay is
 /// part of the probe timeout that recovers a lost last packet, which in chat is most packets: a
