@@ -350,7 +350,7 @@ async fn a_closed_conversation_stream_makes_room_for_another() {
     assert!(alice.ended.iter().any(|o| o == "k0"), "the server finished k0: {:?}", alice.ended);
     let joined = tokio::time::timeout(Duration::from_secs(5), alice.join("k126")).await;
     assert!(joined.is_ok(), "no room for a stream after one closed");
-    // And on: each close makes room for the next join (24 more, past quinn's first batch).
+    // And on: each close makes room for the next join (23 more, past quinn's first batch).
     for i in 127..150 {
         alice.close_stream(&format!("k{}", i - 126)).await;
         let joined = tokio::time::timeout(Duration::from_secs(5), alice.join(&format!("k{i}"))).await;
