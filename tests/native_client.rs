@@ -78,6 +78,13 @@ impl Chat {
         self.expect_within(Duration::from_secs(15), what, pred)
     }
 
+    /// `join CONV`, and its `joined`.
+    fn join(&mut self, conv: &str) {
+        self.say(&format!("join {conv}"));
+        let c = conv.to_owned();
+        self.expect(&format!("joined {conv}"), move |e| e["event"] == "joined" && e["conversation_id"] == c.as_str());
+    }
+
     fn connected(&mut self) -> String {
         self.expect("connected", |e| e["event"] == "connected")["transport"].as_str().unwrap().to_owned()
     }
@@ -149,8 +156,7 @@ async fn chats_over_both_transports_with_states_in_order() {
         let mut bob = bob_joined(&s, "c1").await;
         let mut alice = Chat::start(&s, "alice", &["--transport", transport]);
         assert_eq!(alice.connected(), transport);
-        alice.say("join c1");
-        alice.expect("joined", |e| e["event"] == "joined" && e["conversation_id"] == "c1");
+        alice.join("c1");
         let local = alice.send("c1", "hello bob, from far away");
         let sent = alice.state(&local, "sent");
         let id = sent["message_id"].as_str().unwrap().to_owned();
@@ -190,8 +196,7 @@ async fn auto_falls_back_to_websocket_when_udp_is_dropped() {
     assert!(took < Duration::from_secs(8), "fell back after {took:?}");
     eprintln!("fell back to WebSocket after {took:?}");
     let mut bob = bob_joined(&s, "c1").await;
-    alice.say("join c1");
-    alice.expect("joined", |e| e["event"] == "joined");
+    alice.join("c1");
     let local = alice.send("c1", "over tcp");
     alice.state(&local, "sent");
     assert_eq!(bob.expect("message:new").await["data"]["message"]["content"], "over tcp");
@@ -208,8 +213,7 @@ async fn resumes_after_a_restart_and_a_kill_with_nothing_lost_or_doubled() {
         s.conversation("c1", &["alice", "bob"]);
         let mut alice = Chat::start(&s, "alice", &["--transport", transport]);
         alice.connected();
-        alice.say("join c1");
-        alice.expect("joined", |e| e["event"] == "joined");
+        alice.join("c1");
         let mut bob = bob_joined(&s, "c1").await;
         bob.say("c1", "b1").await;
         alice.expect("b1", |e| e["event"] == "message" && e["message"]["content"] == "b1");
@@ -253,8 +257,7 @@ async fn the_outbox_survives_a_restart_of_the_client() {
     let file = outbox.to_str().unwrap().to_owned();
     let mut alice = Chat::start(&s, "alice", &["--outbox", &file]);
     alice.connected();
-    alice.say("join c1");
-    alice.expect("joined", |e| e["event"] == "joined");
+    alice.join("c1");
     s.terminate();
     alice.expect("disconnected", |e| e["event"] == "disconnected");
     let local = alice.send("c1", "kept across restarts");
@@ -336,8 +339,7 @@ async fn a_network_change_moves_the_webtransport_session_without_reconnecting() 
     let mut bob = bob_joined(&s, "c1").await;
     let mut alice = Chat::start(&s, "alice", &["--transport", "webtransport"]);
     assert_eq!(alice.connected(), "webtransport");
-    alice.say("join c1");
-    alice.expect("joined", |e| e["event"] == "joined");
+    alice.join("c1");
     bob.say("c1", "before the move").await;
     alice.expect("before", |e| e["event"] == "message" && e["message"]["content"] == "before the move");
 
@@ -376,8 +378,7 @@ async fn a_network_change_on_websocket_reconnects_and_resumes() {
     let mut bob = bob_joined(&s, "c1").await;
     let mut alice = Chat::start(&s, "alice", &["--transport", "websocket"]);
     alice.connected();
-    alice.say("join c1");
-    alice.expect("joined", |e| e["event"] == "joined");
+    alice.join("c1");
     alice.say("network-changed");
     alice.expect("disconnected", |e| e["event"] == "disconnected");
     alice.expect("connected again", |e| e["event"] == "connected");
@@ -395,8 +396,7 @@ async fn pause_and_resume() {
     let mut bob = bob_joined(&s, "c1").await;
     let mut alice = Chat::start(&s, "alice", &[]);
     alice.connected();
-    alice.say("join c1");
-    alice.expect("joined", |e| e["event"] == "joined");
+    alice.join("c1");
     alice.say("pause");
     alice.expect("paused", |e| e["event"] == "disconnected" && e["reason"] == "paused");
     bob.say("c1", "while you were away").await;
@@ -480,8 +480,7 @@ async fn a_loss_in_one_conversation_does_not_delay_another() {
     let mut alice = Chat::start_at(&server, &s.cert_sha256, &s.token("alice"), &["--transport", "webtransport"]);
     assert_eq!(alice.connected(), "webtransport");
     for c in ["c1", "c2"] {
-        alice.say(&format!("join {c}"));
-        alice.expect("joined", move |e| e["event"] == "joined" && e["conversation_id"] == c);
+        alice.join(c);
     }
     let mut bob = s.client("bob").await.ready().await;
     bob.join("c1").await;
@@ -535,8 +534,7 @@ async fn auto_remembers_a_network_without_udp_and_moves_to_webtransport_when_it_
     let mut alice = Chat::start_at(&server, &s.cert_sha256, &s.token("alice"), &args);
     assert_eq!(alice.connected(), "websocket");
     assert_eq!(relay.datagrams_from_client(), tried, "the second start tried WebTransport again");
-    alice.say("join c1");
-    alice.expect("joined", |e| e["event"] == "joined");
+    alice.join("c1");
     let mut bob = bob_joined(&s, "c1").await;
     bob.say("c1", "over tcp").await;
     alice.expect("over tcp", |e| e["event"] == "message" && e["message"]["content"] == "over tcp");
@@ -587,8 +585,7 @@ async fn more_conversations_than_streams() {
     // Leaving frees a stream: a conversation joined after it gets one and works.
     alice.say("leave k0");
     alice.expect("left", |e| e["event"] == "left" && e["conversation_id"] == "k0");
-    alice.say("join k0");
-    alice.expect("joined k0 again", |e| e["event"] == "joined" && e["conversation_id"] == "k0");
+    alice.join("k0");
     bob.say("k0", "k0 again").await;
     alice.expect("k0 again", |e| e["event"] == "message" && e["message"]["content"] == "k0 again");
     assert_eq!(alice.quit(), 0);

@@ -20,12 +20,16 @@ mod setup;
 #[path = "../delay.rs"]
 mod delay;
 
+#[allow(dead_code, unreachable_pub)]
+#[path = "../child.rs"]
+mod child;
+
 use clap::Parser;
 use confab_client::{Client, Config, Event, TokenSource, TransportChoice, parse_cert_hash};
 use serde_json::json;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use std::alloc::System;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 #[global_allocator]
@@ -90,24 +94,16 @@ struct Child {
 impl Child {
     fn start(conversations: usize, cpu: Option<u32>) -> Result<Child, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let mut command = match cpu {
-            Some(cpu) => {
-                let mut c = std::process::Command::new("taskset");
-                c.args(["-c", &cpu.to_string()]).arg(exe);
-                c
-            }
-            None => std::process::Command::new(exe),
-        };
-        let mut child = command
+        let cpu = cpu.map(|c| c.to_string());
+        let wrapper: Vec<&str> = cpu.as_deref().map(|c| vec!["taskset", "-c", c]).unwrap_or_default();
+        let mut child = child::wrapped(&wrapper, exe.as_os_str())
             .args(["--serve", "127.0.0.1", "--conversations", &conversations.to_string()])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()
             .map_err(|e| e.to_string())?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
         let stdin = child.stdin.take().ok_or("no stdin")?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map_err(|e| e.to_string())?;
+        let line = child::first_line(&mut child)?;
         let field = |k: &str| {
             line.split_whitespace().find_map(|p| p.strip_prefix(k)).map(str::to_owned).ok_or(format!("{line:?}"))
         };

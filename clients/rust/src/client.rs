@@ -373,6 +373,7 @@ impl Task {
             TransportChoice::Auto => network_of(&self.config).await,
             _ => None,
         };
+        // A copy: the guard below borrows `self` mutably.
         let choice = self.config.transport;
         let order: &[TransportKind] = match choice {
             TransportChoice::WebSocket => &[TransportKind::WebSocket],
@@ -433,23 +434,23 @@ impl Task {
         self.cache.clear();
     }
 
-    /// Where a newly joined conversation resumes: the last cached message (from this run or an
-    /// earlier one), so that what was missed while away arrives; none without a client file.
-    fn resume_point(&mut self, conv: &str) -> Option<u64> {
+    /// Follows a conversation from now on. A new one resumes from the last cached message (of
+    /// this run or an earlier one), so that what was missed while away arrives; from nothing
+    /// without a client file.
+    fn follow(&mut self, conv: &str) {
+        if self.joined.contains_key(conv) {
+            return;
+        }
         // What waits for the cache counts too: a quick leave and join must not replay it.
         self.flush_cache();
-        self.store.last_seq(conv)
+        let from = self.store.last_seq(conv);
+        self.joined.insert(conv.to_owned(), from);
     }
 
     /// A request while there is no connection: kept for the next one.
     async fn offline(&mut self, c: Command) {
         match c {
-            Command::Join(conv) => {
-                if !self.joined.contains_key(&conv) {
-                    let from = self.resume_point(&conv);
-                    self.joined.insert(conv, from);
-                }
-            }
+            Command::Join(conv) => self.follow(&conv),
             Command::Leave(conv) => {
                 self.joined.remove(&conv);
             }
@@ -650,10 +651,7 @@ impl Task {
     async fn online(&mut self, link: &mut Link, c: Command) -> Result<(), String> {
         match c {
             Command::Join(conv) => {
-                if !self.joined.contains_key(&conv) {
-                    let from = self.resume_point(&conv);
-                    self.joined.insert(conv.clone(), from);
-                }
+                self.follow(&conv);
                 self.join_on(link, &conv).await
             }
             Command::Leave(conv) => {

@@ -53,6 +53,18 @@ pub fn cached_messages(
     store::Store::open(Some(file))?.recent(conversation_id, limit)
 }
 
+/// A dev server's token for `user_id` (`GET /dev/token`; dev mode only), trusting the pinned
+/// certificate, or any with `None`.
+pub async fn dev_token(server: &str, pin: Option<[u8; 32]>, user_id: &str) -> Result<String, ClientError> {
+    // Escaped: a user id with a space or a line break must not reshape the request.
+    let query = serde_urlencoded::to_string([("user_id", user_id)]).map_err(|e| ClientError::Config(e.to_string()))?;
+    let answer = dev_get(server, pin, &format!("/dev/token?{query}")).await?;
+    answer["token"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| ClientError::Connection("the server gave no token".into()))
+}
+
 /// Fetches `path` from a dev server over HTTPS (`/dev/token?...`, `/cert-hash`), trusting the
 /// pinned certificate, or any certificate when `pin` is `None`: dev mode only, where the
 /// certificate is self-signed and its hash is what is being fetched.

@@ -7,42 +7,40 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use std::sync::Arc;
 
-/// A rustls configuration for `alpn` (`h3` for WebTransport, `http/1.1` for WebSocket).
+/// A rustls configuration for `alpn` (`h3` for WebTransport, `http/1.1` for WebSocket) that
+/// trusts the certificate whose SHA-256 is `pin`, or with `None` the WebPKI roots.
 pub(crate) fn client_config(pin: Option<[u8; 32]>, alpn: &[u8]) -> Result<rustls::ClientConfig, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| e.to_string())?;
-    let mut config = match pin {
-        Some(hash) => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Pinned { hash: Some(hash), provider }))
-            .with_no_client_auth(),
-        None => {
-            let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-            builder.with_root_certificates(roots).with_no_client_auth()
-        }
-    };
-    config.alpn_protocols = vec![alpn.to_vec()];
-    Ok(config)
+    build(pin.map_or(Trust::WebPki, |h| Trust::Hash(Some(h))), alpn)
 }
 
 /// For fetching from a dev server: pinned, or (without a pin) any certificate.
 pub(crate) fn dev_config(pin: Option<[u8; 32]>) -> Result<rustls::ClientConfig, String> {
-    match pin {
-        Some(_) => client_config(pin, b"http/1.1"),
-        None => {
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let mut config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
-                .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-                .map_err(|e| e.to_string())?
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(Pinned { hash: None, provider }))
-                .with_no_client_auth();
-            config.alpn_protocols = vec![b"http/1.1".to_vec()];
-            Ok(config)
+    build(Trust::Hash(pin), b"http/1.1")
+}
+
+enum Trust {
+    WebPki,
+    /// The certificate with this SHA-256; any with `None` (see [`Pinned`]).
+    Hash(Option<[u8; 32]>),
+}
+
+fn build(trust: Trust, alpn: &[u8]) -> Result<rustls::ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?;
+    let mut config = match trust {
+        Trust::WebPki => {
+            let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+            builder.with_root_certificates(roots).with_no_client_auth()
         }
-    }
+        Trust::Hash(hash) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Pinned { hash, provider }))
+            .with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![alpn.to_vec()];
+    Ok(config)
 }
 
 /// Accepts exactly the certificate whose SHA-256 is `hash` (any, without one: dev mode's

@@ -28,7 +28,7 @@ pub(crate) fn frame(payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The event's type, and its data.
+/// The event's type (empty when it has none).
 pub(crate) fn kind(v: &Value) -> &str {
     v["type"].as_str().unwrap_or_default()
 }

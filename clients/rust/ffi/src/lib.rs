@@ -281,11 +281,7 @@ pub fn dev_token(server: String, user_id: String, cert_sha256: Option<String>) -
     let rt = runtime(1)?;
     rt.block_on(async {
         let pin = cert_sha256.as_deref().map(core::parse_cert_hash).transpose()?;
-        let answer = core::dev_get(&server, pin, &format!("/dev/token?user_id={user_id}")).await?;
-        answer["token"]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| ConfabError::Connection { message: "the server gave no token".into() })
+        Ok(core::dev_token(&server, pin, &user_id).await?)
     })
 }
 
@@ -323,9 +319,12 @@ impl Drop for ConfabClient {
 }
 
 impl ConfabClient {
+    fn rt(&self) -> Result<&tokio::runtime::Runtime, ConfabError> {
+        self.runtime.as_ref().ok_or(ConfabError::Stopped)
+    }
+
     fn run<T>(&self, f: impl std::future::Future<Output = Result<T, core::ClientError>>) -> Result<T, ConfabError> {
-        let rt = self.runtime.as_ref().ok_or(ConfabError::Stopped)?;
-        rt.block_on(f).map_err(ConfabError::from)
+        self.rt()?.block_on(f).map_err(ConfabError::from)
     }
 }
 
@@ -434,7 +433,7 @@ impl ConfabClient {
     /// The next event, waiting up to `timeout_ms`: `None` when none came in time, `Stopped`
     /// (once, then `None`) when the client has stopped. One reader at a time.
     pub fn next_event(&self, timeout_ms: u64) -> Option<ClientEvent> {
-        let rt = self.runtime.as_ref()?;
+        let rt = self.rt().ok()?;
         let mut guard = self.events.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let events = guard.as_mut()?;
         // The timer is made inside the runtime: it needs the runtime's clock.
@@ -474,7 +473,7 @@ impl ConfabClient {
     /// Stops: waits up to 2 s for the outbox to empty, then closes the connection. What is
     /// left is sent by the next client on the same client file.
     pub fn close(&self) {
-        if let Some(rt) = self.runtime.as_ref() {
+        if let Ok(rt) = self.rt() {
             rt.block_on(self.client.clone().close());
         }
     }

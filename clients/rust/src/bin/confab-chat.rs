@@ -84,9 +84,7 @@ async fn run(args: Args) -> Result<ExitCode, String> {
                 let hex = hash["hex"].as_str().ok_or("the server gave no certificate hash")?;
                 pin = Some(parse_cert_hash(hex).map_err(|e| e.to_string())?);
             }
-            let path = format!("/dev/token?user_id={user}");
-            let answer = confab_client::dev_get(&args.server, pin, &path).await.map_err(|e| e.to_string())?;
-            answer["token"].as_str().ok_or("the server gave no token")?.to_owned()
+            confab_client::dev_token(&args.server, pin, user).await.map_err(|e| e.to_string())?
         }
         _ => return Err("--token, or --dev --user ID".into()),
     };

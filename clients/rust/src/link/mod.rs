@@ -46,6 +46,8 @@ impl Link {
     pub(crate) async fn open(config: &Config, kind: TransportKind, token: &str) -> Result<Link, String> {
         let (host, port) = config.authority().map_err(|e| e.to_string())?;
         let host = if host.contains(':') { format!("[{host}]") } else { host };
+        // The token as a query parameter, escaped: a callback may hand over anything.
+        let auth = serde_urlencoded::to_string([("token", token)]).map_err(|e| e.to_string())?;
         let (tx, incoming) = mpsc::channel(INCOMING);
         let deadline = match kind {
             TransportKind::WebTransport => config.webtransport_deadline.min(config.connect_timeout),
@@ -53,8 +55,8 @@ impl Link {
         };
         let opening = async {
             match kind {
-                TransportKind::WebSocket => ws::Ws::open(config, &host, port, token, tx).await.map(Inner::Ws),
-                TransportKind::WebTransport => wt::Wt::open(config, &host, port, token, tx).await.map(Inner::Wt),
+                TransportKind::WebSocket => ws::Ws::open(config, &host, port, &auth, tx).await.map(Inner::Ws),
+                TransportKind::WebTransport => wt::Wt::open(config, &host, port, &auth, tx).await.map(Inner::Wt),
             }
         };
         let inner = tokio::time::timeout(deadline, opening)

@@ -23,11 +23,11 @@ impl Ws {
         config: &Config,
         host: &str,
         port: u16,
-        token: &str,
+        auth: &str,
         tx: mpsc::Sender<Incoming>,
     ) -> Result<Ws, String> {
         let tls = crate::tls::client_config(config.cert_sha256, b"http/1.1")?;
-        let url = format!("wss://{host}:{port}/ws?token={token}&codec=json");
+        let url = format!("wss://{host}:{port}/ws?{auth}&codec=json");
         let request = url.into_client_request().map_err(|e| format!("websocket request: {e}"))?;
         let (socket, _) = tokio_tungstenite::connect_async_tls_with_config(
             request,

@@ -33,7 +33,7 @@ impl Wt {
         config: &Config,
         host: &str,
         port: u16,
-        token: &str,
+        auth: &str,
         tx: mpsc::Sender<Incoming>,
     ) -> Result<Wt, String> {
         let builder = ClientConfig::builder().with_bind_default();
@@ -48,7 +48,7 @@ impl Wt {
             .map_err(|e| e.to_string())?
             .build();
         let endpoint = Endpoint::client(quic).map_err(|e| format!("webtransport endpoint: {e}"))?;
-        let url = format!("https://{host}:{port}/wt?token={token}&codec=msgpack");
+        let url = format!("https://{host}:{port}/wt?{auth}&codec=msgpack");
         let conn = endpoint.connect(url).await.map_err(|e| format!("webtransport: {e}"))?;
         let (control, recv) = conn
             .open_bi()
