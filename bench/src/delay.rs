@@ -1,8 +1,11 @@
-//! A delay line for the lossy scenario: this kernel has no `netem`, so a mobile round trip is
-//! made in user space. A TCP relay and a UDP relay on 127.0.0.1 forward to the server, holding
-//! every chunk (TCP) or datagram (UDP) for `one_way` in each direction, in order. The loss is
-//! still the namespace's (`nft`), on the relay's side of the link to the server.
+//! A delay line for the native client's benchmark (`confab-client-bench --rtt-ms`): this kernel
+//! has no `netem`, so a round trip is made in user space. A TCP relay and a UDP relay on
+//! 127.0.0.1 forward to the server, holding every chunk (TCP) or datagram (UDP) for `one_way`
+//! in each direction, in order. The TCP relay ends the client's connection and opens its own
+//! to the server, so TCP's handshake and its recovery of a lost segment do not cross the delay;
+//! the lossy scenario, which needs them to, uses the packet-level `wire.rs` instead.
 
+use crate::hold::{line, next_due};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,10 +17,6 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-
-/// Chunks or datagrams in flight per direction; a full line slows the reader (TCP) or drops
-/// (UDP, as a full router queue does).
-const IN_FLIGHT: usize = 4096;
 
 /// The relays; stopped (every task ended) on drop.
 pub(crate) struct DelayLine {
@@ -56,20 +55,6 @@ impl DelayLine {
         line.tasks.spawn(stop.clone().run_until_cancelled_owned(udp_relay(udp, udp_to, one_way, stop, tasks)));
         Ok(line)
     }
-}
-
-/// A line: what goes in comes out of [`next_due`] `one_way` later, in order.
-type Line = (mpsc::Sender<(Instant, Bytes)>, mpsc::Receiver<(Instant, Bytes)>);
-
-fn line() -> Line {
-    mpsc::channel(IN_FLIGHT)
-}
-
-/// The next chunk or datagram of `rx`, once it has been held for `one_way`.
-async fn next_due(rx: &mut mpsc::Receiver<(Instant, Bytes)>, one_way: Duration) -> Option<Bytes> {
-    let (at, bytes) = rx.recv().await?;
-    tokio::time::sleep_until(at + one_way).await;
-    Some(bytes)
 }
 
 async fn tcp_flow(client: TcpStream, to: SocketAddr, one_way: Duration, stop: CancellationToken, tasks: TaskTracker) {

@@ -6,12 +6,18 @@
 //! TCP connection. Reported: latency over all messages and each conversation's p99.
 //!
 //! Needs root, `ip` (iproute2) and `nft` (nftables); skips with a message otherwise. Nothing
-//! outside the bench's namespace is touched (the host side only gets one veth end).
+//! outside the bench's namespace is touched (the host side only gets one veth end, and a TUN
+//! device per delayed round trip).
+//!
+//! At a round trip above 0 the clients reach the server over a wire of their own instead
+//! (`wire.rs`: a TUN device on each side and a relay that holds every packet half the round
+//! trip each way), so that TCP and QUIC both recover a loss end to end, over the whole delay.
 
 use crate::child::ChildServer;
 use crate::client::{Rx, Target, Tx, connect};
 use crate::scenario::Report;
 use crate::setup::{create_conversation, token};
+use crate::wire::Wire;
 use confab_codec::event::{ClientEvent, Join, SendMessage, ServerEvent};
 use confab_codec::{ClientEnvelope, ConversationId, Format, MessageKind};
 use hdrhistogram::Histogram;
@@ -25,7 +31,8 @@ const CONVERSATIONS: usize = 10;
 /// Messages per second per conversation.
 const RATE: f64 = 20.0;
 
-/// `--serve IP`: confab on IP (inside the namespace), until stdin closes.
+/// `--serve IP`: confab on IP (inside the namespace, every address of it: `0.0.0.0`), until
+/// stdin closes.
 pub(crate) fn serve(ip: &str, threads: usize) -> std::process::ExitCode {
     let server = match crate::setup::LocalServer::start_on(ip, threads) {
         Ok(s) => s,
@@ -43,7 +50,7 @@ pub(crate) fn serve(ip: &str, threads: usize) -> std::process::ExitCode {
     std::process::ExitCode::SUCCESS
 }
 
-fn sh(args: &[&str]) -> Result<(), String> {
+pub(crate) fn sh(args: &[&str]) -> Result<(), String> {
     let out = Command::new(args[0]).args(&args[1..]).output().map_err(|e| format!("{}: {e}", args[0]))?;
     if out.status.success() {
         Ok(())
@@ -56,6 +63,10 @@ fn sh(args: &[&str]) -> Result<(), String> {
 struct Lab {
     ns: String,
     host_if: String,
+    /// The third byte of the lab's subnets (the veth's `10.233.NET.0/24`, the wires').
+    net: u32,
+    /// The server's address on the veth pair.
+    ns_ip: String,
     server: Option<ChildServer>,
 }
 
@@ -67,7 +78,7 @@ impl Lab {
         let net = 16 + (id % 200);
         let (host_ip, ns_ip) = (format!("10.233.{net}.1"), format!("10.233.{net}.2"));
         sh(&["ip", "netns", "add", &ns])?;
-        let mut lab = Self { ns: ns.clone(), host_if: host_if.clone(), server: None };
+        let mut lab = Self { ns: ns.clone(), host_if: host_if.clone(), net, ns_ip: ns_ip.clone(), server: None };
         sh(&["ip", "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if])?;
         sh(&["ip", "link", "set", &ns_if, "netns", &ns])?;
         sh(&["ip", "addr", "add", &format!("{host_ip}/24"), "dev", &host_if])?;
@@ -75,7 +86,8 @@ impl Lab {
         sh(&["ip", "netns", "exec", &ns, "ip", "addr", "add", &format!("{ns_ip}/24"), "dev", &ns_if])?;
         sh(&["ip", "netns", "exec", &ns, "ip", "link", "set", &ns_if, "up"])?;
         sh(&["ip", "netns", "exec", &ns, "ip", "link", "set", "lo", "up"])?;
-        lab.server = Some(ChildServer::start(&["ip", "netns", "exec", &ns], &ns_ip, threads)?);
+        // Every address of the namespace: the veth's and each wire's.
+        lab.server = Some(ChildServer::start(&["ip", "netns", "exec", &ns], "0.0.0.0", threads)?);
         Ok(lab)
     }
 
@@ -138,23 +150,22 @@ pub(crate) async fn run_all(
         return true;
     }
     let Some(server) = &lab.server else { return false };
-    // Per round trip, where the clients connect: the server itself, or a delay line's relays on
-    // 127.0.0.1 that hold everything for half the round trip each way. Made once, kept for
-    // every loss rate.
+    let http = at(&server.http, &lab.ns_ip);
+    // Per round trip, where the clients connect: the server over the veth pair, or over a wire
+    // that holds every packet for half the round trip each way. Made once, kept for every loss
+    // rate.
     let mut routes = Vec::with_capacity(rtts.len());
-    for &rtt in rtts {
-        let line = match rtt {
+    for (k, &rtt) in rtts.iter().enumerate() {
+        let wire = match rtt {
             0 => None,
-            _ => match delay_line(&server.http, &server.h3, rtt).await {
-                Ok(l) => Some(l),
-                Err(e) => return report(Err(format!("lossy: delay line: {e}"))),
+            _ => match Wire::start(&lab.ns, k, lab.net, Duration::from_millis(u64::from(rtt)) / 2) {
+                Ok(w) => Some(w),
+                Err(e) => return report(Err(format!("lossy: wire for {rtt} ms: {e}"))),
             },
         };
-        let (ws, wt) = match &line {
-            Some(l) => (l.tcp.to_string(), l.udp.to_string()),
-            None => (server.http.clone(), server.h3.clone()),
-        };
-        routes.push((rtt, [Target::Wt(wt, server.hash.clone()), Target::Ws(ws)], line));
+        let ip = wire.as_ref().map_or(lab.ns_ip.as_str(), |w| w.server_ip.as_str());
+        let targets = [Target::Wt(at(&server.h3, ip), server.hash.clone()), Target::Ws(at(&server.http, ip))];
+        routes.push((rtt, targets, wire));
     }
     let mut ok = true;
     for &loss in losses {
@@ -164,7 +175,7 @@ pub(crate) async fn run_all(
         }
         for (rtt, targets, _) in &routes {
             for target in targets {
-                let mut r = one(&server.http, target, loss, secs).await;
+                let mut r = one(&http, target, loss, secs).await;
                 if let Ok(r) = &mut r {
                     r.rtt_ms = Some(*rtt);
                     if *rtt > 0 {
@@ -180,11 +191,10 @@ pub(crate) async fn run_all(
     tokio::task::spawn_blocking(move || drop(lab)).await.is_ok() && ok
 }
 
-async fn delay_line(http: &str, h3: &str, rtt: u32) -> Result<crate::delay::DelayLine, String> {
-    let (Ok(tcp), Ok(udp)) = (http.parse(), h3.parse()) else {
-        return Err(format!("server addresses {http} {h3}"));
-    };
-    crate::delay::DelayLine::start(tcp, udp, Duration::from_millis(u64::from(rtt) / 2)).await
+/// `addr`'s port on `ip` (the server listens on every address of its namespace).
+fn at(addr: &str, ip: &str) -> String {
+    let port = addr.rsplit(':').next().unwrap_or_default();
+    format!("{ip}:{port}")
 }
 
 fn env(event: ClientEvent) -> ClientEnvelope {

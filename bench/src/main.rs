@@ -7,14 +7,15 @@
 mod child;
 mod client;
 mod cluster;
-mod delay;
 mod density;
 mod floor;
+mod hold;
 mod lossy;
 mod plots;
 mod scenario;
 mod setup;
 mod versus;
+mod wire;
 
 use clap::Parser;
 use client::Target;
@@ -87,8 +88,9 @@ struct Args {
     /// store, nothing durable: what durability costs) runs only when named so.
     #[arg(long, value_delimiter = ',')]
     versus_servers: Vec<String>,
-    /// Round trips (ms) the lossy scenario runs at: 0 is the namespace's own link, others add a
-    /// user-space delay line (half each way).
+    /// Round trips (ms) the lossy scenario runs at: 0 is the namespace's own link (a veth
+    /// pair), others a wire of TUN devices whose relay holds every packet half of it each way
+    /// (at most 20).
     #[arg(long, value_delimiter = ',', default_values_t = [0, 50])]
     rtts: Vec<u32>,
     /// Worker threads of the load generator's runtime.

@@ -20,6 +20,9 @@ mod setup;
 #[path = "../delay.rs"]
 mod delay;
 
+#[path = "../hold.rs"]
+mod hold;
+
 #[allow(dead_code, unreachable_pub)]
 #[path = "../child.rs"]
 mod child;
