@@ -21,6 +21,9 @@ pub(crate) fn line() -> Line {
 /// The next chunk or datagram of `rx`, once it has been held for `one_way`.
 pub(crate) async fn next_due(rx: &mut mpsc::Receiver<(Instant, Bytes)>, one_way: Duration) -> Option<Bytes> {
     let (at, bytes) = rx.recv().await?;
-    tokio::time::sleep_until(at + one_way).await;
+    // No timer at all for no delay: a timer fires on the next millisecond's tick.
+    if !one_way.is_zero() {
+        tokio::time::sleep_until(at + one_way).await;
+    }
     Some(bytes)
 }

@@ -88,9 +88,8 @@ struct Args {
     /// store, nothing durable: what durability costs) runs only when named so.
     #[arg(long, value_delimiter = ',')]
     versus_servers: Vec<String>,
-    /// Round trips (ms) the lossy scenario runs at: 0 is the namespace's own link (a veth
-    /// pair), others a wire of TUN devices whose relay holds every packet half of it each way
-    /// (at most 20).
+    /// Round trips (ms) the lossy scenario runs at (at most 20), each over a wire of TUN
+    /// devices whose relay holds every packet half of it each way and drops the loss rate.
     #[arg(long, value_delimiter = ',', default_values_t = [0, 50])]
     rtts: Vec<u32>,
     /// Worker threads of the load generator's runtime.

@@ -48,6 +48,11 @@ pub(crate) struct Report {
     pub(crate) loss_percent: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub(crate) per_conversation_p99_us: Option<Vec<u64>>,
+    /// The lossy scenario's per-conversation p90: where head-of-line blocking shows, since a
+    /// conversation's p99 is one loss's recovery on any transport (benchmarks.md, issue 19,
+    /// fifth pass).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub(crate) per_conversation_p90_us: Option<Vec<u64>>,
     /// The lossy scenario's round trip added by the delay line (0: none).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub(crate) rtt_ms: Option<u32>,
@@ -289,6 +294,7 @@ pub(crate) fn finish(
         p50_vs_floor: None,
         loss_percent: None,
         per_conversation_p99_us: None,
+        per_conversation_p90_us: None,
         rtt_ms: None,
         rss_before_kib: None,
         rss_after_kib: None,

@@ -1,10 +1,11 @@
-//! A wire with a delay, for the lossy scenario at a mobile round trip: a point-to-point link
-//! between this process's namespace and the server's, made of two TUN devices (one on each
-//! side) and a relay in this process that moves every IP packet from one to the other after
-//! `one_way`, in order. This kernel has no `netem`, and the stream relays of `delay.rs` end the
-//! WebSocket's TCP connection at the relay, so a lost segment would be recovered over the
-//! relay's hop without the round trip; here TCP and QUIC both run end to end over the whole
-//! delay, and the namespace's loss rules (`nft`) drop packets on the same path for both.
+//! A wire with a delay and a loss rate, for the lossy scenario: a point-to-point link between
+//! this process's namespace and the server's, made of two TUN devices (one on each side) and a
+//! relay in this process that moves every IP packet from one to the other after `one_way`, in
+//! order, or drops it. This kernel has no `netem`; the stream relays of `delay.rs` end the
+//! WebSocket's TCP connection at the relay (a lost segment would be recovered over the relay's
+//! hop, without the round trip), and a packet filter that drops on the sender's host is a
+//! local drop that TCP sees at once (`lossy.rs`). Here a dropped packet is lost in transit, and
+//! TCP and QUIC both recover it end to end, over the whole delay.
 //!
 //! Needs root and `ip`; both devices go when the wire is dropped (they are not persistent, so
 //! closing their files removes them, the one in the server's namespace too).
@@ -13,6 +14,7 @@ use crate::hold::{Line, line, next_due};
 use crate::lossy::sh;
 use bytes::Bytes;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -26,6 +28,8 @@ const MTU: u16 = 1500;
 pub(crate) struct Wire {
     /// The server's side of the wire, to connect to.
     pub(crate) server_ip: String,
+    /// Percent of the packets dropped, each way.
+    loss: Arc<AtomicU32>,
     stop: CancellationToken,
     tasks: TaskTracker,
 }
@@ -58,10 +62,16 @@ impl Wire {
         sh(&["ip", "link", "set", &far_if, "netns", ns])?;
         sh(&["ip", "netns", "exec", ns, "ip", "addr", "add", &format!("{far_ip}/24"), "dev", &far_if])?;
         sh(&["ip", "netns", "exec", ns, "ip", "link", "set", &far_if, "mtu", &MTU.to_string(), "up"])?;
-        let wire = Self { server_ip: far_ip, stop: CancellationToken::new(), tasks: TaskTracker::new() };
+        let wire = Self {
+            server_ip: far_ip,
+            loss: Arc::new(AtomicU32::new(0)),
+            stop: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        };
         let (near, far) = (Arc::new(near), Arc::new(far));
         for (from, to) in [(Arc::clone(&near), Arc::clone(&far)), (far, near)] {
             let (tx, mut rx): Line = line();
+            let loss = Arc::clone(&wire.loss);
             wire.tasks.spawn(wire.stop.clone().run_until_cancelled_owned(async move {
                 while let Some(packet) = next_due(&mut rx, one_way).await {
                     // A packet the far side refuses is a packet lost, as on a real link.
@@ -71,12 +81,20 @@ impl Wire {
             wire.tasks.spawn(wire.stop.clone().run_until_cancelled_owned(async move {
                 let mut buf = vec![0u8; usize::from(MTU) + 64];
                 while let Ok(n) = from.recv(&mut buf).await {
+                    if rand::random_range(0..100) < loss.load(Ordering::Relaxed) {
+                        continue;
+                    }
                     // A full line drops, as a full router queue does.
                     let _ = tx.try_send((Instant::now(), Bytes::copy_from_slice(&buf[..n])));
                 }
             }));
         }
         Ok(wire)
+    }
+
+    /// From now on, drops `percent`% of the packets each way, at random.
+    pub(crate) fn set_loss(&self, percent: u32) {
+        self.loss.store(percent, Ordering::Relaxed);
     }
 }
 
