@@ -65,6 +65,11 @@ fn a_bad_file_stops_the_server_naming_the_key() {
             "sync: \"sometimes\" is not full or normal",
         ),
         (
+            "quic_congestion",
+            "http = \"127.0.0.1:0\"\nhttps = \"off\"\nquic_congestion = \"vegas\"\n",
+            "quic-congestion: \"vegas\" is not cubic, new-reno or bbr",
+        ),
+        (
             "store",
             "http = \"127.0.0.1:0\"\nhttps = \"off\"\nstore = \"mysql://root@db/chat\"\n",
             "store: \"mysql\" is not postgres://USER@HOST:PORT/DB or sqlite:DIR",

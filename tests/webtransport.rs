@@ -358,3 +358,25 @@ async fn a_closed_conversation_stream_makes_room_for_another() {
         assert!(joined.is_ok(), "no room for k{i} ({credit} MAX_STREAMS frames so far)");
     }
 }
+
+/// `--quic-congestion`: the other controllers carry a session as the default does. Enough
+/// bytes that the window matters (300 KB, past any initial window), every message once, in
+/// order.
+#[tokio::test]
+async fn every_congestion_controller_carries_a_burst_in_order() {
+    for cc in ["new-reno", "bbr"] {
+        let s = Server::start(&["--quic-congestion", cc]);
+        let (mut alice, mut bob) = s.wt_alice_and_bob("c1").await;
+        let body = "x".repeat(1500);
+        let mut ids = Vec::new();
+        for i in 1..=200 {
+            ids.push(alice.say("c1", &format!("{i} {body}")).await["id"].clone());
+        }
+        for (i, id) in ids.iter().enumerate() {
+            let (origin, new) = bob.expect_on("message:new").await;
+            assert_eq!(origin, "c1", "{cc}");
+            assert_eq!(&new["data"]["message"]["id"], id, "{cc}: message {} out of order", i + 1);
+        }
+        bob.expect_none("message:new", Duration::from_millis(300)).await;
+    }
+}

@@ -18,6 +18,8 @@ pub struct Settings {
     pub ping_interval: Duration,
     pub pong_timeout: Duration,
     pub handshake_timeout: Duration,
+    /// WebTransport's congestion controller (`--quic-congestion`).
+    pub quic_congestion: crate::transport::wt::Congestion,
     /// Browser origins allowed to connect; empty: any (see `config`).
     pub allowed_origins: Vec<String>,
     /// The dialect of connections whose endpoint, query and subprotocols name none.

@@ -128,6 +128,11 @@ pub struct Args {
     /// a crash of confab, `kill -9`, but not of the machine; about half the latency).
     #[arg(long, env = "CONFAB_SYNC", default_value = "full")]
     pub sync: String,
+    /// WebTransport's congestion controller, for what the server sends: `cubic` (QUIC's and
+    /// TCP's usual), `new-reno`, or `bbr` (quinn's, marked experimental there), which does not
+    /// take a random loss for congestion (docs/operations.md).
+    #[arg(long, env = "CONFAB_QUIC_CONGESTION", default_value = "cubic")]
+    pub quic_congestion: String,
     /// Log as JSON (the default outside dev mode).
     #[arg(long, env = "CONFAB_LOG_JSON")]
     pub log_json: bool,
@@ -334,6 +339,7 @@ pub struct Config {
     pub public_url: Option<String>,
     pub default_dialect: confab_codec::Dialect,
     pub sync: crate::sqlite::SyncMode,
+    pub quic_congestion: crate::transport::wt::Congestion,
     pub log_json: bool,
 }
 
@@ -401,6 +407,8 @@ impl Config {
         })?;
         let sync = crate::sqlite::SyncMode::from_name(&a.sync)
             .ok_or_else(|| format!("sync: {:?} is not full or normal", a.sync))?;
+        let quic_congestion = crate::transport::wt::Congestion::from_name(&a.quic_congestion)
+            .ok_or_else(|| format!("quic-congestion: {:?} is not cubic, new-reno or bbr", a.quic_congestion))?;
         if a.http.is_none() && a.https.is_none() {
             return Err("http and https: at least one listener is needed".into());
         }
@@ -452,6 +460,7 @@ impl Config {
             public_url,
             default_dialect,
             sync,
+            quic_congestion,
             log_json: a.log_json || !dev,
         })
     }

@@ -232,6 +232,7 @@ async fn start_on(
         ping_interval: config.ping_interval,
         pong_timeout: config.pong_timeout,
         handshake_timeout: config.handshake_timeout,
+        quic_congestion: config.quic_congestion,
         allowed_origins: config.allowed_origins.clone(),
         public_url: config.public_url.clone(),
         default_dialect: config.default_dialect,

@@ -21,7 +21,8 @@ pub fn bind(
         .max_concurrent_bidi_streams(MAX_STREAMS.into())
         .max_concurrent_uni_streams(16u32.into())
         .datagram_receive_buffer_size(Some(64 * 1024))
-        .ack_frequency_config(Some(ack_frequency()));
+        .ack_frequency_config(Some(ack_frequency()))
+        .congestion_controller_factory(settings.quic_congestion.factory());
     server.transport_config(Arc::new(transport));
     // A phone moving from Wi-Fi to LTE keeps its session (SPEC §3).
     server.migration(true);
@@ -96,6 +97,35 @@ pub async fn serve(endpoint: quinn::Endpoint, app: App) {
     // Sessions close themselves (with 1001) on shutdown; the endpoint lives until their
     // connections have closed, under the shutdown's drain deadline.
     app.node.tasks.spawn(async move { endpoint.wait_idle().await });
+}
+
+/// WebTransport's congestion controller, for what the server sends (`--quic-congestion`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Congestion {
+    Cubic,
+    NewReno,
+    /// Paced by the measured bandwidth and round trip: a random loss (a phone's radio) does not
+    /// halve the window, as it does under the two others.
+    Bbr,
+}
+
+impl Congestion {
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "cubic" => Some(Self::Cubic),
+            "new-reno" => Some(Self::NewReno),
+            "bbr" => Some(Self::Bbr),
+            _ => None,
+        }
+    }
+
+    fn factory(self) -> Arc<dyn quinn::congestion::ControllerFactory + Send + Sync> {
+        match self {
+            Self::Cubic => Arc::new(quinn::congestion::CubicConfig::default()),
+            Self::NewReno => Arc::new(quinn::congestion::NewRenoConfig::default()),
+            Self::Bbr => Arc::new(quinn::congestion::BbrConfig::default()),
+        }
+    }
 }
 
 /// Asks the peer for acknowledgements within [`ACK_DELAY`] (and tells it this side supports the

@@ -23,7 +23,7 @@ mod lifecycle;
 mod streams;
 mod table;
 
-pub use endpoint::{ack_frequency, bind, serve};
+pub use endpoint::{Congestion, ack_frequency, bind, serve};
 
 use crate::app::{App, Settings};
 use crate::auth::AuthError;
