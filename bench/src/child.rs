@@ -1,6 +1,7 @@
 //! A confab in a child process of its own (this binary's hidden `--serve IP` mode), for the
 //! scenarios that need the server's own RSS (density) or its own network namespace (lossy):
 //! started, its addresses read from its `READY` line, and stopped on drop by closing its stdin.
+//! Also the helpers for the other programs the scenarios run (`taskset`, `ip`).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -70,6 +71,16 @@ impl ChildServer {
 impl Drop for ChildServer {
     fn drop(&mut self) {
         stop(&mut self.child, self.patience);
+    }
+}
+
+/// Runs `args` (a program and its arguments) to its end; its standard error is the error.
+pub(crate) fn sh(args: &[&str]) -> Result<(), String> {
+    let out = Command::new(args[0]).args(&args[1..]).output().map_err(|e| format!("{}: {e}", args[0]))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("{}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
     }
 }
 

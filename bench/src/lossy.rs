@@ -5,7 +5,7 @@
 //! and UDP alike. The API calls that set a run up go over a veth pair, without loss.
 //! One user in 10 active conversations, with one sender in each, all on the same transport:
 //! over WebTransport each conversation has its own QUIC stream; over WebSocket they share one
-//! TCP connection. Reported: latency over all messages and each conversation's p99.
+//! TCP connection. Reported: latency over all messages, and each conversation's p90 and p99.
 //!
 //! Why the loss is the wire's and not a packet filter's in the namespace (as it was before
 //! 2026-12-01): a packet dropped by the sending host's own filter is a local drop, which the
@@ -18,7 +18,7 @@
 //! Needs root and `ip` (iproute2); skips with a message otherwise. Nothing outside the bench's
 //! namespace is touched but the host's end of the veth pair and the wires' TUN devices.
 
-use crate::child::ChildServer;
+use crate::child::{ChildServer, sh};
 use crate::client::{Rx, Target, Tx, connect};
 use crate::scenario::Report;
 use crate::setup::{create_conversation, token};
@@ -27,7 +27,6 @@ use confab_codec::event::{ClientEvent, Join, SendMessage, ServerEvent};
 use confab_codec::{ClientEnvelope, ConversationId, Format, MessageKind};
 use hdrhistogram::Histogram;
 use std::io::Write;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -53,15 +52,6 @@ pub(crate) fn serve(ip: &str, threads: usize) -> std::process::ExitCode {
     while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {}
     drop(server);
     std::process::ExitCode::SUCCESS
-}
-
-pub(crate) fn sh(args: &[&str]) -> Result<(), String> {
-    let out = Command::new(args[0]).args(&args[1..]).output().map_err(|e| format!("{}: {e}", args[0]))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!("{}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
-    }
 }
 
 /// The namespace, its veth pair and the server inside; all removed on drop.

@@ -10,8 +10,8 @@
 //! Needs root and `ip`; both devices go when the wire is dropped (they are not persistent, so
 //! closing their files removes them, the one in the server's namespace too).
 
+use crate::child::sh;
 use crate::hold::{Line, line, next_due};
-use crate::lossy::sh;
 use bytes::Bytes;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -105,7 +105,7 @@ pub enum Congestion {
     Cubic,
     NewReno,
     /// Paced by the measured bandwidth and round trip: a random loss (a phone's radio) does not
-    /// halve the window, as it does under the two others.
+    /// shrink the window, as it does under the two others.
     Bbr,
 }
 
