@@ -896,15 +896,16 @@ fn far_future() -> Instant {
 }
 
 /// Three quarters into the token's life, from its `exp` claim (read, not verified: the server
-/// verifies). `None` for a token without one.
+/// verifies). `None` for a token without one. The time left is measured against the clock's
+/// fraction of a second too: in whole seconds it was up to a second too long, which put the
+/// refresh of a short-lived token right at its expiry.
 fn refresh_time(token: &str) -> Option<Instant> {
     use base64::Engine;
     let payload = token.split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
-    let exp = serde_json::from_slice::<Value>(&bytes).ok()?["exp"].as_u64()?;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
-    let left = exp.saturating_sub(now);
-    Some(Instant::now() + Duration::from_secs(left) * 3 / 4)
+    let exp = Duration::from_secs(serde_json::from_slice::<Value>(&bytes).ok()?["exp"].as_u64()?);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?;
+    Some(Instant::now() + exp.saturating_sub(now) * 3 / 4)
 }
 
 #[cfg(test)]
@@ -920,6 +921,13 @@ mod tests {
         let at = refresh_time(&format!("h.{claims}.s")).unwrap();
         let wait = at.duration_since(Instant::now());
         assert!(wait > Duration::from_secs(290) && wait <= Duration::from_secs(300), "{wait:?}");
+        // A short-lived token: a quarter of what is really left stays, to the clock's fraction.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        let exp = now.as_secs() + 4;
+        let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(r#"{{"exp":{exp}}}"#));
+        let wait = refresh_time(&format!("h.{claims}.s")).unwrap().duration_since(Instant::now());
+        let left = Duration::from_secs(exp).saturating_sub(now);
+        assert!(wait <= left.mul_f64(0.76), "{wait:?} of {left:?}");
         assert!(refresh_time("not-a-jwt").is_none());
         assert!(refresh_time("h.e30.s").is_none(), "no exp");
     }
