@@ -69,6 +69,17 @@ impl Rate {
     fn full(&self, now: Instant) -> Level {
         Level { tokens: self.capacity, last: now }
     }
+
+    /// A compact level `tokens` after `ms` more milliseconds of refill.
+    fn refilled(&self, tokens: f32, ms: u64) -> f32 {
+        (f64::from(tokens) + ms as f64 * self.per_sec / 1000.0).min(self.capacity) as f32
+    }
+
+    /// The answer to a take from a bucket holding `tokens` (less than one).
+    fn exceeded(&self, tokens: f64) -> Exceeded {
+        let wait = (1.0 - tokens) / self.per_sec;
+        Exceeded { limit: self.limit, interval: self.interval, retry_after: Duration::from_secs_f64(wait.max(0.0)) }
+    }
 }
 
 /// A bucket's changing part. The hub keeps five for every user seen in the last day, so their
@@ -92,8 +103,7 @@ impl Level {
         if self.tokens >= 1.0 {
             return Ok(());
         }
-        let wait = (1.0 - self.tokens) / rate.per_sec;
-        Err(Exceeded { limit: rate.limit, interval: rate.interval, retry_after: Duration::from_secs_f64(wait) })
+        Err(rate.exceeded(self.tokens))
     }
 
     /// Takes a token, or says when one will be there.
@@ -101,11 +111,6 @@ impl Level {
         self.check(rate, now)?;
         self.tokens -= 1.0;
         Ok(())
-    }
-
-    fn is_full(&mut self, rate: &Rate, now: Instant) -> bool {
-        self.refill(rate, now);
-        self.tokens >= rate.capacity
     }
 }
 
@@ -137,12 +142,15 @@ pub struct UserRates {
     day: Rate,
     typing: Rate,
     connects: Rate,
+    /// The buckets' times are milliseconds after this.
+    base: Instant,
 }
 
 impl UserRates {
     pub fn new(l: &Limits) -> Self {
         let m = Duration::from_secs(60);
         Self {
+            base: Instant::now(),
             minute: Rate::new(l.messages_per_minute, m, l.messages_per_minute),
             hour: Rate::new(l.messages_per_hour, Duration::from_secs(3600), l.messages_per_hour),
             day: Rate::new(l.messages_per_day, Duration::from_secs(86_400), l.messages_per_day),
@@ -153,55 +161,95 @@ impl UserRates {
 
     /// A user's buckets, all full.
     pub fn full(&self, now: Instant) -> UserBuckets {
+        let at = self.stamp(now);
         UserBuckets {
-            minute: self.minute.full(now),
-            hour: self.hour.full(now),
-            day: self.day.full(now),
-            typing: self.typing.full(now),
-            connects: self.connects.full(now),
+            messages_at: at,
+            typing_at: at,
+            connects_at: at,
+            minute: self.minute.capacity as f32,
+            hour: self.hour.capacity as f32,
+            day: self.day.capacity as f32,
+            typing: self.typing.capacity as f32,
+            connects: self.connects.capacity as f32,
         }
+    }
+
+    fn stamp(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.base).as_millis()).unwrap_or(u64::MAX)
     }
 }
 
-/// A user's shared buckets (their levels; the rates are the hub's [`UserRates`]).
+/// A user's shared buckets: their levels, compact, since the hub keeps them for every user
+/// seen in the last day (48 bytes, where five [`Level`]s took 120: an idle connection's share
+/// of the hub's map fell by about 120 bytes, benchmarks.md issue 19, sixth pass). The rates
+/// are the hub's [`UserRates`]. Times are milliseconds after [`UserRates`]' base: the three
+/// message buckets are refilled together, so they share theirs. Tokens are `f32`: a day's
+/// 2,000 keep a precision of a ten-thousandth of a token.
 #[derive(Debug, Clone)]
 pub struct UserBuckets {
-    minute: Level,
-    hour: Level,
-    day: Level,
-    typing: Level,
-    connects: Level,
+    messages_at: u64,
+    typing_at: u64,
+    connects_at: u64,
+    minute: f32,
+    hour: f32,
+    day: f32,
+    typing: f32,
+    connects: f32,
 }
+
+const _: () = assert!(std::mem::size_of::<UserBuckets>() <= 48);
 
 impl UserBuckets {
     /// Whether every bucket is back to full (the user has been idle long enough).
-    pub fn all_full(&mut self, r: &UserRates, now: Instant) -> bool {
-        self.minute.is_full(&r.minute, now)
-            && self.hour.is_full(&r.hour, now)
-            && self.day.is_full(&r.day, now)
-            && self.typing.is_full(&r.typing, now)
-            && self.connects.is_full(&r.connects, now)
+    pub fn all_full(&self, r: &UserRates, now: Instant) -> bool {
+        let t = r.stamp(now);
+        let full =
+            |rate: &Rate, tokens: f32, at: u64| f64::from(rate.refilled(tokens, t.saturating_sub(at))) >= rate.capacity;
+        full(&r.minute, self.minute, self.messages_at)
+            && full(&r.hour, self.hour, self.messages_at)
+            && full(&r.day, self.day, self.messages_at)
+            && full(&r.typing, self.typing, self.typing_at)
+            && full(&r.connects, self.connects, self.connects_at)
     }
 
     /// One message against the minute, hour and day limits together: taken from every bucket,
     /// or from none if any is empty.
     pub fn take_message(&mut self, r: &UserRates, now: Instant) -> Result<(), Exceeded> {
-        self.minute.check(&r.minute, now)?;
-        self.hour.check(&r.hour, now)?;
-        self.day.check(&r.day, now)?;
-        for level in [&mut self.minute, &mut self.hour, &mut self.day] {
-            level.tokens -= 1.0;
+        let t = r.stamp(now);
+        let ms = t.saturating_sub(self.messages_at);
+        self.messages_at = t;
+        self.minute = r.minute.refilled(self.minute, ms);
+        self.hour = r.hour.refilled(self.hour, ms);
+        self.day = r.day.refilled(self.day, ms);
+        for (rate, tokens) in [(&r.minute, self.minute), (&r.hour, self.hour), (&r.day, self.day)] {
+            if tokens < 1.0 {
+                return Err(rate.exceeded(f64::from(tokens)));
+            }
+        }
+        for tokens in [&mut self.minute, &mut self.hour, &mut self.day] {
+            *tokens -= 1.0;
         }
         Ok(())
     }
 
     pub fn take_typing(&mut self, r: &UserRates, now: Instant) -> Result<(), Exceeded> {
-        self.typing.take(&r.typing, now)
+        take(&r.typing, &mut self.typing, &mut self.typing_at, r.stamp(now))
     }
 
     pub fn take_connect(&mut self, r: &UserRates, now: Instant) -> Result<(), Exceeded> {
-        self.connects.take(&r.connects, now)
+        take(&r.connects, &mut self.connects, &mut self.connects_at, r.stamp(now))
     }
+}
+
+/// Takes a token from a compact bucket at `t`, or says when one will be there.
+fn take(rate: &Rate, tokens: &mut f32, at: &mut u64, t: u64) -> Result<(), Exceeded> {
+    *tokens = rate.refilled(*tokens, t.saturating_sub(*at));
+    *at = t;
+    if *tokens < 1.0 {
+        return Err(rate.exceeded(f64::from(*tokens)));
+    }
+    *tokens -= 1.0;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -224,8 +272,10 @@ mod tests {
 
     #[test]
     fn thirty_a_minute_means_thirty_then_one_every_two_seconds() {
-        let t0 = Instant::now();
+        // The rates first: their clock starts when they are made, and a time before that
+        // counts as their start.
         let r = UserRates::new(&Limits::default());
+        let t0 = Instant::now();
         let mut u = r.full(t0);
         for _ in 0..30 {
             assert!(u.take_message(&r, t0).is_ok());
@@ -234,6 +284,50 @@ mod tests {
         assert_eq!((e.limit, e.interval), (30, Duration::from_secs(60)));
         assert!(u.take_message(&r, t0 + Duration::from_secs(2)).is_ok());
         // A refused message takes from no bucket.
-        assert_eq!(u.hour.tokens.round() as i64, 500 - 31);
+        assert_eq!(u.hour.round() as i64, 500 - 31);
+    }
+
+    #[test]
+    fn compact_buckets_refill_say_when_and_know_when_they_are_full() {
+        let r = UserRates::new(&Limits { typing_per_minute: 20, connects_per_minute: 10, ..Limits::default() });
+        let t0 = Instant::now();
+        let mut u = r.full(t0);
+        assert!(u.all_full(&r, t0));
+        for _ in 0..20 {
+            assert!(u.take_typing(&r, t0).is_ok());
+        }
+        assert!(!u.all_full(&r, t0));
+        // 20 a minute: the next token after 3 s, and a refusal says so.
+        let e = u.take_typing(&r, t0 + Duration::from_millis(1000)).unwrap_err();
+        assert_eq!((e.limit, e.interval), (20, Duration::from_secs(60)));
+        let wait = e.retry_after.as_secs_f64();
+        assert!((wait - 2.0).abs() < 0.01, "retry_after {wait}");
+        assert!(u.take_typing(&r, t0 + Duration::from_millis(3000)).is_ok());
+        // The connect bucket is separate from the typing one.
+        assert!(u.take_connect(&r, t0 + Duration::from_millis(3000)).is_ok());
+        // Refill stops at the limit: a day's idle brings back 20, not more.
+        let later = t0 + Duration::from_secs(86_400);
+        assert!(u.all_full(&r, later));
+        for _ in 0..20 {
+            assert!(u.take_typing(&r, later).is_ok());
+        }
+        assert!(u.take_typing(&r, later).is_err());
+        // A day's 2,000 count exactly in f32: the 2,001st is refused by the day's bucket,
+        // which has a token again after 86,400 / 2,000 = 43.2 s.
+        let r = UserRates::new(&Limits {
+            messages_per_minute: 5000,
+            messages_per_hour: 5000,
+            messages_per_day: 2000,
+            ..Limits::default()
+        });
+        let t0 = Instant::now();
+        let mut v = r.full(t0);
+        for _ in 0..2000 {
+            assert!(v.take_message(&r, t0).is_ok());
+        }
+        let e = v.take_message(&r, t0).unwrap_err();
+        assert_eq!(e.limit, 2000);
+        assert!((e.retry_after.as_secs_f64() - 43.2).abs() < 0.01, "retry_after {:?}", e.retry_after);
+        assert!(v.take_message(&r, t0 + Duration::from_millis(43_201)).is_ok());
     }
 }
