@@ -266,6 +266,11 @@ impl Node {
         if self.hub.register(conn, profile) {
             self.broker.subscribe(&Topic::User(conn.user_id.clone()));
         }
+        // Shutdown closes the connections registered (`Hub::close_all`, after the token is
+        // cancelled, under the hub's lock): one registered since is closed here instead.
+        if self.shutdown.is_cancelled() {
+            conn.closer.close(CloseReason::ServerShutdown);
+        }
         Ok(first)
     }
 

@@ -1,12 +1,14 @@
 //! Runs a session: the only `select!` of the session layer. Inputs are the transport's
-//! [`Inbound`] stream, the session's timers, the connection's closer and server shutdown.
+//! [`Inbound`] stream, the session's timers and the connection's closer. Server shutdown
+//! reaches a session through its closer (`Hub::close_all`, and `Node::register` for a
+//! connection that registers after it): a wait for the shutdown token in every session was
+//! 72 bytes of every idle connection's state (benchmarks.md, issue 19, sixth pass).
 
 use super::MAX_PENDING_SENDS;
 use super::Session;
 use crate::error::CloseReason;
 use crate::link::Inbound;
 use futures_util::{Stream, StreamExt};
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 /// Drives an opened `session` (`session::open`) until the connection ends; then unregisters
@@ -18,17 +20,12 @@ use tracing::Instrument;
 pub fn run(
     session: Box<Session>,
     inbound: impl Stream<Item = Inbound> + Unpin,
-    shutdown: CancellationToken,
 ) -> impl std::future::Future<Output = ()> {
     let span = session.span.clone();
-    drive(session, inbound, shutdown).instrument(span)
+    drive(session, inbound).instrument(span)
 }
 
-async fn drive(
-    mut session: Box<Session>,
-    mut inbound: impl Stream<Item = Inbound> + Unpin,
-    shutdown: CancellationToken,
-) {
+async fn drive(mut session: Box<Session>, mut inbound: impl Stream<Item = Inbound> + Unpin) {
     // Refused at opening (or closed since): nothing to run.
     // The request handlers' futures are boxed: held inline, the largest of them would be part
     // of every idle connection's state, though a connection is almost always waiting.
@@ -37,16 +34,12 @@ async fn drive(
     }
     while !session.conn.closer.is_closed() {
         let deadline = session.next_deadline();
-        // Every branch is cancel-safe: `closed`/`cancelled` are notifications, a stream's
+        // Every branch is cancel-safe: `closed` is a notification, a stream's
         // `next` (the inbound frames, the pending sends) loses nothing when dropped, and
         // `sleep_until` is re-created each turn.
         tokio::select! {
             biased;
             _ = session.conn.closer.closed() => break,
-            _ = shutdown.cancelled() => {
-                session.conn.closer.close(CloseReason::ServerShutdown);
-                break;
-            }
             _ = tokio::time::sleep_until(deadline) => {
                 let now = session.node.clock.instant();
                 Box::pin(session.handle_timeout(now)).await;

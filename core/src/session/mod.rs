@@ -347,9 +347,12 @@ impl Session {
                 self.send(ServerEvent::Error(e.to_error_data(None, None)), None, Route::Control);
                 self.conn.closer.close(CloseReason::TokenExpired);
             }
-            timers::Due::TypingCleared(due) => {
-                for c in due {
+            timers::Due::Ticks { typing_cleared, keepalive } => {
+                for c in typing_cleared {
                     self.broadcast_typing(&c, false);
+                }
+                if keepalive {
+                    self.conn.keepalive();
                 }
             }
         }
@@ -466,6 +469,10 @@ pub struct Opening {
     pub resume: Option<Seq>,
     /// The base of the absolute URLs the connection is given (`Settings::base_url`).
     pub base_url: Option<Arc<str>>,
+    /// A tick for the transport's writer this often ([`ConnOutput::next`]), for a transport
+    /// that pings its peer (WebSocket); the session's timer carries it, so that a connection
+    /// has one timer.
+    pub keepalive: Option<Duration>,
 }
 
 /// Creates a connection and opens its session (see [`Session::open`]). The transport calls it
@@ -490,6 +497,9 @@ pub async fn open(node: &Arc<Node>, identity: Identity, o: Opening) -> (Box<Sess
         node.clock,
     );
     let mut session = Box::new(Session::new(Arc::clone(node), conn, identity, o.resume, o.base_url));
+    if let Some(every) = o.keepalive {
+        session.timers.set_keepalive(every, node.clock.instant());
+    }
     let _ = session.open().await;
     (session, output)
 }

@@ -47,12 +47,17 @@ impl Client {
             avatar_url: None,
             expires_at: node.clock.now().plus_millis(token_lifetime.as_millis() as i64),
         };
-        let opening =
-            Opening { transport: TransportKind::WebSocket, codec: codec.clone(), resume: None, base_url: None };
+        let opening = Opening {
+            transport: TransportKind::WebSocket,
+            codec: codec.clone(),
+            resume: None,
+            base_url: None,
+            keepalive: None,
+        };
         let (session, output) = open(node, identity, opening).await;
         let (input, mut rx) = mpsc::channel(64);
         let inbound = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
-        let session = tokio::spawn(run(session, Box::pin(inbound), node.shutdown.clone()));
+        let session = tokio::spawn(run(session, Box::pin(inbound)));
         let mut client = Self { codec, input, output, session };
         assert_eq!(client.next().await["type"], "connection:established");
         client

@@ -2,8 +2,9 @@
 //! call is given `now`), so they are tested as they are and the session only acts on what they
 //! answer.
 //!
-//! - [`Timers`]: the token's expiry and the typing states the server clears after
-//!   [`TYPING_TIMEOUT`](super::TYPING_TIMEOUT) without a stop;
+//! - [`Timers`]: the token's expiry, the typing states the server clears after
+//!   [`TYPING_TIMEOUT`](super::TYPING_TIMEOUT) without a stop, and the transport's keepalive
+//!   tick (one timer a connection, not one for the session and one for the transport);
 //! - [`FrameGate`]: the per-connection frame rate (a token bucket) and the strikes after which
 //!   a client that keeps sending over it is disconnected.
 
@@ -18,8 +19,9 @@ use tokio::time::Instant;
 pub(super) enum Due {
     /// The token ran out: the connection ends (typing states go with it).
     TokenExpired,
-    /// These typing states ran out (possibly none): each is cleared and said so.
-    TypingCleared(Vec<ConversationId>),
+    /// These typing states ran out (possibly none): each is cleared and said so; and whether
+    /// the keepalive tick is due.
+    Ticks { typing_cleared: Vec<ConversationId>, keepalive: bool },
 }
 
 #[derive(Debug)]
@@ -27,11 +29,19 @@ pub(super) struct Timers {
     token: Instant,
     typing: HashMap<ConversationId, Instant>,
     typing_timeout: Duration,
+    /// The next keepalive tick and the interval, if the transport asked for one.
+    keepalive: Option<(Instant, Duration)>,
 }
 
 impl Timers {
     pub(super) fn new(token: Instant, typing_timeout: Duration) -> Self {
-        Self { token, typing: HashMap::new(), typing_timeout }
+        Self { token, typing: HashMap::new(), typing_timeout, keepalive: None }
+    }
+
+    /// A tick every `every` from `now` on (a zero interval is taken as a millisecond).
+    pub(super) fn set_keepalive(&mut self, every: Duration, now: Instant) {
+        let every = every.max(Duration::from_millis(1));
+        self.keepalive = Some((now + every, every));
     }
 
     /// A refreshed token.
@@ -56,7 +66,8 @@ impl Timers {
 
     /// The earliest instant anything is due.
     pub(super) fn next(&self) -> Instant {
-        self.typing.values().copied().fold(self.token, Instant::min)
+        let first = self.keepalive.map_or(self.token, |(at, _)| at.min(self.token));
+        self.typing.values().copied().fold(first, Instant::min)
     }
 
     /// What is due at `now`; typing states that are due are removed.
@@ -68,7 +79,15 @@ impl Timers {
         for c in &due {
             self.typing.remove(c);
         }
-        Due::TypingCleared(due)
+        let keepalive = match &mut self.keepalive {
+            Some((at, every)) if *at <= now => {
+                // The next tick from now, not from the missed one: a late turn sends one ping.
+                *at = now + *every;
+                true
+            }
+            _ => false,
+        };
+        Due::Ticks { typing_cleared: due, keepalive }
     }
 }
 
@@ -129,10 +148,10 @@ mod tests {
         t.start_typing(c("a"), t0);
         t.start_typing(c("b"), t0 + Duration::from_secs(2));
         assert_eq!(t.next(), t0 + SIX);
-        assert_eq!(t.due(t0 + Duration::from_secs(5)), Due::TypingCleared(vec![]));
+        assert_eq!(t.due(t0 + Duration::from_secs(5)), Due::Ticks { typing_cleared: vec![], keepalive: false });
         t.start_typing(c("a"), t0 + Duration::from_secs(5)); // renewed
-        assert_eq!(t.due(t0 + SIX), Due::TypingCleared(vec![]), "a was renewed");
-        assert_eq!(t.due(t0 + Duration::from_secs(8)), Due::TypingCleared(vec![c("b")]));
+        assert_eq!(t.due(t0 + SIX), Due::Ticks { typing_cleared: vec![], keepalive: false }, "a was renewed");
+        assert_eq!(t.due(t0 + Duration::from_secs(8)), Due::Ticks { typing_cleared: vec![c("b")], keepalive: false });
         assert!(t.stop_typing(&c("a")));
         assert!(!t.stop_typing(&c("a")), "stopped once");
         assert_eq!(t.next(), t0 + Duration::from_secs(3600), "only the token is left");
@@ -145,9 +164,30 @@ mod tests {
         t.start_typing(c("a"), t0 + Duration::from_secs(58));
         assert_eq!(t.next(), t0 + Duration::from_secs(60));
         t.set_token(t0 + Duration::from_secs(120));
-        assert_eq!(t.due(t0 + Duration::from_secs(61)), Due::TypingCleared(vec![]));
+        assert_eq!(t.due(t0 + Duration::from_secs(61)), Due::Ticks { typing_cleared: vec![], keepalive: false });
         assert_eq!(t.due(t0 + Duration::from_secs(120)), Due::TokenExpired);
         assert_eq!(t.drain_typing(), vec![c("a")]);
+    }
+
+    #[test]
+    fn the_keepalive_ticks_every_interval_beside_typing_and_a_late_turn_ticks_once() {
+        let t0 = Instant::now();
+        let mut t = Timers::new(t0 + Duration::from_secs(3600), SIX);
+        assert_eq!(t.next(), t0 + Duration::from_secs(3600), "no tick unless asked for");
+        t.set_keepalive(Duration::from_secs(30), t0);
+        assert_eq!(t.next(), t0 + Duration::from_secs(30));
+        t.start_typing(c("a"), t0 + Duration::from_secs(26));
+        assert_eq!(t.due(t0 + Duration::from_secs(29)), Due::Ticks { typing_cleared: vec![], keepalive: false });
+        assert_eq!(t.due(t0 + Duration::from_secs(30)), Due::Ticks { typing_cleared: vec![], keepalive: true });
+        assert_eq!(t.next(), t0 + Duration::from_secs(32), "the typing state is next");
+        assert_eq!(t.due(t0 + Duration::from_secs(32)), Due::Ticks { typing_cleared: vec![c("a")], keepalive: false });
+        assert_eq!(t.next(), t0 + Duration::from_secs(60));
+        // A turn three intervals late ticks once, and the next tick is an interval after it.
+        assert_eq!(t.due(t0 + Duration::from_secs(150)), Due::Ticks { typing_cleared: vec![], keepalive: true });
+        assert_eq!(t.due(t0 + Duration::from_secs(151)), Due::Ticks { typing_cleared: vec![], keepalive: false });
+        assert_eq!(t.next(), t0 + Duration::from_secs(180));
+        // The token still ends the connection, tick or not.
+        assert_eq!(t.due(t0 + Duration::from_secs(3600)), Due::TokenExpired);
     }
 
     #[test]

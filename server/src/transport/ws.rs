@@ -10,12 +10,14 @@
 //! reading half decodes frames and drives the session; its writing half encodes queued events,
 //! pings every 30 s and closes the socket when the closer fires. One task rather than a reader
 //! and a writer task: a second task, and the lock that splits a socket between two tasks,
-//! cost an idle connection about 1 KiB (benchmarks.md, issue 19, third pass).
+//! cost an idle connection about 1 KiB (benchmarks.md, issue 19, third pass). The writing half
+//! has one wait ([`ConnOutput::next`]): the ping's tick comes from the session's timer, and the
+//! closer wakes it, so it keeps no timer and no second wait (sixth pass).
 
 use super::Opened;
 use crate::app::{App, Scheme, Settings};
 use crate::error::CloseReason;
-use crate::link::{Closer, ConnOutput, Inbound, Outgoing, Route, TransportKind};
+use crate::link::{Closer, ConnOutput, Inbound, Next, Outgoing, Route, TransportKind};
 use crate::session::{self, Opening};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Extension, Path, Query, State};
@@ -139,7 +141,8 @@ async fn upgrade_at(
     let scheme = scheme.map_or("http", |Extension(Scheme(s))| s);
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
     let base_url = app.settings.base_url(scheme, host);
-    let opening = Opening { transport: TransportKind::WebSocket, codec: codec.clone(), resume, base_url };
+    let keepalive = Some(app.settings.ping_interval);
+    let opening = Opening { transport: TransportKind::WebSocket, codec: codec.clone(), resume, base_url, keepalive };
     let opened = super::open_session(&app, find_token(&query, &headers).as_deref(), owner.as_deref(), opening).await;
     // Boxed: axum's upgrade future keeps the callback it was given for the connection's whole
     // life, so what the callback captures is paid by every connection (136 bytes unboxed).
@@ -259,28 +262,22 @@ fn serve(
         packed: Codec { format: Format::MsgPack, ..codec.clone() },
         closer: Arc::clone(&session.conn().closer),
     };
-    let shutdown = app.node.shutdown.clone();
-    let pings = Pings {
-        every: app.settings.ping_interval,
-        timeout: app.settings.pong_timeout,
-        started: Instant::now(),
-        last_pong: AtomicU64::new(0),
-    };
+    let pings = Pings { timeout: app.settings.pong_timeout, started: Instant::now(), last_pong: AtomicU64::new(0) };
     let socket = Mutex::new(socket);
     let mut output = output;
     // The halves borrow what the block captured: a captured value moved into a local of the
     // block would be kept twice for the connection's whole life.
     Either::Right(async move {
         let writing = write_loop(Half(&socket), &mut output, &codec, &pings);
-        let reading = read_loop(Half(&socket), session, &reading, &pings, shutdown);
+        let reading = read_loop(Half(&socket), session, &reading, &pings);
         tokio::join!(writing, reading);
         drop(guard);
     })
 }
 
-/// Keepalive: a ping every `every`, the connection closed when no pong came for `timeout`.
+/// Keepalive: a ping at each of the session's ticks (every `ping_interval`), the connection
+/// closed when no pong came for `timeout`.
 struct Pings {
-    every: Duration,
     timeout: Duration,
     started: Instant,
     /// When the last pong came, in milliseconds after `started`.
@@ -306,11 +303,10 @@ fn read_loop<'a>(
     session: Box<session::Session>,
     reading: &'a Reading,
     pings: &'a Pings,
-    shutdown: tokio_util::sync::CancellationToken,
 ) -> impl std::future::Future<Output = ()> + Send + 'a {
     let mut inbound = half.filter_map(move |msg| std::future::ready(reading.inbound(msg, pings)));
     async move {
-        session::run(session, &mut inbound, shutdown).await;
+        session::run(session, &mut inbound).await;
         // Keep reading while the writing half says goodbye, until the peer's close frame (or
         // a deadline): closing the socket with the peer's frames unread would reset the
         // connection, and a reset can destroy the close frame before the client reads it.
@@ -342,28 +338,24 @@ fn close_message(reason: CloseReason) -> Message {
 
 /// The connection's writing half. Not an `async fn`, for the reason `serve` gives: one kept a
 /// second copy of its arguments (216 bytes an idle connection).
+#[allow(clippy::manual_async_fn)]
 fn write_loop<'a>(
     mut sink: Half<'a>,
     out: &'a mut ConnOutput,
     codec: &'a Codec,
     pings: &'a Pings,
 ) -> impl std::future::Future<Output = ()> + Send + 'a {
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + pings.every, pings.every);
-    let closer = Arc::clone(&out.closer);
     async move {
         loop {
-            // Cancel-safe: `recv` and `tick` lose nothing when another branch wins.
-            tokio::select! {
-                biased;
-                _ = closer.closed() => break,
-                ev = out.recv() => {
-                    let Some(first) = ev else { break };
+            match out.next().await {
+                Next::Closed => break,
+                Next::Event(first) => {
                     if write_batch(&mut sink, out, codec, first).await.is_err() {
                         out.closer.close(CloseReason::Normal);
                         break;
                     }
                 }
-                _ = ping.tick() => {
+                Next::Keepalive => {
                     if pings.overdue() {
                         out.closer.close(CloseReason::Timeout);
                         break;

@@ -90,6 +90,8 @@ async fn handshake(incoming: quinn::Incoming, app: App) -> Option<Accepted> {
         codec: wanted.codec.clone(),
         resume: wanted.resume,
         base_url,
+        // QUIC keeps the connection alive itself (`keep_alive_interval`).
+        keepalive: None,
     };
     let opened = crate::transport::open_session(&app, wanted.token.as_deref(), None, opening).await;
     // The session's codec has its scope; a refused one is answered in the codec asked for.

@@ -93,7 +93,7 @@ pub(super) async fn run(wt: Arc<Wt>, quic: quinn::Connection, codec: Codec, open
 
     let mut in_rx = in_rx;
     let inbound = futures_util::stream::poll_fn(move |cx| in_rx.poll_recv(cx));
-    session::run(session, inbound, app.node.shutdown.clone()).await;
+    session::run(session, inbound).await;
     // The dispatcher says goodbye on the control stream unless the client left first.
     let _ = dispatcher.await;
     let reason = closer.reason().unwrap_or(CloseReason::Normal);
