@@ -376,3 +376,85 @@ async fn a_join_tells_how_far_the_others_have_read_and_received() {
         "{joined}"
     );
 }
+
+/// A client frame as RFC 6455 has it: FIN, text, masked (every client frame is).
+fn masked_text_frame(payload: &[u8]) -> Vec<u8> {
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    let mut f = vec![0x81];
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+/// The server's reads, however the client's bytes are cut: two frames in one segment, a frame
+/// bigger than the 256-byte read buffer dribbled a few bytes at a time with pauses (so reads
+/// find nothing in the middle of a frame, and between frames, where the patched tungstenite
+/// releases its buffer: vendor/tungstenite/PATCHES.md). Every message arrives once, in order,
+/// whole.
+#[tokio::test]
+async fn frames_cut_anywhere_by_the_network_are_read_whole_once_and_in_order() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Server::start(&[]);
+    s.conversation("c1", &["alice", "bob"]);
+    let mut bob = s.client("bob").await.ready().await;
+    bob.join("c1").await;
+
+    let mut tcp = tokio::net::TcpStream::connect(&s.addr).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let head = format!(
+        "GET /ws?token={} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        s.token("alice"),
+        s.addr
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("connection:established") {
+        let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "closed before the greeting: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 101"));
+    // The server's frames are drained meanwhile so that its writes never wait on this test.
+    let (mut rx, mut tx) = tcp.into_split();
+    let drain = tokio::spawn(async move { while matches!(rx.read(&mut buf).await, Ok(n) if n > 0) {} });
+
+    let send = |content: String| {
+        let ev = json!({"type": "message:send", "data": {"conversation_id": "c1", "content": content, "type": "text"}});
+        masked_text_frame(ev.to_string().as_bytes())
+    };
+    let long = "y".repeat(600);
+    let mut two = send("first".into());
+    two.extend(send("second".into()));
+    tx.write_all(&two).await.unwrap();
+    let third = send(long.clone());
+    assert!(third.len() > 256, "bigger than the read buffer");
+    for (i, piece) in third.chunks(7).enumerate() {
+        tx.write_all(piece).await.unwrap();
+        if i % 10 == 0 {
+            tokio::time::sleep(Duration::from_millis(15)).await;
+        }
+    }
+    // A frame split inside its header, with a pause there.
+    let fourth = send("fourth".into());
+    tx.write_all(&fourth[..1]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    tx.write_all(&fourth[1..]).await.unwrap();
+
+    let mut contents = Vec::new();
+    for _ in 0..4 {
+        let m = bob.expect("message:new").await;
+        contents.push(m["data"]["message"]["content"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(contents, vec!["first".to_owned(), "second".into(), long, "fourth".into()]);
+    assert_eq!(s.stored("c1").len(), 4, "each stored once");
+    drain.abort();
+}
