@@ -39,7 +39,7 @@ async fn drive(mut session: Box<Session>, mut inbound: impl Stream<Item = Inboun
         // `sleep_until` is re-created each turn.
         tokio::select! {
             biased;
-            _ = session.conn.closer.closed() => break,
+            _ = std::future::poll_fn(|cx| session.conn.closer.poll_closed_for_session(cx)) => break,
             _ = tokio::time::sleep_until(deadline) => {
                 let now = session.node.clock.instant();
                 Box::pin(session.handle_timeout(now)).await;

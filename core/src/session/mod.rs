@@ -55,7 +55,9 @@ pub struct Session {
     timers: timers::Timers,
     /// The frame rate and its strikes.
     frames: timers::FrameGate,
-    client: Hello,
+    /// Boxed: most clients never say hello, and two empty strings inline were 48 bytes of
+    /// every connection.
+    client: Option<Box<Hello>>,
     /// Sends waiting for their commit, answered in order as they complete. A connection's
     /// next frames are read meanwhile (up to [`MAX_PENDING_SENDS`]), so one sender's messages
     /// share group commits instead of waiting for one commit each.
@@ -76,13 +78,14 @@ pub const MAX_PENDING_SENDS: usize = 64;
 
 /// The sends waiting for their commit, in order. Allocated by the first send and released
 /// when the last one completes: `FuturesOrdered::new` allocates, and most connections wait
-/// idle with nothing in flight (benchmarks.md, issue 19, third pass).
+/// idle with nothing in flight (benchmarks.md, issue 19, third pass). Boxed too: inline, the
+/// empty `Option` was 64 bytes of every session (sixth pass).
 #[derive(Debug, Default)]
-struct Pending(Option<FuturesOrdered<BoxFuture<'static, SendDone>>>);
+struct Pending(Option<Box<FuturesOrdered<BoxFuture<'static, SendDone>>>>);
 
 impl Pending {
     fn len(&self) -> usize {
-        self.0.as_ref().map_or(0, FuturesOrdered::len)
+        self.0.as_ref().map_or(0, |s| s.len())
     }
 
     fn is_empty(&self) -> bool {
@@ -90,7 +93,7 @@ impl Pending {
     }
 
     fn push_back(&mut self, send: BoxFuture<'static, SendDone>) {
-        self.0.get_or_insert_with(FuturesOrdered::new).push_back(send);
+        self.0.get_or_insert_with(|| Box::new(FuturesOrdered::new())).push_back(send);
     }
 }
 
@@ -144,7 +147,7 @@ impl Session {
             identity,
             timers,
             frames: timers::FrameGate::new(rate, MAX_STRIKES),
-            client: Hello::default(),
+            client: None,
             pending: Pending::default(),
             registered: false,
             resume,
@@ -298,7 +301,9 @@ impl Session {
             leaving.finish(&self.node).await;
         }
         let reason = self.conn.closer.reason().map_or("normal_closure", CloseReason::as_str);
-        let (version, platform) = (self.client.client_version.as_deref(), self.client.platform.as_deref());
+        let client = self.client.as_deref();
+        let version = client.and_then(|c| c.client_version.as_deref());
+        let platform = client.and_then(|c| c.platform.as_deref());
         tracing::info!(
             parent: &self.span,
             reason,

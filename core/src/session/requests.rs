@@ -72,7 +72,7 @@ impl Session {
     async fn dispatch(&mut self, event: ClientEvent, rid: Option<RequestId>) -> Result<(), SessionError> {
         match event {
             ClientEvent::Hello(h) => {
-                self.client = h;
+                self.client = Some(Box::new(h));
                 Ok(())
             }
             ClientEvent::Join(j) => self.join(j, rid).await,

@@ -10,7 +10,6 @@
 
 use crate::limits::{Bucket, Exceeded};
 use confab_codec::ConversationId;
-use std::collections::HashMap;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -27,7 +26,9 @@ pub(super) enum Due {
 #[derive(Debug)]
 pub(super) struct Timers {
     token: Instant,
-    typing: HashMap<ConversationId, Instant>,
+    /// A list, not a map: empty it costs no allocation and 24 bytes of every connection (a
+    /// map was 48), and the typing limit keeps it short (a few entries per timeout).
+    typing: Vec<(ConversationId, Instant)>,
     typing_timeout: Duration,
     /// The next keepalive tick and the interval, if the transport asked for one.
     keepalive: Option<(Instant, Duration)>,
@@ -35,7 +36,7 @@ pub(super) struct Timers {
 
 impl Timers {
     pub(super) fn new(token: Instant, typing_timeout: Duration) -> Self {
-        Self { token, typing: HashMap::new(), typing_timeout, keepalive: None }
+        Self { token, typing: Vec::new(), typing_timeout, keepalive: None }
     }
 
     /// A tick every `every` from `now` on (a zero interval is taken as a millisecond).
@@ -51,23 +52,29 @@ impl Timers {
 
     /// The user is typing in `c`: cleared at `now` plus the timeout unless stopped or renewed.
     pub(super) fn start_typing(&mut self, c: ConversationId, now: Instant) {
-        self.typing.insert(c, now + self.typing_timeout);
+        let until = now + self.typing_timeout;
+        match self.typing.iter_mut().find(|(k, _)| *k == c) {
+            Some((_, at)) => *at = until,
+            None => self.typing.push((c, until)),
+        }
     }
 
     /// Stops a typing state; true if there was one (then others should hear it stopped).
     pub(super) fn stop_typing(&mut self, c: &ConversationId) -> bool {
-        self.typing.remove(c).is_some()
+        let before = self.typing.len();
+        self.typing.retain(|(k, _)| k != c);
+        self.typing.len() != before
     }
 
     /// Every typing state, removed (the connection is ending).
     pub(super) fn drain_typing(&mut self) -> Vec<ConversationId> {
-        self.typing.drain().map(|(c, _)| c).collect()
+        self.typing.drain(..).map(|(c, _)| c).collect()
     }
 
     /// The earliest instant anything is due.
     pub(super) fn next(&self) -> Instant {
         let first = self.keepalive.map_or(self.token, |(at, _)| at.min(self.token));
-        self.typing.values().copied().fold(first, Instant::min)
+        self.typing.iter().map(|(_, at)| *at).fold(first, Instant::min)
     }
 
     /// What is due at `now`; typing states that are due are removed.
@@ -75,10 +82,14 @@ impl Timers {
         if now >= self.token {
             return Due::TokenExpired;
         }
-        let due: Vec<ConversationId> = self.typing.iter().filter(|(_, d)| **d <= now).map(|(c, _)| c.clone()).collect();
-        for c in &due {
-            self.typing.remove(c);
-        }
+        let mut due = Vec::new();
+        self.typing.retain(|(c, at)| {
+            let ended = *at <= now;
+            if ended {
+                due.push(c.clone());
+            }
+            !ended
+        });
         let keepalive = match &mut self.keepalive {
             Some((at, every)) if *at <= now => {
                 // The next tick from now, not from the missed one: a late turn sends one ping.

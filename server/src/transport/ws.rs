@@ -41,11 +41,13 @@ const PROTOCOLS: [&str; 7] = wire::subprotocol::SELECTABLE;
 /// Frames larger than this end the connection (1009) before they are read; frames between
 /// the codec's limit (32 KiB) and this get a `MESSAGE_TOO_LARGE` error instead.
 const HARD_FRAME_LIMIT: usize = 1024 * 1024;
-/// The WebSocket read buffer per connection, allocated whole for every connection, idle or not,
-/// and the most one read takes. 256 bytes hold the usual frame (a `message:send` is 130-250
-/// bytes); a bigger frame grows it, and takes a second read. 4 KiB -> 1 KiB -> 256 bytes: an
-/// idle connection 14.0 -> 11.1 KiB (issue 19, first pass), 6.9 -> 6.1 KiB (third pass), with
-/// CPU per message the same within the noise (benchmarks.md).
+/// The WebSocket read buffer per connection, and the most one read takes. 256 bytes hold the
+/// usual frame (a `message:send` is 130-250 bytes); a bigger frame grows it, and takes a second
+/// read. 4 KiB -> 1 KiB -> 256 bytes: an idle connection 14.0 -> 11.1 KiB (issue 19, first
+/// pass), 6.9 -> 6.1 KiB (third pass), with CPU per message the same within the noise
+/// (benchmarks.md). Since the sixth pass an idle connection holds none: the patched tungstenite
+/// (`vendor/tungstenite`) releases it when a read finds nothing, and its write buffer once
+/// written.
 const READ_BUFFER: usize = 256;
 /// Events written before a flush when the queue has many waiting.
 const WRITE_BATCH: usize = 64;
@@ -369,7 +371,9 @@ fn write_loop<'a>(
         }
         let reason = out.closer.reason().unwrap_or(CloseReason::Normal);
         // A peer that stopped reading must not hold the task: the goodbye gets a deadline.
-        let _ = tokio::time::timeout(CLOSE_DEADLINE, say_goodbye(&mut sink, out, codec, reason)).await;
+        // Boxed: its timer and its frames, inline, were 190 bytes of every idle connection's
+        // task, for a step each connection takes once.
+        let _ = Box::pin(tokio::time::timeout(CLOSE_DEADLINE, say_goodbye(&mut sink, out, codec, reason))).await;
     }
 }
 
