@@ -99,6 +99,9 @@ where
     }
 }
 
+/// confab: read buffers up to this size are released while idle (PATCHES.md).
+const RELEASE_READ_BUFFER_UP_TO: usize = 4096;
+
 /// A codec for WebSocket frames.
 #[derive(Debug)]
 pub(super) struct FrameCodec {
@@ -243,8 +246,13 @@ impl FrameCodec {
         let size = stream.read(&mut self.in_buffer[len..]);
         self.in_buffer.truncate(len + size.as_ref().copied().unwrap_or(0));
         // confab: nothing to read and nothing kept: release the buffer, which an idle
-        // connection would otherwise hold for its whole life.
-        if len == 0 && matches!(&size, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+        // connection would otherwise hold for its whole life. Only a small one: taking a big
+        // one again for every read (the default 128 KiB, which glibc maps and unmaps) cost a
+        // client 100 KB of allocation per message.
+        if len == 0
+            && self.in_buf_max_read <= RELEASE_READ_BUFFER_UP_TO
+            && matches!(&size, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        {
             self.in_buffer = BytesMut::new();
         }
         size
