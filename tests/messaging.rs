@@ -377,20 +377,18 @@ async fn a_join_tells_how_far_the_others_have_read_and_received() {
     );
 }
 
-/// A client frame as RFC 6455 has it: FIN, text, masked (every client frame is).
-fn masked_text_frame(payload: &[u8]) -> Vec<u8> {
-    let mask = [0x37, 0xfa, 0x21, 0x3d];
-    let mut f = vec![0x81];
-    match payload.len() {
-        n if n < 126 => f.push(0x80 | n as u8),
-        n => {
-            f.push(0x80 | 126);
-            f.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-    }
-    f.extend_from_slice(&mask);
-    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    f
+/// A client's text frame, masked as every client frame must be (tungstenite's encoder, the
+/// test's bytes cut afterwards).
+fn masked_text_frame(payload: String) -> Vec<u8> {
+    use tokio_tungstenite::tungstenite::protocol::frame::{
+        Frame,
+        coding::{Data, OpCode},
+    };
+    let mut frame = Frame::message(payload, OpCode::Data(Data::Text), true);
+    frame.header_mut().mask = Some([0x37, 0xfa, 0x21, 0x3d]);
+    let mut bytes = Vec::new();
+    frame.format(&mut bytes).unwrap();
+    bytes
 }
 
 /// The server's reads, however the client's bytes are cut: two frames in one segment, a frame
@@ -429,7 +427,7 @@ async fn frames_cut_anywhere_by_the_network_are_read_whole_once_and_in_order() {
 
     let send = |content: String| {
         let ev = json!({"type": "message:send", "data": {"conversation_id": "c1", "content": content, "type": "text"}});
-        masked_text_frame(ev.to_string().as_bytes())
+        masked_text_frame(ev.to_string())
     };
     let long = "y".repeat(600);
     let mut two = send("first".into());

@@ -191,8 +191,12 @@ impl FrameCodec {
                     // Reserve full message length only once, even for multiple
                     // loops or if WouldBlock errors cause multiple fn calls.
                     self.in_buffer.reserve(len);
-                } else if !self.in_buffer.is_empty() {
-                    // confab: an empty buffer is given its whole size in `read_in`.
+                } else if self.in_buffer.is_empty() && self.releases_when_idle() {
+                    // confab: a frame starts: the whole buffer, taken again if it was
+                    // released (and a frame in one read, where the tail left by the previous
+                    // frame could be smaller).
+                    self.in_buffer.reserve(self.in_buf_max_read);
+                } else {
                     self.in_buffer.reserve(FrameHeader::MAX_SIZE);
                 }
             }
@@ -233,24 +237,25 @@ impl FrameCodec {
         Ok(Some(frame))
     }
 
+    /// confab: whether the read buffer is released while idle. Only a small one: taking a big
+    /// one again for every read (the default 128 KiB, which glibc maps and unmaps) cost a
+    /// client 100 KB of allocation per message.
+    fn releases_when_idle(&self) -> bool {
+        self.in_buf_max_read <= RELEASE_READ_BUFFER_UP_TO
+    }
+
     /// Read into available `in_buffer` capacity.
     fn read_in(&mut self, stream: &mut impl Read) -> io::Result<usize> {
         let len = self.in_buffer.len();
-        // confab: a buffer released while idle comes back whole, so that a frame still takes
-        // one read.
-        if len == 0 && self.in_buffer.capacity() < self.in_buf_max_read {
-            self.in_buffer.reserve(self.in_buf_max_read);
-        }
         debug_assert!(self.in_buffer.capacity() > len);
         self.in_buffer.resize(self.in_buffer.capacity().min(len + self.in_buf_max_read), 0);
         let size = stream.read(&mut self.in_buffer[len..]);
         self.in_buffer.truncate(len + size.as_ref().copied().unwrap_or(0));
-        // confab: nothing to read and nothing kept: release the buffer, which an idle
-        // connection would otherwise hold for its whole life. Only a small one: taking a big
-        // one again for every read (the default 128 KiB, which glibc maps and unmaps) cost a
-        // client 100 KB of allocation per message.
+        // confab: nothing to read and no frame begun: release the buffer, which an idle
+        // connection would otherwise hold for its whole life.
         if len == 0
-            && self.in_buf_max_read <= RELEASE_READ_BUFFER_UP_TO
+            && self.header.is_none()
+            && self.releases_when_idle()
             && matches!(&size, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
         {
             self.in_buffer = BytesMut::new();
