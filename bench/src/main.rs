@@ -100,6 +100,8 @@ struct Args {
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     if let Some(ip) = &args.serve {
+        // As the real server does (its main), before the child's runtime starts.
+        confab_server::memory::one_malloc_arena();
         return lossy::serve(ip, args.server_threads);
     }
     if let (Some(from), Some(dir)) = (&args.plots_from, &args.plots) {

@@ -26,6 +26,7 @@ pub mod api;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod memory;
 pub mod nats;
 pub mod postgres;
 pub mod serve;
