@@ -20,7 +20,10 @@ fn start(threads: usize) -> Result<ChildServer, String> {
     // an idle connection's memory goes (benchmarks.md, issue 19).
     let wrap = std::env::var("CONFAB_BENCH_WRAP").unwrap_or_default();
     let wrapper: Vec<&str> = wrap.split_whitespace().collect();
-    let mut server = ChildServer::start(&wrapper, "0.0.0.0", threads)?;
+    // Under a wrapper the child is told its arena count, so that it does not start itself again
+    // (`confab_server::memory`) outside the profiler.
+    let env: &[(&str, &str)] = if wrapper.is_empty() { &[] } else { &[("MALLOC_ARENA_MAX", "1")] };
+    let mut server = ChildServer::start_with_env(&wrapper, "0.0.0.0", threads, env)?;
     if !wrapper.is_empty() {
         server.patience = Duration::from_secs(600);
     }
