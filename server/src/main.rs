@@ -5,10 +5,15 @@ use confab_server::config::Config;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> std::process::ExitCode {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // A helper is short and single-threaded: no runtime, and no start again for the arenas.
+    if argv.get(1).is_some_and(|a| confab_server::cli::is_helper(a)) {
+        return confab_server::cli::run(argv);
+    }
     // Before the runtime's threads exist, so that none of them gets an arena of its own.
     confab_server::memory::one_malloc_arena();
     match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime.block_on(serve()),
+        Ok(runtime) => runtime.block_on(serve(argv)),
         Err(e) => {
             eprintln!("confab: starting the runtime: {e}");
             std::process::ExitCode::FAILURE
@@ -16,11 +21,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn serve() -> std::process::ExitCode {
-    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if argv.get(1).is_some_and(|a| confab_server::cli::is_helper(a)) {
-        return confab_server::cli::run(argv);
-    }
+async fn serve(argv: Vec<std::ffi::OsString>) -> std::process::ExitCode {
     let args = match confab_server::config::parse_args(argv) {
         Ok(a) => a,
         Err(e) => {

@@ -4,8 +4,8 @@
 //! per core), and free space stays in the arena it was freed to. An idle WebSocket's few
 //! kilobytes are allocated by whichever worker ran its handshake, so with several workers the
 //! free space the handshakes leave is spread over several arenas, and the next connection's
-//! worker does not reuse the others': 5.4-5.7 KiB of resident memory per idle connection with
-//! glibc's default, 4.9-5.0 with one arena (`bench/scripts/density_real.py`,
+//! worker does not reuse the others': 5.43-5.66 KiB of resident memory per idle connection
+//! with glibc's default, 4.85-4.98 with one arena (`bench/scripts/density_real.py`,
 //! docs/benchmarks.md, issue 19, seventh pass). Small allocations come from each thread's own
 //! cache without the arena's lock, and CPU per message was the same (same section).
 //!
