@@ -392,3 +392,27 @@ async fn the_dashboard_and_the_alerts_name_only_exported_metrics() {
         assert!(named.contains(metric), "nothing shows {metric}");
     }
 }
+
+/// The running server (the process the harness started, same PID) has one malloc arena:
+/// `MALLOC_ARENA_MAX=1` in its environment unless the environment it was started with set the
+/// arena count (docs/operations.md, Memory per connection). glibc on Linux only.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[tokio::test]
+async fn the_server_runs_with_one_malloc_arena_unless_told_otherwise() {
+    let s = Server::start(&[]);
+    assert!(accepted(&s, &s.token("arena_user")).await, "the server serves after starting itself again");
+    let environ = std::fs::read(format!("/proc/{}/environ", s.pid())).expect("the server's environment");
+    let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+    let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
+    match std::env::var("MALLOC_ARENA_MAX") {
+        Ok(own) => assert!(vars.contains(&format!("MALLOC_ARENA_MAX={own}").as_bytes()), "the operator's setting kept"),
+        // glibc's tunable says it: the server is left as it was started.
+        Err(_) if tunables.contains("glibc.malloc.arena_max") => {
+            assert!(!vars.iter().any(|v| v.starts_with(b"MALLOC_ARENA_MAX=")), "started again over the tunable")
+        }
+        Err(_) => assert!(
+            vars.contains(&b"MALLOC_ARENA_MAX=1".as_slice()),
+            "MALLOC_ARENA_MAX=1 not in the server's environment"
+        ),
+    }
+}
