@@ -61,8 +61,15 @@ pub struct Server {
 }
 
 /// A new, empty PostgreSQL database for a test, or `None` (with a message) where no PostgreSQL
-/// runs; under `CI=true` a missing PostgreSQL fails the test instead.
+/// runs; under `CI=true` a missing PostgreSQL fails the test instead. Also `None` in the
+/// suite's run on PostgreSQL (`CONFAB_E2E_STORE=postgres`): a test that makes its own database
+/// (cluster mode, the store cut off from PostgreSQL) runs on PostgreSQL in the ordinary run
+/// already, and the second would repeat it exactly (about a minute of CI's).
 pub fn scratch_postgres() -> Option<String> {
+    if std::env::var("CONFAB_E2E_STORE").is_ok_and(|v| v == "postgres") {
+        eprintln!("skipped: on PostgreSQL in the ordinary run already (unset CONFAB_E2E_STORE to run it)");
+        return None;
+    }
     let made = on_own_runtime(|| async {
         let server = confab_server::postgres::test_server_url();
         confab_server::postgres::create_scratch_database(&server, "confab_e2e").await
