@@ -97,8 +97,13 @@ impl Cluster {
 
     /// `n` nodes, each started with `extra` flags too.
     pub fn start_with(n: usize, extra: &[&str]) -> Option<Cluster> {
-        let nats = Nats::start()?;
+        // The database first: in the suite's run on PostgreSQL it is refused, and no NATS
+        // server is started only to be killed.
         let database = super::scratch_postgres()?;
+        let Some(nats) = Nats::start() else {
+            super::drop_postgres(&database);
+            return None;
+        };
         let broker = nats.url();
         let mut args = vec!["--store", &database, "--broker", &broker];
         args.extend_from_slice(extra);

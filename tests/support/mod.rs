@@ -66,7 +66,7 @@ pub struct Server {
 /// (cluster mode, the store cut off from PostgreSQL) runs on PostgreSQL in the ordinary run
 /// already, and the second would repeat it exactly (about a minute of CI's).
 pub fn scratch_postgres() -> Option<String> {
-    if std::env::var("CONFAB_E2E_STORE").is_ok_and(|v| v == "postgres") {
+    if suite_on_postgres() {
         eprintln!("skipped: on PostgreSQL in the ordinary run already (unset CONFAB_E2E_STORE to run it)");
         return None;
     }
@@ -83,6 +83,17 @@ pub fn scratch_postgres() -> Option<String> {
             eprintln!("skipped: no PostgreSQL ({e}); set CONFAB_TEST_POSTGRES");
             None
         }
+    }
+}
+
+/// Whether the suite runs on PostgreSQL: `CONFAB_E2E_STORE=postgres cargo test -p confab-tests`
+/// (the server of `CONFAB_TEST_POSTGRES`, else the local one), a database per server. The
+/// default, `sqlite`, is the server's own store.
+fn suite_on_postgres() -> bool {
+    match std::env::var("CONFAB_E2E_STORE").as_deref() {
+        Ok("postgres") => true,
+        Ok("sqlite") | Err(_) => false,
+        Ok(other) => panic!("CONFAB_E2E_STORE={other:?}: postgres or sqlite"),
     }
 }
 
@@ -205,20 +216,16 @@ impl Server {
         }
         args.extend(extra.iter().map(|s| s.to_string()));
         args.extend(["--dev-cert-dir".to_string(), dir.join("certs").display().to_string()]);
-        // The whole suite on PostgreSQL: `CONFAB_E2E_STORE=postgres cargo test -p confab-tests`
-        // (the server of `CONFAB_TEST_POSTGRES`, else the local one), a database per server.
-        let database = match std::env::var("CONFAB_E2E_STORE").as_deref() {
-            Ok("postgres") if !extra.contains(&"--store") => {
-                let url = on_own_runtime(|| async {
-                    let server = confab_server::postgres::test_server_url();
-                    confab_server::postgres::create_scratch_database(&server, "confab_e2e").await
-                })
-                .expect("CONFAB_E2E_STORE=postgres needs a PostgreSQL server (CONFAB_TEST_POSTGRES)");
-                args.extend(["--store".to_string(), url.clone()]);
-                Some(url)
-            }
-            Ok("postgres" | "sqlite") | Err(_) => None,
-            Ok(other) => panic!("CONFAB_E2E_STORE={other:?}: postgres or sqlite"),
+        let database = if suite_on_postgres() && !extra.contains(&"--store") {
+            let url = on_own_runtime(|| async {
+                let server = confab_server::postgres::test_server_url();
+                confab_server::postgres::create_scratch_database(&server, "confab_e2e").await
+            })
+            .expect("CONFAB_E2E_STORE=postgres needs a PostgreSQL server (CONFAB_TEST_POSTGRES)");
+            args.extend(["--store".to_string(), url.clone()]);
+            Some(url)
+        } else {
+            None
         };
         let mut s = Server {
             child: None,
