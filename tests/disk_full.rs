@@ -20,8 +20,8 @@ use support::{Server, http};
 struct SmallDisk(PathBuf);
 
 impl SmallDisk {
-    fn mount(size: &str) -> Option<SmallDisk> {
-        let dir = std::env::temp_dir().join(format!("confab-disk-{}", std::process::id()));
+    fn mount(size: &str, name: &str) -> Option<SmallDisk> {
+        let dir = std::env::temp_dir().join(format!("confab-disk-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let ok = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
@@ -81,11 +81,23 @@ fn readyz(s: &Server) -> (u16, Value) {
 
 #[tokio::test]
 async fn a_full_disk_is_a_retryable_error_and_not_ready_until_there_is_room() {
-    let Some(disk) = SmallDisk::mount("8m") else { return };
-    let log = std::env::temp_dir().join(format!("confab-disk-{}.log", std::process::id()));
+    full_disk("full", &[]).await;
+}
+
+/// The same with `--sync normal`, where a message is journaled, answered, and then put into
+/// SQLite: a journal that cannot be written refuses the send; rows that SQLite cannot take wait
+/// (they are journaled and acknowledged) and go in once there is room.
+#[tokio::test]
+async fn a_full_disk_with_sync_normal_loses_nothing_acknowledged() {
+    full_disk("normal", &["--sync", "normal"]).await;
+}
+
+async fn full_disk(name: &str, args: &[&str]) {
+    let Some(disk) = SmallDisk::mount("8m", name) else { return };
+    let log = std::env::temp_dir().join(format!("confab-disk-{name}-{}.log", std::process::id()));
     let _ = std::fs::remove_file(&log);
     // The embedded store's disk, whatever store the rest of the suite runs on.
-    let mut s = Server::start_at(disk.0.join("data"), Some(log.clone()), &["--store", "sqlite:"]);
+    let mut s = Server::start_at(disk.0.join("data"), Some(log.clone()), &[&["--store", "sqlite:"], args].concat());
     let (mut alice, mut bob) = s.alice_and_bob("c1").await;
     bob.join("c1").await;
     alice.say("c1", "before").await;

@@ -206,7 +206,9 @@ pub struct InboxItem {
 pub type DeliveryMark = (ConversationId, UserId, Seq);
 
 /// Where a store hands each newly committed message (and who asked for it), in commit order,
-/// before its `append` returns: the node's fan-out. It runs on the store's writer, so it must
+/// before its `append` returns: the node's fan-out. "Committed" is durable as the store's
+/// setting promises: with SQLite's `--sync normal`, journaled (in the kernel's hands), before
+/// SQLite has it; the store's reads then wait until it does. It runs on the store's writer, so it must
 /// not block (it only fills bounded queues). It returns the members whose delivery watermark
 /// the message advanced; the store records them with a later write. A repeated `local_id` is
 /// not a new message: its append returns the original, and its requester is answered by the

@@ -1,4 +1,5 @@
-//! The one writer thread: batches of requests (each but an append in a savepoint), one
+//! The one writer thread (with `--sync normal`, the applier: the same, behind the front's
+//! journal, [`applier_loop`]): batches of requests (each but an append in a savepoint), one
 //! commit per batch, then the commit callback in commit order, then the answers. Appends, the
 //! hot path, are one `INSERT` each: the writer hands out seqs itself ([`Seqs`]) and writes the
 //! senders' read marks and the fan-out's delivery marks once per batch. A conversation's last
@@ -33,35 +34,47 @@ pub(super) struct Seqs {
 impl Seqs {
     /// The seq the next message of `c` gets; `ConversationNotFound` if there is no such
     /// conversation.
-    fn next(&mut self, t: &Connection, c: &ConversationId) -> Result<i64, StoreError> {
+    pub(super) fn next(&mut self, t: &Connection, c: &ConversationId) -> Result<i64, StoreError> {
         if let Some(last) = self.last.get(c) {
             return Ok(last + 1);
         }
         let last: Option<i64> = query_row(t, &LAST_SEQ, [c.as_str()], |r| r.get(0)).optional().map_err(db)?;
         let last = last.ok_or_else(|| StoreError::ConversationNotFound(c.to_string()))?;
-        if self.last.len() >= SEQ_CACHE {
-            self.last.clear();
-        }
         self.last.insert(c.clone(), last);
         Ok(last + 1)
     }
 
+    /// Forgets every conversation's last seq once there are too many. Only between batches:
+    /// within one, a seq handed out but not yet in SQLite (journaled, or inserted but not
+    /// committed) is known only here, and a conversation forgotten then would hand it out twice.
+    pub(super) fn trim(&mut self) {
+        if self.last.len() >= SEQ_CACHE {
+            self.last.clear();
+        }
+    }
+
+    /// Records a seq handed out to a journaled message (its sender's read mark is written with
+    /// its row, `journal::insert_rows`).
+    pub(super) fn assigned(&mut self, c: &ConversationId, seq: i64) {
+        self.last.insert(c.clone(), seq);
+    }
+
     /// Records an appended message: its conversation's last seq, and its sender's read mark
     /// (sending implies having read everything before, SPEC §4 unread counts).
-    fn appended(&mut self, c: &ConversationId, sender: &UserId, seq: i64) {
+    pub(super) fn appended(&mut self, c: &ConversationId, sender: &UserId, seq: i64) {
         self.last.insert(c.clone(), seq);
         let mark = self.read_marks.entry((c.clone(), sender.clone())).or_insert(seq);
         *mark = (*mark).max(seq);
     }
 
     /// Records that `user` has been handed every message of `c` up to `seq`.
-    fn delivered(&mut self, c: &ConversationId, user: UserId, seq: i64) {
+    pub(super) fn delivered(&mut self, c: &ConversationId, user: UserId, seq: i64) {
         let mark = self.delivered.entry((c.clone(), user)).or_insert(seq);
         *mark = (*mark).max(seq);
     }
 
     /// Writes what the batch's appends (and earlier fan-outs) have not written yet.
-    fn flush(&mut self, t: &Connection) -> Result<(), StoreError> {
+    pub(super) fn flush(&mut self, t: &Connection) -> Result<(), StoreError> {
         for ((c, u), seq) in self.read_marks.drain() {
             exec(
                 t,
@@ -76,12 +89,17 @@ impl Seqs {
         Ok(())
     }
 
+    /// The delivery marks not written yet, for the applier to write (`--sync normal`).
+    pub(super) fn take_delivered(&mut self) -> Vec<((ConversationId, UserId), i64)> {
+        self.delivered.drain().collect()
+    }
+
     /// Forgets a conversation that is created or deleted.
-    fn forget(&mut self, c: &ConversationId) {
+    pub(super) fn forget(&mut self, c: &ConversationId) {
         self.last.remove(c);
     }
 
-    fn reset(&mut self) {
+    pub(super) fn reset(&mut self) {
         *self = Self::default();
     }
 }
@@ -120,6 +138,60 @@ pub(super) struct Writer {
     /// Where the rewind's last copy is asked for (the checkpoint thread).
     checkpoints: std::sync::mpsc::Sender<Rewound>,
     health: Arc<WriteHealth>,
+    /// Journaled rows whose transaction failed (a full disk): applied before anything else is
+    /// written, and until then everything else is refused (the front refuses appends while
+    /// the store's health says so).
+    backlog: Vec<Row>,
+    applied: Arc<Applied>,
+}
+
+/// How far SQLite is behind the journal, in batches: a read waits until SQLite holds every
+/// batch journaled (and so possibly fanned out) before it began, so that a history fetched
+/// right after a `message:new` has the message.
+#[derive(Debug)]
+pub(super) struct Applied {
+    journaled: std::sync::atomic::AtomicU64,
+    /// The last batch SQLite holds, or whose transaction failed (reads do not wait for a disk
+    /// to have room again); `u64::MAX` once the writer has ended.
+    settled: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Applied {
+    fn default() -> Self {
+        Self { journaled: Default::default(), settled: tokio::sync::watch::Sender::new(0) }
+    }
+}
+
+impl Applied {
+    /// The batches journaled so far: what a read that begins now waits for.
+    pub(super) fn journaled(&self) -> u64 {
+        self.journaled.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Counts one more batch journaled (by the front, the only one that journals).
+    pub(super) fn journaled_one(&self) {
+        self.journaled.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// The last batch SQLite holds (or whose transaction failed).
+    pub(super) fn settled(&self) -> u64 {
+        *self.settled.borrow()
+    }
+
+    /// Waits until SQLite holds the first `want` batches journaled.
+    pub(super) async fn caught_up(&self, want: u64) {
+        if *self.settled.borrow() >= want {
+            return;
+        }
+        let _ = self.settled.subscribe().wait_for(|settled| *settled >= want).await;
+    }
+}
+
+impl Drop for Writer {
+    /// Reads never wait for a writer that has gone (closed, or panicked).
+    fn drop(&mut self) {
+        self.applied.settled.send_replace(u64::MAX);
+    }
 }
 
 impl Writer {
@@ -130,19 +202,91 @@ impl Writer {
         rewind: Arc<std::sync::atomic::AtomicBool>,
         checkpoints: std::sync::mpsc::Sender<Rewound>,
         health: Arc<WriteHealth>,
+        applied: Arc<Applied>,
     ) -> Self {
         metrics.store_writable.set(1);
-        Self { conn, seqs: Seqs::default(), sink, metrics, rewind, checkpoints, health }
+        Self { conn, seqs: Seqs::default(), sink, metrics, rewind, checkpoints, health, backlog: Vec::new(), applied }
     }
 
     fn write(&mut self, batch: Vec<Write>) {
         write_batch(&mut self.conn, batch, self.sink.as_ref(), &mut self.seqs, &self.metrics, &self.health);
     }
 
+    /// Requests other than appends behind journaled rows: after the backlog (if any),
+    /// committed then answered.
+    fn write_others(&mut self, batch: Vec<Write>) {
+        match self.settle_backlog() {
+            Ok(()) => self.write(batch),
+            Err(e) => {
+                self.refused(&e, batch.len());
+                fail_all(batch, e);
+            }
+        }
+    }
+
+    fn refused(&self, e: &StoreError, requests: usize) {
+        refused(&self.health, &self.metrics, e, requests);
+    }
+
+    /// Applies the rows queued (those of batches up to `batch`): in SQLite, or in the backlog
+    /// if the transaction failed. Reads waiting for those batches go on either way.
+    fn apply_queued(&mut self, rows: &mut Vec<Row>, batch: u64) {
+        if rows.is_empty() {
+            return;
+        }
+        // A failed transaction leaves its rows in the backlog; rows behind a backlog join it
+        // (no more come while the store fails: the front refuses appends).
+        let _ = if self.backlog.is_empty() {
+            self.apply(std::mem::take(rows))
+        } else {
+            self.backlog.append(rows);
+            self.settle_backlog()
+        };
+        self.applied.settled.send_replace(batch);
+    }
+
+    /// Applies the backlog, if there is one; an error while it still fails.
+    fn settle_backlog(&mut self) -> Result<(), StoreError> {
+        if self.backlog.is_empty() {
+            return Ok(());
+        }
+        let rows = std::mem::take(&mut self.backlog);
+        self.apply(rows)
+    }
+
+    /// One transaction of journaled rows (and the marks waiting to be written). On failure the
+    /// rows wait in the backlog: they are acknowledged, and in the journal.
+    fn apply(&mut self, rows: Vec<Row>) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
+        self.metrics.store_batch_size.observe(rows.len() as f64);
+        let done = (|| {
+            let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db)?;
+            let inserted = insert_rows(&tx, &rows)?;
+            self.seqs.flush(&tx)?;
+            tx.commit().map_err(db)?;
+            Ok(inserted)
+        })();
+        self.metrics.store_commit_seconds.observe(started.elapsed().as_secs_f64());
+        match done {
+            Ok(inserted) => {
+                if inserted < rows.len() {
+                    // Each seq was decided against SQLite and the batch: never expected.
+                    tracing::error!(journaled = rows.len(), inserted, "store: journaled messages found stored already");
+                }
+                self.health.committed(&self.metrics);
+                Ok(())
+            }
+            Err(e) => {
+                self.refused(&e, 0);
+                self.backlog = rows;
+                Err(e)
+            }
+        }
+    }
+
     /// When the checkpoint thread has asked for the WAL to be rewound ([`WAL_FRAMES_REWIND`]):
     /// asks it for the last copy, and gives back its answer, for the writer to wait on before
-    /// its next batch (so that no batch writes meanwhile). The copy syncs files, which must not
-    /// hold the runtime's thread when the writer is a task.
+    /// its next batch (so that no batch writes meanwhile).
     fn rewind(&self) -> Option<oneshot::Receiver<()>> {
         if !self.rewind.swap(false, std::sync::atomic::Ordering::Relaxed) {
             return None;
@@ -152,63 +296,104 @@ impl Writer {
         Some(rewound)
     }
 
-    /// Writes `first` and what is queued behind it as one batch; true once the store is closed.
-    fn take(&mut self, first: Write, rx: &mut mpsc::Receiver<Write>) -> bool {
-        let mut batch = Vec::with_capacity(1);
-        let mut close = None;
-        let mut next = Some(first);
-        while let Some(w) = next {
-            match w {
-                Write::Close(reply) => {
-                    close = Some(reply);
-                    break;
-                }
-                w => batch.push(w),
-            }
-            next = if batch.len() < MAX_BATCH { rx.try_recv().ok() } else { None };
-        }
-        if !batch.is_empty() {
-            self.write(batch);
-        }
-        let Some(reply) = close else { return false };
-        // What was queued after the close is refused, and nothing more can be queued.
-        rx.close();
-        while let Ok(w) = rx.try_recv() {
-            fail_all(vec![w], StoreError::Closed);
-        }
+    /// Ends the writer for `Store::close`.
+    fn close(&mut self, reply: Reply<()>, rx: &mut mpsc::Receiver<Write>) {
+        refuse_the_rest(rx);
         drop(reply.send(Ok(())));
-        true
     }
 }
 
-/// The writer thread (`--sync full`): each batch is what has queued while the last one
-/// committed.
-pub(super) fn writer_loop(mut writer: Writer, mut rx: mpsc::Receiver<Write>) {
+/// Records `requests` refused for `e` in the store's health (a transaction of journaled rows
+/// that failed counts none: they were acknowledged).
+pub(super) fn refused(health: &WriteHealth, metrics: &crate::metrics::Metrics, e: &StoreError, requests: usize) {
+    let why = match e {
+        StoreError::Unavailable(why) => why.clone(),
+        other => other.to_string(),
+    };
+    health.refused(&why, requests, metrics);
+}
+
+/// After a close: what was queued after it is refused, and nothing more can be queued.
+pub(super) fn refuse_the_rest(rx: &mut mpsc::Receiver<Write>) {
+    rx.close();
+    while let Ok(w) = rx.try_recv() {
+        fail_all(vec![w], StoreError::Closed);
+    }
+}
+
+/// What the front (`--sync normal`) hands the applier thread, in the order it decided them.
+pub(super) enum Apply {
+    /// Journaled rows, answered and fanned out already; the number of their batch; the
+    /// delivery marks their fan-out advanced.
+    Rows(Vec<Row>, u64, Vec<((ConversationId, UserId), i64)>),
+    /// Other requests: committed, then answered; then `done` says whether SQLite holds every
+    /// journaled row (no backlog).
+    Requests(Vec<Write>, oneshot::Sender<bool>),
+}
+
+/// The applier thread (`--sync normal`): journaled rows into SQLite, several of the front's
+/// batches in one transaction when they have queued up, and the other requests, in the
+/// front's order. Its writes wait for the disk at times (a checkpoint's sync holds the WAL's
+/// pages for milliseconds); here they hold no thread of the runtime. Ends when the front has.
+pub(super) fn applier_loop(mut writer: Writer, mut rx: mpsc::Receiver<Apply>) {
+    let mut rows = Vec::new();
+    let mut batch = 0;
     while let Some(first) = rx.blocking_recv() {
-        if writer.take(first, &mut rx) {
-            return;
+        let mut next = Some(first);
+        while let Some(cmd) = next.take() {
+            match cmd {
+                Apply::Rows(more, number, delivered) => {
+                    rows.extend(more);
+                    batch = number;
+                    for ((c, u), seq) in delivered {
+                        writer.seqs.delivered(&c, u, seq);
+                    }
+                    if rows.len() < MAX_BATCH {
+                        next = rx.try_recv().ok();
+                    }
+                }
+                Apply::Requests(requests, done) => {
+                    writer.apply_queued(&mut rows, batch);
+                    writer.write_others(requests);
+                    let _ = done.send(writer.backlog.is_empty());
+                }
+            }
         }
+        writer.apply_queued(&mut rows, batch);
         if let Some(rewound) = writer.rewind() {
             let _ = rewound.blocking_recv();
         }
     }
 }
 
-/// The writer as a task on the runtime (`--sync normal`). There a commit is a `write` into the
-/// page cache, tens of microseconds, and handing each request to a thread and its answer back
-/// (two wake-ups across threads) cost a third of the CPU a message in the closed loop, where
-/// the core is busy (docs/benchmarks.md, issue 19, fourth pass). With `--sync full` a commit
-/// waits for an fsync, milliseconds that must not hold a thread of the runtime.
-pub(super) async fn writer_task(mut writer: Writer, mut rx: mpsc::Receiver<Write>) {
-    while let Some(first) = rx.recv().await {
-        // The tasks that are ready (frames read in the same wake-up) run first, so that what
-        // they send joins this batch: one commit for them all, as the thread's batches are.
-        tokio::task::yield_now().await;
-        if writer.take(first, &mut rx) {
-            return;
+/// `first` and what is queued behind it, up to [`MAX_BATCH`], as one batch; and a close, if one
+/// came (what is queued after it is not taken).
+pub(super) fn gather(first: Write, rx: &mut mpsc::Receiver<Write>) -> (Vec<Write>, Option<Reply<()>>) {
+    let mut batch = Vec::with_capacity(1);
+    let mut next = Some(first);
+    while let Some(w) = next {
+        match w {
+            Write::Close(reply) => return (batch, Some(reply)),
+            w => batch.push(w),
+        }
+        next = if batch.len() < MAX_BATCH { rx.try_recv().ok() } else { None };
+    }
+    (batch, None)
+}
+
+/// The writer thread (`--sync full`): each batch is what has queued while the last one
+/// committed.
+pub(super) fn writer_loop(mut writer: Writer, mut rx: mpsc::Receiver<Write>) {
+    while let Some(first) = rx.blocking_recv() {
+        let (batch, close) = gather(first, &mut rx);
+        if !batch.is_empty() {
+            writer.write(batch);
+        }
+        if let Some(reply) = close {
+            return writer.close(reply, &mut rx);
         }
         if let Some(rewound) = writer.rewind() {
-            let _ = rewound.await;
+            let _ = rewound.blocking_recv();
         }
     }
 }
@@ -251,6 +436,7 @@ pub(super) fn apply_batch(
     seqs: &mut Seqs,
 ) -> Result<(), StoreError> {
     let mut done = Vec::with_capacity(batch.len());
+    seqs.trim();
     // IMMEDIATE: the write lock is taken (waiting up to the busy timeout) before the batch reads
     // anything. A deferred transaction that has read cannot wait for the lock: while the
     // checkpoint thread held it for a RESTART, a batch failed at once with "database is locked"
@@ -482,7 +668,7 @@ static INSERT_MESSAGE: std::sync::LazyLock<String> = std::sync::LazyLock::new(||
     )
 });
 
-static BY_LOCAL_ID: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+pub(super) static BY_LOCAL_ID: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND sender_id = ?2 AND local_id = ?3")
 });
 

@@ -1,0 +1,285 @@
+//! `--sync normal`'s front: the task on the runtime that takes the store's writes. Appends are
+//! decided here (seqs, and `local_id` repeats against SQLite and what is journaled but not
+//! applied yet), journaled with one `write` per batch, fanned out and answered; the applier
+//! thread ([`applier_loop`]) puts them into SQLite afterwards, off the runtime. Other requests
+//! go to the applier in order and are answered once committed, as with `--sync full`.
+
+use super::*;
+
+/// The applier's queue, in batches: when it is full (SQLite this far behind), the front waits.
+const APPLIER_QUEUE: usize = 64;
+
+/// A `local_id` journaled and not yet in SQLite: the message it got, and the batch that has it.
+type Pending = HashMap<(ConversationId, UserId, LocalId), (Message, u64)>;
+
+pub(super) struct Front {
+    /// Reads only (seqs, `local_id`s): SQLite is written by the applier.
+    conn: Connection,
+    seqs: Seqs,
+    journal: Journal,
+    pending: Pending,
+    sink: Arc<dyn CommitSink>,
+    health: Arc<WriteHealth>,
+    metrics: Arc<Metrics>,
+    applied: Arc<Applied>,
+    applier: mpsc::Sender<Apply>,
+}
+
+impl Front {
+    /// The front, and the applier thread it hands to (which ends after the front).
+    pub(super) fn start(
+        conn: Connection,
+        journal: Journal,
+        writer: Writer,
+        sink: Arc<dyn CommitSink>,
+        health: Arc<WriteHealth>,
+        metrics: Arc<Metrics>,
+        applied: Arc<Applied>,
+    ) -> Result<Self, StoreError> {
+        let (applier, rx) = mpsc::channel(APPLIER_QUEUE);
+        std::thread::Builder::new()
+            .name("confab-store-applier".into())
+            .spawn(move || applier_loop(writer, rx))
+            .map_err(|e| StoreError::Database(format!("applier thread: {e}")))?;
+        Ok(Self {
+            conn,
+            seqs: Seqs::default(),
+            journal,
+            pending: Pending::new(),
+            sink,
+            health,
+            metrics,
+            applied,
+            applier,
+        })
+    }
+
+    /// A batch of requests: each run of appends journaled, answered and handed on; each run of
+    /// other requests handed on and answered once committed, after the appends before it.
+    async fn write(&mut self, batch: Vec<Write>) {
+        let mut rest = batch.into_iter().peekable();
+        while rest.peek().is_some() {
+            let mut appends = Vec::new();
+            while let Some(Write::Append(..)) = rest.peek() {
+                if let Some(Write::Append(m, reply)) = rest.next() {
+                    appends.push((m, reply));
+                }
+            }
+            if !appends.is_empty() {
+                self.appends(appends).await;
+            }
+            let mut others = Vec::new();
+            while rest.peek().is_some_and(|w| !matches!(w, Write::Append(..))) {
+                others.extend(rest.next());
+            }
+            if !others.is_empty() {
+                self.others(others).await;
+            }
+        }
+    }
+
+    /// Waits until SQLite holds everything journaled; false if some of it failed to go in (a
+    /// full disk) and waits in the applier's backlog.
+    async fn barrier(&mut self) -> bool {
+        let (done, all_in) = oneshot::channel();
+        if self.applier.send(Apply::Requests(Vec::new(), done)).await.is_err() {
+            return false;
+        }
+        all_in.await.unwrap_or(false)
+    }
+
+    /// Requests other than appends, through the applier. The seqs they change (a conversation
+    /// made or deleted) are forgotten here. A deletion first empties the journal, once SQLite
+    /// holds all of it, so that no replay can bring the conversation's messages back.
+    async fn others(&mut self, batch: Vec<Write>) {
+        let deletes = batch.iter().any(|w| matches!(w, Write::DeleteConversation(..)));
+        if deletes {
+            let emptied = match self.barrier().await {
+                true => self.journal.empty(),
+                false => Err(StoreError::Unavailable("earlier messages are not in the store yet".into())),
+            };
+            if let Err(e) = emptied {
+                self.refused(&e, batch.len());
+                return fail_all(batch, e);
+            }
+        }
+        for w in &batch {
+            if let Write::Create(c, ..) | Write::DeleteConversation(c, _) = w {
+                self.seqs.forget(c);
+            }
+        }
+        let (done, committed) = oneshot::channel();
+        if let Err(mpsc::error::SendError(Apply::Requests(batch, _))) =
+            self.applier.send(Apply::Requests(batch, done)).await
+        {
+            return fail_all(batch, StoreError::Closed);
+        }
+        let _ = committed.await;
+    }
+
+    fn refused(&self, e: &StoreError, requests: usize) {
+        refused(&self.health, &self.metrics, e, requests);
+    }
+
+    /// A run of appends: decided, the new ones journaled in one `write`, fanned out and
+    /// answered in order, then handed to the applier.
+    async fn appends(&mut self, appends: Vec<(NewMessage, Reply<Appended>)>) {
+        // Read before the health: a batch counted as settled whose transaction failed had
+        // made the store unhealthy first, so its `local_id`s are not dropped from `pending`
+        // below while SQLite does not have them.
+        let settled = self.applied.settled();
+        // While SQLite refuses what is journaled, nothing more is taken: the backlog stays
+        // bounded, and the sender hears the store is unavailable, as with `full`.
+        if let Err(why) = self.health.state() {
+            let e = StoreError::Unavailable(why);
+            self.refused(&e, appends.len());
+            for (_, reply) in appends {
+                let _ = reply.send(Err(e.clone()));
+            }
+            return;
+        }
+        if self.journal.len() > EMPTY_PAST {
+            // `settled` was read before the health: every batch up to it is in SQLite.
+            let all_in =
+                settled >= self.applied.journaled() || (self.journal.len() > 4 * EMPTY_PAST && self.barrier().await);
+            if all_in {
+                if let Err(e) = self.journal.empty() {
+                    tracing::warn!(error = %e, "store: cannot empty the journal (tried again later)");
+                }
+            }
+        }
+        self.pending.retain(|_, (_, batch)| *batch > settled);
+        if self.pending.is_empty() && settled >= self.applied.journaled() {
+            self.seqs.trim();
+        }
+        let batch = self.applied.journaled() + 1;
+        let mut decided = Vec::with_capacity(appends.len());
+        let mut rows = Vec::with_capacity(appends.len());
+        // Each conversation's last seq before this batch, to put back if the journal fails.
+        let mut before: Vec<(ConversationId, i64)> = Vec::new();
+        for (mut m, reply) in appends {
+            let requester = m.requester.take();
+            let result = self.decide(m, batch, &mut rows, &mut before);
+            decided.push((result, reply, requester));
+        }
+        if !rows.is_empty() {
+            if let Err(e) = self.journal.append(&rows) {
+                // Nothing of this batch is anywhere: its seqs and `local_id`s are free again.
+                for (c, last) in before {
+                    self.seqs.assigned(&c, last);
+                }
+                self.pending.retain(|_, (_, b)| *b != batch);
+                self.refused(&e, rows.len());
+                for (result, reply, _) in decided {
+                    let _ = reply.send(match result {
+                        Ok(a) if !a.duplicate => Err(e.clone()),
+                        other => other,
+                    });
+                }
+                return;
+            }
+            self.applied.journaled_one();
+        }
+        for (result, reply, requester) in decided {
+            if let Ok(a) = &result {
+                if !a.duplicate {
+                    let seq = a.message.seq.unwrap_or_default().0 as i64;
+                    for user in self.sink.committed(&a.message, requester.as_ref()) {
+                        self.seqs.delivered(&a.message.conversation_id, user, seq);
+                    }
+                }
+            }
+            let _ = reply.send(result);
+        }
+        if rows.is_empty() {
+            return;
+        }
+        // The fan-out has woken the recipients' connections: on a busy core their writes go
+        // before the applier's wake-up.
+        tokio::task::yield_now().await;
+        let delivered = self.seqs.take_delivered();
+        if self.applier.send(Apply::Rows(rows, batch, delivered)).await.is_err() {
+            // The applier has gone (a panic): what is journaled is applied at the next open.
+            tracing::error!("store: the applier has ended; journaled messages wait for the next start");
+        }
+    }
+
+    /// One append's outcome: a new message with the next seq, a repeat of a `local_id` already
+    /// stored, journaled or earlier in the batch (the message stored, `duplicate`), or an error.
+    fn decide(
+        &mut self,
+        m: NewMessage,
+        batch: u64,
+        rows: &mut Vec<Row>,
+        before: &mut Vec<(ConversationId, i64)>,
+    ) -> Result<Appended, StoreError> {
+        let seq = self.seqs.next(&self.conn, &m.conversation_id)?;
+        if let Some(local) = &m.local_id {
+            let key = (m.conversation_id.clone(), m.sender_id.clone(), local.clone());
+            // Journaled but maybe not in SQLite (pruned above only once SQLite had it, so one
+            // of the two has it), or in SQLite.
+            if let Some((message, _)) = self.pending.get(&key) {
+                return Ok(Appended { message: message.clone(), duplicate: true });
+            }
+            let stored = query_row(
+                &self.conn,
+                &BY_LOCAL_ID,
+                params![m.conversation_id.as_str(), m.sender_id.as_str(), local.as_str()],
+                row_to_message,
+            )
+            .optional()
+            .map_err(db)?;
+            if let Some(stored) = stored {
+                return Ok(Appended { message: stored?, duplicate: true });
+            }
+            let message = m.into_message(new_message_id(), Seq(seq as u64));
+            self.pending.insert(key, (message.clone(), batch));
+            return self.new_message(message, seq, rows, before);
+        }
+        let message = m.into_message(new_message_id(), Seq(seq as u64));
+        self.new_message(message, seq, rows, before)
+    }
+
+    fn new_message(
+        &mut self,
+        message: Message,
+        seq: i64,
+        rows: &mut Vec<Row>,
+        before: &mut Vec<(ConversationId, i64)>,
+    ) -> Result<Appended, StoreError> {
+        rows.push(Row::of(&message)?);
+        if !before.iter().any(|(c, _)| c == &message.conversation_id) {
+            before.push((message.conversation_id.clone(), seq - 1));
+        }
+        self.seqs.assigned(&message.conversation_id, seq);
+        Ok(Appended { message, duplicate: false })
+    }
+
+    /// `Store::close`: everything before the close into SQLite, then the journal emptied.
+    async fn close(&mut self, reply: Reply<()>, rx: &mut mpsc::Receiver<Write>) {
+        refuse_the_rest(rx);
+        if self.barrier().await {
+            if let Err(e) = self.journal.empty() {
+                tracing::warn!(error = %e, "store: cannot empty the journal at close (it is applied again at open)");
+            }
+        }
+        drop(reply.send(Ok(())));
+    }
+}
+
+/// The front as a task on the runtime. Ends when the store is closed or dropped (its queue
+/// closes); the applier then ends too.
+pub(super) async fn front_task(mut front: Front, mut rx: mpsc::Receiver<Write>) {
+    while let Some(first) = rx.recv().await {
+        // The tasks that are ready (frames read in the same wake-up) run first, so that what
+        // they send joins this batch: one journal write and one fan-out pass for them all.
+        tokio::task::yield_now().await;
+        let (batch, close) = gather(first, &mut rx);
+        if !batch.is_empty() {
+            front.write(batch).await;
+        }
+        if let Some(reply) = close {
+            return front.close(reply, &mut rx).await;
+        }
+    }
+}
