@@ -129,9 +129,11 @@ impl Front {
         // below while SQLite does not have them.
         let settled = self.applied.settled();
         // While SQLite refuses what is journaled, nothing more is taken: the backlog stays
-        // bounded, and the sender hears the store is unavailable, as with `full`.
-        if let Err(why) = self.health.state() {
-            let e = StoreError::Unavailable(why);
+        // bounded, and the sender hears the store is unavailable, as with `full`. The backlog
+        // is tried again first; with none left (or a failure that was not the journal's),
+        // this batch's journal write is the next try, as an append is with `full`.
+        if self.health.state().is_err() && !self.barrier().await {
+            let e = StoreError::Unavailable(self.health.state().err().unwrap_or_default());
             self.refused(&e, appends.len());
             for (_, reply) in appends {
                 let _ = reply.send(Err(e.clone()));

@@ -216,6 +216,8 @@ impl Writer {
     /// committed then answered.
     fn write_others(&mut self, batch: Vec<Write>) {
         match self.settle_backlog() {
+            // The front's barrier: the backlog tried again, nothing written.
+            Ok(()) if batch.is_empty() => {}
             Ok(()) => self.write(batch),
             Err(e) => {
                 self.refused(&e, batch.len());
