@@ -82,7 +82,7 @@ impl Front {
     /// full disk) and waits in the applier's backlog.
     async fn barrier(&mut self) -> bool {
         let (done, all_in) = oneshot::channel();
-        if self.applier.send(Apply::Requests(Vec::new(), done)).await.is_err() {
+        if self.applier.send(Apply::Barrier(done)).await.is_err() {
             return false;
         }
         all_in.await.unwrap_or(false)
@@ -216,40 +216,34 @@ impl Front {
         before: &mut Vec<(ConversationId, i64)>,
     ) -> Result<Appended, StoreError> {
         let seq = self.seqs.next(&self.conn, &m.conversation_id)?;
-        if let Some(local) = &m.local_id {
-            let key = (m.conversation_id.clone(), m.sender_id.clone(), local.clone());
-            // Journaled but maybe not in SQLite (pruned above only once SQLite had it, so one
-            // of the two has it), or in SQLite.
-            if let Some((message, _)) = self.pending.get(&key) {
-                return Ok(Appended { message: message.clone(), duplicate: true });
+        let key = match &m.local_id {
+            Some(local) => {
+                let key = (m.conversation_id.clone(), m.sender_id.clone(), local.clone());
+                // Journaled but maybe not in SQLite (pruned only once SQLite had it, so one of
+                // the two has it), or in SQLite.
+                if let Some((message, _)) = self.pending.get(&key) {
+                    return Ok(Appended { message: message.clone(), duplicate: true });
+                }
+                let stored = query_row(
+                    &self.conn,
+                    &BY_LOCAL_ID,
+                    params![m.conversation_id.as_str(), m.sender_id.as_str(), local.as_str()],
+                    row_to_message,
+                )
+                .optional()
+                .map_err(db)?;
+                if let Some(stored) = stored {
+                    return Ok(Appended { message: stored?, duplicate: true });
+                }
+                Some(key)
             }
-            let stored = query_row(
-                &self.conn,
-                &BY_LOCAL_ID,
-                params![m.conversation_id.as_str(), m.sender_id.as_str(), local.as_str()],
-                row_to_message,
-            )
-            .optional()
-            .map_err(db)?;
-            if let Some(stored) = stored {
-                return Ok(Appended { message: stored?, duplicate: true });
-            }
-            let message = m.into_message(new_message_id(), Seq(seq as u64));
-            self.pending.insert(key, (message.clone(), batch));
-            return self.new_message(message, seq, rows, before);
-        }
+            None => None,
+        };
         let message = m.into_message(new_message_id(), Seq(seq as u64));
-        self.new_message(message, seq, rows, before)
-    }
-
-    fn new_message(
-        &mut self,
-        message: Message,
-        seq: i64,
-        rows: &mut Vec<Row>,
-        before: &mut Vec<(ConversationId, i64)>,
-    ) -> Result<Appended, StoreError> {
         rows.push(Row::of(&message)?);
+        if let Some(key) = key {
+            self.pending.insert(key, (message.clone(), batch));
+        }
         if !before.iter().any(|(c, _)| c == &message.conversation_id) {
             before.push((message.conversation_id.clone(), seq - 1));
         }

@@ -202,12 +202,7 @@ pub(super) fn insert_rows(t: &Connection, rows: &[Row]) -> Result<usize, StoreEr
         *mark = (*mark).max(r.seq);
     }
     for ((c, u), seq) in marks {
-        exec(
-            t,
-            "UPDATE members SET read_seq = MAX(read_seq, ?1) WHERE conversation_id = ?2 AND user_id = ?3",
-            params![seq, c, u],
-        )
-        .map_err(db)?;
+        raise_read_mark(t, c, u, seq)?;
     }
     Ok(inserted)
 }

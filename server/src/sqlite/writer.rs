@@ -61,7 +61,7 @@ impl Seqs {
 
     /// Records an appended message: its conversation's last seq, and its sender's read mark
     /// (sending implies having read everything before, SPEC §4 unread counts).
-    pub(super) fn appended(&mut self, c: &ConversationId, sender: &UserId, seq: i64) {
+    fn appended(&mut self, c: &ConversationId, sender: &UserId, seq: i64) {
         self.last.insert(c.clone(), seq);
         let mark = self.read_marks.entry((c.clone(), sender.clone())).or_insert(seq);
         *mark = (*mark).max(seq);
@@ -74,14 +74,9 @@ impl Seqs {
     }
 
     /// Writes what the batch's appends (and earlier fan-outs) have not written yet.
-    pub(super) fn flush(&mut self, t: &Connection) -> Result<(), StoreError> {
+    fn flush(&mut self, t: &Connection) -> Result<(), StoreError> {
         for ((c, u), seq) in self.read_marks.drain() {
-            exec(
-                t,
-                "UPDATE members SET read_seq = MAX(read_seq, ?1) WHERE conversation_id = ?2 AND user_id = ?3",
-                params![seq, c.as_str(), u.as_str()],
-            )
-            .map_err(db)?;
+            raise_read_mark(t, c.as_str(), u.as_str(), seq)?;
         }
         for ((c, u), seq) in self.delivered.drain() {
             mark_delivered(t, &c, &u, Seq(seq as u64))?;
@@ -99,7 +94,7 @@ impl Seqs {
         self.last.remove(c);
     }
 
-    pub(super) fn reset(&mut self) {
+    fn reset(&mut self) {
         *self = Self::default();
     }
 }
@@ -216,8 +211,6 @@ impl Writer {
     /// committed then answered.
     fn write_others(&mut self, batch: Vec<Write>) {
         match self.settle_backlog() {
-            // The front's barrier: the backlog tried again, nothing written.
-            Ok(()) if batch.is_empty() => {}
             Ok(()) => self.write(batch),
             Err(e) => {
                 self.refused(&e, batch.len());
@@ -331,6 +324,8 @@ pub(super) enum Apply {
     /// Other requests: committed, then answered; then `done` says whether SQLite holds every
     /// journaled row (no backlog).
     Requests(Vec<Write>, oneshot::Sender<bool>),
+    /// The rows queued and the backlog tried: whether SQLite now holds every journaled row.
+    Barrier(oneshot::Sender<bool>),
 }
 
 /// The applier thread (`--sync normal`): journaled rows into SQLite, several of the front's
@@ -359,6 +354,10 @@ pub(super) fn applier_loop(mut writer: Writer, mut rx: mpsc::Receiver<Apply>) {
                     writer.write_others(requests);
                     let _ = done.send(writer.backlog.is_empty());
                 }
+                Apply::Barrier(done) => {
+                    writer.apply_queued(&mut rows, batch);
+                    let _ = done.send(writer.settle_backlog().is_ok());
+                }
             }
         }
         writer.apply_queued(&mut rows, batch);
@@ -383,7 +382,7 @@ pub(super) fn gather(first: Write, rx: &mut mpsc::Receiver<Write>) -> (Vec<Write
     (batch, None)
 }
 
-/// The writer thread (`--sync full`): each batch is what has queued while the last one
+/// The writer thread (`--sync full`, or `normal` without a runtime): each batch is what has queued while the last one
 /// committed.
 pub(super) fn writer_loop(mut writer: Writer, mut rx: mpsc::Receiver<Write>) {
     while let Some(first) = rx.blocking_recv() {
@@ -743,6 +742,17 @@ pub(super) fn mark_read(
     )
     .map_err(db)?;
     Ok((n > 0).then_some(seq))
+}
+
+/// Moves a member's read mark up to `seq` (never down).
+pub(super) fn raise_read_mark(t: &Connection, c: &str, u: &str, seq: i64) -> Result<(), StoreError> {
+    exec(
+        t,
+        "UPDATE members SET read_seq = MAX(read_seq, ?1) WHERE conversation_id = ?2 AND user_id = ?3",
+        params![seq, c, u],
+    )
+    .map_err(db)?;
+    Ok(())
 }
 
 pub(super) fn mark_delivered(t: &Connection, c: &ConversationId, u: &UserId, seq: Seq) -> Result<bool, StoreError> {
