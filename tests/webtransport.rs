@@ -303,6 +303,73 @@ async fn a_stalled_conversation_stream_does_not_hold_up_the_others() {
     }
 }
 
+/// A stream the client stops reading for a while, but not long enough to be taken for a slow
+/// consumer: what QUIC's flow control held back waits in the server's queue for that stream,
+/// and reaches the client once it reads again, every message once and in order, on a stream
+/// that stays open.
+#[tokio::test]
+async fn a_stream_that_pauses_then_reads_again_gets_every_message_once_in_order() {
+    let s = Server::start(&["--outbound-queue", "200"]);
+    s.conversation("a", &["alice", "bob"]);
+    let mut alice = s.client("alice").await.ready().await;
+    let bob = s.wt("bob").await;
+    let (mut a_send, mut a_recv) = bob.conn.open_bi().await.unwrap().await.unwrap();
+    let join = json!({"type": "conversation:join", "data": {"conversation_id": "a"}, "message_id": "ja"});
+    let mut packed = Vec::new();
+    serde::Serialize::serialize(&join, &mut rmp_serde::Serializer::new(&mut packed).with_struct_map()).unwrap();
+    a_send.write_all(&support::wt::frame(&packed)).await.unwrap();
+    let mut frames = confab_codec::frame::FrameDecoder::new(confab_codec::frame::MAX_SERVER_FRAME_BYTES);
+    let mut buf = vec![0u8; 64 * 1024];
+    // The stream is `a`'s once the join is answered on it (before that, `a`'s events would go
+    // to the control stream).
+    let k = tokio::time::timeout(Duration::from_secs(5), a_recv.read(&mut buf)).await.unwrap().unwrap().unwrap();
+    frames.push(&buf[..k]).unwrap();
+    let joined: serde_json::Value = rmp_serde::from_slice(&frames.next_frame().unwrap().unwrap()).unwrap();
+    assert_eq!(joined["type"], "conversation:joined");
+    alice.join("a").await;
+
+    // About 1.4 MB while Bob reads nothing: more than the stream's flow-control window (about
+    // 1.25 MB), less than the window and the server's queue of 200 frames.
+    let text = "x".repeat(2000);
+    let n: u64 = 650;
+    for _ in 0..n / 50 {
+        for _ in 0..50 {
+            alice.send("message:send", json!({"conversation_id": "a", "content": text, "type": "text"})).await;
+        }
+        for _ in 0..50 {
+            alice.expect("message:sent").await;
+        }
+        alice.seen.clear();
+    }
+
+    let mut seqs = Vec::new();
+    // Bytes read, and the `message:new` seqs, until `last`.
+    let mut read_until = async |seqs: &mut Vec<u64>, last: u64| {
+        let mut bytes = 0usize;
+        while seqs.last() != Some(&last) {
+            let got =
+                tokio::time::timeout(Duration::from_secs(5), a_recv.read(&mut buf)).await.expect("stream a stuck");
+            let k = got.expect("stream a reset").expect("stream a finished");
+            bytes += k;
+            frames.push(&buf[..k]).unwrap();
+            while let Some(f) = frames.next_frame().unwrap() {
+                let v: serde_json::Value = rmp_serde::from_slice(&f).unwrap();
+                if v["type"] == "message:new" {
+                    seqs.push(v["data"]["message"]["seq"].as_u64().unwrap());
+                }
+            }
+        }
+        bytes
+    };
+    let bytes = read_until(&mut seqs, n).await;
+    assert!(bytes > 1_250_000, "the stream's window was spent, so frames waited in the server ({bytes} bytes)");
+    assert_eq!(seqs, (1..=n).collect::<Vec<_>>(), "every message once, in order");
+    // The stream is still the conversation's, and live.
+    alice.say("a", "after the pause").await;
+    read_until(&mut seqs, n + 1).await;
+    assert_eq!(seqs.len() as u64, n + 1);
+}
+
 #[tokio::test]
 async fn the_connect_request_is_checked_for_path_and_origin() {
     let s = Server::start(&["--allowed-origins", "https://app.example.com,http://localhost:3000"]);

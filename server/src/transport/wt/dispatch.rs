@@ -54,15 +54,15 @@ pub(super) fn route(
         }
     }
     let Some((target, bound)) = target_for(shared, &ev) else { return };
-    match target.tx.try_send(StreamCmd::Frame(bytes)) {
+    match target.send(shared, &bytes) {
         Ok(()) => out.written(&ev, pacing),
-        Err(mpsc::error::TrySendError::Full(_)) if lossy => {}
-        Err(mpsc::error::TrySendError::Full(_)) => match ev.conversation.as_ref().filter(|_| bound) {
+        Err(Refused::Full) if lossy => {}
+        Err(Refused::Full) => match ev.conversation.as_ref().filter(|_| bound) {
             Some(c) => {
-                // Marked dropped before the kill: the stream's reader, woken by it, may unbind
+                // Marked dropped before the reset: the stream's reader, woken by it, may unbind
                 // (and tell the session) first.
                 shared.streams().reset_slow(c);
-                target.kill.now(stream_code::SLOW_CONSUMER);
+                target.reset(stream_code::SLOW_CONSUMER);
                 if shared.unbind(c, target.id) {
                     shared.tell(Inbound::RouteClosed(Route::Conversation(c.clone())));
                 }
@@ -70,12 +70,12 @@ pub(super) fn route(
             None => out.closer.close(CloseReason::SlowConsumer),
         },
         // The stream is gone; its reader has told the session.
-        Err(mpsc::error::TrySendError::Closed(_)) => {}
+        Err(Refused::Closed) => {}
     }
     // `conversation:left` is the last event of a conversation's stream.
     if let ServerEvent::Left(l) = &ev.envelope.event {
         if bound && shared.unbind(&l.conversation_id, target.id) {
-            let _ = target.tx.try_send(StreamCmd::Finish(None));
+            target.finish(shared, None);
         }
     }
 }
@@ -99,12 +99,7 @@ pub(super) async fn route_paced(shared: &Shared, out: &ConnOutput, ev: Arc<Share
     // meanwhile) must still find room, or the stream would be taken for a slow consumer.
     let room = (shared.queue_len / 2).max(1);
     tokio::select! {
-        permits = target.tx.reserve_many(room) => {
-            if let Some(permit) = permits.ok().and_then(|mut p| p.next()) {
-                permit.send(StreamCmd::Frame(bytes));
-            }
-        }
-        _ = target.kill.token.cancelled() => {}
+        _ = target.send_paced(shared, &bytes, room) => {}
         _ = out.closer.closed() => {}
     }
 }
@@ -125,16 +120,13 @@ pub(super) async fn goodbye(
     }
     let (control, bound) = shared.streams().take_all();
     for t in bound {
-        if t.tx.try_send(StreamCmd::Finish(None)).is_err() {
-            t.kill.now(stream_code::SESSION_GONE);
-        }
+        t.finish(shared, None);
     }
     let Some(control) = control else { return };
     if let Ok(Some(bytes)) = out.closing_event(reason).encoded(&shared.codec) {
-        let _ = control.tx.send(StreamCmd::Frame(bytes)).await;
+        control.send_paced(shared, &bytes, shared.queue_len.max(1)).await;
     }
     let (ack, acked) = oneshot::channel();
-    if control.tx.send(StreamCmd::Finish(Some(ack))).await.is_ok() {
-        let _ = acked.await;
-    }
+    control.finish(shared, Some(ack));
+    let _ = acked.await;
 }

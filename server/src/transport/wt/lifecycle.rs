@@ -77,7 +77,7 @@ pub(super) async fn run(wt: Arc<Wt>, quic: quinn::Connection, codec: Codec, open
         return linger_then_close(&quic).await;
     };
     let control_id = control.send_id().into_inner();
-    let control_tx = open_stream(&shared, control, control_id, true);
+    let (control_tx, control_in) = open_control(&shared, control, control_id);
     shared.streams().set_control(control_tx.clone());
 
     let (session, output) = match opened {
@@ -89,13 +89,17 @@ pub(super) async fn run(wt: Arc<Wt>, quic: quinn::Connection, codec: Codec, open
     spawn_accept_loop(&shared, &wt);
     spawn_datagram_reader(&shared, &wt);
     spawn_close_watcher(&shared, &wt, &quic);
-    let dispatcher = shared.tasks.spawn(dispatch(Arc::clone(&shared), output, Arc::clone(&wt), quic.clone()));
 
     let mut in_rx = in_rx;
-    let inbound = futures_util::stream::poll_fn(move |cx| in_rx.poll_recv(cx));
-    session::run(session, inbound).await;
+    let others = futures_util::stream::poll_fn(move |cx| in_rx.poll_recv(cx));
+    // Kept until the end: the control stream's receiving side is not stopped while the
+    // goodbye is still being written on its sending side.
+    let mut inbound = futures_util::stream::select(control_in, others);
+    // The session and its dispatcher run in this one task, as a WebSocket's two halves do:
+    // an event the session queues for its own client is routed without waking another task.
     // The dispatcher says goodbye on the control stream unless the client left first.
-    let _ = dispatcher.await;
+    let dispatching = dispatch(Arc::clone(&shared), output, Arc::clone(&wt), quic.clone());
+    tokio::join!(session::run(session, &mut inbound), dispatching);
     let reason = closer.reason().unwrap_or(CloseReason::Normal);
     finish(&wt, &quic, &shared, reason).await;
 }
@@ -114,6 +118,11 @@ pub(super) async fn finish(wt: &Wt, quic: &quinn::Connection, shared: &Shared, r
         let _ = tokio::time::timeout(CLOSE_DEADLINE, wt.close(u32::from(reason.code()), reason.as_str())).await;
     }
     shared.done.cancel();
+    // Streams not finished by now are reset (their readers reset the rest as they stop).
+    let (control, bound) = shared.streams().take_all();
+    for t in control.iter().chain(&bound) {
+        t.reset(stream_code::SESSION_GONE);
+    }
     shared.tasks.close();
     let _ = tokio::time::timeout(CLOSE_DEADLINE, shared.tasks.wait()).await;
     if reason == CloseReason::Normal {
@@ -141,12 +150,11 @@ pub(super) async fn refuse(
     let (event, reason) = session::refusal(&app.node, e);
     for ev in [event, closing_event(app.node.hub.ids(), reason, app.node.clock.now())] {
         if let Ok(Some(bytes)) = ev.encoded(&shared.codec) {
-            let _ = control.tx.send(StreamCmd::Frame(bytes)).await;
+            control.send_paced(shared, &bytes, shared.queue_len.max(1)).await;
         }
     }
     let (ack, acked) = oneshot::channel();
-    if control.tx.send(StreamCmd::Finish(Some(ack))).await.is_ok() {
-        let _ = tokio::time::timeout(CLOSE_DEADLINE, acked).await;
-    }
+    control.finish(shared, Some(ack));
+    let _ = tokio::time::timeout(CLOSE_DEADLINE, acked).await;
     finish(wt, quic, shared, reason).await;
 }

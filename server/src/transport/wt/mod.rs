@@ -10,11 +10,14 @@
 //! `?codec=json`. Typing indicators and heartbeat answers go as datagrams once the client has
 //! sent a datagram.
 //!
-//! Tasks per connection, all owned by the connection's task through a [`TaskTracker`] and ended
-//! by its `done` token: one reader and one writer per stream (so a stream the client stops
-//! reading stalls only itself), the stream accept loop, the datagram reader, the watcher of the
-//! session's close, and the dispatcher that routes the session's queue to the streams. No
-//! conversation rule lives here: the session decides, this module routes by conversation id.
+//! The connection's own task runs the session, reads the control stream and runs the
+//! dispatcher that routes the session's queue to the streams, writing into a stream directly
+//! while nothing waits before it. Other tasks, all owned by the connection's task through a
+//! [`TaskTracker`] and ended by its `done` token: a reader per conversation stream, a flusher
+//! for a stream only while QUIC's flow control holds it (so a stream the client stops reading
+//! stalls only itself), the stream accept loop, the datagram reader and the watcher of the
+//! session's close. No conversation rule lives here: the session decides, this module routes
+//! by conversation id.
 
 mod connect;
 mod dispatch;
@@ -44,7 +47,6 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;

@@ -4,20 +4,231 @@
 
 use super::*;
 
-/// A stream's writer: what it is sent, and how to stop it.
+/// A stream's sending side, as the dispatcher and the readers hold it.
 #[derive(Debug, Clone)]
 pub(super) struct StreamTx {
     pub(super) id: u64,
-    pub(super) tx: mpsc::Sender<StreamCmd>,
-    /// Resets the stream (and stops its reader) at once.
+    out: Arc<Outbox>,
+    /// Stops the stream's reader (and its flusher, if one runs).
     pub(super) kill: Kill,
 }
 
+/// Why a frame was not queued.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Refused {
+    /// The client has not taken `limit` frames: a slow consumer.
+    Full,
+    /// The stream was finished or reset.
+    Closed,
+}
+
+/// A stream's frames on their way into QUIC. The dispatcher writes a frame into the stream
+/// itself when nothing waits before it: a write into quinn's send buffer takes no I/O, and
+/// without a task of its own per stream the frame skips a hand-off (benchmarks.md, issue 19,
+/// tenth pass). Only when QUIC's flow control holds the stream (the client reads slowly) do
+/// frames queue here, and a flusher task, started then and ended when the queue is empty,
+/// writes them as the client makes room, so a stalled stream stalls only itself.
 #[derive(Debug)]
-pub(super) enum StreamCmd {
-    Frame(Bytes),
-    /// Finish the stream cleanly, then say so.
-    Finish(Option<oneshot::Sender<()>>),
+pub(super) struct Outbox {
+    state: Mutex<OutState>,
+    /// Wakes a paced sender waiting for room in the queue.
+    room: tokio::sync::Notify,
+    /// The most frames queued before the stream is a slow consumer.
+    limit: usize,
+}
+
+#[derive(Debug)]
+struct OutState {
+    /// `None` once finished or reset.
+    send: Option<WtSend>,
+    /// Framed bytes QUIC has not taken yet, in order; the first may be partly written.
+    queue: std::collections::VecDeque<Bytes>,
+    /// Finish once the queue is written, and say so (the inner `None`: nobody waits).
+    finish: Option<Option<oneshot::Sender<()>>>,
+    /// A flusher task owns the queue; nothing is written directly meanwhile.
+    flushing: bool,
+}
+
+/// What a push left for the caller to do.
+enum Pushed {
+    Done,
+    /// Start a flusher: the queue is waiting for QUIC's flow control.
+    Flush,
+}
+
+impl Outbox {
+    fn state(&self) -> MutexGuard<'_, OutState> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn push(&self, payload: &[u8]) -> Result<Pushed, Refused> {
+        let mut st = self.state();
+        if st.send.is_none() || st.finish.is_some() {
+            return Err(Refused::Closed);
+        }
+        if st.flushing {
+            if st.queue.len() >= self.limit {
+                return Err(Refused::Full);
+            }
+            st.queue.push_back(framed(payload));
+            return Ok(Pushed::Done);
+        }
+        st.queue.push_back(framed(payload));
+        // Written now, without waiting: a stream that would wait is left to the flusher.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if st.write_queue(&mut cx).is_ready() {
+            return Ok(Pushed::Done);
+        }
+        st.flushing = true;
+        Ok(Pushed::Flush)
+    }
+
+    fn finish(&self, ack: Option<oneshot::Sender<()>>) -> Pushed {
+        let mut st = self.state();
+        if st.send.is_none() || st.finish.is_some() {
+            return Pushed::Done;
+        }
+        st.finish = Some(ack);
+        if st.flushing {
+            return Pushed::Done;
+        }
+        st.finish_now();
+        Pushed::Done
+    }
+
+    fn reset(&self, code: u32) {
+        let mut st = self.state();
+        if let Some(mut send) = st.send.take() {
+            send.reset(u64::from(code));
+        }
+        st.queue.clear();
+        st.finish = None;
+        drop(st);
+        self.room.notify_waiters();
+    }
+
+    fn queued(&self) -> usize {
+        self.state().queue.len()
+    }
+
+    /// The flusher's work: the queue written as QUIC takes it, then the finish if one waits.
+    fn poll_flush(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        let mut st = self.state();
+        let before = st.queue.len();
+        let written = st.write_queue(cx);
+        if st.queue.len() < before {
+            self.room.notify_waiters();
+        }
+        if written.is_pending() {
+            return std::task::Poll::Pending;
+        }
+        st.flushing = false;
+        if st.finish.is_some() {
+            st.finish_now();
+        }
+        std::task::Poll::Ready(())
+    }
+}
+
+impl OutState {
+    /// Writes the queue into the stream until it is empty (ready) or QUIC's flow control
+    /// holds it (pending, `cx` woken when it may go on). A failed write closes the stream:
+    /// the client reset it, and its reader tells the session.
+    fn write_queue(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        use bytes::Buf;
+        use tokio::io::AsyncWrite;
+        let Some(send) = self.send.as_mut() else {
+            self.queue.clear();
+            return std::task::Poll::Ready(());
+        };
+        while let Some(front) = self.queue.front_mut() {
+            match std::pin::Pin::new(&mut *send).poll_write(cx, front) {
+                std::task::Poll::Ready(Ok(n)) => {
+                    front.advance(n);
+                    if front.is_empty() {
+                        self.queue.pop_front();
+                    }
+                }
+                std::task::Poll::Ready(Err(_)) => {
+                    self.send = None;
+                    self.queue.clear();
+                    self.finish = None;
+                    return std::task::Poll::Ready(());
+                }
+                std::task::Poll::Pending => return std::task::Poll::Pending,
+            }
+        }
+        std::task::Poll::Ready(())
+    }
+
+    /// Finishes the stream (quinn's finish takes no I/O: it marks the stream's end for the
+    /// connection to send) and says so.
+    fn finish_now(&mut self) {
+        if let Some(mut send) = self.send.take() {
+            let _ = send.poll_finish(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+        }
+        if let Some(Some(ack)) = self.finish.take() {
+            let _ = ack.send(());
+        }
+    }
+}
+
+fn framed(payload: &[u8]) -> Bytes {
+    let mut framed = Vec::with_capacity(payload.len() + 8);
+    encode_frame(payload, &mut framed);
+    Bytes::from(framed)
+}
+
+impl StreamTx {
+    /// Queues a frame, written at once when nothing waits before it.
+    pub(super) fn send(&self, shared: &Shared, payload: &[u8]) -> Result<(), Refused> {
+        let pushed = self.out.push(payload)?;
+        self.after(shared, pushed);
+        Ok(())
+    }
+
+    /// Waits for room in the queue's first `room` places, then queues the frame; false when
+    /// the stream is gone (reset, finished, or its session ending).
+    pub(super) async fn send_paced(&self, shared: &Shared, payload: &[u8], room: usize) -> bool {
+        loop {
+            let notified = self.out.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.out.queued() < room {
+                return self.send(shared, payload).is_ok();
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = self.kill.token.cancelled() => return false,
+            }
+        }
+    }
+
+    /// Finishes the stream once what is queued is written; `ack` is told then (and dropped
+    /// if the stream is reset first).
+    pub(super) fn finish(&self, shared: &Shared, ack: Option<oneshot::Sender<()>>) {
+        let pushed = self.out.finish(ack);
+        self.after(shared, pushed);
+    }
+
+    fn after(&self, shared: &Shared, pushed: Pushed) {
+        if let Pushed::Flush = pushed {
+            let (out, token) = (Arc::clone(&self.out), self.kill.token.clone());
+            shared.tasks.spawn(async move {
+                tokio::select! {
+                    biased;
+                    _ = token.cancelled() => {}
+                    _ = std::future::poll_fn(|cx| out.poll_flush(cx)) => {}
+                }
+            });
+        }
+    }
+
+    /// Resets the stream with `code` at once, and stops its reader.
+    pub(super) fn reset(&self, code: u32) {
+        self.kill.now(code);
+        self.out.reset(code);
+    }
 }
 
 impl StreamId for StreamTx {
@@ -26,7 +237,7 @@ impl StreamId for StreamTx {
     }
 }
 
-/// How a stream is stopped early, and with which code.
+/// How a stream's reader is stopped early, and with which code the stream is reset.
 #[derive(Debug, Clone)]
 pub(super) struct Kill {
     pub(super) token: CancellationToken,
@@ -34,130 +245,174 @@ pub(super) struct Kill {
 }
 
 impl Kill {
-    pub(super) fn now(&self, code: u32) {
+    fn now(&self, code: u32) {
         self.code.store(code, Ordering::Relaxed);
         self.token.cancel();
     }
 }
 
-/// Starts a stream's reader and writer; returns the writer's handle.
-pub(super) fn open_stream(shared: &Arc<Shared>, stream: WtBidi, id: u64, control: bool) -> StreamTx {
-    let (send, recv) = stream.split();
-    let (tx, rx) = mpsc::channel(shared.queue_len);
+fn outbox(shared: &Shared, send: WtSend, id: u64) -> StreamTx {
+    let state = OutState { send: Some(send), queue: Default::default(), finish: None, flushing: false };
+    let out = Arc::new(Outbox { state: Mutex::new(state), room: tokio::sync::Notify::new(), limit: shared.queue_len });
     let kill = Kill { token: shared.done.child_token(), code: Arc::new(AtomicU32::new(stream_code::SESSION_GONE)) };
-    let handle = StreamTx { id, tx, kill };
-    shared.tasks.spawn(write_stream(send, rx, handle.kill.clone()));
-    shared.tasks.spawn(read_stream(Arc::clone(shared), recv, handle.clone(), control));
+    StreamTx { id, out, kill }
+}
+
+/// A conversation stream (or one not yet bound): starts its reader; returns its sending side.
+pub(super) fn open_stream(shared: &Arc<Shared>, stream: WtBidi, id: u64) -> StreamTx {
+    let (send, recv) = stream.split();
+    let handle = outbox(shared, send, id);
+    let incoming = Incoming::new(recv, shared.codec.clone());
+    shared.tasks.spawn(read_stream(Arc::clone(shared), incoming, handle.clone()));
     handle
 }
 
-pub(super) async fn write_stream(mut send: WtSend, mut rx: mpsc::Receiver<StreamCmd>, kill: Kill) {
-    let mut framed = Vec::with_capacity(1024);
-    // A command taken while batching frames, handled next.
-    let mut pending: Option<StreamCmd> = None;
-    loop {
-        let cmd = match pending.take() {
-            Some(c) => Some(c),
-            None => tokio::select! {
-                biased;
-                _ = kill.token.cancelled() => break,
-                c = rx.recv() => c,
-            },
-        };
-        match cmd {
-            Some(StreamCmd::Frame(payload)) => {
-                // One write per frame, and more frames if they are already waiting: the QUIC
-                // connection's driver may run between two writes and send a packet for each.
-                framed.clear();
-                encode_frame(&payload, &mut framed);
-                while framed.len() < 16 * 1024 {
-                    match rx.try_recv() {
-                        Ok(StreamCmd::Frame(next)) => encode_frame(&next, &mut framed),
-                        Ok(other) => {
-                            pending = Some(other);
-                            break;
-                        }
-                        Err(_) => break,
+/// The control stream: its sending side, and its frames, which the session's own task reads
+/// (as a WebSocket's are), one hand-off fewer for every request than a reader task of its
+/// own (benchmarks.md, issue 19, tenth pass).
+pub(super) fn open_control(shared: &Arc<Shared>, stream: WtBidi, id: u64) -> (StreamTx, ControlInbound) {
+    let (send, recv) = stream.split();
+    let handle = outbox(shared, send, id);
+    let inbound = ControlInbound {
+        incoming: Incoming::new(recv, shared.codec.clone()),
+        me: handle.clone(),
+        shared: Arc::clone(shared),
+        ended: false,
+    };
+    (handle, inbound)
+}
+
+/// A stream's frames, decoded one at a time.
+pub(super) struct Incoming {
+    recv: WtRecv,
+    frames: FrameDecoder,
+    codec: Codec,
+    ended: bool,
+}
+
+/// What reading a stream gave.
+enum Read {
+    Frame(Result<confab_codec::ClientEnvelope, DecodeError>),
+    /// A frame over the hard limit: the stream cannot be read on.
+    Broken(DecodeError),
+    End,
+}
+
+impl Incoming {
+    fn new(recv: WtRecv, codec: Codec) -> Self {
+        Self { recv, frames: FrameDecoder::with_skip_limit(codec.max_frame, HARD_FRAME_LIMIT), codec, ended: false }
+    }
+
+    fn poll_read(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Read> {
+        use std::task::Poll;
+        loop {
+            match self.frames.next_frame() {
+                Ok(Some(payload)) => return Poll::Ready(Read::Frame(self.codec.decode_client(&payload))),
+                Ok(None) => {}
+                Err(e) => return Poll::Ready(self.too_large(e)),
+            }
+            if self.ended {
+                return Poll::Ready(Read::End);
+            }
+            // The chunks quinn received, as they are: no read buffer per stream (4 KiB each, for
+            // every idle session's control stream, when they were read into one; benchmarks.md,
+            // issue 19, third pass) and no copy.
+            match std::task::ready!(self.recv.poll_data(cx)) {
+                Ok(Some(chunk)) => {
+                    if let Err(e) = self.frames.push(&chunk) {
+                        return Poll::Ready(self.too_large(e));
                     }
                 }
-                // A client that stops reading blocks this write, and only this stream's.
-                let write = send.write_all(&framed);
-                tokio::select! {
-                    biased;
-                    _ = kill.token.cancelled() => break,
-                    r = write => if r.is_err() { return },
+                Ok(None) | Err(_) => {
+                    self.ended = true;
+                    return Poll::Ready(Read::End);
                 }
-            }
-            Some(StreamCmd::Finish(ack)) => {
-                let _ = send.shutdown().await;
-                if let Some(ack) = ack {
-                    let _ = ack.send(());
-                }
-                return;
-            }
-            None => {
-                let _ = send.shutdown().await;
-                return;
             }
         }
     }
-    send.reset(u64::from(kill.code.load(Ordering::Relaxed)));
+
+    fn too_large(&mut self, e: confab_codec::frame::FrameTooLarge) -> Read {
+        let size = usize::try_from(e.size).unwrap_or(usize::MAX);
+        let err = DecodeError::from(CodecError::FrameTooLarge { size, limit: e.limit });
+        if self.frames.is_broken() {
+            // Stop the client's side too: what follows cannot be framed.
+            self.recv.stop_sending(u64::from(stream_code::FRAME_TOO_LARGE));
+            self.ended = true;
+            Read::Broken(err)
+        } else {
+            Read::Frame(Err(err))
+        }
+    }
 }
 
-pub(super) async fn read_stream(shared: Arc<Shared>, mut recv: WtRecv, me: StreamTx, control: bool) {
-    let codec = shared.codec.clone();
-    let mut frames = FrameDecoder::with_skip_limit(codec.max_frame, HARD_FRAME_LIMIT);
-    let mut route = control.then_some(Route::Control);
-    'read: loop {
-        // The chunks quinn received, as they are: no read buffer per stream (4 KiB each, for
-        // every idle session's control stream, when they were read into one; benchmarks.md,
-        // issue 19, third pass) and no copy.
-        let chunk = tokio::select! {
+/// The control stream's frames as the session's inbound items; its end (or a frame too large
+/// to read on) ends the session.
+pub(super) struct ControlInbound {
+    incoming: Incoming,
+    me: StreamTx,
+    shared: Arc<Shared>,
+    ended: bool,
+}
+
+impl futures_util::Stream for ControlInbound {
+    type Item = Inbound;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Inbound>> {
+        use std::task::Poll;
+        if self.ended {
+            return Poll::Pending;
+        }
+        let item = match std::task::ready!(self.incoming.poll_read(cx)) {
+            Read::Frame(decoded) => Inbound::Event(Route::Control, Box::new(decoded)),
+            Read::Broken(err) => {
+                self.shared.close(CloseReason::TooBig);
+                self.me.reset(stream_code::FRAME_TOO_LARGE);
+                self.ended = true;
+                Inbound::Event(Route::Control, Box::new(Err(err)))
+            }
+            Read::End => {
+                self.ended = true;
+                Inbound::Closed
+            }
+        };
+        Poll::Ready(Some(item))
+    }
+}
+
+pub(super) async fn read_stream(shared: Arc<Shared>, mut incoming: Incoming, me: StreamTx) {
+    let mut route = None;
+    loop {
+        let read = tokio::select! {
             biased;
             _ = me.kill.token.cancelled() => break,
-            r = std::future::poll_fn(|cx| recv.poll_data(cx)) => match r {
-                Ok(Some(chunk)) => chunk,
-                Ok(None) | Err(_) => break,
-            },
+            r = std::future::poll_fn(|cx| incoming.poll_read(cx)) => r,
         };
-        let mut too_large = frames.push(&chunk).err();
-        loop {
-            if let Some(e) = too_large.take() {
-                let size = usize::try_from(e.size).unwrap_or(usize::MAX);
-                let err = DecodeError::from(CodecError::FrameTooLarge { size, limit: e.limit });
-                if !deliver(&shared, &mut route, &me, Err(err)).await {
-                    break 'read;
-                }
-                if frames.is_broken() {
-                    recv.stop_sending(u64::from(stream_code::FRAME_TOO_LARGE));
-                    if control {
-                        shared.close(CloseReason::TooBig);
-                    }
-                    me.kill.now(stream_code::FRAME_TOO_LARGE);
-                    break 'read;
+        match read {
+            Read::Frame(decoded) => {
+                if !deliver(&shared, &mut route, &me, decoded).await {
+                    break;
                 }
             }
-            match frames.next_frame() {
-                Ok(Some(payload)) => {
-                    if !deliver(&shared, &mut route, &me, codec.decode_client(&payload)).await {
-                        break 'read;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => too_large = Some(e),
+            Read::Broken(err) => {
+                deliver(&shared, &mut route, &me, Err(err)).await;
+                me.reset(stream_code::FRAME_TOO_LARGE);
+                break;
             }
+            Read::End => break,
         }
     }
     if shared.done.is_cancelled() {
+        // The session is over: a stream not finished by then is reset.
+        me.reset(me.kill.code.load(Ordering::Relaxed));
         return;
     }
-    if control {
-        // Closing the control stream ends the session.
-        shared.tell(Inbound::Closed);
-    } else if let Some(Route::Conversation(c)) = route {
-        // Closing a conversation's stream leaves the conversation (SPEC §3).
+    // Closing a conversation's stream leaves the conversation (SPEC §3).
+    if let Some(Route::Conversation(c)) = route {
         if shared.unbind(&c, me.id) {
-            let _ = me.tx.try_send(StreamCmd::Finish(None));
+            me.finish(&shared, None);
             shared.tell(Inbound::RouteClosed(Route::Conversation(c)));
         }
     }
@@ -183,7 +438,7 @@ pub(super) async fn deliver(
                         // A second stream for the same conversation replaces the first.
                         let replaced = shared.streams().bind(c.clone(), me.clone());
                         if let Some(old) = replaced {
-                            let _ = old.tx.try_send(StreamCmd::Finish(None));
+                            old.finish(shared, None);
                         }
                         Route::Conversation(c)
                     }
@@ -212,7 +467,7 @@ pub(super) fn spawn_accept_loop(shared: &Arc<Shared>, wt: &Arc<Wt>) {
             match accepted {
                 Ok(Some(AcceptedBi::BidiStream(_, stream))) => {
                     let id = stream.send_id().into_inner();
-                    open_stream(&s, stream, id, false);
+                    open_stream(&s, stream, id);
                 }
                 // One session per connection: other requests are refused.
                 Ok(Some(AcceptedBi::Request(_, mut req))) => req.stop_stream(h3::error::Code::H3_REQUEST_REJECTED),
