@@ -3,8 +3,11 @@
 //!
 //! WebTransport: the control stream carries what the client sends (and what comes back for
 //! conversations without a stream); [`Tx::join`] opens a stream per conversation, as a real
-//! client does. Every stream's reader decodes frames into one bounded channel that [`Rx`]
-//! reads, so a receiver sees all its events in one place (one channel hop, a few µs).
+//! client does, and hands its receiving side to [`Rx`], which reads all of its streams in the
+//! reading task itself, as it reads a WebSocket: a reader task per stream, and the channel
+//! from it, were a hand-off on every event that the WebSocket client does not make, and on
+//! a load generator with two runtime threads on one core often a thread switch (benchmarks.md,
+//! issue 19, tenth pass).
 
 use bytes::Bytes;
 use confab_codec::frame::{FrameDecoder, MAX_SERVER_FRAME_BYTES, encode_frame};
@@ -72,7 +75,8 @@ enum TxInner {
     Wt {
         conn: wtransport::Connection,
         control: wtransport::SendStream,
-        events: mpsc::Sender<ServerEnvelope>,
+        /// The receiving sides of the streams [`Tx::join`] opens, for [`Rx`].
+        opened: mpsc::Sender<wtransport::RecvStream>,
         _endpoint: wtransport::Endpoint<wtransport::endpoint::endpoint_side::Client>,
     },
 }
@@ -86,8 +90,11 @@ pub(crate) struct Rx {
 
 enum RxInner {
     Ws(SplitStream<Ws>),
-    Wt(mpsc::Receiver<ServerEnvelope>),
+    Wt { streams: futures_util::stream::SelectAll<Events>, opened: mpsc::Receiver<wtransport::RecvStream> },
 }
+
+/// One WebTransport stream's events, decoded.
+type Events = std::pin::Pin<Box<dyn futures_util::Stream<Item = ServerEnvelope> + Send>>;
 
 /// The benchmark's WebSocket settings, client and floor relay alike: tungstenite zeroes its
 /// whole read buffer (128 KiB by default) before every read, and with thousands of sockets on
@@ -239,42 +246,37 @@ async fn connect_wt(addr: &str, hash: &str, token: &str, format: Format) -> Resu
     let (control, recv) = conn.open_bi().await.map_err(|e| e.to_string())?.await.map_err(|e| e.to_string())?;
     let codec = codec(format);
     let bytes = Arc::new(FrameBytes::default());
-    let (events, rx) = mpsc::channel(4096);
-    spawn_reader(recv, codec.clone(), events.clone(), Arc::clone(&bytes));
+    let (opened, opened_rx) = mpsc::channel(64);
+    let mut streams = futures_util::stream::SelectAll::new();
+    streams.push(events(recv, codec.clone(), Arc::clone(&bytes)));
     Ok((
         Tx {
-            inner: TxInner::Wt { conn, control, events, _endpoint: endpoint },
+            inner: TxInner::Wt { conn, control, opened, _endpoint: endpoint },
             codec: codec.clone(),
             bytes: Arc::clone(&bytes),
         },
-        Rx { inner: RxInner::Wt(rx), codec, bytes },
+        Rx { inner: RxInner::Wt { streams, opened: opened_rx }, codec, bytes },
     ))
 }
 
-fn spawn_reader(
-    mut recv: wtransport::RecvStream,
-    codec: Codec,
-    events: mpsc::Sender<ServerEnvelope>,
-    bytes: Arc<FrameBytes>,
-) {
-    tokio::spawn(async move {
-        let mut frames = FrameDecoder::new(MAX_SERVER_FRAME_BYTES);
-        let mut buf = vec![0u8; 64 * 1024];
-        while let Ok(Some(n)) = recv.read(&mut buf).await {
-            bytes.received.fetch_add(n as u64, Ordering::Relaxed);
-            if frames.push(&buf[..n]).is_err() {
-                return;
-            }
+/// A stream's frames, decoded as they are read; the stream ends at its end or at a frame that
+/// cannot be read.
+fn events(recv: wtransport::RecvStream, codec: Codec, bytes: Arc<FrameBytes>) -> Events {
+    let frames = FrameDecoder::new(MAX_SERVER_FRAME_BYTES);
+    let state = (recv, frames, vec![0u8; 64 * 1024], codec, bytes);
+    Box::pin(futures_util::stream::unfold(state, |(mut recv, mut frames, mut buf, codec, bytes)| async move {
+        loop {
             while let Ok(Some(f)) = frames.next_frame() {
                 bytes.frames.fetch_add(1, Ordering::Relaxed);
                 if let Ok(env) = codec.decode_server(&f) {
-                    if events.send(env).await.is_err() {
-                        return;
-                    }
+                    return Some((env, (recv, frames, buf, codec, bytes)));
                 }
             }
+            let n = recv.read(&mut buf).await.ok()??;
+            bytes.received.fetch_add(n as u64, Ordering::Relaxed);
+            frames.push(&buf[..n]).ok()?;
         }
-    });
+    }))
 }
 
 impl Tx {
@@ -318,11 +320,11 @@ impl Tx {
     /// Joins `conv`: on WebTransport on a stream of its own (whose events then arrive on the
     /// paired [`Rx`]), on WebSocket on the socket.
     pub(crate) async fn join(&mut self, join: &ClientEnvelope, _conv: &ConversationId) -> Result<(), String> {
-        let TxInner::Wt { conn, events, .. } = &mut self.inner else {
+        let TxInner::Wt { conn, opened, .. } = &mut self.inner else {
             return self.send(join).await;
         };
         let (mut send, recv) = conn.open_bi().await.map_err(|e| e.to_string())?.await.map_err(|e| e.to_string())?;
-        spawn_reader(recv, self.codec.clone(), events.clone(), Arc::clone(&self.bytes));
+        opened.send(recv).await.map_err(|_| "the reading half is gone".to_string())?;
         let mut framed = Vec::new();
         encode_frame(&self.codec.encode_client(join).map_err(|e| e.to_string())?, &mut framed);
         send.write_all(&framed).await.map_err(|e| e.to_string())?;
@@ -339,7 +341,14 @@ impl Rx {
     /// The next server event; `None` when the connection ends.
     pub(crate) async fn next(&mut self) -> Option<ServerEnvelope> {
         match &mut self.inner {
-            RxInner::Wt(rx) => rx.recv().await,
+            RxInner::Wt { streams, opened } => loop {
+                tokio::select! {
+                    biased;
+                    Some(recv) = opened.recv() => streams.push(events(recv, self.codec.clone(), Arc::clone(&self.bytes))),
+                    ev = streams.next(), if !streams.is_empty() => return ev,
+                    else => return None,
+                }
+            },
             RxInner::Ws(stream) => loop {
                 let msg = stream.next().await?.ok()?;
                 let bytes: &[u8] = match &msg {
