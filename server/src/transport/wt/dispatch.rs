@@ -75,7 +75,7 @@ pub(super) fn route(
     // `conversation:left` is the last event of a conversation's stream.
     if let ServerEvent::Left(l) = &ev.envelope.event {
         if bound && shared.unbind(&l.conversation_id, target.id) {
-            target.finish(shared, None);
+            target.finish(None);
         }
     }
 }
@@ -120,13 +120,13 @@ pub(super) async fn goodbye(
     }
     let (control, bound) = shared.streams().take_all();
     for t in bound {
-        t.finish(shared, None);
+        t.finish(None);
     }
     let Some(control) = control else { return };
     if let Ok(Some(bytes)) = out.closing_event(reason).encoded(&shared.codec) {
         control.send_paced(shared, &bytes, shared.queue_len.max(1)).await;
     }
     let (ack, acked) = oneshot::channel();
-    control.finish(shared, Some(ack));
+    control.finish(Some(ack));
     let _ = acked.await;
 }

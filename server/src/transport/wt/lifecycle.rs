@@ -154,7 +154,7 @@ pub(super) async fn refuse(
         }
     }
     let (ack, acked) = oneshot::channel();
-    control.finish(shared, Some(ack));
+    control.finish(Some(ack));
     let _ = tokio::time::timeout(CLOSE_DEADLINE, acked).await;
     finish(wt, quic, shared, reason).await;
 }

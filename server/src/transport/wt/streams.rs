@@ -1,6 +1,6 @@
-//! Per-stream I/O: one writer and one reader per stream, the binding of a stream to the
-//! conversation its first frame joins, and the session's other inputs (new streams, datagrams,
-//! the close).
+//! Per-stream I/O: each stream's outbox and its reading (in a reader task, or for the control
+//! stream in the session's task), the binding of a stream to the conversation its first frame
+//! joins, and the session's other inputs (new streams, datagrams, the close).
 
 use super::*;
 
@@ -83,17 +83,16 @@ impl Outbox {
         Ok(Pushed::Flush)
     }
 
-    fn finish(&self, ack: Option<oneshot::Sender<()>>) -> Pushed {
+    /// Finishes the stream now, or after the queue if the flusher has one.
+    fn finish(&self, ack: Option<oneshot::Sender<()>>) {
         let mut st = self.state();
         if st.send.is_none() || st.finish.is_some() {
-            return Pushed::Done;
+            return;
         }
         st.finish = Some(ack);
-        if st.flushing {
-            return Pushed::Done;
+        if !st.flushing {
+            st.finish_now();
         }
-        st.finish_now();
-        Pushed::Done
     }
 
     fn reset(&self, code: u32) {
@@ -206,9 +205,8 @@ impl StreamTx {
 
     /// Finishes the stream once what is queued is written; `ack` is told then (and dropped
     /// if the stream is reset first).
-    pub(super) fn finish(&self, shared: &Shared, ack: Option<oneshot::Sender<()>>) {
-        let pushed = self.out.finish(ack);
-        self.after(shared, pushed);
+    pub(super) fn finish(&self, ack: Option<oneshot::Sender<()>>) {
+        self.out.finish(ack);
     }
 
     fn after(&self, shared: &Shared, pushed: Pushed) {
@@ -412,7 +410,7 @@ pub(super) async fn read_stream(shared: Arc<Shared>, mut incoming: Incoming, me:
     // Closing a conversation's stream leaves the conversation (SPEC §3).
     if let Some(Route::Conversation(c)) = route {
         if shared.unbind(&c, me.id) {
-            me.finish(&shared, None);
+            me.finish(None);
             shared.tell(Inbound::RouteClosed(Route::Conversation(c)));
         }
     }
@@ -438,7 +436,7 @@ pub(super) async fn deliver(
                         // A second stream for the same conversation replaces the first.
                         let replaced = shared.streams().bind(c.clone(), me.clone());
                         if let Some(old) = replaced {
-                            old.finish(shared, None);
+                            old.finish(None);
                         }
                         Route::Conversation(c)
                     }
