@@ -245,6 +245,20 @@ async fn websocket_json_and_webtransport_msgpack_share_a_conversation() {
     assert_eq!(alice.expect("typing:indicator").await["data"]["user_id"], "bob");
 }
 
+/// `n` texts of 2,000 bytes into `conv`, 50 at a time, each acknowledged.
+async fn send_2k_texts(sender: &mut support::Client, conv: &str, n: u64) {
+    let text = "x".repeat(2000);
+    for _ in 0..n / 50 {
+        for _ in 0..50 {
+            sender.send("message:send", json!({"conversation_id": conv, "content": text, "type": "text"})).await;
+        }
+        for _ in 0..50 {
+            sender.expect("message:sent").await;
+        }
+        sender.seen.clear();
+    }
+}
+
 #[tokio::test]
 async fn a_stalled_conversation_stream_does_not_hold_up_the_others() {
     let s = Server::start(&["--outbound-queue", "200"]);
@@ -264,17 +278,8 @@ async fn a_stalled_conversation_stream_does_not_hold_up_the_others() {
 
     // About 2 MB in `a`: more than the stream's flow-control window plus its queue of 200, so
     // the server ends up resetting that stream as a slow consumer.
-    let text = "x".repeat(2000);
     let n = 1000;
-    for _ in 0..n / 50 {
-        for _ in 0..50 {
-            alice.send("message:send", json!({"conversation_id": "a", "content": text, "type": "text"})).await;
-        }
-        for _ in 0..50 {
-            alice.expect("message:sent").await;
-        }
-        alice.seen.clear();
-    }
+    send_2k_texts(&mut alice, "a", n).await;
     let m = alice.say("b", "meanwhile in b").await;
     let (origin, new) = bob.expect_on("message:new").await;
     assert_eq!(origin, "b", "only b's stream is being read");
@@ -330,17 +335,8 @@ async fn a_stream_that_pauses_then_reads_again_gets_every_message_once_in_order(
 
     // About 1.4 MB while Bob reads nothing: more than the stream's flow-control window (about
     // 1.25 MB), less than the window and the server's queue of 200 frames.
-    let text = "x".repeat(2000);
     let n: u64 = 650;
-    for _ in 0..n / 50 {
-        for _ in 0..50 {
-            alice.send("message:send", json!({"conversation_id": "a", "content": text, "type": "text"})).await;
-        }
-        for _ in 0..50 {
-            alice.expect("message:sent").await;
-        }
-        alice.seen.clear();
-    }
+    send_2k_texts(&mut alice, "a", n).await;
 
     let mut seqs = Vec::new();
     // Bytes read, and the `message:new` seqs, until `last`.
