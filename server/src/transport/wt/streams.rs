@@ -9,8 +9,9 @@ use super::*;
 pub(super) struct StreamTx {
     pub(super) id: u64,
     out: Arc<Outbox>,
-    /// Stops the stream's reader (and its flusher, if one runs).
-    pub(super) kill: Kill,
+    /// Stops the stream's reader (and its flusher, if one runs): cancelled by a reset, and
+    /// with the session's `done`.
+    stop: CancellationToken,
 }
 
 /// Why a frame was not queued.
@@ -181,24 +182,26 @@ fn framed(payload: &[u8]) -> Bytes {
 impl StreamTx {
     /// Queues a frame, written at once when nothing waits before it.
     pub(super) fn send(&self, shared: &Shared, payload: &[u8]) -> Result<(), Refused> {
-        let pushed = self.out.push(payload)?;
-        self.after(shared, pushed);
+        if let Pushed::Flush = self.out.push(payload)? {
+            self.start_flusher(shared);
+        }
         Ok(())
     }
 
-    /// Waits for room in the queue's first `room` places, then queues the frame; false when
-    /// the stream is gone (reset, finished, or its session ending).
-    pub(super) async fn send_paced(&self, shared: &Shared, payload: &[u8], room: usize) -> bool {
+    /// Waits for room in the queue's first `room` places, then queues the frame; gives up
+    /// when the stream is reset or its session ends (a finished stream refuses the frame).
+    pub(super) async fn send_paced(&self, shared: &Shared, payload: &[u8], room: usize) {
         loop {
             let notified = self.out.room.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             if self.out.queued() < room {
-                return self.send(shared, payload).is_ok();
+                let _ = self.send(shared, payload);
+                return;
             }
             tokio::select! {
                 _ = notified => {}
-                _ = self.kill.token.cancelled() => return false,
+                _ = self.stop.cancelled() => return,
             }
         }
     }
@@ -209,22 +212,21 @@ impl StreamTx {
         self.out.finish(ack);
     }
 
-    fn after(&self, shared: &Shared, pushed: Pushed) {
-        if let Pushed::Flush = pushed {
-            let (out, token) = (Arc::clone(&self.out), self.kill.token.clone());
-            shared.tasks.spawn(async move {
-                tokio::select! {
-                    biased;
-                    _ = token.cancelled() => {}
-                    _ = std::future::poll_fn(|cx| out.poll_flush(cx)) => {}
-                }
-            });
-        }
+    fn start_flusher(&self, shared: &Shared) {
+        let (out, stop) = (Arc::clone(&self.out), self.stop.clone());
+        shared.tasks.spawn(async move {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => {}
+                _ = std::future::poll_fn(|cx| out.poll_flush(cx)) => {}
+            }
+        });
     }
 
-    /// Resets the stream with `code` at once, and stops its reader.
+    /// Resets the stream with `code` at once (a no-op once it is finished or reset), and
+    /// stops its reader.
     pub(super) fn reset(&self, code: u32) {
-        self.kill.now(code);
+        self.stop.cancel();
         self.out.reset(code);
     }
 }
@@ -235,25 +237,10 @@ impl StreamId for StreamTx {
     }
 }
 
-/// How a stream's reader is stopped early, and with which code the stream is reset.
-#[derive(Debug, Clone)]
-pub(super) struct Kill {
-    pub(super) token: CancellationToken,
-    pub(super) code: Arc<AtomicU32>,
-}
-
-impl Kill {
-    fn now(&self, code: u32) {
-        self.code.store(code, Ordering::Relaxed);
-        self.token.cancel();
-    }
-}
-
 fn outbox(shared: &Shared, send: WtSend, id: u64) -> StreamTx {
     let state = OutState { send: Some(send), queue: Default::default(), finish: None, flushing: false };
     let out = Arc::new(Outbox { state: Mutex::new(state), room: tokio::sync::Notify::new(), limit: shared.queue_len });
-    let kill = Kill { token: shared.done.child_token(), code: Arc::new(AtomicU32::new(stream_code::SESSION_GONE)) };
-    StreamTx { id, out, kill }
+    StreamTx { id, out, stop: shared.done.child_token() }
 }
 
 /// A conversation stream (or one not yet bound): starts its reader; returns its sending side.
@@ -275,7 +262,6 @@ pub(super) fn open_control(shared: &Arc<Shared>, stream: WtBidi, id: u64) -> (St
         incoming: Incoming::new(recv, shared.codec.clone()),
         me: handle.clone(),
         shared: Arc::clone(shared),
-        ended: false,
     };
     (handle, inbound)
 }
@@ -285,6 +271,7 @@ pub(super) struct Incoming {
     recv: WtRecv,
     frames: FrameDecoder,
     codec: Codec,
+    /// The stream's end, or a frame too large to read on, was read: nothing more comes.
     ended: bool,
 }
 
@@ -349,7 +336,6 @@ pub(super) struct ControlInbound {
     incoming: Incoming,
     me: StreamTx,
     shared: Arc<Shared>,
-    ended: bool,
 }
 
 impl futures_util::Stream for ControlInbound {
@@ -360,7 +346,8 @@ impl futures_util::Stream for ControlInbound {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Inbound>> {
         use std::task::Poll;
-        if self.ended {
+        // Its end (or a broken frame) was handed over once; the session stops on it.
+        if self.incoming.ended {
             return Poll::Pending;
         }
         let item = match std::task::ready!(self.incoming.poll_read(cx)) {
@@ -368,13 +355,9 @@ impl futures_util::Stream for ControlInbound {
             Read::Broken(err) => {
                 self.shared.close(CloseReason::TooBig);
                 self.me.reset(stream_code::FRAME_TOO_LARGE);
-                self.ended = true;
                 Inbound::Event(Route::Control, Box::new(Err(err)))
             }
-            Read::End => {
-                self.ended = true;
-                Inbound::Closed
-            }
+            Read::End => Inbound::Closed,
         };
         Poll::Ready(Some(item))
     }
@@ -385,7 +368,7 @@ pub(super) async fn read_stream(shared: Arc<Shared>, mut incoming: Incoming, me:
     loop {
         let read = tokio::select! {
             biased;
-            _ = me.kill.token.cancelled() => break,
+            _ = me.stop.cancelled() => break,
             r = std::future::poll_fn(|cx| incoming.poll_read(cx)) => r,
         };
         match read {
@@ -404,7 +387,7 @@ pub(super) async fn read_stream(shared: Arc<Shared>, mut incoming: Incoming, me:
     }
     if shared.done.is_cancelled() {
         // The session is over: a stream not finished by then is reset.
-        me.reset(me.kill.code.load(Ordering::Relaxed));
+        me.reset(stream_code::SESSION_GONE);
         return;
     }
     // Closing a conversation's stream leaves the conversation (SPEC §3).
