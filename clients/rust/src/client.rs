@@ -272,6 +272,11 @@ impl Task {
                     }
                     match end {
                         End::Closed(done) => {
+                            // What the app lent the client (a token provider: in the bindings,
+                            // a foreign object) is released before `close` returns, so that an
+                            // app that exits right after never has a thread of ours release it
+                            // while its runtime is going away (Python aborts on that).
+                            drop(self);
                             let _ = done.send(());
                             return;
                         }

@@ -471,7 +471,8 @@ impl ConfabClient {
     }
 
     /// Stops: waits up to 2 s for the outbox to empty, then closes the connection. What is
-    /// left is sent by the next client on the same client file.
+    /// left is sent by the next client on the same client file. On return the client holds
+    /// nothing of the app's (the token provider is released): the app may exit at once.
     pub fn close(&self) {
         if let Ok(rt) = self.rt() {
             rt.block_on(self.client.clone().close());
