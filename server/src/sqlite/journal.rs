@@ -9,9 +9,10 @@
 //! SHA-256, so that a torn or garbled tail (a power loss, which `normal` does not promise to
 //! survive, or a full disk) ends the replay instead of applying garbage. At open, what the
 //! journal holds is applied again: an insert of a message already stored does nothing (its
-//! conversation and seq are its key). The journal is emptied when SQLite holds all of it and it
-//! has grown past [`EMPTY_PAST`], before a conversation is deleted (replaying an older record
-//! afterwards would bring its messages back), and when the store closes.
+//! conversation and seq are its key). Past [`EMPTY_PAST`], once SQLite holds every row the
+//! front handed over, the journal starts over with the rows the front still holds
+//! ([`Journal::restart`]); it is emptied before a conversation is deleted (replaying an older
+//! record afterwards would bring its messages back), and when the store closes.
 
 use super::*;
 use std::io::{Read, Seek, Write as _};
@@ -19,8 +20,11 @@ use std::io::{Read, Seek, Write as _};
 /// The journal's file name, beside `confab.db`.
 pub(super) const FILE: &str = "confab.journal";
 
-/// Past this size the journal is emptied once SQLite holds everything in it: a truncation
-/// every ten thousand messages or so, and little to replay after a crash. Past four times
+/// Where a restarted journal is written before it takes the journal's name.
+const NEXT: &str = "confab.journal.next";
+
+/// Past this size the journal starts over once SQLite holds everything handed to it: every ten
+/// thousand messages or so, and little to replay after a crash. Past four times
 /// this, the front waits for SQLite to hold all of it (the applier is that far behind).
 pub(super) const EMPTY_PAST: u64 = 4 << 20;
 
@@ -77,6 +81,11 @@ impl Journal {
     pub(super) fn open(dir: &Path) -> Result<(Self, Vec<Row>), StoreError> {
         let path = dir.join(FILE);
         let io = |e: std::io::Error| StoreError::Unavailable(format!("{}: {e}", path.display()));
+        // A restart that a crash cut short: the journal it was to replace is whole.
+        match std::fs::remove_file(dir.join(NEXT)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+            _ => {}
+        }
         let mut file = std::fs::OpenOptions::new().read(true).append(true).create(true).open(&path).map_err(io)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(io)?;
@@ -120,6 +129,27 @@ impl Journal {
         }
         self.file.set_len(0).map_err(|e| StoreError::Unavailable(format!("{}: {e}", self.path.display())))?;
         self.len = 0;
+        Ok(())
+    }
+
+    /// Replaces the journal with one holding only `rows` (SQLite has the rest). The new
+    /// journal is written beside the old one and then takes its name, so a crash at any point
+    /// leaves one or the other whole.
+    pub(super) fn restart(&mut self, rows: &[Row]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return self.empty();
+        }
+        let next = self.path.with_file_name(NEXT);
+        let io = |e: std::io::Error| StoreError::Unavailable(format!("{}: {e}", next.display()));
+        let record = encode(rows)?;
+        // In append mode, as the journal is opened; what an earlier try left is cut first.
+        let mut file = std::fs::OpenOptions::new().append(true).create(true).open(&next).map_err(io)?;
+        file.set_len(0).map_err(io)?;
+        file.write_all(&record).map_err(io)?;
+        std::fs::rename(&next, &self.path).map_err(io)?;
+        // The handle follows the file across the rename.
+        self.file = file;
+        self.len = record.len() as u64;
         Ok(())
     }
 
@@ -260,5 +290,32 @@ mod tests {
         huge.extend([0u8; 20]);
         assert_eq!(decode(&huge).1, whole);
         assert_eq!(decode(&[0u8; 64]), (Vec::new(), 0));
+    }
+
+    /// A restarted journal holds the rows it was given, then what is appended after them; a
+    /// restart that a crash cut short (its file written, not renamed) leaves the old journal,
+    /// which the next open reads whole and the half-made file does not outlive.
+    #[test]
+    fn a_restart_keeps_only_the_rows_given_and_a_cut_short_one_changes_nothing() {
+        let dir = std::env::temp_dir().join(format!("confab-journal-test-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (mut journal, held) = Journal::open(&dir).unwrap();
+        assert!(held.is_empty());
+        journal.append(&[row(1), row(2)]).unwrap();
+        journal.append(&[row(3)]).unwrap();
+        journal.restart(&[row(3)]).unwrap();
+        journal.append(&[row(4)]).unwrap();
+        assert_eq!(journal.len(), std::fs::metadata(dir.join(FILE)).unwrap().len());
+        drop(journal);
+        let (journal, held) = Journal::open(&dir).unwrap();
+        assert_eq!(held, [row(3), row(4)]);
+
+        std::fs::write(dir.join(NEXT), encode(&[row(9)]).unwrap()).unwrap();
+        drop(journal);
+        let (journal, held) = Journal::open(&dir).unwrap();
+        assert_eq!(held, [row(3), row(4)]);
+        assert!(!dir.join(NEXT).exists());
+        drop(journal);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -130,6 +130,18 @@ impl SqliteStore {
         sink: Arc<dyn CommitSink>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, StoreError> {
+        Self::open_holding(dir, sync, sink, metrics, HOLD_FOR)
+    }
+
+    /// [`SqliteStore::open`], with `--sync normal`'s front holding journaled rows for
+    /// `hold_for` at most ([`front::HOLD_FOR`] but in tests).
+    fn open_holding(
+        dir: &Path,
+        sync: SyncMode,
+        sink: Arc<dyn CommitSink>,
+        metrics: Arc<Metrics>,
+        hold_for: std::time::Duration,
+    ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(format!("{}: {e}", dir.display())))?;
         let path = dir.join("confab.db");
         let mut writer = open(&path, sync)?;
@@ -169,8 +181,9 @@ impl SqliteStore {
             // applier after it.
             Ok(runtime) if sync == SyncMode::Normal => {
                 let reads = open(&path, sync)?;
-                let front =
+                let mut front =
                     Front::start(reads, journal, writer, sink, Arc::clone(&health), metrics, Arc::clone(&applied))?;
+                front.hold_for = hold_for;
                 drop(runtime.spawn(front_task(front, rx)));
             }
             _ => drop(
@@ -799,6 +812,99 @@ mod tests {
         blocker.execute_batch("COMMIT").unwrap();
         let got = read.await.unwrap();
         assert_eq!(got.iter().map(|m| m.id.clone()).collect::<Vec<_>>(), [sent.message.id]);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// `--sync normal`'s front holds journaled rows before the applier gets them (here for an
+    /// hour): a read does not wait for that, and finds what was fanned out before it began.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_does_not_wait_for_the_rows_the_front_holds() {
+        let dir = std::env::temp_dir().join(format!("confab-store-test-{}", rand::random::<u64>()));
+        let hour = std::time::Duration::from_secs(3600);
+        let store =
+            SqliteStore::open_holding(&dir, SyncMode::Normal, Arc::new(NoFanout), Default::default(), hour).unwrap();
+        let (c, a) = (id("c1", ConversationId::parse), id("a", UserId::parse));
+        store.create_conversation(c.clone(), vec![a.clone()], None).await.unwrap();
+        let sent = store.append(new_message(&c, &a, "hi", None)).await.unwrap().message;
+        let got = tokio::time::timeout(std::time::Duration::from_secs(10), store.messages_after(&c, Seq(0), 10))
+            .await
+            .expect("the read waited for the rows the front holds")
+            .unwrap();
+        assert_eq!(got.iter().map(|m| m.id.clone()).collect::<Vec<_>>(), [sent.id]);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// With no read to ask for them, the rows the front holds reach SQLite within
+    /// [`front::HOLD_FOR`]: another connection to the database finds the message.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn held_rows_reach_sqlite_without_a_read() {
+        let dir = std::env::temp_dir().join(format!("confab-store-test-{}", rand::random::<u64>()));
+        let store = open_without_fanout(&dir, SyncMode::Normal);
+        let (c, a) = (id("c1", ConversationId::parse), id("a", UserId::parse));
+        store.create_conversation(c.clone(), vec![a.clone()], None).await.unwrap();
+        let sent = store.append(new_message(&c, &a, "hi", None)).await.unwrap().message;
+        let other = Connection::open(dir.join("confab.db")).unwrap();
+        let mut found = None;
+        for _ in 0..200 {
+            found = other.query_row("SELECT id FROM messages", [], |r| r.get::<_, String>(0)).optional().unwrap();
+            if found.is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(found.as_deref(), Some(sent.id.as_str()), "SQLite never got the held row");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Under steady appends the front always holds some rows, yet the journal stays bounded:
+    /// past its size it starts over with the rows held, once SQLite has every row handed over.
+    /// At every step SQLite and the journal hold every message between them (what a `kill -9`
+    /// then would leave), and after a reopen each message is there once, in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_journal_starts_over_with_the_rows_the_front_holds() {
+        let dir = std::env::temp_dir().join(format!("confab-store-test-{}", rand::random::<u64>()));
+        let hour = std::time::Duration::from_secs(3600);
+        let store =
+            SqliteStore::open_holding(&dir, SyncMode::Normal, Arc::new(NoFanout), Default::default(), hour).unwrap();
+        let (c, a) = (id("c1", ConversationId::parse), id("a", UserId::parse));
+        store.create_conversation(c.clone(), vec![a.clone()], None).await.unwrap();
+        let other = Connection::open(dir.join("confab.db")).unwrap();
+        let big = "x".repeat(40_000);
+        let total = 300;
+        let mut largest = 0;
+        for i in 1..=total {
+            store.append(new_message(&c, &a, &format!("{i} {big}"), None)).await.unwrap();
+            if i % 40 != 0 {
+                continue;
+            }
+            // Each append is a batch of its own, and the front hands its rows over every
+            // HOLD_ROWS: SQLite is given time to take what was handed over, as when load ebbs.
+            let handed = (i / front::HOLD_ROWS * front::HOLD_ROWS) as u64;
+            for _ in 0..1000 {
+                if store.applied.settled() >= handed {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            let journal = std::fs::read(dir.join(journal::FILE)).unwrap();
+            largest = largest.max(journal.len());
+            let (rows, _) = journal::decode(&journal);
+            let mut seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+            let mut stmt = other.prepare("SELECT seq FROM messages").unwrap();
+            seqs.extend(stmt.query_map([], |r| r.get::<_, i64>(0)).unwrap().map(Result::unwrap));
+            seqs.sort_unstable();
+            seqs.dedup();
+            assert_eq!(seqs, (1..=i as i64).collect::<Vec<_>>(), "after {i} appends");
+        }
+        let bound = EMPTY_PAST as usize + 2 * front::HOLD_ROWS * 41_000;
+        assert!(largest < bound, "the journal grew to {largest} bytes (bound {bound})");
+        store.close().await.unwrap();
+        drop(store);
+        let store = open_without_fanout(&dir, SyncMode::Normal);
+        let got = store.messages_after(&c, Seq(0), 500).await.unwrap();
+        let seqs: Vec<u64> = got.iter().map(|m| m.seq.unwrap().0).collect();
+        assert_eq!(seqs, (1..=total as u64).collect::<Vec<_>>());
+        assert!(got.iter().enumerate().all(|(i, m)| m.content.starts_with(&format!("{} ", i + 1))));
         let _ = std::fs::remove_dir_all(dir);
     }
 

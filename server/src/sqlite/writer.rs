@@ -48,9 +48,14 @@ impl Seqs {
     /// within one, a seq handed out but not yet in SQLite (journaled, or inserted but not
     /// committed) is known only here, and a conversation forgotten then would hand it out twice.
     pub(super) fn trim(&mut self) {
-        if self.last.len() >= SEQ_CACHE {
+        if self.full() {
             self.last.clear();
         }
+    }
+
+    /// Whether it holds as many conversations as it may.
+    pub(super) fn full(&self) -> bool {
+        self.last.len() >= SEQ_CACHE
     }
 
     /// Records a seq handed out to a journaled message (its sender's read mark is written with
@@ -149,11 +154,17 @@ pub(super) struct Applied {
     /// The last batch SQLite holds, or whose transaction failed (reads do not wait for a disk
     /// to have room again); `u64::MAX` once the writer has ended.
     settled: tokio::sync::watch::Sender<u64>,
+    /// A read waits for rows that `--sync normal`'s front may be holding.
+    wanted: tokio::sync::Notify,
 }
 
 impl Default for Applied {
     fn default() -> Self {
-        Self { journaled: Default::default(), settled: tokio::sync::watch::Sender::new(0) }
+        Self {
+            journaled: Default::default(),
+            settled: tokio::sync::watch::Sender::new(0),
+            wanted: tokio::sync::Notify::new(),
+        }
     }
 }
 
@@ -173,11 +184,17 @@ impl Applied {
         *self.settled.borrow()
     }
 
+    /// Returns once a read waits for SQLite (at once if one began waiting since the last call).
+    pub(super) async fn wanted(&self) {
+        self.wanted.notified().await;
+    }
+
     /// Waits until SQLite holds the first `want` batches journaled.
     pub(super) async fn caught_up(&self, want: u64) {
         if *self.settled.borrow() >= want {
             return;
         }
+        self.wanted.notify_one();
         let _ = self.settled.subscribe().wait_for(|settled| *settled >= want).await;
     }
 }
