@@ -80,7 +80,7 @@ impl Journal {
     /// whole record, in order. A torn or garbled record ends the reading (logged).
     pub(super) fn open(dir: &Path) -> Result<(Self, Vec<Row>), StoreError> {
         let path = dir.join(FILE);
-        let io = |e: std::io::Error| StoreError::Unavailable(format!("{}: {e}", path.display()));
+        let io = |e: std::io::Error| unavailable(&path, &e);
         // A restart that a crash cut short: the journal it was to replace is whole.
         match std::fs::remove_file(dir.join(NEXT)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
@@ -111,13 +111,13 @@ impl Journal {
                 Ok(())
             }
             Err(e) => {
-                let why = format!("{}: {e}", self.path.display());
+                let why = unavailable(&self.path, &e);
                 if let Err(cut) = self.file.set_len(self.len) {
                     // The next replay stops at the torn record: what was acknowledged before it
                     // is still read; what comes after it is refused below until a cut works.
                     tracing::error!(error = %cut, "store: cannot cut the journal back after a failed write");
                 }
-                Err(StoreError::Unavailable(why))
+                Err(why)
             }
         }
     }
@@ -127,7 +127,7 @@ impl Journal {
         if self.len == 0 {
             return Ok(());
         }
-        self.file.set_len(0).map_err(|e| StoreError::Unavailable(format!("{}: {e}", self.path.display())))?;
+        self.file.set_len(0).map_err(|e| unavailable(&self.path, &e))?;
         self.len = 0;
         Ok(())
     }
@@ -140,7 +140,7 @@ impl Journal {
             return self.empty();
         }
         let next = self.path.with_file_name(NEXT);
-        let io = |e: std::io::Error| StoreError::Unavailable(format!("{}: {e}", next.display()));
+        let io = |e: std::io::Error| unavailable(&next, &e);
         let record = encode(rows)?;
         // In append mode, as the journal is opened; what an earlier try left is cut first.
         let mut file = std::fs::OpenOptions::new().append(true).create(true).open(&next).map_err(io)?;
@@ -156,6 +156,17 @@ impl Journal {
     /// The bytes it holds.
     pub(super) fn len(&self) -> u64 {
         self.len
+    }
+}
+
+/// A journal file that cannot be written: the store refuses writes for now. A full disk is
+/// named as SQLite names it, which is what `/readyz` shows the operator (docs/operations.md).
+fn unavailable(path: &Path, e: &std::io::Error) -> StoreError {
+    match e.kind() {
+        std::io::ErrorKind::StorageFull => {
+            StoreError::Unavailable(format!("database or disk is full ({}: {e})", path.display()))
+        }
+        _ => StoreError::Unavailable(format!("{}: {e}", path.display())),
     }
 }
 
