@@ -815,16 +815,23 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
-    /// `--sync normal`'s front holds journaled rows before the applier gets them (here for an
-    /// hour): a read does not wait for that, and finds what was fanned out before it began.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_read_does_not_wait_for_the_rows_the_front_holds() {
+    /// A `normal` store whose front holds journaled rows for an hour (so only a read, or
+    /// [`front::HOLD_ROWS`] of them, hands them over), with a conversation of one member.
+    async fn holding_an_hour() -> (std::path::PathBuf, SqliteStore, ConversationId, UserId) {
         let dir = std::env::temp_dir().join(format!("confab-store-test-{}", rand::random::<u64>()));
         let hour = std::time::Duration::from_secs(3600);
         let store =
             SqliteStore::open_holding(&dir, SyncMode::Normal, Arc::new(NoFanout), Default::default(), hour).unwrap();
         let (c, a) = (id("c1", ConversationId::parse), id("a", UserId::parse));
         store.create_conversation(c.clone(), vec![a.clone()], None).await.unwrap();
+        (dir, store, c, a)
+    }
+
+    /// `--sync normal`'s front holds journaled rows before the applier gets them (here for an
+    /// hour): a read does not wait for that, and finds what was fanned out before it began.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_does_not_wait_for_the_rows_the_front_holds() {
+        let (dir, store, c, a) = holding_an_hour().await;
         let sent = store.append(new_message(&c, &a, "hi", None)).await.unwrap().message;
         let got = tokio::time::timeout(std::time::Duration::from_secs(10), store.messages_after(&c, Seq(0), 10))
             .await
@@ -862,12 +869,7 @@ mod tests {
     /// then would leave), and after a reopen each message is there once, in order.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_journal_starts_over_with_the_rows_the_front_holds() {
-        let dir = std::env::temp_dir().join(format!("confab-store-test-{}", rand::random::<u64>()));
-        let hour = std::time::Duration::from_secs(3600);
-        let store =
-            SqliteStore::open_holding(&dir, SyncMode::Normal, Arc::new(NoFanout), Default::default(), hour).unwrap();
-        let (c, a) = (id("c1", ConversationId::parse), id("a", UserId::parse));
-        store.create_conversation(c.clone(), vec![a.clone()], None).await.unwrap();
+        let (dir, store, c, a) = holding_an_hour().await;
         let other = Connection::open(dir.join("confab.db")).unwrap();
         let big = "x".repeat(40_000);
         let total = 300;
