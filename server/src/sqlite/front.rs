@@ -188,7 +188,7 @@ impl Front {
                 None
             };
             if let Some(Err(e)) = restarted {
-                tracing::warn!(error = %e, "store: cannot empty the journal (tried again later)");
+                tracing::warn!(error = %e, "store: cannot start the journal over (tried again later)");
             }
         }
         self.pending.retain(|_, (_, batch)| *batch > settled);
@@ -326,13 +326,22 @@ impl Front {
 /// closes); the applier then ends too, after what the front held.
 pub(super) async fn front_task(mut front: Front, mut rx: mpsc::Receiver<Write>) {
     let applied = Arc::clone(&front.applied);
+    // One timer for the task's life, moved to each new deadline: not one registered and
+    // dropped with every batch.
+    let hold = tokio::time::sleep(std::time::Duration::ZERO);
+    tokio::pin!(hold);
     loop {
         let next = match front.hand_over_at {
             None => rx.recv().await,
             Some(at) => tokio::select! {
                 biased;
                 next = rx.recv() => next,
-                () = tokio::time::sleep_until(at) => {
+                () = {
+                    if hold.deadline() != at {
+                        hold.as_mut().reset(at);
+                    }
+                    &mut hold
+                } => {
                     front.hand_over().await;
                     continue;
                 }
