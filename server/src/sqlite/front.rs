@@ -1,4 +1,4 @@
-//! `--sync normal`'s front: the task on the runtime that takes the store's writes. Appends are
+//! The store's front: the task on the runtime that takes the store's writes. Appends are
 //! decided here (seqs, and `local_id` repeats against SQLite and what is journaled but not
 //! applied yet), journaled with one `write` per batch, fanned out and answered, and held for
 //! up to [`HOLD_FOR`]; the applier thread ([`applier_loop`]) then puts them into SQLite, off
@@ -126,7 +126,7 @@ impl Front {
         let deletes = batch.iter().any(|w| matches!(w, Write::DeleteConversation(..)));
         if deletes {
             let emptied = match self.barrier().await {
-                true => self.journal.empty(),
+                true => self.journal.empty(false),
                 false => Err(StoreError::Unavailable("earlier messages are not in the store yet".into())),
             };
             if let Err(e) = emptied {
@@ -183,7 +183,7 @@ impl Front {
                 }
                 Some(restarted)
             } else if self.journal.len() > 4 * EMPTY_PAST && self.barrier().await {
-                Some(self.journal.empty())
+                Some(self.journal.empty(false))
             } else {
                 None
             };
@@ -208,7 +208,7 @@ impl Front {
             decided.push((result, reply, requester));
         }
         if !rows.is_empty() {
-            if let Err(e) = self.journal.append(&rows) {
+            if let Err(e) = self.journal.append_synced(&rows).await {
                 // Nothing of this batch is anywhere: its seqs and `local_id`s are free again.
                 for (c, last) in before {
                     self.seqs.assigned(&c, last);
@@ -314,7 +314,7 @@ impl Front {
     async fn close(&mut self, reply: Reply<()>, rx: &mut mpsc::Receiver<Write>) {
         refuse_the_rest(rx);
         if self.barrier().await {
-            if let Err(e) = self.journal.empty() {
+            if let Err(e) = self.journal.empty(false) {
                 tracing::warn!(error = %e, "store: cannot empty the journal at close (it is applied again at open)");
             }
         }

@@ -1,9 +1,12 @@
-//! `--sync normal`'s journal: the messages of a batch in one `write` to an append-only file,
-//! before they are fanned out and acknowledged; SQLite gets them just after. With `normal` a
-//! message is safe from a crash of the process once the kernel has it (page cache), and one
-//! `write` of a few hundred bytes gets it there sooner than SQLite's transaction (its
-//! statements, then a WAL frame of a header and a page for each page it dirtied: 7.8 `pwrite`s
-//! a message, docs/benchmarks.md issue 19, eighth pass).
+//! The store's journal: the messages of a batch in one `write` to a file, before they are
+//! fanned out and acknowledged; SQLite gets them just after. With `normal` a message is safe
+//! from a crash of the process once the kernel has it (page cache), and one `write` of a few
+//! hundred bytes gets it there sooner than SQLite's transaction (its statements, then a WAL
+//! frame of a header and a page for each page it dirtied: 7.8 `pwrite`s a message,
+//! docs/benchmarks.md issue 19, eighth pass). With `full` the record is also synced
+//! (`fdatasync`) before the fan-out: one sync of a few hundred bytes written over zeros already
+//! on disk (a spare file made ahead, [`SPARE_BYTES`]) instead of SQLite's WAL frames and their
+//! sync (docs/benchmarks.md, issue 19's thirteenth pass).
 //!
 //! A record is the batch's rows as JSON, framed by its length and the first bytes of its
 //! SHA-256, so that a torn or garbled tail (a power loss, which `normal` does not promise to
@@ -15,13 +18,24 @@
 //! record afterwards would bring its messages back), and when the store closes.
 
 use super::*;
-use std::io::{Read, Seek, Write as _};
+use std::io::{Read, Write as _};
+use std::os::unix::fs::FileExt as _;
 
 /// The journal's file name, beside `confab.db`.
 pub(super) const FILE: &str = "confab.journal";
 
 /// Where a restarted journal is written before it takes the journal's name.
 const NEXT: &str = "confab.journal.next";
+
+/// `--sync full`: a file of [`SPARE_BYTES`] zeros, on disk, made beside the journal off the
+/// runtime's thread, that the next restart (or emptying) renames over the journal.
+const SPARE: &str = "confab.journal.spare";
+
+/// The spare's size: a restart comes a little past [`EMPTY_PAST`]. While the journal is within
+/// it, a record overwrites zeros that are on disk already, and its `fdatasync` has no size
+/// or block allocation to commit: p50 127 µs against 202 for one that grows the file, here
+/// (docs/benchmarks.md, issue 19's thirteenth pass).
+const SPARE_BYTES: u64 = 2 * EMPTY_PAST;
 
 /// Past this size the journal starts over once SQLite holds everything handed to it: every ten
 /// thousand messages or so, and little to replay after a crash. Past four times
@@ -69,16 +83,22 @@ impl Row {
 
 /// The journal file, written by the store's writer alone.
 pub(super) struct Journal {
-    file: std::fs::File,
+    /// Shared with the thread that syncs it (`--sync full`).
+    file: Arc<std::fs::File>,
     /// What the file holds that is known good: a failed write is cut back to it.
     len: u64,
     path: std::path::PathBuf,
+    /// `--sync full`: a record counts once the disk has it, and the journal is replaced or
+    /// emptied only in ways that a power loss cannot undo halfway.
+    durable: bool,
+    /// The spare being made (or made), with `--sync full`.
+    spare: Option<std::sync::mpsc::Receiver<std::io::Result<std::fs::File>>>,
 }
 
 impl Journal {
     /// Opens (or creates) the journal in `dir`, and reads what it holds: the rows of every
     /// whole record, in order. A torn or garbled record ends the reading (logged).
-    pub(super) fn open(dir: &Path) -> Result<(Self, Vec<Row>), StoreError> {
+    pub(super) fn open(dir: &Path, durable: bool) -> Result<(Self, Vec<Row>), StoreError> {
         let path = dir.join(FILE);
         let io = |e: std::io::Error| unavailable(&path, &e);
         // A restart that a crash cut short: the journal it was to replace is whole.
@@ -86,7 +106,9 @@ impl Journal {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
             _ => {}
         }
-        let mut file = std::fs::OpenOptions::new().read(true).append(true).create(true).open(&path).map_err(io)?;
+        // Written at its end (`len`), not in append mode: a spare has zeros past it.
+        let mut file =
+            std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(io)?;
         let (rows, good) = decode(&bytes);
@@ -97,38 +119,155 @@ impl Journal {
                 "store: the journal ends in a torn or garbled record (a crash mid-write); what came before it is kept"
             );
         }
-        file.seek(std::io::SeekFrom::End(0)).map_err(io)?;
-        Ok((Self { file, len: bytes.len() as u64, path }, rows))
+        if durable {
+            // A journal just made is found after a power loss only once its directory is synced.
+            sync_dir(dir).map_err(io)?;
+        }
+        let mut journal = Self { file: Arc::new(file), len: good as u64, path, durable, spare: None };
+        journal.make_spare();
+        Ok((journal, rows))
     }
 
     /// Appends one record of `rows` with one `write`. On failure (a full disk) the file is cut
     /// back to what it held, so that a later record is not stranded behind a torn one.
     pub(super) fn append(&mut self, rows: &[Row]) -> Result<(), StoreError> {
         let record = encode(rows)?;
-        match self.file.write_all(&record) {
+        match self.file.write_all_at(&record, self.len) {
             Ok(()) => {
                 self.len += record.len() as u64;
                 Ok(())
             }
             Err(e) => {
-                let why = unavailable(&self.path, &e);
-                if let Err(cut) = self.file.set_len(self.len) {
-                    // The next replay stops at the torn record: what was acknowledged before it
-                    // is still read; what comes after it is refused below until a cut works.
-                    tracing::error!(error = %cut, "store: cannot cut the journal back after a failed write");
-                }
-                Err(why)
+                self.cut_back(self.len);
+                Err(unavailable(&self.path, &e))
             }
         }
     }
 
-    /// Empties the journal: SQLite holds everything it had.
-    pub(super) fn empty(&mut self) -> Result<(), StoreError> {
-        if self.len == 0 {
+    /// [`Journal::append`], and with `--sync full` the wait until the disk has the record
+    /// (`fdatasync` on a blocking thread: the runtime goes on meanwhile, and what arrives is
+    /// gathered into the next record). A failed sync cuts the record off again: the sender
+    /// hears the store is unavailable, and a replay does not bring the message back.
+    pub(super) async fn append_synced(&mut self, rows: &[Row]) -> Result<(), StoreError> {
+        let before = self.len;
+        self.append(rows)?;
+        if !self.durable {
             return Ok(());
         }
-        self.file.set_len(0).map_err(|e| unavailable(&self.path, &e))?;
+        let file = Arc::clone(&self.file);
+        let synced = tokio::task::spawn_blocking(move || file.sync_data())
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        synced.map_err(|e| {
+            self.cut_back(before);
+            unavailable(&self.path, &e)
+        })
+    }
+
+    /// Cuts the file back to `len` bytes, the end of its last good record. In a spare, zeros
+    /// over the next record's header end the reading there instead, and keep the file's size.
+    fn cut_back(&mut self, len: u64) {
+        self.len = len;
+        let size = self.file.metadata().map(|m| m.len()).unwrap_or(0);
+        let cut = if size >= len + HEADER as u64 && self.durable {
+            self.file.write_all_at(&[0u8; HEADER], len)
+        } else {
+            self.file.set_len(len)
+        };
+        if let Err(cut) = cut {
+            // The next replay stops at the torn record: what was acknowledged before it is
+            // still read; what comes after it is refused until a cut works.
+            tracing::error!(error = %cut, "store: cannot cut the journal back after a failed write");
+        }
+    }
+
+    /// Empties the journal: SQLite holds everything it had. With `--sync full` the spare
+    /// takes its place when it is ready (`wait`: waited for, at open).
+    pub(super) fn empty(&mut self, wait: bool) -> Result<(), StoreError> {
+        if self.len == 0 && !wait {
+            return Ok(());
+        }
+        if let Some(spare) = self.take_spare(wait) {
+            return self.swap_in(spare, &[]);
+        }
+        let io = |e: std::io::Error| unavailable(&self.path, &e);
+        self.file.set_len(0).map_err(io)?;
+        if self.durable {
+            // Emptied before a conversation is deleted: a power loss must not bring back the
+            // records of its messages.
+            self.file.sync_data().map_err(io)?;
+        }
         self.len = 0;
+        Ok(())
+    }
+
+    /// Starts making the spare, on a thread of its own, unless one is made or being made. The
+    /// thread ends when the file is written, whatever becomes of the journal.
+    fn make_spare(&mut self) {
+        if !self.durable || self.spare.is_some() {
+            return;
+        }
+        let path = self.path.with_file_name(SPARE);
+        let (made, spare) = std::sync::mpsc::sync_channel(1);
+        let started = std::thread::Builder::new().name("confab-journal-spare".into()).spawn(move || {
+            let spare = zeroed(&path, SPARE_BYTES);
+            if spare.is_err() {
+                // A full disk: what was written of it would only take the room others need.
+                let _ = std::fs::remove_file(&path);
+            }
+            let _ = made.send(spare);
+        });
+        match started {
+            Ok(_) => self.spare = Some(spare),
+            Err(e) => tracing::warn!(error = %e, "store: cannot start making the journal's spare"),
+        }
+    }
+
+    /// The spare, if it is ready (or, with `wait`, once it is).
+    fn take_spare(&mut self, wait: bool) -> Option<std::fs::File> {
+        let made = match &self.spare {
+            None => return None,
+            Some(spare) if wait => spare.recv().ok(),
+            Some(spare) => match spare.try_recv() {
+                Err(std::sync::mpsc::TryRecvError::Empty) => return None,
+                got => got.ok(),
+            },
+        };
+        self.spare = None;
+        match made {
+            Some(Ok(file)) => Some(file),
+            Some(Err(e)) => {
+                // A full disk: the journal goes on growing its own file.
+                tracing::warn!(error = %e, "store: cannot make the journal's spare");
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Waits until the spare is made, and keeps it for the next restart.
+    #[cfg(test)]
+    fn wait_for_spare(&mut self) {
+        if let Some(made) = self.spare.take().and_then(|spare| spare.recv().ok()) {
+            let (keep, spare) = std::sync::mpsc::sync_channel(1);
+            let _ = keep.send(made);
+            self.spare = Some(spare);
+        }
+    }
+
+    /// The spare, with `record` written at its start, becomes the journal; a new spare is begun.
+    fn swap_in(&mut self, spare: std::fs::File, record: &[u8]) -> Result<(), StoreError> {
+        let from = self.path.with_file_name(SPARE);
+        let io = |e: std::io::Error| unavailable(&from, &e);
+        if !record.is_empty() {
+            spare.write_all_at(record, 0).map_err(io)?;
+            spare.sync_data().map_err(io)?;
+        }
+        std::fs::rename(&from, &self.path).map_err(io)?;
+        sync_dir(self.path.parent().unwrap_or(Path::new("."))).map_err(io)?;
+        self.file = Arc::new(spare);
+        self.len = record.len() as u64;
+        self.make_spare();
         Ok(())
     }
 
@@ -137,19 +276,32 @@ impl Journal {
     /// leaves one or the other whole.
     pub(super) fn restart(&mut self, rows: &[Row]) -> Result<(), StoreError> {
         if rows.is_empty() {
-            return self.empty();
+            return self.empty(false);
+        }
+        let record = encode(rows)?;
+        if let Some(spare) = self.take_spare(false) {
+            return self.swap_in(spare, &record);
         }
         let next = self.path.with_file_name(NEXT);
         let io = |e: std::io::Error| unavailable(&next, &e);
-        let record = encode(rows)?;
-        // In append mode, as the journal is opened; what an earlier try left is cut first.
-        let mut file = std::fs::OpenOptions::new().append(true).create(true).open(&next).map_err(io)?;
-        file.set_len(0).map_err(io)?;
+        // What an earlier try left is cut first.
+        let mut file =
+            std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&next).map_err(io)?;
         file.write_all(&record).map_err(io)?;
+        if self.durable {
+            // The rename may reach the disk before the data: the new file is synced first, and
+            // the directory after, before a later record is appended (and acknowledged) to a
+            // file that a power loss could leave under the name `.next`.
+            file.sync_data().map_err(io)?;
+        }
         std::fs::rename(&next, &self.path).map_err(io)?;
+        if self.durable {
+            sync_dir(self.path.parent().unwrap_or(Path::new("."))).map_err(io)?;
+        }
         // The handle follows the file across the rename.
-        self.file = file;
+        self.file = Arc::new(file);
         self.len = record.len() as u64;
+        self.make_spare();
         Ok(())
     }
 
@@ -168,6 +320,26 @@ fn unavailable(path: &Path, e: &std::io::Error) -> StoreError {
         }
         _ => StoreError::Unavailable(format!("{}: {e}", path.display())),
     }
+}
+
+/// A file of `bytes` zeros at `path`, on disk (written, not only allocated: a write into an
+/// allocated but unwritten range still has the extent's state to commit at the sync).
+fn zeroed(path: &Path, bytes: u64) -> std::io::Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?;
+    let zeros = vec![0u8; 1 << 20];
+    let mut at = 0;
+    while at < bytes {
+        let n = zeros.len().min(usize::try_from(bytes - at).unwrap_or(usize::MAX));
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    file.sync_all()?;
+    Ok(file)
+}
+
+/// Syncs a directory's entries (a file made or renamed in it).
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 fn checksum(payload: &[u8]) -> [u8; 8] {
@@ -310,7 +482,7 @@ mod tests {
     fn a_restart_keeps_only_the_rows_given_and_a_cut_short_one_changes_nothing() {
         let dir = std::env::temp_dir().join(format!("confab-journal-test-{}", rand::random::<u64>()));
         std::fs::create_dir_all(&dir).unwrap();
-        let (mut journal, held) = Journal::open(&dir).unwrap();
+        let (mut journal, held) = Journal::open(&dir, true).unwrap();
         assert!(held.is_empty());
         journal.append(&[row(1), row(2)]).unwrap();
         journal.append(&[row(3)]).unwrap();
@@ -318,14 +490,49 @@ mod tests {
         journal.append(&[row(4)]).unwrap();
         assert_eq!(journal.len(), std::fs::metadata(dir.join(FILE)).unwrap().len());
         drop(journal);
-        let (journal, held) = Journal::open(&dir).unwrap();
+        let (journal, held) = Journal::open(&dir, true).unwrap();
         assert_eq!(held, [row(3), row(4)]);
 
         std::fs::write(dir.join(NEXT), encode(&[row(9)]).unwrap()).unwrap();
         drop(journal);
-        let (journal, held) = Journal::open(&dir).unwrap();
+        let (journal, held) = Journal::open(&dir, true).unwrap();
         assert_eq!(held, [row(3), row(4)]);
         assert!(!dir.join(NEXT).exists());
+        drop(journal);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// `--sync full`: the journal is a spare of zeros made beside it, records overwrite the
+    /// zeros (the file keeps its size) and are read back as any others, and a restart moves
+    /// into the next spare with only the rows given, none of the old file's.
+    #[test]
+    fn a_durable_journal_writes_into_its_spare_and_restarts_into_the_next() {
+        let dir = std::env::temp_dir().join(format!("confab-journal-test-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let size = || std::fs::metadata(dir.join(FILE)).unwrap().len();
+        let (mut journal, held) = Journal::open(&dir, true).unwrap();
+        assert!(held.is_empty());
+        journal.empty(true).unwrap();
+        assert_eq!(size(), SPARE_BYTES, "the spare is the journal");
+        journal.append(&[row(1), row(2)]).unwrap();
+        journal.append(&[row(3)]).unwrap();
+        assert_eq!(size(), SPARE_BYTES, "records are written into the zeros");
+        drop(journal);
+        let (mut journal, held) = Journal::open(&dir, true).unwrap();
+        assert_eq!(held, [row(1), row(2), row(3)]);
+        assert_eq!(
+            journal.len(),
+            encode(&[row(1), row(2)]).unwrap().len() as u64 + encode(&[row(3)]).unwrap().len() as u64
+        );
+
+        journal.wait_for_spare();
+        journal.restart(&[row(3)]).unwrap();
+        assert_eq!(size(), SPARE_BYTES, "the restart moved into the next spare");
+        assert!(!dir.join(SPARE).exists() || journal.spare.is_some(), "a new spare is being made");
+        journal.append(&[row(4)]).unwrap();
+        drop(journal);
+        let (journal, held) = Journal::open(&dir, true).unwrap();
+        assert_eq!(held, [row(3), row(4)]);
         drop(journal);
         let _ = std::fs::remove_dir_all(dir);
     }
