@@ -684,22 +684,32 @@ mod tests {
         store.create_conversation(c.clone(), vec![a.clone(), b.clone()], None).await.unwrap();
         store.create_conversation(d.clone(), vec![a.clone()], None).await.unwrap();
         // Many appends in flight at once (so they share batches), with a member change and a
-        // read in the middle of them.
+        // read in the middle of them. The member change goes once an append to `c` has been
+        // answered (nothing else orders the tasks), and sees at least that one's seq.
+        let answered = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let mut handles = Vec::new();
         for i in 0..200 {
             let (s, c, d, a, b) = (Arc::clone(&store), c.clone(), d.clone(), a.clone(), b.clone());
+            let answered = Arc::clone(&answered);
             handles.push(tokio::spawn(async move {
                 match i {
                     100 => {
+                        let seen = loop {
+                            match answered.load(std::sync::atomic::Ordering::Acquire) {
+                                0 => tokio::task::yield_now().await,
+                                seen => break seen,
+                            }
+                        };
                         let info = s.set_members(&c, vec![a.clone(), b.clone()]).await.unwrap();
-                        assert!(info.last_seq > Seq(0), "set_members in a batch after appends sees their seqs");
+                        assert!(info.last_seq >= Seq(seen), "set_members after appends sees their seqs");
                     }
                     _ if i % 3 == 0 => {
                         s.append(new_message(&d, &a, "d", None)).await.unwrap();
                     }
                     _ => {
                         let sender = if i % 2 == 0 { &a } else { &b };
-                        s.append(new_message(&c, sender, "c", None)).await.unwrap();
+                        let seq = s.append(new_message(&c, sender, "c", None)).await.unwrap().message.seq;
+                        answered.fetch_max(seq.unwrap_or_default().0, std::sync::atomic::Ordering::Release);
                     }
                 }
             }));
