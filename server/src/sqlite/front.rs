@@ -3,7 +3,8 @@
 //! applied yet), journaled with one `write` per batch, fanned out and answered, and held for
 //! up to [`HOLD_FOR`]; the applier thread ([`applier_loop`]) then puts them into SQLite, off
 //! the runtime. Other requests go to the applier in order, after the rows held, and are
-//! answered once committed, as with `--sync full`.
+//! answered once committed. With `--sync full` the journal's record is synced before the
+//! fan-out ([`Journal::append_synced`]).
 
 use super::*;
 
@@ -160,9 +161,9 @@ impl Front {
         // below while SQLite does not have them.
         let settled = self.applied.settled();
         // While SQLite refuses what is journaled, nothing more is taken: the backlog stays
-        // bounded, and the sender hears the store is unavailable, as with `full`. The backlog
-        // is tried again first; with none left (or a failure that was not the journal's),
-        // this batch's journal write is the next try, as an append is with `full`.
+        // bounded, and the sender hears the store is unavailable. The backlog is tried again
+        // first; with none left (or a failure that was not the journal's), this batch's
+        // journal write is the next try.
         if self.health.state().is_err() && !self.barrier().await {
             let e = StoreError::Unavailable(self.health.state().err().unwrap_or_default());
             self.refused(&e, appends.len());
@@ -314,7 +315,7 @@ impl Front {
     async fn close(&mut self, reply: Reply<()>, rx: &mut mpsc::Receiver<Write>) {
         refuse_the_rest(rx);
         if self.barrier().await {
-            if let Err(e) = self.journal.empty(false) {
+            if let Err(e) = self.journal.close() {
                 tracing::warn!(error = %e, "store: cannot empty the journal at close (it is applied again at open)");
             }
         }

@@ -18,7 +18,7 @@
 //! record afterwards would bring its messages back), and when the store closes.
 
 use super::*;
-use std::io::{Read, Write as _};
+use std::io::Read;
 use std::os::unix::fs::FileExt as _;
 
 /// The journal's file name, beside `confab.db`.
@@ -188,7 +188,7 @@ impl Journal {
             return Ok(());
         }
         if let Some(spare) = self.take_spare(wait) {
-            return self.swap_in(spare, &[]);
+            return self.take_place(spare, &self.path.with_file_name(SPARE), &[]);
         }
         let io = |e: std::io::Error| unavailable(&self.path, &e);
         self.file.set_len(0).map_err(io)?;
@@ -255,20 +255,33 @@ impl Journal {
         }
     }
 
-    /// The spare, with `record` written at its start, becomes the journal; a new spare is begun.
-    fn swap_in(&mut self, spare: std::fs::File, record: &[u8]) -> Result<(), StoreError> {
-        let from = self.path.with_file_name(SPARE);
-        let io = |e: std::io::Error| unavailable(&from, &e);
-        if !record.is_empty() {
-            spare.write_all_at(record, 0).map_err(io)?;
-            spare.sync_data().map_err(io)?;
+    /// `file` (at `from`), with `record` written at its start, takes the journal's name and
+    /// becomes the journal; a new spare is begun. With `--sync full` the rename may reach the
+    /// disk before the data: the file is synced first, and the directory after, before a later
+    /// record is appended (and acknowledged) to a file that a power loss could leave under
+    /// `from`'s name.
+    fn take_place(&mut self, file: std::fs::File, from: &Path, record: &[u8]) -> Result<(), StoreError> {
+        let io = |e: std::io::Error| unavailable(from, &e);
+        file.write_all_at(record, 0).map_err(io)?;
+        if self.durable && !record.is_empty() {
+            file.sync_data().map_err(io)?;
         }
-        std::fs::rename(&from, &self.path).map_err(io)?;
-        sync_dir(self.path.parent().unwrap_or(Path::new("."))).map_err(io)?;
-        self.file = Arc::new(spare);
+        std::fs::rename(from, &self.path).map_err(io)?;
+        if self.durable {
+            sync_dir(self.path.parent().unwrap_or(Path::new("."))).map_err(io)?;
+        }
+        // The handle follows the file across the rename.
+        self.file = Arc::new(file);
         self.len = record.len() as u64;
         self.make_spare();
         Ok(())
+    }
+
+    /// At a clean stop: emptied in place, and no spare made again (what is made or being made
+    /// is left to the next open, which removes it).
+    pub(super) fn close(&mut self) -> Result<(), StoreError> {
+        self.spare = None;
+        self.empty(false)
     }
 
     /// Replaces the journal with one holding only `rows` (SQLite has the rest). The new
@@ -280,29 +293,18 @@ impl Journal {
         }
         let record = encode(rows)?;
         if let Some(spare) = self.take_spare(false) {
-            return self.swap_in(spare, &record);
+            return self.take_place(spare, &self.path.with_file_name(SPARE), &record);
         }
         let next = self.path.with_file_name(NEXT);
-        let io = |e: std::io::Error| unavailable(&next, &e);
         // What an earlier try left is cut first.
-        let mut file =
-            std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&next).map_err(io)?;
-        file.write_all(&record).map_err(io)?;
-        if self.durable {
-            // The rename may reach the disk before the data: the new file is synced first, and
-            // the directory after, before a later record is appended (and acknowledged) to a
-            // file that a power loss could leave under the name `.next`.
-            file.sync_data().map_err(io)?;
-        }
-        std::fs::rename(&next, &self.path).map_err(io)?;
-        if self.durable {
-            sync_dir(self.path.parent().unwrap_or(Path::new("."))).map_err(io)?;
-        }
-        // The handle follows the file across the rename.
-        self.file = Arc::new(file);
-        self.len = record.len() as u64;
-        self.make_spare();
-        Ok(())
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&next)
+            .map_err(|e| unavailable(&next, &e))?;
+        self.take_place(file, &next, &record)
     }
 
     /// The bytes it holds.
@@ -482,7 +484,7 @@ mod tests {
     fn a_restart_keeps_only_the_rows_given_and_a_cut_short_one_changes_nothing() {
         let dir = std::env::temp_dir().join(format!("confab-journal-test-{}", rand::random::<u64>()));
         std::fs::create_dir_all(&dir).unwrap();
-        let (mut journal, held) = Journal::open(&dir, true).unwrap();
+        let (mut journal, held) = Journal::open(&dir, false).unwrap();
         assert!(held.is_empty());
         journal.append(&[row(1), row(2)]).unwrap();
         journal.append(&[row(3)]).unwrap();
@@ -490,12 +492,12 @@ mod tests {
         journal.append(&[row(4)]).unwrap();
         assert_eq!(journal.len(), std::fs::metadata(dir.join(FILE)).unwrap().len());
         drop(journal);
-        let (journal, held) = Journal::open(&dir, true).unwrap();
+        let (journal, held) = Journal::open(&dir, false).unwrap();
         assert_eq!(held, [row(3), row(4)]);
 
         std::fs::write(dir.join(NEXT), encode(&[row(9)]).unwrap()).unwrap();
         drop(journal);
-        let (journal, held) = Journal::open(&dir, true).unwrap();
+        let (journal, held) = Journal::open(&dir, false).unwrap();
         assert_eq!(held, [row(3), row(4)]);
         assert!(!dir.join(NEXT).exists());
         drop(journal);
@@ -528,7 +530,6 @@ mod tests {
         journal.wait_for_spare();
         journal.restart(&[row(3)]).unwrap();
         assert_eq!(size(), SPARE_BYTES, "the restart moved into the next spare");
-        assert!(!dir.join(SPARE).exists() || journal.spare.is_some(), "a new spare is being made");
         journal.append(&[row(4)]).unwrap();
         drop(journal);
         let (journal, held) = Journal::open(&dir, true).unwrap();

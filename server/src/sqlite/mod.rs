@@ -110,7 +110,7 @@ pub struct SqliteStore {
     health: Arc<WriteHealth>,
     /// Set by `close`: reads fail from then on, as writes do once the writer has ended.
     closed: Arc<std::sync::atomic::AtomicBool>,
-    /// How far SQLite is behind the journal (`--sync normal`): reads wait for it.
+    /// How far SQLite is behind the journal: reads wait for it.
     applied: Arc<Applied>,
     /// Dropping it (and the writer's) tells the checkpoint thread to do a last checkpoint and
     /// end.
@@ -135,7 +135,7 @@ impl SqliteStore {
         Self::open_holding(dir, sync, sink, metrics, HOLD_FOR)
     }
 
-    /// [`SqliteStore::open`], with `--sync normal`'s front holding journaled rows for
+    /// [`SqliteStore::open`], with the front holding journaled rows for
     /// `hold_for` at most ([`front::HOLD_FOR`] but in tests).
     fn open_holding(
         dir: &Path,
@@ -171,30 +171,20 @@ impl SqliteStore {
         let applied = Arc::new(Applied::default());
         let writer = Writer::new(
             writer,
-            Arc::clone(&sink),
             Arc::clone(&metrics),
             Arc::clone(&rewind),
             checkpoints.clone(),
             Arc::clone(&health),
             Arc::clone(&applied),
         );
-        match tokio::runtime::Handle::try_current() {
-            // The front ends when the store is closed or dropped (its queue closes), and the
-            // applier after it.
-            Ok(runtime) => {
-                let reads = open(&path, sync)?;
-                let mut front =
-                    Front::start(reads, journal, writer, sink, Arc::clone(&health), metrics, Arc::clone(&applied))?;
-                front.hold_for = hold_for;
-                drop(runtime.spawn(front_task(front, rx)));
-            }
-            _ => drop(
-                std::thread::Builder::new()
-                    .name("confab-store-writer".into())
-                    .spawn(move || writer_loop(writer, rx))
-                    .map_err(|e| StoreError::Database(format!("writer thread: {e}")))?,
-            ),
-        }
+        // The front ends when the store is closed or dropped (its queue closes), and the
+        // applier after it.
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|e| StoreError::Database(format!("the SQLite store runs on a tokio runtime: {e}")))?;
+        let reads = open(&path, sync)?;
+        let mut front = Front::start(reads, journal, writer, sink, Arc::clone(&health), metrics, Arc::clone(&applied))?;
+        front.hold_for = hold_for;
+        drop(runtime.spawn(front_task(front, rx)));
         std::thread::Builder::new()
             .name("confab-store-checkpoint".into())
             .spawn(move || checkpoint_loop(&checkpointer, &asks, &rewind))
@@ -571,8 +561,8 @@ mod tests {
         }
     }
 
-    /// The contract every store keeps (`confab_core::store::conformance`), on SQLite: with
-    /// `--sync full` (the writer thread) and `--sync normal` (the front, the journal and the applier thread).
+    /// The contract every store keeps (`confab_core::store::conformance`), on SQLite, with
+    /// either `--sync` (the journal synced or not).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sqlite_keeps_the_store_contract() {
         for sync in [SyncMode::Full, SyncMode::Normal] {
@@ -667,8 +657,8 @@ mod tests {
     }
 
     /// The writer hands out seqs and writes `last_seq` and read marks once per batch: whatever
-    /// shares a batch with appends, or reads after them, sees what per-append writes would give;
-    /// with the journal (`normal`) as with SQLite alone (`full`).
+    /// shares a batch with appends, or reads after them, sees what per-append writes would give,
+    /// with either `--sync`.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn batched_appends_look_like_one_at_a_time() {
         for sync in [SyncMode::Full, SyncMode::Normal] {

@@ -1,8 +1,7 @@
-//! The one writer thread (with `--sync normal`, the applier: the same, behind the front's
-//! journal, [`applier_loop`]): batches of requests (each but an append in a savepoint), one
-//! commit per batch, then the commit callback in commit order, then the answers. Appends, the
-//! hot path, are one `INSERT` each: the writer hands out seqs itself ([`Seqs`]) and writes the
-//! senders' read marks and the fan-out's delivery marks once per batch. A conversation's last
+//! The applier thread ([`applier_loop`]), behind the front's journal ([`front`]): the rows the
+//! front journaled, the rows of several of its batches in one transaction, with the senders'
+//! read marks and the fan-out's delivery marks once per transaction; and the other requests,
+//! in the front's order, each in a savepoint, answered once committed. A conversation's last
 //! seq is not written at all: it is its highest stored seq ([`LAST_SEQ`]), one step down the
 //! messages' primary key, so a commit does not dirty the conversation's page (a WAL frame, a
 //! fifth of a lone message's, docs/benchmarks.md issue 19).
@@ -14,15 +13,14 @@ use std::collections::HashMap;
 /// refilled by one indexed read per conversation).
 const SEQ_CACHE: usize = 100_000;
 
-/// The writer's account of each conversation's last seq, and the marks (seqs, read and
-/// delivery watermarks) not written yet. Everything pending is written, inside the batch's transaction, before any request
-/// other than an append runs and before the commit, so every reader (in the batch or after
-/// the commit) sees the same state as if each append had written its own. A failed commit
-/// clears it all: the database is the truth.
+/// Each conversation's last seq as the front handed them out, and the delivery watermarks not
+/// written yet. The applier writes those inside its transaction before any other request runs
+/// and before the commit, so every reader (in the batch or after the commit) sees the same
+/// state as if each delivery had written its own. A failed commit clears it all: the database
+/// is the truth.
 #[derive(Default)]
 pub(super) struct Seqs {
     last: HashMap<ConversationId, i64>,
-    read_marks: HashMap<(ConversationId, UserId), i64>,
     /// Delivery watermarks the fan-out advanced after earlier commits, highest per member:
     /// written with the next batch rather than in a commit of their own (a crash before then
     /// costs a repeated `message:delivered`, not data), and once per member however many
@@ -64,14 +62,6 @@ impl Seqs {
         self.last.insert(c.clone(), seq);
     }
 
-    /// Records an appended message: its conversation's last seq, and its sender's read mark
-    /// (sending implies having read everything before, SPEC §4 unread counts).
-    fn appended(&mut self, c: &ConversationId, sender: &UserId, seq: i64) {
-        self.last.insert(c.clone(), seq);
-        let mark = self.read_marks.entry((c.clone(), sender.clone())).or_insert(seq);
-        *mark = (*mark).max(seq);
-    }
-
     /// Records that `user` has been handed every message of `c` up to `seq`.
     pub(super) fn delivered(&mut self, c: &ConversationId, user: UserId, seq: i64) {
         let mark = self.delivered.entry((c.clone(), user)).or_insert(seq);
@@ -80,16 +70,13 @@ impl Seqs {
 
     /// Writes what the batch's appends (and earlier fan-outs) have not written yet.
     fn flush(&mut self, t: &Connection) -> Result<(), StoreError> {
-        for ((c, u), seq) in self.read_marks.drain() {
-            raise_read_mark(t, c.as_str(), u.as_str(), seq)?;
-        }
         for ((c, u), seq) in self.delivered.drain() {
             mark_delivered(t, &c, &u, Seq(seq as u64))?;
         }
         Ok(())
     }
 
-    /// The delivery marks not written yet, for the applier to write (`--sync normal`).
+    /// The delivery marks not written yet, for the applier to write.
     pub(super) fn take_delivered(&mut self) -> Vec<((ConversationId, UserId), i64)> {
         self.delivered.drain().collect()
     }
@@ -128,11 +115,10 @@ pub(super) enum Write {
     Close(Reply<()>),
 }
 
-/// The writer's connection and what goes with it, owned by the writer thread or task.
+/// The applier's connection and what goes with it.
 pub(super) struct Writer {
     conn: Connection,
     seqs: Seqs,
-    sink: Arc<dyn CommitSink>,
     metrics: Arc<crate::metrics::Metrics>,
     rewind: Arc<std::sync::atomic::AtomicBool>,
     /// Where the rewind's last copy is asked for (the checkpoint thread).
@@ -154,7 +140,7 @@ pub(super) struct Applied {
     /// The last batch SQLite holds, or whose transaction failed (reads do not wait for a disk
     /// to have room again); `u64::MAX` once the writer has ended.
     settled: tokio::sync::watch::Sender<u64>,
-    /// A read waits for rows that `--sync normal`'s front may be holding.
+    /// A read waits for rows that the front may be holding.
     wanted: tokio::sync::Notify,
 }
 
@@ -209,7 +195,6 @@ impl Drop for Writer {
 impl Writer {
     pub(super) fn new(
         conn: Connection,
-        sink: Arc<dyn CommitSink>,
         metrics: Arc<crate::metrics::Metrics>,
         rewind: Arc<std::sync::atomic::AtomicBool>,
         checkpoints: std::sync::mpsc::Sender<Rewound>,
@@ -217,11 +202,11 @@ impl Writer {
         applied: Arc<Applied>,
     ) -> Self {
         metrics.store_writable.set(1);
-        Self { conn, seqs: Seqs::default(), sink, metrics, rewind, checkpoints, health, backlog: Vec::new(), applied }
+        Self { conn, seqs: Seqs::default(), metrics, rewind, checkpoints, health, backlog: Vec::new(), applied }
     }
 
     fn write(&mut self, batch: Vec<Write>) {
-        write_batch(&mut self.conn, batch, self.sink.as_ref(), &mut self.seqs, &self.metrics, &self.health);
+        write_batch(&mut self.conn, batch, &mut self.seqs, &self.metrics, &self.health);
     }
 
     /// Requests other than appends behind journaled rows: after the backlog (if any),
@@ -307,12 +292,6 @@ impl Writer {
         self.checkpoints.send(done).ok()?;
         Some(rewound)
     }
-
-    /// Ends the writer for `Store::close`.
-    fn close(&mut self, reply: Reply<()>, rx: &mut mpsc::Receiver<Write>) {
-        refuse_the_rest(rx);
-        drop(reply.send(Ok(())));
-    }
 }
 
 /// Records `requests` refused for `e` in the store's health (a transaction of journaled rows
@@ -333,7 +312,7 @@ pub(super) fn refuse_the_rest(rx: &mut mpsc::Receiver<Write>) {
     }
 }
 
-/// What the front (`--sync normal`) hands the applier thread, in the order it decided them.
+/// What the front hands the applier thread, in the order it decided them.
 pub(super) enum Apply {
     /// Journaled rows, answered and fanned out already; the number of their batch; the
     /// delivery marks their fan-out advanced.
@@ -345,7 +324,7 @@ pub(super) enum Apply {
     Barrier(oneshot::Sender<bool>),
 }
 
-/// The applier thread (`--sync normal`): journaled rows into SQLite, several of the front's
+/// The applier thread: journaled rows into SQLite (synced with `--sync full`), several of the front's
 /// batches in one transaction when they have queued up, and the other requests, in the
 /// front's order. Its writes wait for the disk at times (a checkpoint's sync holds the WAL's
 /// pages for milliseconds); here they hold no thread of the runtime. Ends when the front has.
@@ -399,27 +378,9 @@ pub(super) fn gather(first: Write, rx: &mut mpsc::Receiver<Write>) -> (Vec<Write
     (batch, None)
 }
 
-/// The writer thread (`--sync full`, or `normal` without a runtime): each batch is what has queued while the last one
-/// committed.
-pub(super) fn writer_loop(mut writer: Writer, mut rx: mpsc::Receiver<Write>) {
-    while let Some(first) = rx.blocking_recv() {
-        let (batch, close) = gather(first, &mut rx);
-        if !batch.is_empty() {
-            writer.write(batch);
-        }
-        if let Some(reply) = close {
-            return writer.close(reply, &mut rx);
-        }
-        if let Some(rewound) = writer.rewind() {
-            let _ = rewound.blocking_recv();
-        }
-    }
-}
-
 fn write_batch(
     conn: &mut Connection,
     batch: Vec<Write>,
-    sink: &dyn CommitSink,
     seqs: &mut Seqs,
     metrics: &crate::metrics::Metrics,
     health: &WriteHealth,
@@ -427,7 +388,7 @@ fn write_batch(
     let requests = batch.len();
     metrics.store_batch_size.observe(requests as f64);
     let started = std::time::Instant::now();
-    match apply_batch(conn, batch, sink, seqs) {
+    match apply_batch(conn, batch, seqs) {
         Ok(()) => health.committed(metrics),
         Err(StoreError::Unavailable(why)) => health.refused(&why, requests, metrics),
         Err(_) => {}
@@ -435,24 +396,11 @@ fn write_batch(
     metrics.store_commit_seconds.observe(started.elapsed().as_secs_f64());
 }
 
-/// A request applied inside the transaction, with its answer waiting for the commit.
-// Appends are the hot path and live only in one batch's Vec: a box each would cost an
-// allocation per message to save a few hundred bytes for the length of a batch.
-#[allow(clippy::large_enum_variant)]
-pub(super) enum Done {
-    /// An append's result, its answer, and who sent it (told `message:sent` by the commit
-    /// callback).
-    Appended(Result<Appended, StoreError>, Reply<Appended>, Option<Requester>),
-    Other(Box<dyn FnOnce(Option<StoreError>) + Send>),
-}
+/// A request applied inside the transaction: its answer, waiting for the commit's outcome.
+pub(super) struct Done(Box<dyn FnOnce(Option<StoreError>) + Send>);
 
 /// Applies and commits one batch, answers every request in it, and returns how the commit went.
-pub(super) fn apply_batch(
-    conn: &mut Connection,
-    batch: Vec<Write>,
-    sink: &dyn CommitSink,
-    seqs: &mut Seqs,
-) -> Result<(), StoreError> {
+pub(super) fn apply_batch(conn: &mut Connection, batch: Vec<Write>, seqs: &mut Seqs) -> Result<(), StoreError> {
     let mut done = Vec::with_capacity(batch.len());
     seqs.trim();
     // IMMEDIATE: the write lock is taken (waiting up to the busy timeout) before the batch reads
@@ -490,27 +438,8 @@ pub(super) fn apply_batch(
     if committed.is_err() {
         seqs.reset();
     }
-    for d in done {
-        match d {
-            Done::Appended(result, reply, requester) => {
-                let result = match (&committed, result) {
-                    (Err(e), _) => Err(e.clone()),
-                    (Ok(()), Ok(a)) => {
-                        if !a.duplicate {
-                            // In commit order, before the sender hears `message:sent`.
-                            let seq = a.message.seq.unwrap_or_default().0 as i64;
-                            for user in sink.committed(&a.message, requester.as_ref()) {
-                                seqs.delivered(&a.message.conversation_id, user, seq);
-                            }
-                        }
-                        Ok(a)
-                    }
-                    (Ok(()), Err(e)) => Err(e),
-                };
-                let _ = reply.send(result);
-            }
-            Done::Other(finish) => finish(committed.as_ref().err().cloned()),
-        }
+    for Done(finish) in done {
+        finish(committed.as_ref().err().cloned());
     }
     committed
 }
@@ -544,7 +473,7 @@ pub(super) fn step<T: Send + 'static>(
     f: impl FnOnce(&Connection) -> Result<T, StoreError>,
 ) -> Done {
     let result = savepoint(tx, f);
-    Done::Other(Box::new(move |commit_error| {
+    Done(Box::new(move |commit_error| {
         let _ = reply.send(match commit_error {
             Some(e) => Err(e),
             None => result,
@@ -570,10 +499,9 @@ pub(super) fn savepoint<T>(
 
 pub(super) fn apply_one(tx: &mut Transaction<'_>, w: Write, seqs: &mut Seqs) -> Done {
     match w {
-        // One statement (or none, for a repeated `local_id`): atomic without a savepoint.
-        Write::Append(mut m, reply) => {
-            let requester = m.requester.take();
-            Done::Appended(append(tx, m, seqs), reply, requester)
+        // Appends are decided and journaled by the front, which never hands one on.
+        Write::Append(_, reply) => {
+            Done(Box::new(move |_| drop(reply.send(Err(StoreError::Database("an append reached the applier".into()))))))
         }
         Write::Delete(c, m, by, reply) => step(tx, reply, |t| delete_message(t, &c, &m, &by)),
         Write::MarkRead(c, u, m, reply) => step(tx, reply, |t| mark_read(t, &c, &u, &m)),
@@ -614,8 +542,8 @@ pub(super) fn apply_one(tx: &mut Transaction<'_>, w: Write, seqs: &mut Seqs) -> 
             }
             Ok(())
         }),
-        // Taken out of every batch by the writer loop; answered if one ever got here.
-        Write::Close(reply) => Done::Other(Box::new(move |_| drop(reply.send(Ok(()))))),
+        // Taken out of every batch by the front; answered if one ever got here.
+        Write::Close(reply) => Done(Box::new(move |_| drop(reply.send(Ok(()))))),
         Write::Probe(reply) => step(tx, reply, |t| {
             exec(t, "INSERT OR REPLACE INTO probe (id, at) VALUES (1, ?1)", [now_ms()]).map_err(db)?;
             Ok(())
@@ -679,57 +607,9 @@ pub(super) fn now_ms() -> i64 {
     confab_core::clock::system_now().as_millis()
 }
 
-static INSERT_MESSAGE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    format!(
-        "INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
-         ON CONFLICT (conversation_id, sender_id, local_id) WHERE local_id IS NOT NULL DO NOTHING"
-    )
-});
-
 pub(super) static BY_LOCAL_ID: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND sender_id = ?2 AND local_id = ?3")
 });
-
-pub(super) fn append(t: &Connection, m: NewMessage, seqs: &mut Seqs) -> Result<Appended, StoreError> {
-    let seq = seqs.next(t, &m.conversation_id)?;
-    let id = new_message_id();
-    let metadata = serde_json::to_string(&m.metadata).map_err(|e| StoreError::Database(e.to_string()))?;
-    // A repeated `local_id` is found by the insert itself (the unique index), so the common case,
-    // a new message, is one statement; only a retry pays the lookup of what was stored.
-    let inserted = exec(
-        t,
-        &INSERT_MESSAGE,
-        params![
-            id.as_str(),
-            m.conversation_id.as_str(),
-            seq,
-            m.sender_id.as_str(),
-            m.content,
-            m.kind.as_str(),
-            metadata,
-            m.created_at.as_millis(),
-            m.local_id.as_ref().map(|l| l.as_str()),
-            m.reply_to.as_ref().map(|r| r.as_str()),
-        ],
-    )
-    .map_err(db)?;
-    if inserted == 0 {
-        let local = m.local_id.as_ref().map(|l| l.as_str());
-        let existing = query_row(
-            t,
-            &BY_LOCAL_ID,
-            params![m.conversation_id.as_str(), m.sender_id.as_str(), local],
-            row_to_message,
-        )
-        .optional()
-        .map_err(db)?
-        .ok_or_else(|| StoreError::Database("message insert ignored without a matching local_id".into()))?;
-        return Ok(Appended { message: existing?, duplicate: true });
-    }
-    seqs.appended(&m.conversation_id, &m.sender_id, seq);
-    let message = m.into_message(id, Seq(seq as u64));
-    Ok(Appended { message, duplicate: false })
-}
 
 pub(super) fn delete_message(
     t: &Connection,
