@@ -844,6 +844,17 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
+    /// A request other than an append goes to SQLite after the rows the front holds: a member
+    /// change right after a message (held for an hour here) sees its seq.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_member_change_after_held_rows_sees_them() {
+        let (dir, store, c, a) = holding_an_hour().await;
+        let sent = store.append(new_message(&c, &a, "hi", None)).await.unwrap().message;
+        let info = store.set_members(&c, vec![a.clone(), id("b", UserId::parse)]).await.unwrap();
+        assert_eq!(Some(info.last_seq), sent.seq);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     /// With no read to ask for them, the rows the front holds reach SQLite within
     /// [`front::HOLD_FOR`]: another connection to the database finds the message.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
