@@ -144,24 +144,22 @@ impl Journal {
         }
     }
 
-    /// [`Journal::append`], and with `--sync full` the wait until the disk has the record
-    /// (`fdatasync` on a blocking thread: the runtime goes on meanwhile, and what arrives is
-    /// gathered into the next record). A failed sync cuts the record off again: the sender
-    /// hears the store is unavailable, and a replay does not bring the message back.
-    pub(super) async fn append_synced(&mut self, rows: &[Row]) -> Result<(), StoreError> {
-        let before = self.len;
-        self.append(rows)?;
+    /// With `--sync full`, the sync of every record written so far, started on a blocking
+    /// thread (`fdatasync`): the runtime goes on meanwhile, and what arrives is gathered into
+    /// the next record. `None` with `--sync normal`.
+    pub(super) fn sync(&self) -> Option<tokio::task::JoinHandle<std::io::Result<()>>> {
         if !self.durable {
-            return Ok(());
+            return None;
         }
         let file = Arc::clone(&self.file);
-        let synced = tokio::task::spawn_blocking(move || file.sync_data())
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-        synced.map_err(|e| {
-            self.cut_back(before);
-            unavailable(&self.path, &e)
-        })
+        Some(tokio::task::spawn_blocking(move || file.sync_data()))
+    }
+
+    /// A sync that failed: the records from `from` on are cut off again, so that the senders
+    /// hear the store is unavailable and a replay does not bring their messages back.
+    pub(super) fn unsynced(&mut self, from: u64, e: &std::io::Error) -> StoreError {
+        self.cut_back(from);
+        unavailable(&self.path, e)
     }
 
     /// Cuts the file back to `len` bytes, the end of its last good record. In a spare, zeros

@@ -924,6 +924,64 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
+    /// `--sync full`: appends that come while a record is being synced are journaled behind
+    /// it, and its sync started, before its fan-out. Each conversation's messages are still
+    /// fanned out in seq order, each before its sender is answered, and all of them are there
+    /// after a reopen.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn appends_journaled_behind_a_sync_are_fanned_out_after_it() {
+        let dir = std::env::temp_dir().join(format!("confab-store-test-{}", rand::random::<u64>()));
+        #[derive(Debug, Default)]
+        struct Order(Mutex<Vec<(ConversationId, u64)>>);
+        impl CommitSink for Order {
+            fn committed(&self, m: &Message, _: Option<&Requester>) -> Vec<UserId> {
+                self.0.lock().unwrap().push((m.conversation_id.clone(), m.seq.unwrap_or_default().0));
+                Vec::new()
+            }
+        }
+        let sink = Arc::new(Order::default());
+        let store =
+            Arc::new(SqliteStore::open(&dir, SyncMode::Full, Arc::clone(&sink) as _, Default::default()).unwrap());
+        let a = id("a", UserId::parse);
+        let convs: Vec<_> = ["c1", "c2", "c3"].iter().map(|c| id(c, ConversationId::parse)).collect();
+        for c in &convs {
+            store.create_conversation(c.clone(), vec![a.clone()], None).await.unwrap();
+        }
+        for wave in 0..5 {
+            let handles: Vec<_> = (0..60)
+                .map(|i| {
+                    let (s, sink, c, a) = (Arc::clone(&store), Arc::clone(&sink), convs[i % 3].clone(), a.clone());
+                    tokio::spawn(async move {
+                        let local = format!("l-{wave}-{i}");
+                        let m = s.append(new_message(&c, &a, "m", Some(&local))).await.unwrap().message;
+                        let seq = m.seq.unwrap().0;
+                        assert!(sink.0.lock().unwrap().contains(&(c, seq)), "fanned out before it is answered");
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.await.unwrap();
+            }
+        }
+        assert!(
+            store.applied.behind.load(std::sync::atomic::Ordering::Relaxed) > 0,
+            "no batch was journaled behind a sync"
+        );
+        let seen = sink.0.lock().unwrap().clone();
+        for c in &convs {
+            let order: Vec<u64> = seen.iter().filter(|(x, _)| x == c).map(|(_, s)| *s).collect();
+            assert_eq!(order, (1..=100).collect::<Vec<_>>(), "{c}: fanned out once each, in seq order");
+        }
+        store.close().await.unwrap();
+        drop(store);
+        let store = open_without_fanout(&dir, SyncMode::Full);
+        for c in &convs {
+            let stored = store.messages_after(c, Seq(0), 500).await.unwrap();
+            assert_eq!(stored.iter().map(|m| m.seq.unwrap().0).collect::<Vec<_>>(), (1..=100).collect::<Vec<_>>());
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     /// The fan-out's delivery marks, one per member however many messages reached it, are
     /// written with the next batch: the highest seq, never lowered.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -142,12 +142,17 @@ pub(super) struct Applied {
     settled: tokio::sync::watch::Sender<u64>,
     /// A read waits for rows that the front may be holding.
     wanted: tokio::sync::Notify,
+    /// Batches journaled while the one before was being synced (tests: the path was taken).
+    #[cfg(test)]
+    pub(super) behind: std::sync::atomic::AtomicU64,
 }
 
 impl Default for Applied {
     fn default() -> Self {
         Self {
             journaled: Default::default(),
+            #[cfg(test)]
+            behind: Default::default(),
             settled: tokio::sync::watch::Sender::new(0),
             wanted: tokio::sync::Notify::new(),
         }
