@@ -5,7 +5,7 @@
 //! the runtime. Other requests go to the applier in order, after the rows held, and are
 //! answered once committed. With `--sync full` the journal's record is synced before the
 //! fan-out ([`Journal::sync`]), and what arrives meanwhile is journaled, and its sync started,
-//! as soon as that sync ends, before that batch's fan-out ([`front_task`]).
+//! as soon as that sync ends, before that batch's fan-out ([`Front::after_sync`]).
 
 use super::*;
 
@@ -71,11 +71,9 @@ pub(super) struct Front {
     handed: u64,
     /// When the rows held now go to the applier, whatever else happens.
     hand_over_at: Option<tokio::time::Instant>,
-    /// The batch whose record is being synced, answered once it is (`--sync full`).
+    /// The batch whose record is being synced, answered once it is (`--sync full`): always
+    /// one with rows, and a sync.
     in_flight: Option<Journaled>,
-    /// Batches with rows journaled and not finished (answered or refused): 0, 1, or 2 for the
-    /// moment a batch is journaled behind the one in flight.
-    unfinished: u64,
     /// [`HOLD_FOR`], but in tests.
     pub(super) hold_for: std::time::Duration,
 }
@@ -111,14 +109,13 @@ impl Front {
             handed: 0,
             hand_over_at: None,
             in_flight: None,
-            unfinished: 0,
             hold_for: HOLD_FOR,
         })
     }
 
     /// A batch of requests: each run of appends journaled, answered and handed on; each run of
     /// other requests handed on and answered once committed, after the appends before it. A
-    /// last run of appends whose record is being synced is left in flight ([`front_task`]).
+    /// last run of appends whose record is being synced is left in flight ([`Front::after_sync`]).
     /// Nothing is in flight when it is called.
     async fn write(&mut self, batch: Vec<Write>) {
         let mut rest = batch.into_iter().peekable();
@@ -250,8 +247,8 @@ impl Front {
         if self.seqs.full() && (settled >= self.applied.journaled() || self.barrier().await) {
             self.seqs.trim();
         }
-        // After the batch in flight, if one is.
-        let batch = self.applied.journaled() + 1 + self.unfinished;
+        // After the batch in flight, if one is: it is counted as journaled once finished.
+        let batch = self.applied.journaled() + 1 + u64::from(self.in_flight.is_some());
         let mut journaled = Journaled {
             batch,
             from: self.journal.len(),
@@ -270,7 +267,6 @@ impl Front {
                 self.unjournaled(journaled, &e);
                 return None;
             }
-            self.unfinished += 1;
             journaled.synced = self.journal.sync();
         }
         Some(journaled)
@@ -286,7 +282,6 @@ impl Front {
             }
             return;
         }
-        self.unfinished -= 1;
         if let Err(e) = synced {
             let e = self.journal.unsynced(journaled.from, &e);
             return self.unjournaled(journaled, &e);
@@ -334,8 +329,67 @@ impl Front {
 
     /// The batch in flight, if one is, answered once its sync is done.
     async fn settle(&mut self) {
-        if let Some(mut journaled) = self.in_flight.take() {
+        if let Some(journaled) = self.in_flight.as_mut() {
             let synced = journaled.synced().await;
+            self.finish_in_flight(synced).await;
+        }
+    }
+
+    /// Once the batch in flight is synced, what came during its sync is journaled, and its
+    /// sync started, before that batch is fanned out and answered: the fan-out's CPU then
+    /// overlaps the next sync instead of coming before it (a sync here is 130-200 µs, and a
+    /// batch's fan-out as long). Not after a failed sync (the next record would follow one
+    /// that is cut off), nor when what came is more than appends or may wait for SQLite (they
+    /// go by the rows held, which the batch in flight has not joined yet): then the batch in
+    /// flight is finished first, and the rest written after it. Returns a close that came.
+    async fn after_sync(&mut self, rx: &mut mpsc::Receiver<Write>) -> Option<Reply<()>> {
+        let synced = match self.in_flight.as_mut() {
+            Some(journaled) => journaled.synced().await,
+            None => return None,
+        };
+        let (mut rest, mut close) = (Vec::new(), None);
+        if synced.is_ok() {
+            // The tasks that are ready run first, so that what they send joins the next record.
+            tokio::task::yield_now().await;
+            if let Ok(first) = rx.try_recv() {
+                (rest, close) = gather(first, rx);
+            }
+        }
+        if close.is_none() && !rest.is_empty() && !self.needs_care() {
+            match only_appends(rest) {
+                Ok(appends) => {
+                    let behind = self.journal_appends(appends).await;
+                    #[cfg(test)]
+                    self.applied.behind.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.finish_in_flight(synced).await;
+                    match behind {
+                        Some(behind) if behind.synced.is_some() => self.in_flight = Some(behind),
+                        // Nothing journaled (repeats, refusals): answered now.
+                        Some(behind) => self.finish(behind, Ok(())).await,
+                        None => {}
+                    }
+                    // Under steady load the front stays on this path: the hold's end and a read
+                    // waiting for the rows held are seen to here, as in [`front_task`]'s
+                    // `select!`.
+                    let hold_over = self.hand_over_at.is_some_and(|at| at <= tokio::time::Instant::now());
+                    if hold_over || futures_util::FutureExt::now_or_never(self.applied.wanted()).is_some() {
+                        self.hand_over().await;
+                    }
+                    return None;
+                }
+                Err(batch) => rest = batch,
+            }
+        }
+        self.finish_in_flight(synced).await;
+        if !rest.is_empty() {
+            self.write(rest).await;
+        }
+        close
+    }
+
+    /// The batch in flight, answered with the outcome of its sync.
+    async fn finish_in_flight(&mut self, synced: std::io::Result<()>) {
+        if let Some(journaled) = self.in_flight.take() {
             self.finish(journaled, synced).await;
         }
     }
@@ -413,6 +467,20 @@ impl Front {
     }
 }
 
+/// The batch as appends, if it holds nothing else.
+fn only_appends(batch: Vec<Write>) -> Result<Vec<(NewMessage, Reply<Appended>)>, Vec<Write>> {
+    if !batch.iter().all(|w| matches!(w, Write::Append(..))) {
+        return Err(batch);
+    }
+    Ok(batch
+        .into_iter()
+        .filter_map(|w| match w {
+            Write::Append(m, reply) => Some((m, reply)),
+            _ => None,
+        })
+        .collect())
+}
+
 /// The front as a task on the runtime. Ends when the store is closed or dropped (its queue
 /// closes); the applier then ends too, after what the front held.
 pub(super) async fn front_task(mut front: Front, mut rx: mpsc::Receiver<Write>) {
@@ -422,54 +490,9 @@ pub(super) async fn front_task(mut front: Front, mut rx: mpsc::Receiver<Write>) 
     let hold = tokio::time::sleep(std::time::Duration::ZERO);
     tokio::pin!(hold);
     loop {
-        if let Some(mut journaled) = front.in_flight.take() {
-            let synced = journaled.synced().await;
-            // What came during the sync is journaled, and its sync started, before this
-            // batch's fan-out: the fan-out's CPU then overlaps the next sync instead of
-            // coming before it (a sync here is 130-200 µs, and a batch's fan-out as long).
-            // Not when the sync failed (the next record would follow one that is cut off),
-            // nor when the next batch is more than appends or may wait for SQLite (they go
-            // by the rows held, which this batch has not joined yet).
-            let mut next = None;
-            if synced.is_ok() {
-                tokio::task::yield_now().await;
-                if let Ok(first) = rx.try_recv() {
-                    next = Some(gather(first, &mut rx));
-                }
-            }
-            let appends_only = next
-                .as_ref()
-                .is_some_and(|(batch, close)| close.is_none() && batch.iter().all(|w| matches!(w, Write::Append(..))));
-            if appends_only && !front.needs_care() {
-                let appends = next.take().map(|(batch, _)| batch).unwrap_or_default();
-                let appends = appends
-                    .into_iter()
-                    .filter_map(|w| match w {
-                        Write::Append(m, reply) => Some((m, reply)),
-                        _ => None,
-                    })
-                    .collect();
-                let behind = front.journal_appends(appends).await;
-                #[cfg(test)]
-                applied.behind.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                front.finish(journaled, synced).await;
-                front.in_flight = behind;
-                // Under steady load the loop stays on this path: the hold's end and a read
-                // waiting for the rows held are seen to here, as in the `select!` below.
-                let hold_over = front.hand_over_at.is_some_and(|at| at <= tokio::time::Instant::now());
-                if hold_over || futures_util::FutureExt::now_or_never(applied.wanted()).is_some() {
-                    front.hand_over().await;
-                }
-                continue;
-            }
-            front.finish(journaled, synced).await;
-            if let Some((batch, close)) = next {
-                if !batch.is_empty() {
-                    front.write(batch).await;
-                }
-                if let Some(reply) = close {
-                    return front.close(reply, &mut rx).await;
-                }
+        if front.in_flight.is_some() {
+            if let Some(reply) = front.after_sync(&mut rx).await {
+                return front.close(reply, &mut rx).await;
             }
             continue;
         }

@@ -81,7 +81,7 @@ impl Row {
     }
 }
 
-/// The journal file, written by the store's writer alone.
+/// The journal file, written by the store's front alone.
 pub(super) struct Journal {
     /// Shared with the thread that syncs it (`--sync full`).
     file: Arc<std::fs::File>,

@@ -3,13 +3,13 @@
 //! Why SQLite: one file, transactions, secondary indexes and ad-hoc queries (history pages,
 //! unread counts, a conversation list) without hand-built indexes, and a schema that maps
 //! one-to-one onto PostgreSQL later. Why it is fast enough: every write goes through one
-//! writer thread that applies all the requests waiting for it in one transaction (one fsync
-//! for the lot), so durable acks cost a sync per batch, not per message. On a runtime (the
-//! server) a message is journaled, fanned out and answered first, and committed just after by
-//! the applier thread ([`front`], [`journal`]); with `--sync full` the journal's record is on
-//! disk (`fdatasync`) before the fan-out, and the applier's commits are synced too, before the
-//! journal lets go of what they hold. Reads use their own connection (WAL readers never block
-//! the writer).
+//! task on the runtime ([`front`]) that takes all the requests waiting for it as one batch,
+//! so durable acks cost a sync per batch, not per message. A batch's messages are journaled
+//! with one `write` ([`journal`]), fanned out and answered first, and committed just after by
+//! the applier thread, the rows of several batches in one transaction; with `--sync full` the
+//! journal's record is on disk (`fdatasync`) before the fan-out, and the applier's commits are
+//! synced too, before the journal lets go of what they hold. Reads use their own connection
+//! (WAL readers never block the writer).
 
 mod front;
 mod journal;
@@ -656,7 +656,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
-    /// The writer hands out seqs and writes `last_seq` and read marks once per batch: whatever
+    /// The front hands out seqs, and read marks are written once per batch: whatever
     /// shares a batch with appends, or reads after them, sees what per-append writes would give,
     /// with either `--sync`.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
