@@ -101,10 +101,14 @@ impl Journal {
     pub(super) fn open(dir: &Path, durable: bool) -> Result<(Self, Vec<Row>), StoreError> {
         let path = dir.join(FILE);
         let io = |e: std::io::Error| unavailable(&path, &e);
-        // A restart that a crash cut short: the journal it was to replace is whole.
-        match std::fs::remove_file(dir.join(NEXT)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
-            _ => {}
+        // A restart that a crash cut short (the journal it was to replace is whole), and a
+        // spare an earlier run left (with `--sync full` a new one is made; with `normal` none
+        // is used).
+        for left in [NEXT, SPARE] {
+            match std::fs::remove_file(dir.join(left)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+                _ => {}
+            }
         }
         // Written at its end (`len`), not in append mode: a spare has zeros past it.
         let mut file =
@@ -477,7 +481,7 @@ mod tests {
 
     /// A restarted journal holds the rows it was given, then what is appended after them; a
     /// restart that a crash cut short (its file written, not renamed) leaves the old journal,
-    /// which the next open reads whole and the half-made file does not outlive.
+    /// which the next open reads whole and the half-made file does not outlive; nor does a spare.
     #[test]
     fn a_restart_keeps_only_the_rows_given_and_a_cut_short_one_changes_nothing() {
         let dir = std::env::temp_dir().join(format!("confab-journal-test-{}", rand::random::<u64>()));
@@ -498,6 +502,13 @@ mod tests {
         let (journal, held) = Journal::open(&dir, false).unwrap();
         assert_eq!(held, [row(3), row(4)]);
         assert!(!dir.join(NEXT).exists());
+
+        // A spare left by a run with `--sync full` is removed by one without it.
+        std::fs::write(dir.join(SPARE), [0u8; 64]).unwrap();
+        drop(journal);
+        let (journal, held) = Journal::open(&dir, false).unwrap();
+        assert_eq!(held, [row(3), row(4)]);
+        assert!(!dir.join(SPARE).exists());
         drop(journal);
         let _ = std::fs::remove_dir_all(dir);
     }
