@@ -4,13 +4,16 @@
 //! hundred bytes gets it there sooner than SQLite's transaction (its statements, then a WAL
 //! frame of a header and a page for each page it dirtied: 7.8 `pwrite`s a message,
 //! docs/benchmarks.md issue 19, eighth pass). With `full` the record is also synced
-//! (`fdatasync`) before the fan-out: one sync of a few hundred bytes written over zeros already
-//! on disk (a spare file made ahead, [`SPARE_BYTES`]) instead of SQLite's WAL frames and their
-//! sync (docs/benchmarks.md, issue 19's thirteenth pass).
+//! (`fdatasync`) before the fan-out: one sync of a few hundred bytes written over blocks already
+//! on disk (a spare file, [`SPARE_BYTES`]) instead of SQLite's WAL frames and their sync
+//! (docs/benchmarks.md, issue 19's thirteenth pass).
 //!
-//! A record is the batch's rows as JSON, framed by its length and the first bytes of its
-//! SHA-256, so that a torn or garbled tail (a power loss, which `normal` does not promise to
-//! survive, or a full disk) ends the replay instead of applying garbage. At open, what the
+//! A journal file begins with [`MAGIC`] and a salt of its own. A record is the batch's rows as
+//! JSON, framed by its length and the first bytes of the SHA-256 of the salt and the rows, so
+//! that a torn or garbled tail (a power loss, which `normal` does not promise to survive, or a
+//! full disk) ends the replay instead of applying garbage, and so does a record of an earlier
+//! use of the file: with `full`, the journal a restart leaves is the next spare, its blocks on
+//! disk already, instead of a new file of zeros. At open, what the
 //! journal holds is applied again: an insert of a message already stored does nothing (its
 //! conversation and seq are its key). Past [`EMPTY_PAST`], once SQLite holds every row the
 //! front handed over, the journal starts over with the rows the front still holds
@@ -27,8 +30,9 @@ pub(super) const FILE: &str = "confab.journal";
 /// Where a restarted journal is written before it takes the journal's name.
 const NEXT: &str = "confab.journal.next";
 
-/// `--sync full`: a file of [`SPARE_BYTES`] zeros, on disk, made beside the journal off the
-/// runtime's thread, that the next restart (or emptying) renames over the journal.
+/// `--sync full`: a file of at least [`SPARE_BYTES`] on disk beside the journal, that the next
+/// restart (or emptying) writes its first record into and swaps with the journal: the journal
+/// the restart before left, or, at first, zeros written off the runtime's thread.
 const SPARE: &str = "confab.journal.spare";
 
 /// The spare's size: a restart comes a little past [`EMPTY_PAST`]. While the journal is within
@@ -42,8 +46,19 @@ const SPARE_BYTES: u64 = 2 * EMPTY_PAST;
 /// this, the front waits for SQLite to hold all of it (the applier is that far behind).
 pub(super) const EMPTY_PAST: u64 = 4 << 20;
 
-/// A record's header: its length (u32, little-endian) and the first 8 bytes of its SHA-256.
+/// What a journal file begins with, then its salt (8 bytes). A file written before the salt
+/// (records from its first byte) is still read: a record's length is never this (as a u32,
+/// little-endian, it is past [`RECORD_MAX`]).
+const MAGIC: &[u8; 4] = b"CFJ2";
+
+/// [`MAGIC`] and the salt.
+const FILE_HEADER: usize = 12;
+
+/// A record's header: its length (u32, little-endian) and the first 8 bytes of the SHA-256 of
+/// the file's salt and the record.
 const HEADER: usize = 12;
+
+type Salt = [u8; 8];
 
 /// A record bigger than this is not one the writer wrote (a batch is at most `MAX_BATCH`
 /// messages of at most 64 KiB each): the header is garbage.
@@ -91,8 +106,22 @@ pub(super) struct Journal {
     /// `--sync full`: a record counts once the disk has it, and the journal is replaced or
     /// emptied only in ways that a power loss cannot undo halfway.
     durable: bool,
-    /// The spare being made (or made), with `--sync full`.
-    spare: Option<std::sync::mpsc::Receiver<std::io::Result<std::fs::File>>>,
+    /// This file's salt, in its first record's checksum and every one after it.
+    salt: Salt,
+    /// The next spare, with `--sync full`.
+    spare: Option<Spare>,
+    /// Whether the old journal may become the spare: not once the file system refused to swap
+    /// two names (`RENAME_EXCHANGE`); then each spare is zeros written anew.
+    recycle: bool,
+}
+
+/// The file a restart moves the journal into.
+enum Spare {
+    /// Zeros, being written on a thread of its own.
+    Making(std::sync::mpsc::Receiver<std::io::Result<std::fs::File>>),
+    /// The journal before the last restart: its old records fail the checksum under the salt
+    /// it is given next.
+    Recycled(Arc<std::fs::File>),
 }
 
 impl Journal {
@@ -115,7 +144,7 @@ impl Journal {
             std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(io)?;
-        let (rows, good) = decode(&bytes);
+        let (rows, good, salt) = decode(&bytes);
         if good < bytes.len() {
             tracing::warn!(
                 journal = %path.display(),
@@ -127,7 +156,11 @@ impl Journal {
             // A journal just made is found after a power loss only once its directory is synced.
             sync_dir(dir).map_err(io)?;
         }
-        let mut journal = Self { file: Arc::new(file), len: good as u64, path, durable, spare: None };
+        // A file written before the salt is emptied before anything is appended to it (the
+        // store does, once its rows are applied): a salted record must not follow unsalted ones.
+        let salt = salt.unwrap_or_else(rand::random);
+        let mut journal =
+            Self { file: Arc::new(file), len: good as u64, path, durable, salt, spare: None, recycle: true };
         journal.make_spare();
         Ok((journal, rows))
     }
@@ -135,7 +168,10 @@ impl Journal {
     /// Appends one record of `rows` with one `write`. On failure (a full disk) the file is cut
     /// back to what it held, so that a later record is not stranded behind a torn one.
     pub(super) fn append(&mut self, rows: &[Row]) -> Result<(), StoreError> {
-        let record = encode(rows)?;
+        let mut record = encode(rows, &self.salt)?;
+        if self.len == 0 {
+            record.splice(0..0, file_header(&self.salt));
+        }
         match self.file.write_all_at(&record, self.len) {
             Ok(()) => {
                 self.len += record.len() as u64;
@@ -192,6 +228,8 @@ impl Journal {
         if let Some(spare) = self.take_spare(wait) {
             return self.take_place(spare, &self.path.with_file_name(SPARE), &[]);
         }
+        // Under a new salt, should the file be a spare again one day.
+        self.salt = rand::random();
         let io = |e: std::io::Error| unavailable(&self.path, &e);
         self.file.set_len(0).map_err(io)?;
         if self.durable {
@@ -220,24 +258,28 @@ impl Journal {
             let _ = made.send(spare);
         });
         match started {
-            Ok(_) => self.spare = Some(spare),
+            Ok(_) => self.spare = Some(Spare::Making(spare)),
             Err(e) => tracing::warn!(error = %e, "store: cannot start making the journal's spare"),
         }
     }
 
     /// The spare, if it is ready (or, with `wait`, once it is).
-    fn take_spare(&mut self, wait: bool) -> Option<std::fs::File> {
+    fn take_spare(&mut self, wait: bool) -> Option<Arc<std::fs::File>> {
         let made = match &self.spare {
             None => return None,
-            Some(spare) if wait => spare.recv().ok(),
-            Some(spare) => match spare.try_recv() {
+            Some(Spare::Recycled(_)) => match self.spare.take() {
+                Some(Spare::Recycled(file)) => return Some(file),
+                _ => return None,
+            },
+            Some(Spare::Making(spare)) if wait => spare.recv().ok(),
+            Some(Spare::Making(spare)) => match spare.try_recv() {
                 Err(std::sync::mpsc::TryRecvError::Empty) => return None,
                 got => got.ok(),
             },
         };
         self.spare = None;
         match made {
-            Some(Ok(file)) => Some(file),
+            Some(Ok(file)) => Some(Arc::new(file)),
             Some(Err(e)) => {
                 // A full disk: the journal goes on growing its own file.
                 tracing::warn!(error = %e, "store: cannot make the journal's spare");
@@ -250,33 +292,80 @@ impl Journal {
     /// Waits until the spare is made, and keeps it for the next restart.
     #[cfg(test)]
     fn wait_for_spare(&mut self) {
-        if let Some(made) = self.spare.take().and_then(|spare| spare.recv().ok()) {
-            let (keep, spare) = std::sync::mpsc::sync_channel(1);
-            let _ = keep.send(made);
-            self.spare = Some(spare);
+        if let Some(Spare::Making(spare)) = &self.spare {
+            if let Ok(made) = spare.recv() {
+                let (keep, spare) = std::sync::mpsc::sync_channel(1);
+                let _ = keep.send(made);
+                self.spare = Some(Spare::Making(spare));
+            }
         }
     }
 
-    /// `file` (at `from`), with `record` written at its start, takes the journal's name and
-    /// becomes the journal; a new spare is begun. With `--sync full` the rename may reach the
-    /// disk before the data: the file is synced first, and the directory after, before a later
-    /// record is appended (and acknowledged) to a file that a power loss could leave under
-    /// `from`'s name.
-    fn take_place(&mut self, file: std::fs::File, from: &Path, record: &[u8]) -> Result<(), StoreError> {
+    /// `file` (at `from`), with a new salt and a record of `rows` written at its start, takes
+    /// the journal's name and becomes the journal. The spare (`from`) swaps names with the
+    /// journal and is the next spare, if it is as big as one; otherwise it is renamed over
+    /// the journal and a new spare is begun. With `--sync full` a rename may reach the disk
+    /// before the data: the file is synced first (a recycled spare's old records, under its
+    /// old salt, are then no longer the file's), and the directory after, before a later record
+    /// is appended (and acknowledged) to a file that a power loss could leave under `from`'s
+    /// name.
+    fn take_place(&mut self, file: Arc<std::fs::File>, from: &Path, rows: &[Row]) -> Result<(), StoreError> {
         let io = |e: std::io::Error| unavailable(from, &e);
-        file.write_all_at(record, 0).map_err(io)?;
-        if self.durable && !record.is_empty() {
+        let salt: Salt = rand::random();
+        let mut start = file_header(&salt).to_vec();
+        if !rows.is_empty() {
+            start.extend(encode(rows, &salt)?);
+        }
+        file.write_all_at(&start, 0).map_err(io)?;
+        if self.durable {
             file.sync_data().map_err(io)?;
         }
-        std::fs::rename(from, &self.path).map_err(io)?;
+        let swapped = self.durable
+            && self.recycle
+            && from.file_name() == Some(std::ffi::OsStr::new(SPARE))
+            && self.file.metadata().is_ok_and(|m| m.len() >= SPARE_BYTES)
+            && self.swap(from);
+        if !swapped {
+            std::fs::rename(from, &self.path).map_err(io)?;
+        }
         if self.durable {
             sync_dir(self.path.parent().unwrap_or(Path::new("."))).map_err(io)?;
         }
-        // The handle follows the file across the rename.
-        self.file = Arc::new(file);
-        self.len = record.len() as u64;
-        self.make_spare();
+        // The handles follow the files across the renames.
+        let old = std::mem::replace(&mut self.file, file);
+        self.salt = salt;
+        self.len = start.len() as u64;
+        if swapped {
+            self.spare = Some(Spare::Recycled(old));
+        } else {
+            self.make_spare();
+        }
         Ok(())
+    }
+
+    /// Swaps the names of the spare at `from` and the journal in one step, so that a crash
+    /// leaves each name on a whole file; false where the file system cannot (then it is not
+    /// tried again).
+    fn swap(&mut self, from: &Path) -> bool {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        let swapped = {
+            use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+            renameat2(AT_FDCWD, from, AT_FDCWD, &self.path, RenameFlags::RENAME_EXCHANGE)
+                .inspect_err(|e| {
+                    tracing::info!(
+                        error = %e,
+                        "store: the file system cannot swap the journal and its spare; each spare is written anew"
+                    );
+                })
+                .is_ok()
+        };
+        #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+        let swapped = {
+            let _ = from;
+            false
+        };
+        self.recycle = swapped;
+        swapped
     }
 
     /// At a clean stop: emptied in place, and no spare made again (what is made or being made
@@ -293,9 +382,8 @@ impl Journal {
         if rows.is_empty() {
             return self.empty(false);
         }
-        let record = encode(rows)?;
         if let Some(spare) = self.take_spare(false) {
-            return self.take_place(spare, &self.path.with_file_name(SPARE), &record);
+            return self.take_place(spare, &self.path.with_file_name(SPARE), rows);
         }
         let next = self.path.with_file_name(NEXT);
         // What an earlier try left is cut first.
@@ -306,7 +394,7 @@ impl Journal {
             .truncate(true)
             .open(&next)
             .map_err(|e| unavailable(&next, &e))?;
-        self.take_place(file, &next, &record)
+        self.take_place(Arc::new(file), &next, rows)
     }
 
     /// The bytes it holds.
@@ -346,29 +434,51 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-fn checksum(payload: &[u8]) -> [u8; 8] {
-    let digest = ring::digest::digest(&ring::digest::SHA256, payload);
+/// The first 8 bytes of the SHA-256 of `salt` (none in a file written before the salt) and
+/// `payload`.
+fn checksum(salt: Option<&Salt>, payload: &[u8]) -> [u8; 8] {
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    if let Some(salt) = salt {
+        digest.update(salt);
+    }
+    digest.update(payload);
     let mut out = [0u8; 8];
-    out.copy_from_slice(&digest.as_ref()[..8]);
+    out.copy_from_slice(&digest.finish().as_ref()[..8]);
     out
 }
 
-pub(super) fn encode(rows: &[Row]) -> Result<Vec<u8>, StoreError> {
+fn file_header(salt: &Salt) -> [u8; FILE_HEADER] {
+    let mut header = [0u8; FILE_HEADER];
+    header[..4].copy_from_slice(MAGIC);
+    header[4..].copy_from_slice(salt);
+    header
+}
+
+/// One record of `rows`, for a file whose salt is `salt`.
+pub(super) fn encode(rows: &[Row], salt: &Salt) -> Result<Vec<u8>, StoreError> {
     let mut record = vec![0u8; HEADER];
     serde_json::to_writer(&mut record, rows).map_err(|e| StoreError::Database(e.to_string()))?;
     let len =
         u32::try_from(record.len() - HEADER).map_err(|_| StoreError::Database("a journal record over 4 GiB".into()))?;
-    let sum = checksum(&record[HEADER..]);
+    let sum = checksum(Some(salt), &record[HEADER..]);
     record[..4].copy_from_slice(&len.to_le_bytes());
     record[4..HEADER].copy_from_slice(&sum);
     Ok(record)
 }
 
-/// The rows of every whole, intact record from the start of `bytes`, and how many bytes those
-/// records take.
-pub(super) fn decode(bytes: &[u8]) -> (Vec<Row>, usize) {
+/// The rows of every whole, intact record of the file `bytes`, how many bytes the file's
+/// header and those records take, and the file's salt (none in a file written before the
+/// salt, or an empty one).
+pub(super) fn decode(bytes: &[u8]) -> (Vec<Row>, usize, Option<Salt>) {
     let mut rows = Vec::new();
-    let mut at = 0;
+    let (mut at, salt) = match bytes.get(..FILE_HEADER) {
+        Some(header) if header.starts_with(MAGIC) => {
+            let mut salt = Salt::default();
+            salt.copy_from_slice(&header[MAGIC.len()..]);
+            (FILE_HEADER, Some(salt))
+        }
+        _ => (0, None),
+    };
     while let Some(header) = bytes.get(at..at + HEADER) {
         let mut len = [0u8; 4];
         len.copy_from_slice(&header[..4]);
@@ -377,14 +487,14 @@ pub(super) fn decode(bytes: &[u8]) -> (Vec<Row>, usize) {
             break;
         }
         let Some(payload) = bytes.get(at + HEADER..at + HEADER + len) else { break };
-        if checksum(payload) != header[4..HEADER] {
+        if checksum(salt.as_ref(), payload) != header[4..HEADER] {
             break;
         }
         let Ok(mut record) = serde_json::from_slice::<Vec<Row>>(payload) else { break };
         rows.append(&mut record);
         at += HEADER + len;
     }
-    (rows, at)
+    (rows, at, salt)
 }
 
 static INSERT_ROW: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
@@ -452,31 +562,71 @@ mod tests {
         }
     }
 
+    const SALT: Salt = *b"saltsalt";
+
+    /// A file of `records` under [`SALT`].
+    fn file(records: &[&[Row]]) -> Vec<u8> {
+        let mut bytes = file_header(&SALT).to_vec();
+        for rows in records {
+            bytes.extend(encode(rows, &SALT).unwrap());
+        }
+        bytes
+    }
+
     #[test]
     fn whole_records_are_read_back_and_a_torn_or_garbled_tail_ends_the_reading() {
-        let mut bytes = encode(&[row(1), row(2)]).unwrap();
-        bytes.extend(encode(&[row(3)]).unwrap());
+        let bytes = file(&[&[row(1), row(2)], &[row(3)]]);
         let whole = bytes.len();
-        assert_eq!(decode(&bytes), (vec![row(1), row(2), row(3)], whole));
+        assert_eq!(decode(&bytes), (vec![row(1), row(2), row(3)], whole, Some(SALT)));
 
         // Torn: a fourth record cut anywhere is ignored, whole records before it are kept.
-        let fourth = encode(&[row(4)]).unwrap();
+        let fourth = encode(&[row(4)], &SALT).unwrap();
         for cut in 1..fourth.len() {
             let mut torn = bytes.clone();
             torn.extend(&fourth[..cut]);
-            assert_eq!(decode(&torn), (vec![row(1), row(2), row(3)], whole), "cut at {cut}");
+            assert_eq!(decode(&torn), (vec![row(1), row(2), row(3)], whole, Some(SALT)), "cut at {cut}");
         }
         // Garbled: one flipped byte in the second record's payload ends the reading there.
-        let first = encode(&[row(1), row(2)]).unwrap().len();
+        let first = file(&[&[row(1), row(2)]]).len();
         let mut garbled = bytes.clone();
         garbled[first + HEADER + 3] ^= 0x20;
-        assert_eq!(decode(&garbled), (vec![row(1), row(2)], first));
+        assert_eq!(decode(&garbled), (vec![row(1), row(2)], first, Some(SALT)));
+        // A whole record under another salt (one of the file's earlier use) ends it too.
+        let mut stale = bytes.clone();
+        stale.extend(encode(&[row(4)], b"oldsalt!").unwrap());
+        assert_eq!(decode(&stale).0, [row(1), row(2), row(3)]);
         // A length that no record has, and zeros (a file extended but never written).
         let mut huge = bytes.clone();
         huge.extend(u32::MAX.to_le_bytes());
         huge.extend([0u8; 20]);
         assert_eq!(decode(&huge).1, whole);
-        assert_eq!(decode(&[0u8; 64]), (Vec::new(), 0));
+        assert_eq!(decode(&[0u8; 64]), (Vec::new(), 0, None));
+        let mut header_only = file(&[]);
+        assert_eq!(decode(&header_only), (Vec::new(), FILE_HEADER, Some(SALT)));
+        header_only.extend([0u8; 64]);
+        assert_eq!(decode(&header_only), (Vec::new(), FILE_HEADER, Some(SALT)));
+    }
+
+    /// A journal an earlier version wrote (records from the first byte, checksums without a
+    /// salt) is still read, and a torn record ends it as before.
+    #[test]
+    fn a_journal_written_before_the_salt_is_read() {
+        let legacy = |rows: &[Row]| {
+            let payload = serde_json::to_vec(rows).unwrap();
+            let mut record = (payload.len() as u32).to_le_bytes().to_vec();
+            record.extend(checksum(None, &payload));
+            record.extend(payload);
+            record
+        };
+        let mut bytes = legacy(&[row(1), row(2)]);
+        bytes.extend(legacy(&[row(3)]));
+        let whole = bytes.len();
+        bytes.extend(&legacy(&[row(4)])[..20]);
+        assert_eq!(decode(&bytes), (vec![row(1), row(2), row(3)], whole, None));
+        // A salted record does not pass for an unsalted one.
+        let mut mixed = legacy(&[row(1)]);
+        mixed.extend(encode(&[row(2)], &SALT).unwrap());
+        assert_eq!(decode(&mixed).0, [row(1)]);
     }
 
     /// A restarted journal holds the rows it was given, then what is appended after them; a
@@ -497,7 +647,7 @@ mod tests {
         let (journal, held) = Journal::open(&dir, false).unwrap();
         assert_eq!(held, [row(3), row(4)]);
 
-        std::fs::write(dir.join(NEXT), encode(&[row(9)]).unwrap()).unwrap();
+        std::fs::write(dir.join(NEXT), file(&[&[row(9)]])).unwrap();
         drop(journal);
         let (journal, held) = Journal::open(&dir, false).unwrap();
         assert_eq!(held, [row(3), row(4)]);
@@ -506,21 +656,31 @@ mod tests {
         // A spare left by a run with `--sync full` is removed by one without it.
         std::fs::write(dir.join(SPARE), [0u8; 64]).unwrap();
         drop(journal);
-        let (journal, held) = Journal::open(&dir, false).unwrap();
+        let (mut journal, held) = Journal::open(&dir, false).unwrap();
         assert_eq!(held, [row(3), row(4)]);
         assert!(!dir.join(SPARE).exists());
+
+        // Emptied, then appended to: the file begins anew, with its header.
+        journal.empty(false).unwrap();
+        journal.append(&[row(5)]).unwrap();
+        drop(journal);
+        let (journal, held) = Journal::open(&dir, false).unwrap();
+        assert_eq!(held, [row(5)]);
         drop(journal);
         let _ = std::fs::remove_dir_all(dir);
     }
 
     /// `--sync full`: the journal is a spare of zeros made beside it, records overwrite the
-    /// zeros (the file keeps its size) and are read back as any others, and a restart moves
-    /// into the next spare with only the rows given, none of the old file's.
+    /// zeros (the file keeps its size) and are read back as any others; a restart moves into
+    /// the spare with only the rows given, and the journal it leaves is the next spare, whose
+    /// old records (under the old salt) are not read back once it is the journal again.
     #[test]
     fn a_durable_journal_writes_into_its_spare_and_restarts_into_the_next() {
+        use std::os::unix::fs::MetadataExt as _;
         let dir = std::env::temp_dir().join(format!("confab-journal-test-{}", rand::random::<u64>()));
         std::fs::create_dir_all(&dir).unwrap();
         let size = || std::fs::metadata(dir.join(FILE)).unwrap().len();
+        let inode = |name: &str| std::fs::metadata(dir.join(name)).unwrap().ino();
         let (mut journal, held) = Journal::open(&dir, true).unwrap();
         assert!(held.is_empty());
         journal.empty(true).unwrap();
@@ -531,18 +691,23 @@ mod tests {
         drop(journal);
         let (mut journal, held) = Journal::open(&dir, true).unwrap();
         assert_eq!(held, [row(1), row(2), row(3)]);
-        assert_eq!(
-            journal.len(),
-            encode(&[row(1), row(2)]).unwrap().len() as u64 + encode(&[row(3)]).unwrap().len() as u64
-        );
+        assert_eq!(journal.len(), file(&[&[row(1), row(2)], &[row(3)]]).len() as u64);
 
         journal.wait_for_spare();
+        let first = inode(FILE);
         journal.restart(&[row(3)]).unwrap();
-        assert_eq!(size(), SPARE_BYTES, "the restart moved into the next spare");
+        assert_eq!(size(), SPARE_BYTES, "the restart moved into the spare");
+        assert_eq!(inode(SPARE), first, "the journal it left is the next spare");
         journal.append(&[row(4)]).unwrap();
+        // Into the first file again, with rows as long as its first record was: its second
+        // record ([3]) follows, whole, and is not read under the new salt.
+        let second = inode(FILE);
+        journal.restart(&[row(1), row(2)]).unwrap();
+        assert_eq!((inode(FILE), inode(SPARE)), (first, second), "swapped back");
+        assert_eq!(size(), SPARE_BYTES);
         drop(journal);
         let (journal, held) = Journal::open(&dir, true).unwrap();
-        assert_eq!(held, [row(3), row(4)]);
+        assert_eq!(held, [row(1), row(2)]);
         drop(journal);
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -773,7 +773,8 @@ mod tests {
             journal.append(&[journal::Row::of(&stored).unwrap()]).unwrap();
             journal.append(std::slice::from_ref(&lost)).unwrap();
         }
-        let torn = &journal::encode(&[journal::Row { seq: 3, id: "m-torn".into(), ..lost.clone() }]).unwrap()[..20];
+        let torn =
+            &journal::encode(&[journal::Row { seq: 3, id: "m-torn".into(), ..lost.clone() }], &[0; 8]).unwrap()[..20];
         let mut file = std::fs::OpenOptions::new().append(true).open(dir.join(journal::FILE)).unwrap();
         std::io::Write::write_all(&mut file, torn).unwrap();
 
@@ -783,8 +784,8 @@ mod tests {
         assert_eq!(got, [(1, stored.id.as_str(), "stored"), (2, "m-lost", "journaled")]);
         let summary = store.conversations_of(&a).await.unwrap();
         assert_eq!(summary[0].read_seq, Seq(2), "the sender has read what it sent");
-        // With `full` the journal is its spare now: zeros, nothing to read.
-        assert_eq!(journal::decode(&std::fs::read(dir.join(journal::FILE)).unwrap()), (Vec::new(), 0));
+        // With `full` the journal is its spare now: a header and zeros, nothing to read.
+        assert_eq!(journal::decode(&std::fs::read(dir.join(journal::FILE)).unwrap()).0, []);
         assert_eq!(store.append(new_message(&c, &b, "next", None)).await.unwrap().message.seq, Some(Seq(3)));
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -904,7 +905,7 @@ mod tests {
             }
             let journal = std::fs::read(dir.join(journal::FILE)).unwrap();
             largest = largest.max(journal.len());
-            let (rows, _) = journal::decode(&journal);
+            let (rows, ..) = journal::decode(&journal);
             let mut seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
             let mut stmt = other.prepare("SELECT seq FROM messages").unwrap();
             seqs.extend(stmt.query_map([], |r| r.get::<_, i64>(0)).unwrap().map(Result::unwrap));
