@@ -228,8 +228,6 @@ impl Journal {
         if let Some(spare) = self.take_spare(wait) {
             return self.take_place(spare, &self.path.with_file_name(SPARE), &[]);
         }
-        // Under a new salt, should the file be a spare again one day.
-        self.salt = rand::random();
         let io = |e: std::io::Error| unavailable(&self.path, &e);
         self.file.set_len(0).map_err(io)?;
         if self.durable {
@@ -265,19 +263,17 @@ impl Journal {
 
     /// The spare, if it is ready (or, with `wait`, once it is).
     fn take_spare(&mut self, wait: bool) -> Option<Arc<std::fs::File>> {
-        let made = match &self.spare {
-            None => return None,
-            Some(Spare::Recycled(_)) => match self.spare.take() {
-                Some(Spare::Recycled(file)) => return Some(file),
-                _ => return None,
-            },
-            Some(Spare::Making(spare)) if wait => spare.recv().ok(),
-            Some(Spare::Making(spare)) => match spare.try_recv() {
-                Err(std::sync::mpsc::TryRecvError::Empty) => return None,
+        let made = match self.spare.take()? {
+            Spare::Recycled(file) => return Some(file),
+            Spare::Making(spare) if wait => spare.recv().ok(),
+            Spare::Making(spare) => match spare.try_recv() {
+                Err(std::sync::mpsc::TryRecvError::Empty) => {
+                    self.spare = Some(Spare::Making(spare));
+                    return None;
+                }
                 got => got.ok(),
             },
         };
-        self.spare = None;
         match made {
             Some(Ok(file)) => Some(Arc::new(file)),
             Some(Err(e)) => {
