@@ -324,10 +324,8 @@ impl Journal {
         if !swapped {
             std::fs::rename(from, &self.path).map_err(io)?;
         }
-        if self.durable {
-            sync_dir(self.path.parent().unwrap_or(Path::new("."))).map_err(io)?;
-        }
-        // The handles follow the files across the renames.
+        // The handles follow the files across the renames, before the directory's sync: if
+        // that fails, what is appended next still goes to the file under the journal's name.
         let old = std::mem::replace(&mut self.file, file);
         self.salt = salt;
         self.len = start.len() as u64;
@@ -335,6 +333,9 @@ impl Journal {
             self.spare = Some(Spare::Recycled(old));
         } else {
             self.make_spare();
+        }
+        if self.durable {
+            sync_dir(self.path.parent().unwrap_or(Path::new("."))).map_err(io)?;
         }
         Ok(())
     }
